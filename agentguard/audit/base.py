@@ -1,0 +1,50 @@
+"""Audit sink protocol and the event shape every sink receives."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["AuditSink", "EVENT_TYPES"]
+
+#: Event types written by the guard. ``call.allowed`` only when the policy logs allows.
+EVENT_TYPES = frozenset({
+    "call.allowed",       # allowed without interruption (only if logging allows)
+    "call.denied",        # refused by policy, cooldown, or an error (fail closed)
+    "call.shadow",        # shadow mode: what would have happened
+    "challenge.created",  # a call was held: approval and/or reauth required
+    "challenge.approved",
+    "challenge.denied",
+    "challenge.expired",
+    "challenge.unreachable",
+    "vote.rejected",      # an approver who is not authorised tried to decide
+    "reauth.verified",
+    "reauth.failed",
+    "reauth.locked",
+    "grant.created",
+    "grant.used",
+    "grant.revoked",
+    "call.executed",      # an approved call was claimed and handed to the tool
+    "signal.burst",       # abnormal rate of sensitive calls
+    "pin.changed",        # an MCP tool definition changed (rug pull)
+    "pin.approved",
+})
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Append-only audit log.
+
+    ``append`` receives a flat JSON-compatible mapping (at least ``type``; usually
+    ``call_id``, ``principal``, ``server``, ``tool``, ``privilege``, ``labels``, ``rule_id``,
+    ``reason``, ``signals``, ``requirement``, ``outcome``, ``approver``, ``request_id``,
+    ``args`` and timings). The sink adds ``seq``, ``at``, ``prev_hash`` and ``hash``,
+    redacts secrets, and must raise ``AuditError`` when the write fails: the guard then
+    refuses privileged calls.
+    """
+
+    def append(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Write one event; return the stored record (with seq and hash)."""
+
+    def close(self) -> None:
+        """Flush and release the log."""

@@ -1,0 +1,151 @@
+"""Exceptions raised by agentguard.
+
+The tree::
+
+    AgentGuardError
+     ├── PolicyError            a policy file is invalid (names file, rule, field)
+     ├── ConfigError            runtime configuration is invalid or a plug-in is missing
+     ├── UsageError             the API was used wrongly (e.g. sync call inside a running loop)
+     ├── StoreError             the store failed; the guard turns this into a refusal
+     │    └── ConflictError     an atomic claim lost (already decided, consumed or expired)
+     ├── AuditError             an audit write failed; privileged calls are refused
+     └── ToolCallRefused        the guard refused a call; ``kind`` says why
+          ├── CallDenied            kind == "denied"
+          ├── ApprovalExpired       kind == "expired"
+          ├── ChannelUnreachable    kind == "unreachable"
+          └── ReauthFailed          kind == "reauth_failed"
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from agentguard.types import Authorization
+
+__all__ = [
+    "AgentGuardError",
+    "ApprovalExpired",
+    "AuditError",
+    "CallDenied",
+    "ChannelUnreachable",
+    "ConfigError",
+    "ConflictError",
+    "PolicyError",
+    "ReauthFailed",
+    "RefusalKind",
+    "StoreError",
+    "ToolCallRefused",
+    "UsageError",
+    "refusal_for",
+]
+
+RefusalKind = Literal["denied", "expired", "unreachable", "reauth_failed"]
+
+
+class AgentGuardError(Exception):
+    """Base class of every error agentguard raises."""
+
+
+class PolicyError(AgentGuardError):
+    """A policy file failed to load or validate.
+
+    Attributes:
+        file: Path of the policy file, if known.
+        rule: Id of the offending rule, if the error is inside a rule.
+        field: Dotted path of the offending field.
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, rule: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = file
+        self.rule = rule
+        self.field = field
+        where = [p for p in (file, f"rule {rule!r}" if rule else None,
+                             f"field {field!r}" if field else None) if p]
+        super().__init__(f"{': '.join(where)}: {message}" if where else message)
+
+
+class ConfigError(AgentGuardError):
+    """Runtime configuration is invalid, or an optional integration is not installed."""
+
+
+class UsageError(AgentGuardError):
+    """The API was used in a way that cannot work (for example a sync call inside a loop)."""
+
+
+class StoreError(AgentGuardError):
+    """The approval/grant store failed. The guard refuses the call (fail closed)."""
+
+
+class ConflictError(StoreError):
+    """An atomic transition lost: the request was already decided, consumed or expired."""
+
+
+class AuditError(AgentGuardError):
+    """An audit record could not be written. Privileged calls are refused."""
+
+
+class ToolCallRefused(AgentGuardError):
+    """The guard refused a tool call; nothing ran.
+
+    Attributes:
+        kind: One of ``denied``, ``expired``, ``unreachable``, ``reauth_failed``.
+        reason: Human-readable reason, naming the rule that decided.
+        rule_id: Id of the deciding rule (``None`` for defaults).
+        request_id: Id of the approval request, when the call was held.
+        authorization: The full :class:`~agentguard.types.Authorization`.
+    """
+
+    kind: RefusalKind = "denied"
+
+    def __init__(self, authorization: Authorization) -> None:
+        self.authorization = authorization
+        self.reason = authorization.reason
+        self.rule_id = authorization.rule_id
+        self.request_id = authorization.request_id
+        super().__init__(authorization.message())
+
+    @property
+    def decision(self) -> Any:
+        """The policy decision that led to the refusal."""
+        return self.authorization.decision
+
+
+class CallDenied(ToolCallRefused):
+    """The policy or a human denied the call."""
+
+    kind: RefusalKind = "denied"
+
+
+class ApprovalExpired(ToolCallRefused):
+    """Nobody answered before the approval timed out."""
+
+    kind: RefusalKind = "expired"
+
+
+class ChannelUnreachable(ToolCallRefused):
+    """No approval channel could be reached (or the store/audit failed)."""
+
+    kind: RefusalKind = "unreachable"
+
+
+class ReauthFailed(ToolCallRefused):
+    """Re-authentication was required and did not succeed."""
+
+    kind: RefusalKind = "reauth_failed"
+
+
+_BY_KIND: dict[str, type[ToolCallRefused]] = {
+    "denied": CallDenied,
+    "expired": ApprovalExpired,
+    "unreachable": ChannelUnreachable,
+    "reauth_failed": ReauthFailed,
+}
+
+
+def refusal_for(authorization: Authorization) -> ToolCallRefused:
+    """Build the exception matching a refused authorization's outcome."""
+    return _BY_KIND.get(authorization.outcome, CallDenied)(authorization)
