@@ -19,8 +19,8 @@ import rfc8785
 from agentguard.types import ToolCall
 
 __all__ = [
-    "CanonicalizationError",
     "MAX_SAFE_INTEGER",
+    "CanonicalizationError",
     "call_hash",
     "call_to_dict",
     "canonical_bytes",
@@ -44,7 +44,8 @@ def _check(value: Any, depth: int = 0) -> None:
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
             raise CanonicalizationError(
-                f"integer {str(value)[:40]} is outside the safe range (±2**53-1); pass it as a string"
+                f"integer {str(value)[:40]} is outside the safe range (±2**53-1); "
+                "pass it as a string"
             )
         return
     if isinstance(value, float):

@@ -28,9 +28,9 @@ __all__ = [
     "Principal",
     "ReauthSpec",
     "RequestStatus",
-    "Requirement",
     "RequireApproval",
     "RequireReauth",
+    "Requirement",
     "ToolCall",
     "ToolHints",
     "new_request_id",
@@ -73,6 +73,8 @@ class ToolHints:
         open_world: The tool interacts with external entities.
         privilege: A privilege class declared by the tool's author (decorator only).
         labels: Labels declared by the tool's author (``secret``, ``deploy``...).
+        unpinned: The tool appeared after its server's tools were first pinned (MCP); the
+            policy's unknown-tool requirement applies at least.
     """
 
     read_only: bool | None = None
@@ -81,6 +83,7 @@ class ToolHints:
     open_world: bool | None = None
     privilege: str | None = None
     labels: frozenset[str] = frozenset()
+    unpinned: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,106 @@
+"""Who may decide a held call, and recording their vote. Shared by the guard (answers from
+channels) and the approver terminal (``agentguard approvals approve``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from agentguard.audit.base import AuditSink
+from agentguard.errors import ConflictError
+from agentguard.store.base import Store
+from agentguard.types import ApprovalRequest, ApprovalVote
+
+__all__ = ["approver_problem", "cast_vote", "request_event", "same_identity"]
+
+
+def _norm(identity: str) -> str:
+    ident = identity.strip().lower()
+    for prefix in ("user:", "os:", "human:"):
+        if ident.startswith(prefix):
+            return ident[len(prefix):]
+    return ident
+
+
+def same_identity(a: str | None, b: str | None) -> bool:
+    """Whether two identity strings name the same human (``user:alice`` == ``alice``)."""
+    return bool(a) and bool(b) and _norm(a) == _norm(b)  # type: ignore[arg-type]
+
+
+def approver_problem(request: ApprovalRequest, approver: str) -> str | None:
+    """Why ``approver`` may not decide ``request``, or None if they may.
+
+    The approver must be in the request's approver set (groups were expanded when the
+    request was made, so the stored request is self-contained); with separation of duties,
+    neither the calling principal nor the human it acts for may decide.
+    """
+    if not approver:
+        return "the approver's identity is unknown"
+    allowed = request.approval.approvers
+    if allowed and not any(same_identity(approver, a) for a in allowed):
+        return f"{approver!r} is not an approver for this rule"
+    if request.approval.separation_of_duties:
+        principal = str(request.call.get("principal", ""))
+        context = request.call.get("context") or {}
+        acting_for = context.get("acting_for") if isinstance(context, Mapping) else None
+        if same_identity(approver, principal) or same_identity(approver, acting_for):
+            return f"{approver!r} requested this call and may not approve it (separation of duties)"
+    return None
+
+
+def request_event(request: ApprovalRequest, event_type: str, **extra: Any) -> dict[str, Any]:
+    """An audit event about an approval request."""
+    call = request.call
+    event: dict[str, Any] = {
+        "type": event_type,
+        "request_id": request.id,
+        "call_id": call.get("call_id"),
+        "principal": call.get("principal"),
+        "server": call.get("server"),
+        "tool": call.get("tool"),
+        "call_hash": request.call_hash,
+        "privilege": request.privilege,
+        "labels": list(request.labels),
+        "rule_id": request.rule_id,
+        "reason": request.reason,
+        "status": request.status,
+    }
+    event.update(extra)
+    return event
+
+
+async def cast_vote(
+    *, store: Store, audit: AuditSink, request_id: str, approver: str,
+    approve: bool, channel: str, reason: str = "", grant_ttl: float = 0.0,
+    now: float | None = None,
+) -> tuple[ApprovalRequest | None, str | None]:
+    """Check the approver, then record their vote atomically.
+
+    Returns:
+        (request after the vote, None) when counted, or (request or None, problem) when the
+        vote was refused: unknown request, not authorised, already settled. Refused votes
+        by someone who is not authorised are audited as ``vote.rejected``.
+    """
+    request = await store.get_request(request_id)
+    if request is None:
+        return None, f"no approval request {request_id!r}"
+    problem = approver_problem(request, approver)
+    if problem is not None:
+        audit.append(request_event(request, "vote.rejected", approver=approver,
+                                   channel=channel, detail=problem))
+        return request, problem
+    if grant_ttl > request.approval.max_grant:
+        return request, (
+            f"this rule allows approving for at most {request.approval.max_grant:.0f}s"
+            if request.approval.max_grant else "this rule allows single-use approval only")
+    vote = ApprovalVote(approver=approver, approve=approve, at=now or time.time(),
+                        channel=channel, reason=reason, grant_ttl=grant_ttl)
+    try:
+        result = await store.record_vote(request_id, vote)
+    except ConflictError as exc:
+        latest = await store.get_request(request_id)
+        return latest, f"request is no longer pending ({latest.status if latest else exc})"
+    if not result.counted:
+        return result.request, f"{approver!r} has already voted on this request"
+    return result.request, None

@@ -1,0 +1,170 @@
+"""Classification: which rule matches a call, its privilege class and labels.
+
+Rules are tried in file order; the first whose every condition matches decides the class.
+Tool annotations (MCP hints) may raise a class, never lower it below the policy's verdict;
+for an untrusted server they cannot turn an unknown tool into a known, lower one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentguard.policy.matchers import compile_args, compile_globs, compile_principal
+from agentguard.policy.model import PolicyModel, RuleSpec
+from agentguard.types import Classification, Principal, ToolCall, ToolHints
+
+__all__ = ["UNKNOWN_CLASS", "Classified", "Classifier", "CompiledRule", "hint_class"]
+
+UNKNOWN_CLASS = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule with its conditions compiled into predicates."""
+
+    spec: RuleSpec
+    tool: Callable[[str], bool] | None
+    server: Callable[[str], bool] | None
+    args: Callable[[Mapping[str, Any]], bool]
+    principal: Callable[[Principal], bool] | None
+    labels: frozenset[str]
+    hints: Mapping[str, bool] | None
+    #: True when only the tool and server names decide whether the rule matches.
+    by_name_only: bool
+
+    @classmethod
+    def compile(cls, spec: RuleSpec) -> CompiledRule:
+        m = spec.match
+        return cls(
+            spec=spec,
+            tool=compile_globs(m.tool),
+            server=compile_globs(m.server),
+            args=compile_args(m.args),
+            principal=compile_principal(m.principal),
+            labels=frozenset(m.labels or ()),
+            hints=m.hints,
+            by_name_only=not (m.args or m.principal or m.labels or m.hints),
+        )
+
+    def matches_name(self, server: str, tool: str) -> bool:
+        """Whether the tool/server conditions hold."""
+        return (self.tool is None or self.tool(tool)) and (
+            self.server is None or self.server(server))
+
+    def matches(self, call: ToolCall) -> bool:
+        """Whether every condition holds for ``call``."""
+        if not self.matches_name(call.server, call.tool):
+            return False
+        if self.labels and not (self.labels & call.hints.labels):
+            return False
+        if self.hints and any(getattr(call.hints, k) is not v for k, v in self.hints.items()):
+            return False
+        if self.principal is not None and not self.principal(call.principal):
+            return False
+        return self.args(call.args)
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """Result of classifying one call.
+
+    Attributes:
+        classification: What the decision and audit record show.
+        rule: The matched rule, if any.
+        base_class: The class the policy gives (``None`` for an unknown tool).
+        hinted_class: A higher class the tool's annotations point to, whose requirement is
+            added (hints never lower a requirement).
+    """
+
+    classification: Classification
+    rule: CompiledRule | None
+    base_class: str | None
+    hinted_class: str | None
+
+
+def hint_class(hints: ToolHints, classes: Mapping[str, Any]) -> str | None:
+    """The class tool annotations point to (read / write / destructive), if the policy has it."""
+    if hints.read_only is True:
+        name = "read"
+    elif hints.destructive is True:
+        name = "destructive"
+    elif hints.read_only is False and hints.destructive is False:
+        name = "write"
+    else:
+        return None
+    return name if name in classes else None
+
+
+class Classifier:
+    """Classifies calls against a validated policy model."""
+
+    def __init__(self, model: PolicyModel) -> None:
+        self.model = model
+        self.rank = {name: i for i, name in enumerate(model.classes)}
+        self.top_rank = len(self.rank) - 1
+        self.rules = [CompiledRule.compile(r) for r in model.rules]
+        self._server_trust = [(compile_globs(name), spec.trust)
+                              for name, spec in model.servers.items() if name != "*"]
+        self._default_trust = model.servers["*"].trust if "*" in model.servers else None
+
+    def server_trust(self, server: str) -> str:
+        """``trusted`` or ``untrusted``. The decorator's ``local`` server is trusted unless
+        the policy says otherwise; any other server is untrusted unless listed."""
+        for match, trust in self._server_trust:
+            if match is not None and match(server):
+                return trust
+        if self._default_trust is not None and server != "local":
+            return self._default_trust
+        return "trusted" if server == "local" else (self._default_trust or "untrusted")
+
+    def match_rule(self, call: ToolCall) -> CompiledRule | None:
+        """The first rule whose conditions all hold."""
+        for rule in self.rules:
+            if rule.matches(call):
+                return rule
+        return None
+
+    def classify(self, call: ToolCall) -> Classified:
+        """Classify ``call``: first matching rule, class, labels, and annotation effects."""
+        rule = self.match_rule(call)
+        hinted = hint_class(call.hints, self.model.classes)
+        trusted = self.server_trust(call.server) == "trusted"
+        declared = call.hints.privilege if call.hints.privilege in self.rank else None
+        labels = call.hints.labels
+        if rule is not None:
+            labels = labels | frozenset(rule.spec.labels)
+            base = rule.spec.class_ or declared or (hinted if trusted else None)
+            why = f"rule {rule.spec.id!r}"
+            if rule.spec.description:
+                why += f" ({rule.spec.description})"
+        elif declared is not None:
+            base, why = declared, "class declared by the tool"
+        elif hinted is not None and trusted:
+            base, why = hinted, f"annotations of trusted server {call.server!r}"
+        else:
+            base, why = None, "no rule covers this tool"
+        # Hints only ever add requirements: a higher hinted class replaces the base class;
+        # on an unknown tool the hinted class's requirement is added to the unknown default.
+        also: str | None = None
+        if hinted is not None and (base is None or self.rank[hinted] > self.rank[base]):
+            also = hinted
+            why += f"; annotations add class {hinted!r}"
+        privilege = (also if base is not None and also else base) or UNKNOWN_CLASS
+        if call.hints.unpinned:
+            why += "; tool appeared after the server's tools were pinned"
+        rank = self.rank.get(privilege, self.top_rank)
+        return Classified(
+            Classification(
+                privilege=privilege,
+                rank=rank,
+                labels=labels,
+                rule_id=rule.spec.id if rule else None,
+                reason=why,
+                standards=tuple(rule.spec.standards) if rule else (),
+            ),
+            rule,
+            base,
+            also,
+        )

@@ -1,0 +1,384 @@
+"""The policy file, as pydantic models. This is the product's main user interface.
+
+A policy reads aloud: ordered privilege classes each carry a base requirement; rules match
+calls and set their class and labels; risk signals step the requirement up when they fire.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentguard.durations import parse_duration
+from agentguard.types import Requirement
+
+__all__ = [
+    "ApprovalFields",
+    "ArgCondition",
+    "ClassSpec",
+    "Defaults",
+    "MatchSpec",
+    "PolicyModel",
+    "PrincipalMatch",
+    "RateSpec",
+    "ReauthModel",
+    "RuleSpec",
+    "ScheduleSpec",
+    "ServerSpec",
+    "SignalSpec",
+    "StepUp",
+]
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seconds(value: Any) -> float:
+    return parse_duration(value)
+
+
+def _requirement(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a requirement is a string: allow, approve, reauth, approve+reauth, deny")
+    Requirement.parse(value)
+    return value
+
+
+class ReauthModel(_Strict):
+    """``reauth: {method: totp, max_age: 15m, subject: principal}``."""
+
+    method: Literal["totp", "oauth"] = "totp"
+    max_age: float = Field(default=0.0, description="A verification this recent is reused.")
+    subject: Literal["principal", "approver"] | None = Field(
+        default=None,
+        description="Who re-authenticates; default: the approver when the call is also "
+        "approved, otherwise the principal (or the human it acts for).",
+    )
+    acr_values: list[str] = Field(default_factory=list, description="OAuth step-up (RFC 9470).")
+
+    _v_age = field_validator("max_age", mode="before")(_seconds)
+
+
+class ApprovalFields(_Strict):
+    """Fields shared by classes and rules that describe who approves and how."""
+
+    require: str | None = Field(
+        default=None, description="allow | approve | reauth | approve+reauth | deny"
+    )
+    approvers: list[str] | None = Field(
+        default=None, description="Identities or group:NAME allowed to approve."
+    )
+    quorum: int | None = Field(default=None, ge=1, description="Approvals needed (M of N).")
+    separation_of_duties: bool | None = Field(
+        default=None, description="The principal and the human it acts for may not approve."
+    )
+    timeout: float | None = Field(default=None, description="How long a held call waits.")
+    max_grant: float | None = Field(
+        default=None, description="Longest 'approve for N' an approver may give (0: none)."
+    )
+    channels: list[str] | None = Field(
+        default=None, description="Channels to ask (console, terminal, slack, webhook, "
+        "mcp-elicitation); default: every configured verified channel."
+    )
+    reauth: ReauthModel | None = None
+
+    _v_req = field_validator("require", mode="before")(
+        lambda v: v if v is None else _requirement(v)
+    )
+    _v_timeout = field_validator("timeout", "max_grant", mode="before")(
+        lambda v: v if v is None else _seconds(v)
+    )
+
+
+class ClassSpec(ApprovalFields):
+    """One privilege class, e.g. ``privileged: {require: approve+reauth, quorum: 2}``."""
+
+    require: str = "allow"
+
+
+class ScheduleSpec(_Strict):
+    """A weekly time window in a named timezone."""
+
+    tz: str = "UTC"
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(DAYS)
+    )
+    hours: str = Field(default="00:00-24:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+
+    @field_validator("tz")
+    @classmethod
+    def _tz_exists(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours_valid(cls, value: str) -> str:
+        start, end = value.split("-")
+        for part in (start, end):
+            hh, mm = (int(x) for x in part.split(":"))
+            if hh > 24 or mm > 59 or (hh == 24 and mm):
+                raise ValueError(f"invalid time {part!r}")
+        if start >= end:
+            raise ValueError("hours must be START-END with START before END")
+        return value
+
+
+class RateSpec(_Strict):
+    """More than ``max`` calls carrying any of ``labels`` within ``per``."""
+
+    labels: list[str] = Field(min_length=1)
+    max: int = Field(ge=0)
+    per: float
+
+    _v_per = field_validator("per", mode="before")(_seconds)
+
+
+class PrincipalMatch(_Strict):
+    """Match on the calling principal."""
+
+    id: str | list[str] | None = Field(default=None, description="Glob(s) on the id.")
+    kind: str | list[str] | None = None
+    claims: dict[str, Any] | None = Field(
+        default=None, description="Claim conditions (same operators as args)."
+    )
+
+
+class SignalSpec(_Strict):
+    """A named risk signal: a fact about the call that is true or false.
+
+    Exactly one of the kinds is set. ``schedule`` is true inside the window and
+    ``outside_schedule`` outside it; ``cidr`` is true when the source address is in one of
+    the networks (and false when unknown), ``outside_cidr`` when it is not (or unknown);
+    ``rate`` is true when this call makes more than ``max`` in the window; ``first_use`` is
+    true the first time a principal calls a tool; ``principal`` matches the principal.
+    """
+
+    schedule: ScheduleSpec | None = None
+    outside_schedule: ScheduleSpec | None = None
+    cidr: list[str] | None = None
+    outside_cidr: list[str] | None = None
+    rate: RateSpec | None = None
+    first_use: bool | None = None
+    principal: PrincipalMatch | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SignalSpec:
+        kinds = [k for k in ("schedule", "outside_schedule", "cidr", "outside_cidr", "rate",
+                             "first_use", "principal") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a signal needs exactly one of schedule, outside_schedule, cidr, outside_cidr, "
+                f"rate, first_use, principal (got {kinds or 'none'})"
+            )
+        for nets in (self.cidr, self.outside_cidr):
+            for net in nets or ():
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"invalid network {net!r}") from exc
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which kind of signal this is."""
+        for k in ("schedule", "outside_schedule", "cidr", "outside_cidr", "rate", "first_use",
+                  "principal"):
+            if getattr(self, k) is not None:
+                return k
+        raise AssertionError("validated")
+
+
+class StepUp(_Strict):
+    """``{when: signal, require: approve}`` or ``{unless: signal, require: reauth}``.
+
+    With a list, every listed signal must fire (``when``) / every one must be false
+    (``unless``).
+    """
+
+    when: str | list[str] | None = None
+    unless: str | list[str] | None = None
+    require: str
+
+    _v_req = field_validator("require", mode="before")(_requirement)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> StepUp:
+        if (self.when is None) == (self.unless is None):
+            raise ValueError("a step-up needs exactly one of 'when' or 'unless'")
+        return self
+
+    def signal_names(self) -> list[str]:
+        """Signals this step refers to."""
+        value = self.when if self.when is not None else self.unless
+        return [value] if isinstance(value, str) else list(value or [])
+
+
+ArgCondition = Any
+"""An argument condition: a literal (equality), or a mapping with one operator among
+``eq, ne, in, not_in, glob, regex, gt, ge, lt, le, exists``."""
+
+OPERATORS = frozenset({"eq", "ne", "in", "not_in", "glob", "regex", "gt", "ge", "lt", "le",
+                       "exists"})
+
+
+class MatchSpec(_Strict):
+    """What a rule matches. Every given field must match."""
+
+    tool: str | list[str] | None = Field(default=None, description="Glob(s) on the tool name.")
+    server: str | list[str] | None = Field(default=None, description="Glob(s) on the server.")
+    args: dict[str, ArgCondition] | None = Field(
+        default=None, description="Dotted argument paths to conditions."
+    )
+    labels: list[str] | None = Field(
+        default=None, description="The tool declares any of these labels."
+    )
+    hints: dict[str, bool] | None = Field(
+        default=None, description="Declared hints (read_only, destructive, idempotent, "
+        "open_world) equal to these values."
+    )
+    principal: PrincipalMatch | None = None
+
+    @field_validator("args")
+    @classmethod
+    def _valid_conditions(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for path, cond in (value or {}).items():
+            _validate_condition(path, cond)
+        return value
+
+    @field_validator("hints")
+    @classmethod
+    def _valid_hints(cls, value: dict[str, bool] | None) -> dict[str, bool] | None:
+        bad = set(value or {}) - {"read_only", "destructive", "idempotent", "open_world"}
+        if bad:
+            raise ValueError(f"unknown hint(s) {sorted(bad)}")
+        return value
+
+
+def _validate_condition(path: str, cond: Any) -> None:
+    if isinstance(cond, dict) and cond and set(cond) <= OPERATORS:
+        for op, operand in cond.items():
+            if op == "regex":
+                try:
+                    re.compile(operand)
+                except (re.error, TypeError) as exc:
+                    raise ValueError(f"args.{path}: invalid regex {operand!r}: {exc}") from exc
+            if op in ("in", "not_in") and not isinstance(operand, list):
+                raise ValueError(f"args.{path}: '{op}' needs a list")
+            if op in ("gt", "ge", "lt", "le") and (
+                isinstance(operand, bool) or not isinstance(operand, int | float)
+            ):
+                raise ValueError(f"args.{path}: '{op}' needs a number")
+    elif isinstance(cond, dict) and any(k in OPERATORS for k in cond):
+        unknown = sorted(set(cond) - OPERATORS)
+        raise ValueError(f"args.{path}: unknown operator(s) {unknown}")
+
+
+class RuleSpec(ApprovalFields):
+    """One rule: match, class, labels, requirement overrides, step-ups."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    description: str = ""
+    match: MatchSpec
+    class_: str | None = Field(default=None, alias="class")
+    labels: list[str] = Field(default_factory=list)
+    step_up: list[StepUp] = Field(default_factory=list)
+    standards: list[str] = Field(default_factory=list)
+    redact: list[str] = Field(default_factory=list, description="Argument paths to redact.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServerSpec(_Strict):
+    """How far a server's tool annotations are trusted."""
+
+    trust: Literal["trusted", "untrusted"] = "untrusted"
+
+
+class Defaults(_Strict):
+    """Defaults that apply where classes and rules are silent."""
+
+    unknown_tool: str = Field(
+        default="approve", description="Requirement for a tool no rule or class covers."
+    )
+    timeout: float = Field(default=300.0, description="How long a held call waits.")
+    on_timeout: Literal["deny"] = Field(
+        default="deny", description="Always deny: a timeout never lets a call run."
+    )
+    log_allows: bool = Field(default=False, description="Also audit uninterrupted calls.")
+    deny_cooldown: float = Field(
+        default=120.0, description="An identical call just denied is refused for this long."
+    )
+    approvers: list[str] = Field(
+        default_factory=list, description="Approvers when a class or rule names none."
+    )
+
+    _v_req = field_validator("unknown_tool", mode="before")(_requirement)
+    _v_times = field_validator("timeout", "deny_cooldown", mode="before")(_seconds)
+
+
+def _default_classes() -> dict[str, ClassSpec]:
+    return {
+        "read": ClassSpec(require="allow"),
+        "write": ClassSpec(require="allow"),
+        "destructive": ClassSpec(require="approve"),
+        "privileged": ClassSpec(require="approve+reauth"),
+    }
+
+
+class PolicyModel(_Strict):
+    """The whole policy file."""
+
+    version: Literal[1] = 1
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce", description="shadow: decide and audit, never block."
+    )
+    defaults: Defaults = Field(default_factory=Defaults)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    classes: dict[str, ClassSpec] = Field(
+        default_factory=_default_classes, description="Ordered low to high."
+    )
+    signals: dict[str, SignalSpec] = Field(default_factory=dict)
+    servers: dict[str, ServerSpec] = Field(default_factory=dict)
+    rules: list[RuleSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> PolicyModel:
+        if not self.classes:
+            raise ValueError("classes: at least one privilege class is needed")
+        seen: set[str] = set()
+        for rule in self.rules:
+            where = f"rules[{rule.id}]"
+            if rule.id in seen:
+                raise ValueError(f"{where}: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            if rule.class_ is not None and rule.class_ not in self.classes:
+                raise ValueError(
+                    f"{where}.class: unknown class {rule.class_!r} "
+                    f"(classes: {', '.join(self.classes)})"
+                )
+            for step in rule.step_up:
+                for name in step.signal_names():
+                    if name not in self.signals:
+                        raise ValueError(
+                            f"{where}.step_up: unknown signal {name!r} "
+                            f"(signals: {', '.join(self.signals) or 'none defined'})"
+                        )
+        for owner, spec in [*(("classes." + k, v) for k, v in self.classes.items()),
+                            *(("rules[" + r.id + "]", r) for r in self.rules)]:
+            for approver in spec.approvers or ():
+                if approver.startswith("group:") and approver[6:] not in self.groups:
+                    raise ValueError(f"{owner}.approvers: unknown group {approver!r}")
+        return self
