@@ -62,12 +62,12 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
     cls_spec = model.classes.get(c.privilege)
     base_spec = model.classes.get(classified.base_class) if classified.base_class else None
 
-    if classified.base_class is None:
-        requirement = Requirement.parse(model.defaults.unknown_tool)
-        why = [f"unknown tool: default {model.defaults.unknown_tool}"]
-    elif rule is not None and rule.require is not None:
+    if rule is not None and rule.require is not None:
         requirement = Requirement.parse(rule.require)
         why = [f"rule requires {rule.require}"]
+    elif classified.base_class is None:
+        requirement = Requirement.parse(model.defaults.unknown_tool)
+        why = [f"unknown tool: default {model.defaults.unknown_tool}"]
     else:
         assert base_spec is not None
         requirement = Requirement.parse(base_spec.require)

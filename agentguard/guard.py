@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from agentguard.approvals import cast_vote, request_event
+from agentguard.approvals import cast_vote
 from agentguard.audit.base import AuditSink
 from agentguard.canonical import CanonicalizationError, call_hash, call_to_dict
 from agentguard.channels.base import ApprovalChannel, ChannelAnswer
@@ -272,8 +272,8 @@ class Guard:
             self.audit.append(_event(call, decision, "challenge.created", request_id=request.id,
                                      call_hash=digest, expires_at=request.expires_at,
                                      approvers=list(approval.approvers), quorum=approval.quorum))
-            settled = await self._wait_for_humans(request, extra, on_wait)
-            refusal = self._settlement_refusal(call, decision, settled, started)
+            settled, failures = await self._wait_for_humans(request, extra, on_wait)
+            refusal = self._settlement_refusal(call, decision, settled, started, failures)
             if refusal is not None:
                 if refusal.outcome == "denied":
                     await self.store.set_cooldown(
@@ -304,7 +304,7 @@ class Guard:
 
     def _settlement_refusal(
         self, call: ToolCall, decision: Decision, settled: ApprovalRequest | None,
-        started: float,
+        started: float, failures: str,
     ) -> Authorization | None:
         status = settled.status if settled else "expired"
         if status == "approved":
@@ -321,9 +321,10 @@ class Guard:
             return Authorization(call, decision, "denied", f"denied by {who}: {why}", rid, (who,))
         if status == "cancelled":
             self.audit.append(_event(call, decision, "challenge.unreachable",
-                                     outcome="unreachable", request_id=rid, waited_ms=waited))
+                                     outcome="unreachable", request_id=rid, waited_ms=waited,
+                                     detail=failures))
             return Authorization(call, decision, "unreachable",
-                                 "no approval channel could be reached", rid)
+                                 f"no approval channel could be reached ({failures})", rid)
         self.audit.append(_event(call, decision, "challenge.expired", outcome="expired",
                                  request_id=rid, waited_ms=waited))
         return Authorization(call, decision, "expired",
@@ -365,7 +366,8 @@ class Guard:
     async def _wait_for_humans(
         self, request: ApprovalRequest, extra: Sequence[ApprovalChannel],
         on_wait: OnWait | None,
-    ) -> ApprovalRequest | None:
+    ) -> tuple[ApprovalRequest | None, str]:
+        """Run the channels until the request settles; return it and why channels failed."""
         channels = self._channels_for(request, extra)
         unreachable: list[str] = []
         done = anyio.Event()
@@ -410,10 +412,7 @@ class Guard:
                 tg.start_soon(watch_store, tg.cancel_scope)
         current = await self.store.get_request(request.id)
         if current is not None and current.status == "pending":
-            if done.is_set() and await self.store.cancel(request.id):
-                self.audit.append(request_event(current, "challenge.unreachable",
-                                                detail="; ".join(unreachable)))
-            else:
+            if not (done.is_set() and await self.store.cancel(request.id)):
                 await self.store.expire(request.id)
             current = await self.store.get_request(request.id)
         for ch in channels:
@@ -422,7 +421,7 @@ class Guard:
                     await ch.settled(current or request)
             except Exception:
                 continue
-        return current
+        return current, "; ".join(unreachable)
 
     async def _vote(self, request: ApprovalRequest, answer: ChannelAnswer) -> None:
         await cast_vote(store=self.store, audit=self.audit,

@@ -16,3 +16,13 @@ def anyio_backend() -> str:
 def services_required() -> bool:
     """CI sets AGENTGUARD_REQUIRE_SERVICES=1: a missing PostgreSQL is then a failure, not a skip."""
     return os.environ.get("AGENTGUARD_REQUIRE_SERVICES") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """With AGENTGUARD_REQUIRE_SERVICES=1 (CI), a skipped service test fails instead."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and services_required() and item.get_closest_marker("postgres"):
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid}: skipped, but AGENTGUARD_REQUIRE_SERVICES=1 requires it"

@@ -55,8 +55,10 @@ class CompiledRule:
 
     def matches(self, call: ToolCall) -> bool:
         """Whether every condition holds for ``call``."""
-        if not self.matches_name(call.server, call.tool):
-            return False
+        return self.matches_name(call.server, call.tool) and self.matches_rest(call)
+
+    def matches_rest(self, call: ToolCall) -> bool:
+        """Whether the conditions other than tool and server names hold."""
         if self.labels and not (self.labels & call.hints.labels):
             return False
         if self.hints and any(getattr(call.hints, k) is not v for k, v in self.hints.items()):
@@ -105,6 +107,9 @@ class Classifier:
         self.rank = {name: i for i, name in enumerate(model.classes)}
         self.top_rank = len(self.rank) - 1
         self.rules = [CompiledRule.compile(r) for r in model.rules]
+        # Rules that can match a tool name, computed once per name: evaluation cost stays
+        # flat as the policy grows instead of scanning every rule on every call.
+        self._candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
         self._server_trust = [(compile_globs(name), spec.trust)
                               for name, spec in model.servers.items() if name != "*"]
         self._default_trust = model.servers["*"].trust if "*" in model.servers else None
@@ -119,10 +124,21 @@ class Classifier:
             return self._default_trust
         return "trusted" if server == "local" else (self._default_trust or "untrusted")
 
+    def candidates(self, server: str, tool: str) -> tuple[CompiledRule, ...]:
+        """Rules whose tool and server conditions hold for this name, in file order."""
+        key = (server, tool)
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(r for r in self.rules if r.matches_name(server, tool))
+            if len(self._candidates) > 65_536:  # bound memory against hostile tool names
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
+
     def match_rule(self, call: ToolCall) -> CompiledRule | None:
         """The first rule whose conditions all hold."""
-        for rule in self.rules:
-            if rule.matches(call):
+        for rule in self.candidates(call.server, call.tool):
+            if rule.matches_rest(call):
                 return rule
         return None
 

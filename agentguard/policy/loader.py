@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+_CROSS_REF = re.compile(r"^rules\[(?P<rule>[^\]]+)\]\.?(?P<field>[\w.]*): (?P<msg>.*)$", re.S)
+_FIELD_REF = re.compile(r"^(?P<field>(?:classes|defaults|signals)\.[\w.-]+): (?P<msg>.*)$", re.S)
 
 
 def _rule_id(raw: Any, index: Any) -> str | None:
@@ -76,6 +81,18 @@ def parse_policy_text(text: str, source: str | None = None) -> PolicyModel:
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             rule = _rule_id(raw, loc[1])
             field_loc = loc[2:]
+        if not field_loc and rule is None:
+            # Cross-reference errors are raised by the model as "rules[ID].field: message".
+            found = _CROSS_REF.match(err.get("msg", "").removeprefix("Value error, "))
+            if found:
+                rule = found["rule"]
+                field_loc = tuple(found["field"].split(".")) if found["field"] else ()
+                err = {**err, "msg": found["msg"]}
+            else:
+                found = _FIELD_REF.match(err.get("msg", "").removeprefix("Value error, "))
+                if found:
+                    field_loc = tuple(found["field"].split("."))
+                    err = {**err, "msg": found["msg"]}
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         msg = err.get("msg", "invalid value").removeprefix("Value error, ")
         raise PolicyError(msg + more, file=source, rule=rule,

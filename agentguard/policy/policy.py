@@ -70,13 +70,15 @@ class Policy:
         cached = self._static.get(key)
         if cached is None:
             cached = self._compute_static(server, tool, hints)
+            if len(self._static) > 65_536:  # bound memory against hostile tool names
+                self._static.clear()
             self._static[key] = cached
         return cached
 
     def _compute_static(self, server: str, tool: str, hints: ToolHints) -> bool:
         if self.shadow or self.model.defaults.log_allows or hints.unpinned:
             return False
-        candidates = [r for r in self.classifier.rules if r.matches_name(server, tool)]
+        candidates = self.classifier.candidates(server, tool)
         if candidates and not candidates[0].by_name_only:
             return False
         from agentguard.engine import evaluate

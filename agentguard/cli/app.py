@@ -1,0 +1,73 @@
+"""The ``agentguard`` command line."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentguard.cli import approvals_cmd, audit_cmd, grants_cmd, policy_cmd, reauth_cmd
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="agentguard: step-up authentication for AI-agent tool calls.\n\n"
+    "Routine calls pass; risky ones are held until a human approves or re-authenticates. "
+    "Start with `agentguard demo`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(approvals_cmd.app, name="approvals")
+app.add_typer(grants_cmd.app, name="grants")
+app.add_typer(reauth_cmd.app, name="reauth")
+app.add_typer(audit_cmd.app, name="audit")
+
+
+@app.command()
+def demo(
+    answer: Annotated[str, typer.Option(
+        help="Who answers held calls: 'console' (you, on this terminal), or a scripted "
+        "'approve' / 'deny' (for CI and screenshots).")] = "console",
+    home: Annotated[str | None, typer.Option(
+        help="Directory for the demo's SQLite store and audit log (default: a new temp dir).")]
+    = None,
+) -> None:
+    """Run a scripted agent through the guard on embedded defaults (SQLite, console)."""
+    import anyio
+
+    from agentguard.channels.scripted import ScriptedChannel
+    from agentguard.demo import run_demo
+
+    if answer == "console":
+        from agentguard.channels.console import ConsoleChannel
+
+        channels = [ConsoleChannel()]
+    elif answer in ("approve", "deny"):
+        channels = [ScriptedChannel([ScriptedChannel.vote("demo-approver",
+                                                          answer == "approve")], delay=0.5)]
+    else:
+        raise typer.BadParameter("use console, approve or deny", param_hint="--answer")
+    base = Path(home) if home else Path(tempfile.mkdtemp(prefix="agentguard-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
+    anyio.run(lambda: run_demo(channels=channels, store_path=base / "demo.db",
+                               audit_path=base / "audit.jsonl"))
+
+
+def _register_optional() -> None:
+    # The proxy commands live with the proxy; register them when that part is present.
+    try:
+        from agentguard.cli import proxy_cmd
+    except ImportError:
+        return
+    proxy_cmd.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,137 @@
+"""``agentguard policy check|explain|schema``."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from agentguard.cli.runtime import fail
+from agentguard.errors import PolicyError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Check, explain and describe policy files.", no_args_is_help=True)
+
+
+def _load(path: str):
+    from agentguard.policy import load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command()
+def check(path: Annotated[str, typer.Argument(help="Policy YAML file.")]) -> None:
+    """Validate a policy file; exit 2 with the file, rule and field on error."""
+    policy = _load(path)
+    m = policy.model
+    typer.echo(
+        f"ok: {path}: mode {m.mode}, classes {' < '.join(m.classes)}, {len(m.rules)} rule(s), "
+        f"{len(m.signals)} signal(s), unknown tools: {m.defaults.unknown_tool}"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the policy file's JSON Schema (for editor completion and validation)."""
+    from agentguard.policy import Policy
+
+    typer.echo(json.dumps(Policy.json_schema(), indent=2))
+
+
+def _parse_time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise fail(f"--at: not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise fail("--at needs a timezone offset, e.g. 2026-12-01T10:00:00+00:00")
+    return moment.timestamp()
+
+
+@app.command()
+def explain(
+    path: Annotated[str, typer.Argument(help="Policy YAML file.")],
+    call: Annotated[str, typer.Option(
+        "--call", help='The call as JSON: {"tool": "deploy", "args": {...}, "server": "local", '
+        '"principal": "svc:deploy-bot", "principal_kind": "service", "source_ip": "10.20.1.5", '
+        '"acting_for": "alice", "session_id": "s1", "claims": {...}}')],
+    at: Annotated[str | None, typer.Option(
+        help="Evaluate time-window signals at this ISO 8601 time (default: now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Explain what the policy decides for one call, without running anything.
+
+    Prints the classification, each signal the matched rule refers to (fired or not), the
+    requirement and the rule that decided. Rate and first-use signals are evaluated against
+    an empty history.
+    """
+    from agentguard.canonical import CanonicalizationError, loads_strict
+    from agentguard.engine import evaluate, signals_needed
+    from agentguard.signals import SignalEvaluator
+    from agentguard.store import MemoryStore
+    from agentguard.types import CallContext, Principal, ToolCall
+
+    policy = _load(path)
+    try:
+        data = loads_strict(call)
+    except CanonicalizationError as exc:
+        raise fail(f"--call: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+        raise fail('--call must be a JSON object with at least "tool"')
+    when = _parse_time(at)
+    principal_id = str(data.get("principal", "anonymous"))
+    tool_call = ToolCall(
+        tool=data["tool"], args=data.get("args") or {}, server=data.get("server", "local"),
+        principal=Principal(principal_id, data.get("principal_kind", "agent"),
+                            data.get("claims") or {}),
+        session_id=data.get("session_id"), origin="explain",
+        context=CallContext(source_ip=data.get("source_ip"), acting_for=data.get("acting_for")),
+    )
+    classified = policy.classify(tool_call)
+    names = signals_needed(classified)
+    evaluator = SignalEvaluator(policy.model.signals,
+                                (lambda: when) if when is not None else time.time)
+
+    async def run() -> dict[str, bool]:
+        store = MemoryStore()
+        await store.open()
+        return await evaluator.evaluate(names, tool_call, store)
+
+    fired = anyio.run(run)
+    result = evaluate(policy.model, classified, fired)
+    d = result.decision
+    c = d.classification
+    out: dict[str, Any] = {
+        "tool": tool_call.tool, "server": tool_call.server, "principal": principal_id,
+        "rule": d.rule_id, "class": c.privilege, "labels": sorted(c.labels),
+        "classified_because": c.reason, "signals": fired, "fired": list(d.signals),
+        "requirement": str(result.requirement), "decision": d.kind, "reason": d.reason,
+        "standards": list(c.standards),
+    }
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from agentguard.sanitize import escape_text as esc
+
+    typer.echo(f"call:        {esc(tool_call.server)}/{esc(tool_call.tool)} "
+               f"by {esc(principal_id)}")
+    typer.echo(f"rule:        {esc(d.rule_id or '(none: defaults)')}")
+    typer.echo(f"class:       {c.privilege}" + (f"  labels: {', '.join(sorted(c.labels))}"
+                                                 if c.labels else ""))
+    typer.echo(f"because:     {esc(c.reason)}")
+    for name, value in fired.items():
+        typer.echo(f"signal:      {name} = {'FIRED' if value else 'quiet'}")
+    typer.echo(f"requirement: {result.requirement}")
+    typer.echo(f"decision:    {d.kind}: {esc(d.reason)}")
+    if c.standards:
+        typer.echo(f"standards:   {', '.join(c.standards)}")

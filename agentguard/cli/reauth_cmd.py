@@ -1,0 +1,37 @@
+"""``agentguard reauth enroll``: set up TOTP re-authentication for a person."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from agentguard.cli.runtime import run_with_store
+from agentguard.cli.settings import store_url
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Re-authentication enrolment.", no_args_is_help=True)
+
+
+@app.command()
+def enroll(
+    name: Annotated[str, typer.Argument(help="Identity to enrol (approver or principal).")],
+    store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
+    qr: Annotated[bool, typer.Option(help="Show a terminal QR code.")] = True,
+) -> None:
+    """Create a TOTP secret for NAME, store it, and show the otpauth URI and QR code ONCE.
+
+    Enrolling again replaces the previous secret.
+    """
+    from agentguard.reauth.totp import TotpVerifier, render_qr
+
+    async def go(s):
+        return await TotpVerifier(s).enroll(name)
+
+    enrollment = run_with_store(store_url(store), go)
+    typer.echo(f"TOTP enrolled for {name}. Add it to an authenticator app now; it is not "
+               "shown again.")
+    typer.echo(enrollment.uri)
+    if qr:
+        typer.echo(render_qr(enrollment.uri))

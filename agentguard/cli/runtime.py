@@ -1,0 +1,48 @@
+"""Opening the shared parts (store, audit log) for CLI commands."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import typer
+
+from agentguard.errors import AgentGuardError
+
+__all__ = ["fail", "open_audit", "run_with_store"]
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error to stderr and return the Exit to raise."""
+    typer.secho(f"error: {message}", err=True, fg="red")
+    return typer.Exit(code)
+
+
+def open_audit(path: Path):
+    """The JSONL audit log at ``path``, with redaction keyed by ``<home>/audit.key``."""
+    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+
+    key = load_or_create_key(path.with_name(path.name + ".key"))
+    return JsonlAuditLog(path, redactor=Redactor(key))
+
+
+def run_with_store(url: str, fn: Callable[..., Awaitable[T]]) -> T:
+    """Open the store at ``url``, run ``fn(store)`` and close it; errors exit non-zero."""
+    from agentguard.store import open_store
+
+    async def main() -> T:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    try:
+        return anyio.run(main)
+    except AgentGuardError as exc:
+        raise fail(str(exc)) from exc

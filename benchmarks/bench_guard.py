@@ -1,0 +1,89 @@
+"""Core guard figures, each as a ratio to a baseline measured in the same run.
+
+1. Decorator overhead on the allow path, against the bare call and against a minimal
+   decorator that does one dict lookup (the least any policy check could cost).
+2. Evaluation (classify + evaluate) of a call that needs its arguments looked at, with
+   10, 100 and 1,000 rules in the policy.
+
+Run: python benchmarks/bench_guard.py
+"""
+
+from __future__ import annotations
+
+import functools
+import timeit
+
+from agentguard import Guard, Policy, guarded, using_guard
+from agentguard.engine import evaluate
+from agentguard.types import ToolCall
+
+
+def best_ns(fn, number: int = 200_000, repeat: int = 7) -> float:
+    """Best-of-N nanoseconds per call (min is the least noisy estimate on a shared box)."""
+    times = timeit.repeat(fn, number=number, repeat=repeat)
+    return min(times) / number * 1e9
+
+
+def bare(x: int) -> int:
+    return x + 1
+
+
+ALLOWED = {"bare": True}
+
+
+def dict_lookup_decorator(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not ALLOWED.get(fn.__name__):
+            raise PermissionError(fn.__name__)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def policy_with(n_rules: int) -> Policy:
+    rules = [f"  - {{id: r{i}, match: {{tool: tool_{i}, args: {{env: prod}}}}, class: write}}"
+             for i in range(n_rules - 2)]
+    rules.append("  - {id: globbed, match: {tool: 'admin.*'}, class: privileged}")
+    rules.append("  - {id: target, match: {tool: deploy, args: {env: {in: [prod, staging]}}}, "
+                 "class: write}")
+    return Policy.from_yaml("rules:\n" + "\n".join(rules) + "\n")
+
+
+def main() -> None:
+    policy = Policy.from_yaml("rules:\n  - {id: reads, match: {tool: bare_guarded}, class: read}\n")
+    guard = Guard(policy)
+
+    @guarded
+    def bare_guarded(x: int) -> int:
+        return x + 1
+
+    looked_up = dict_lookup_decorator(bare)
+    with using_guard(guard):
+        bare_guarded(1)
+        t_bare = best_ns(lambda: bare(1))
+        t_dict = best_ns(lambda: looked_up(1))
+        t_guard = best_ns(lambda: bare_guarded(1))
+    print("allow path (decorated sync function, policy allows the tool)")
+    print(f"  bare call            {t_bare:8.0f} ns   1.00x")
+    print(f"  dict-lookup wrapper  {t_dict:8.0f} ns   {t_dict / t_bare:5.2f}x bare")
+    print(f"  @guarded             {t_guard:8.0f} ns   {t_guard / t_bare:5.2f}x bare, "
+          f"{t_guard / t_dict:5.2f}x dict-lookup wrapper")
+    print(f"  overhead over bare   {(t_guard - t_bare) / 1000:8.3f} us per call (target < 5 us)")
+
+    print("\nevaluation (classify + evaluate a call whose arguments decide)")
+    call = ToolCall(tool="deploy", args={"env": "prod", "service": "api"})
+    figures = {}
+    for n in (10, 100, 1000):
+        p = policy_with(n)
+        assert evaluate(p.model, p.classify(call), {}).decision.rule_id == "target"
+        figures[n] = best_ns(lambda p=p: evaluate(p.model, p.classify(call), {}),
+                             number=20_000)
+    for n, t in figures.items():
+        print(f"  {n:5d} rules  {t / 1000:8.2f} us   {t / figures[10]:5.2f}x the 10-rule figure")
+    spread = max(figures.values()) / min(figures.values())
+    print(f"  spread 10 -> 1000 rules: {spread:.2f}x (target within 2x)")
+
+
+if __name__ == "__main__":
+    main()
