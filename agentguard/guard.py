@@ -341,7 +341,8 @@ class Guard:
             return
         now = self.clock()
         grant = Grant(
-            id=new_request_id(), scope="ttl", principal=call.principal.id, server=call.server,
+            id=new_request_id("grant"), scope="ttl", principal=call.principal.id,
+            server=call.server,
             tool=call.tool, max_rank=decision.classification.rank, expires_at=now + ttl,
             granted_by=",".join(v.approver for v in votes), created_at=now)
         await self.store.add_grant(grant)

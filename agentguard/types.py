@@ -37,9 +37,13 @@ __all__ = [
 ]
 
 
-def new_request_id() -> str:
-    """Return an unguessable id (192 bits of randomness, URL-safe)."""
-    return secrets.token_urlsafe(24)
+def new_request_id(prefix: str = "req") -> str:
+    """Return an unguessable id: a prefix and 192 bits of randomness, URL-safe.
+
+    The prefix also keeps an id from starting with ``-``, which a command line would read as
+    an option.
+    """
+    return f"{prefix}_{secrets.token_urlsafe(24)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ class ToolCall:
     principal: Principal = ANONYMOUS
     server: str = "local"
     session_id: str | None = None
-    id: str = field(default_factory=new_request_id)
+    id: str = field(default_factory=lambda: new_request_id("call"))
     origin: str = "api"
     hints: ToolHints = ToolHints()
     context: CallContext = CallContext()

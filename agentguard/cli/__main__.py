@@ -1,0 +1,5 @@
+"""``python -m agentguard.cli``."""
+
+from agentguard.cli.app import main
+
+main()
