@@ -12,7 +12,7 @@ from typing import Annotated
 import anyio
 import typer
 
-from agentguard.cli.runtime import fail, open_audit, run_with_store
+from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
 from agentguard.cli.settings import approver_identity, audit_path, store_url
 
 __all__ = ["app"]
@@ -33,7 +33,6 @@ def list_(
     all_: Annotated[bool, typer.Option("--all", help="Include settled requests.")] = False,
 ) -> None:
     """List pending approval requests (newest first)."""
-    from rich.console import Console
     from rich.table import Table
 
     from agentguard.sanitize import escape_text as esc
@@ -47,7 +46,7 @@ def list_(
                       esc(str(r.call.get("principal"))), r.privilege, r.status,
                       f"{max(0, r.expires_at - now):.0f}s" if r.status == "pending" else "-",
                       esc(r.reason)[:60])
-    Console().print(table if requests else "no pending requests")
+    wide_console().print(table if requests else "no pending requests")
 
 
 @app.command()

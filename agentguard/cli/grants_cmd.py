@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agentguard.cli.runtime import fail, open_audit, run_with_store
+from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
 from agentguard.cli.settings import audit_path, store_url
 
 __all__ = ["app"]
@@ -20,7 +20,6 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URL.")]
 @app.command("list")
 def list_(store: StoreOpt = None) -> None:
     """List live grants."""
-    from rich.console import Console
     from rich.table import Table
 
     from agentguard.sanitize import escape_text as esc
@@ -33,7 +32,7 @@ def list_(store: StoreOpt = None) -> None:
         table.add_row(g.id, g.scope, esc(g.principal), esc(f"{g.server}/{g.tool}"),
                       str(g.max_rank), f"{max(0, g.expires_at - now):.0f}s", esc(g.granted_by),
                       str(g.uses))
-    Console().print(table if grants else "no live grants")
+    wide_console().print(table if grants else "no live grants")
 
 
 @app.command()

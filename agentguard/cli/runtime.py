@@ -11,7 +11,7 @@ import typer
 
 from agentguard.errors import AgentGuardError
 
-__all__ = ["fail", "open_audit", "run_with_store"]
+__all__ = ["fail", "open_audit", "run_with_store", "wide_console"]
 
 T = TypeVar("T")
 
@@ -46,3 +46,11 @@ def run_with_store(url: str, fn: Callable[..., Awaitable[T]]) -> T:
         return anyio.run(main)
     except AgentGuardError as exc:
         raise fail(str(exc)) from exc
+
+
+def wide_console():
+    """A rich console that does not cut ids when output goes to a pipe or file."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=240)

@@ -56,10 +56,11 @@ class Store(Protocol):
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         """Atomically add a vote to a pending, unexpired request.
 
-        A deny vote settles the request as ``denied``. Approve votes from distinct approvers
-        are counted; reaching ``approval.quorum`` settles it as ``approved``. A second vote
-        from the same approver is not counted. Authorisation of the approver is the caller's
-        job (the guard checks it before voting).
+        A deny vote settles the request as ``denied`` (even from someone who approved
+        earlier). Approve votes from distinct approvers are counted; reaching
+        ``approval.quorum`` settles it as ``approved``. A second approve from the same
+        approver is not counted. Authorisation of the approver is the caller's job (the guard
+        checks it before voting).
 
         Raises:
             ConflictError: the request is not pending (decided, consumed, expired) or unknown.
