@@ -1,0 +1,49 @@
+"""Tamper-evident audit: a hash-chained log of every interruption, with secrets redacted.
+
+Sinks (:class:`JsonlAuditLog`, :class:`MemoryAuditLog`) implement :class:`AuditSink`: each
+event is redacted by a :class:`Redactor`, chained to the previous record by SHA-256 and
+written; a failure raises :class:`~agentguard.errors.AuditError`. :func:`verify_log` finds
+edits, deletions, reordering and a cut tail; :func:`read_events`, :func:`tail` and
+:func:`format_event` show a log to a human, escaped.
+"""
+
+from __future__ import annotations
+
+from agentguard.audit._chain import GENESIS_HASH
+from agentguard.audit.base import EVENT_TYPES, AuditSink
+from agentguard.audit.jsonl import JsonlAuditLog
+from agentguard.audit.memory import MemoryAuditLog
+from agentguard.audit.reader import format_event, read_events, tail
+from agentguard.audit.redact import (
+    DEFAULT_VALUE_PATTERNS,
+    Redactor,
+    is_secret_key,
+    load_or_create_key,
+)
+from agentguard.audit.verify import (
+    Problem,
+    VerifyReport,
+    repair_head,
+    verify_log,
+    verify_records,
+)
+
+__all__ = [
+    "DEFAULT_VALUE_PATTERNS",
+    "EVENT_TYPES",
+    "GENESIS_HASH",
+    "AuditSink",
+    "JsonlAuditLog",
+    "MemoryAuditLog",
+    "Problem",
+    "Redactor",
+    "VerifyReport",
+    "format_event",
+    "is_secret_key",
+    "load_or_create_key",
+    "read_events",
+    "repair_head",
+    "tail",
+    "verify_log",
+    "verify_records",
+]

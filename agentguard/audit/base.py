@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["AuditSink", "EVENT_TYPES"]
+__all__ = ["EVENT_TYPES", "AuditSink"]
 
 #: Event types written by the guard. ``call.allowed`` only when the policy logs allows.
 EVENT_TYPES = frozenset({

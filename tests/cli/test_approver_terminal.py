@@ -103,6 +103,7 @@ async def test_second_process_approves(tmp_path: Path) -> None:
 async def test_second_process_denies(tmp_path: Path) -> None:
     outcome, outputs = await run_held_call(tmp_path, "deny --as bob --reason not-now")
     assert outcome == "denied"
+    assert "denied as bob: request is now denied" in outputs[1]
 
 
 async def test_unauthorised_terminal_user_cannot_approve(tmp_path: Path) -> None:
