@@ -14,6 +14,7 @@ EVENT_TYPES = frozenset({
     "call.shadow",        # shadow mode: what would have happened
     "challenge.created",  # a call was held: approval and/or reauth required
     "challenge.approved",
+    "challenge.edited",   # an approver proposed other arguments: a new call, decided afresh
     "challenge.denied",
     "challenge.expired",
     "challenge.unreachable",
