@@ -73,7 +73,7 @@ def request_event(request: ApprovalRequest, event_type: str, **extra: Any) -> di
 async def cast_vote(
     *, store: Store, audit: AuditSink, request_id: str, approver: str,
     approve: bool, channel: str, reason: str = "", grant_ttl: float = 0.0,
-    now: float | None = None,
+    now: float | None = None, edited_args: Mapping[str, Any] | None = None,
 ) -> tuple[ApprovalRequest | None, str | None]:
     """Check the approver, then record their vote atomically.
 
@@ -90,12 +90,15 @@ async def cast_vote(
         audit.append(request_event(request, "vote.rejected", approver=approver,
                                    channel=channel, detail=problem))
         return request, problem
+    if edited_args is not None and (approve or not isinstance(edited_args, Mapping)):
+        return request, "an edit is a deny of this call with proposed arguments (an object)"
     if grant_ttl > request.approval.max_grant:
         return request, (
             f"this rule allows approving for at most {request.approval.max_grant:.0f}s"
             if request.approval.max_grant else "this rule allows single-use approval only")
     vote = ApprovalVote(approver=approver, approve=approve, at=now or time.time(),
-                        channel=channel, reason=reason, grant_ttl=grant_ttl)
+                        channel=channel, reason=reason, grant_ttl=grant_ttl,
+                        edited_args=dict(edited_args) if edited_args is not None else None)
     try:
         result = await store.record_vote(request_id, vote)
     except ConflictError as exc:

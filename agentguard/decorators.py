@@ -83,8 +83,11 @@ def guarded(
                 g = guard or current_guard()
                 if g.policy.static_allow(server, tool, hints):
                     return await fn(*args, **kwargs)
-                auth = await g.authorize(build_call(args, kwargs))
+                call = build_call(args, kwargs)
+                auth = await g.authorize(call)
                 auth.raise_for_refusal()
+                if auth.call is not call:  # an approver edited the arguments
+                    return await fn(**auth.call.args)
                 return await fn(*args, **kwargs)
 
             async_wrapper.__agentguard__ = {"tool": tool, "server": server}  # type: ignore[attr-defined]
@@ -95,8 +98,11 @@ def guarded(
             g = guard or current_guard()
             if g.policy.static_allow(server, tool, hints):
                 return fn(*args, **kwargs)
-            auth = g.authorize_sync(build_call(args, kwargs))
+            call = build_call(args, kwargs)
+            auth = g.authorize_sync(call)
             auth.raise_for_refusal()
+            if auth.call is not call:  # an approver edited the arguments
+                return fn(**auth.call.args)
             return fn(*args, **kwargs)
 
         sync_wrapper.__agentguard__ = {"tool": tool, "server": server}  # type: ignore[attr-defined]

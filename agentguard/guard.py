@@ -29,6 +29,7 @@ from agentguard.types import (
     Allow,
     ApprovalRequest,
     ApprovalSpec,
+    ApprovalVote,
     Authorization,
     Classification,
     Decision,
@@ -42,6 +43,16 @@ from agentguard.types import (
 )
 
 __all__ = ["Guard", "OnWait"]
+
+_MAX_EDITS = 3
+
+
+def _edit_of(request: ApprovalRequest | None) -> ApprovalVote | None:
+    """The deny vote that proposed edited arguments, if that is how the request ended."""
+    if request is None or request.status != "denied":
+        return None
+    deny = [v for v in request.votes if not v.approve]
+    return deny[-1] if deny and deny[-1].edited_args is not None else None
 
 OnWait = Callable[[float, float], Awaitable[None]]
 _ROUTINE = frozenset({"read", "write"})
@@ -273,6 +284,9 @@ class Guard:
                                      call_hash=digest, expires_at=request.expires_at,
                                      approvers=list(approval.approvers), quorum=approval.quorum))
             settled, failures = await self._wait_for_humans(request, extra, on_wait)
+            edit = _edit_of(settled)
+            if edit is not None:
+                return await self._decide_edit(call, decision, edit, extra, on_wait, started)
             refusal = self._settlement_refusal(call, decision, settled, started, failures)
             if refusal is not None:
                 if refusal.outcome == "denied":
@@ -301,6 +315,26 @@ class Guard:
         return Authorization(call, decision, "approved",
                              f"approved by {', '.join(approvers) or 'fresh re-authentication'}: "
                              f"{decision.reason}", request.id, approvers)
+
+    async def _decide_edit(
+        self, call: ToolCall, decision: Decision, edit: ApprovalVote,
+        extra: Sequence[ApprovalChannel], on_wait: OnWait | None, started: float,
+    ) -> Authorization:
+        """An approver proposed other arguments: that is a new call, classified and decided
+        afresh (it may well need its own approval); never a way round a rule."""
+        depth = int(call.context.extra.get("agentguard_edit_depth", 0)) + 1
+        if depth > _MAX_EDITS:
+            return Authorization(call, decision, "denied",
+                                 f"arguments were edited {_MAX_EDITS} times; start again")
+        edited = replace(
+            call, args=dict(edit.edited_args or {}), id=new_request_id("call"),
+            context=replace(call.context, extra={**call.context.extra,
+                                                 "agentguard_edit_depth": depth,
+                                                 "edited_by": edit.approver,
+                                                 "edited_from": call.id}))
+        self.audit.append(_event(call, decision, "challenge.edited", approver=edit.approver,
+                                 new_call_id=edited.id, new_args=dict(edited.args)))
+        return await self._authorize(edited, extra, on_wait, started)
 
     def _settlement_refusal(
         self, call: ToolCall, decision: Decision, settled: ApprovalRequest | None,
@@ -428,7 +462,8 @@ class Guard:
         await cast_vote(store=self.store, audit=self.audit,
                         request_id=request.id, approver=answer.approver, approve=answer.approve,
                         channel=answer.channel, reason=answer.reason,
-                        grant_ttl=answer.grant_ttl, now=self.clock())
+                        grant_ttl=answer.grant_ttl, now=self.clock(),
+                        edited_args=answer.edited_args)
 
     async def _reauthenticate(
         self, call: ToolCall, decision: RequireApproval | RequireReauth,

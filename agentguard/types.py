@@ -326,6 +326,8 @@ class ApprovalVote:
         channel: Channel that carried the vote (``console``, ``cli``, ``slack``...).
         reason: Free text given with a deny.
         grant_ttl: Seconds of "approve for N" the approver asked for (0: single use).
+        edited_args: Arguments the approver proposes instead (a deny vote: the original call
+            is refused and the edited call is classified and decided afresh).
     """
 
     approver: str
@@ -334,6 +336,7 @@ class ApprovalVote:
     channel: str
     reason: str = ""
     grant_ttl: float = 0.0
+    edited_args: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

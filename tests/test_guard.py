@@ -275,3 +275,24 @@ async def test_concurrent_held_calls_are_independent(store) -> None:
             for n in range(20):
                 tg.start_soon(one, n)
     assert sorted(results) == ["approved"] * 10 + ["denied"] * 10
+
+
+async def test_edited_arguments_are_a_new_call_decided_afresh(store) -> None:
+    audit = MemoryAuditLog()
+
+    def script(request: ApprovalRequest) -> list[ChannelAnswer]:
+        if request.call["args"]["service"] == "all":
+            # Narrow the blast radius instead of approving "restart everything".
+            return [ChannelAnswer(kind="vote", channel="scripted", approver="dave",
+                                  approve=False, edited_args={"service": "api"})]
+        return [vote("alice")]
+
+    policy = Policy.from_yaml(POLICY)
+    async with Guard(policy, store=store, audit=audit,
+                     channels=[ScriptedChannel(script)]) as guard:
+        auth = await guard.authorize(call("restart", service="all"))
+    assert auth.outcome == "approved"
+    assert dict(auth.call.args) == {"service": "api"}
+    assert auth.rule_id == "restart"  # re-classified: destructive now, not privileged
+    assert types_of(audit) == ["challenge.created", "challenge.edited", "challenge.created",
+                               "call.executed"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentguard.types import ApprovalRequest
 
@@ -26,6 +27,8 @@ class ChannelAnswer:
         reason: Free text (deny reason, or the failure for ``unreachable``).
         grant_ttl: Seconds of "approve for N" asked for (0: this call only).
         channel: Channel name.
+        edited_args: With ``approve=False``: arguments the approver proposes instead. The
+            original call is refused; the edited one is a new call, decided afresh.
     """
 
     kind: Literal["vote", "unreachable", "closed"]
@@ -34,6 +37,7 @@ class ChannelAnswer:
     approve: bool = False
     reason: str = ""
     grant_ttl: float = 0.0
+    edited_args: Mapping[str, Any] | None = None
 
 
 @runtime_checkable

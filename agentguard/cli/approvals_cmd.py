@@ -61,7 +61,8 @@ def show(request_id: str, store: StoreOpt = None) -> None:
 
 
 def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
-          as_: str | None, reason: str, grant_ttl: float) -> None:
+          as_: str | None, reason: str, grant_ttl: float,
+          edited_args: dict | None = None) -> None:
     from agentguard.approvals import cast_vote
 
     identity = approver_identity(as_)
@@ -70,13 +71,13 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
     async def go(s):
         return await cast_vote(store=s, audit=sink, request_id=request_id, approver=identity,
                                approve=approve, channel="cli", reason=reason,
-                               grant_ttl=grant_ttl)
+                               grant_ttl=grant_ttl, edited_args=edited_args)
 
     request, problem = run_with_store(store_url(store), go)
     if problem is not None:
         raise fail(problem, code=1)
     assert request is not None
-    verb = "approved" if approve else "denied"
+    verb = "approved" if approve else ("edited" if edited_args is not None else "denied")
     state = request.status
     if state == "pending":
         got = sum(1 for v in request.votes if v.approve)
@@ -111,6 +112,26 @@ def deny(
 ) -> None:
     """Deny a held call."""
     _vote(request_id, False, store, audit, as_, reason, 0.0)
+
+
+@app.command()
+def edit(
+    request_id: str,
+    args: Annotated[str, typer.Option("--args", help="The arguments to run instead, as a JSON "
+                    "object. The held call is refused; the edited call is decided afresh by "
+                    "the policy and may need its own approval.")],
+    store: StoreOpt = None, audit: AuditOpt = None, as_: AsOpt = None,
+) -> None:
+    """Refuse a held call and propose other arguments in its place."""
+    from agentguard.canonical import CanonicalizationError, loads_strict
+
+    try:
+        edited = loads_strict(args)
+    except CanonicalizationError as exc:
+        raise fail(f"--args: {exc}") from exc
+    if not isinstance(edited, dict):
+        raise fail("--args must be a JSON object")
+    _vote(request_id, False, store, audit, as_, "arguments edited by the approver", 0.0, edited)
 
 
 @app.command()

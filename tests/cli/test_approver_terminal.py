@@ -151,3 +151,25 @@ def test_reauth_enroll_shows_uri_once_and_stores_secret(tmp_path: Path) -> None:
     out = cli("reauth", "enroll", "alice", "--store", store_url, home=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "otpauth://totp/" in out.stdout and "alice" in out.stdout
+
+
+async def test_edit_records_a_deny_with_proposed_arguments(tmp_path: Path) -> None:
+    import time
+
+    from agentguard.testing.store_samples import sample_request
+
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    request = sample_request(time.time)
+    await store.create_request(request)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    bad = cli("approvals", "edit", request.id, "--args", "[1]", "--as", "alice", "--store", url,
+              home=tmp_path)
+    assert bad.returncode == 2 and "JSON object" in bad.stderr
+    out = cli("approvals", "edit", request.id, "--args", '{"service": "web"}', "--as", "alice",
+              "--store", url, home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    settled = await store.get_request(request.id)
+    await store.close()
+    assert settled is not None and settled.status == "denied"
+    assert settled.votes[-1].edited_args == {"service": "web"}
