@@ -123,6 +123,7 @@ class Guard:
         self.clock = clock
         self.signals = SignalEvaluator(policy.model.signals, clock)
         self._opened = False
+        self._request_lock = anyio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Guard:
@@ -279,7 +280,13 @@ class Guard:
                                      granted_by=grant.granted_by, call_hash=digest))
             approvers = (grant.granted_by,)
         elif approval is not None:
-            await self.store.create_request(request)
+            # Check-then-create under one lock so concurrent calls of this process cannot all
+            # slip past the pending limit (across processes the limit is best effort).
+            async with self._request_lock:
+                flood = await self._flood_check(call, decision, digest)
+                if flood is not None:
+                    return flood
+                await self.store.create_request(request)
             self.audit.append(_event(call, decision, "challenge.created", request_id=request.id,
                                      call_hash=digest, expires_at=request.expires_at,
                                      approvers=list(approval.approvers), quorum=approval.quorum))
@@ -315,6 +322,35 @@ class Guard:
         return Authorization(call, decision, "approved",
                              f"approved by {', '.join(approvers) or 'fresh re-authentication'}: "
                              f"{decision.reason}", request.id, approvers)
+
+    async def _flood_check(
+        self, call: ToolCall, decision: Decision, digest: str
+    ) -> Authorization | None:
+        """Approval fatigue: collapse duplicates, one pending request per principal and
+        class, and a rate limit on requests; each refusal is audited as ``signal.flood``."""
+        defaults = self.policy.model.defaults
+        c = decision.classification
+        pending = [r for r in await self.store.list_requests("pending", limit=10_000)
+                   if r.call.get("principal") == call.principal.id and r.privilege == c.privilege]
+        reason = None
+        if any(r.call_hash == digest for r in pending):
+            reason = "an identical call is already waiting for approval; not asking again"
+        elif len(pending) >= defaults.pending_per_class:
+            reason = (f"{len(pending)} {c.privilege} call(s) from this principal already wait "
+                      "for approval; wait for them to be answered")
+        else:
+            key = f"flood|{call.principal.id}"
+            now = self.clock()
+            await self.store.record_event(key, now)
+            count = await self.store.count_events(key, now - defaults.request_rate.per)
+            if count > defaults.request_rate.max:
+                reason = (f"{count} approval requests from this principal within "
+                          f"{defaults.request_rate.per:.0f}s (limit {defaults.request_rate.max})")
+        if reason is None:
+            return None
+        self.audit.append(_event(call, decision, "signal.flood", outcome="denied",
+                                 call_hash=digest, detail=reason, pending=len(pending)))
+        return Authorization(call, decision, "denied", f"approval flood control: {reason}")
 
     async def _decide_edit(
         self, call: ToolCall, decision: Decision, edit: ApprovalVote,

@@ -269,7 +269,9 @@ async def test_concurrent_held_calls_are_independent(store) -> None:
     async with Guard(Policy.from_yaml(POLICY), store=store,
                      channels=[ScriptedChannel(script)]) as guard:
         async def one(n: int) -> None:
-            results.append((await guard.authorize(call("restart", n=n))).outcome)
+            agent = Principal(f"agent:worker-{n}")
+            auth = await guard.authorize(ToolCall(tool="restart", args={"n": n}, principal=agent))
+            results.append(auth.outcome)
 
         async with anyio.create_task_group() as tg:
             for n in range(20):
@@ -296,3 +298,30 @@ async def test_edited_arguments_are_a_new_call_decided_afresh(store) -> None:
     assert auth.rule_id == "restart"  # re-classified: destructive now, not privileged
     assert types_of(audit) == ["challenge.created", "challenge.edited", "challenge.created",
                                "call.executed"]
+
+
+async def test_approval_flood_is_collapsed_limited_and_audited(store) -> None:  # noqa: ANN001
+    audit = MemoryAuditLog()
+    channel = CountingChannel(vote("alice"), delay=0.5)
+    policy = Policy.from_yaml(POLICY.replace("deny_cooldown: 1m}",
+                                             "deny_cooldown: 1m, request_rate: {max: 3, per: 1h}}"))
+    async with Guard(policy, store=store, audit=audit, channels=[channel]) as guard:
+        outcomes: list[str] = []
+
+        async def one(n: int) -> None:
+            outcomes.append((await guard.authorize(call("restart", n=n % 3))).outcome)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(12):
+                tg.start_soon(one, n)
+        # One request per principal and class at a time: a human saw one, not twelve.
+        assert len(channel.asked) == 1
+        assert sorted(outcomes) == ["approved"] + ["denied"] * 11
+        # Later calls go through one at a time, until the rate limit stops them.
+        later = [(await guard.authorize(call("restart", n=10 + i))).outcome for i in range(3)]
+    assert later == ["approved", "approved", "denied"]
+    floods = [e for e in audit.events if e["type"] == "signal.flood"]
+    assert len(floods) == 12
+    assert any("identical call" in e["detail"] for e in floods)
+    assert any("already wait" in e["detail"] for e in floods)
+    assert "within 3600s (limit 3)" in floods[-1]["detail"]

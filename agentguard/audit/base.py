@@ -27,6 +27,7 @@ EVENT_TYPES = frozenset({
     "grant.revoked",
     "call.executed",      # an approved call was claimed and handed to the tool
     "signal.burst",       # abnormal rate of sensitive calls
+    "signal.flood",       # approval fatigue: duplicate, too many pending, or too many requests
     "pin.changed",        # an MCP tool definition changed (rug pull)
     "pin.approved",
 })

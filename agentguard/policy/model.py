@@ -23,6 +23,7 @@ __all__ = [
     "MatchSpec",
     "PolicyModel",
     "PrincipalMatch",
+    "RateLimit",
     "RateSpec",
     "ReauthModel",
     "RuleSpec",
@@ -307,6 +308,15 @@ class ServerSpec(_Strict):
     trust: Literal["trusted", "untrusted"] = "untrusted"
 
 
+class RateLimit(_Strict):
+    """At most ``max`` events per ``per``."""
+
+    max: int = Field(ge=1)
+    per: float
+
+    _v_per = field_validator("per", mode="before")(_seconds)
+
+
 class Defaults(_Strict):
     """Defaults that apply where classes and rules are silent."""
 
@@ -318,6 +328,13 @@ class Defaults(_Strict):
         default="deny", description="Always deny: a timeout never lets a call run."
     )
     log_allows: bool = Field(default=False, description="Also audit uninterrupted calls.")
+    pending_per_class: int = Field(
+        default=1, ge=1, description="Held calls one principal may have waiting per class; "
+        "more are refused at once (approval fatigue).")
+    request_rate: RateLimit = Field(
+        default_factory=lambda: RateLimit(max=20, per=600.0),
+        description="Approval requests one principal may raise per window; more are refused "
+        "and audited as a flood.")
     deny_cooldown: float = Field(
         default=120.0, description="An identical call just denied is refused for this long."
     )
