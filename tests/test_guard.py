@@ -300,7 +300,7 @@ async def test_edited_arguments_are_a_new_call_decided_afresh(store) -> None:
                                "call.executed"]
 
 
-async def test_approval_flood_is_collapsed_limited_and_audited(store) -> None:  # noqa: ANN001
+async def test_approval_flood_is_collapsed_limited_and_audited(store) -> None:
     audit = MemoryAuditLog()
     channel = CountingChannel(vote("alice"), delay=0.5)
     policy = Policy.from_yaml(POLICY.replace("deny_cooldown: 1m}",
