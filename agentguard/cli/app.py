@@ -57,12 +57,16 @@ def demo(
 
 
 def _register_optional() -> None:
-    # The proxy commands live with the proxy; register them when that part is present.
-    try:
-        from agentguard.cli import proxy_cmd
-    except ImportError:
-        return
-    proxy_cmd.register(app)
+    # Commands of the proxy and the approval endpoints register themselves; each module keeps
+    # its heavy imports inside the command so `agentguard --help` stays fast.
+    import importlib
+
+    for name in ("proxy_cmd", "serve_cmd"):
+        try:
+            module = importlib.import_module(f"agentguard.cli.{name}")
+        except ImportError:
+            continue
+        module.register(app)
 
 
 _register_optional()
