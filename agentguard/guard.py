@@ -7,6 +7,7 @@ refusal that says so (fail closed) and is audited.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
@@ -58,6 +59,32 @@ OnWait = Callable[[float, float], Awaitable[None]]
 _ROUTINE = frozenset({"read", "write"})
 
 
+_AUDIT_ARGS_LIMIT = 16_384
+
+
+def _args_for_audit(args: Mapping[str, Any]) -> Any:
+    """Arguments as recorded: in full when small, else a marked preview (the call hash in the
+    same record identifies the exact call)."""
+    try:
+        text = json.dumps(args, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return {"unserialisable": True}
+    if len(text) <= _AUDIT_ARGS_LIMIT:
+        return dict(args)
+    return {"truncated": True, "bytes": len(text.encode()),
+            "preview": text[:_AUDIT_ARGS_LIMIT // 4]}
+
+
+def _args_size(args: Mapping[str, Any]) -> int:
+    """Size of the arguments as JSON (C encoder: cheap even for large values)."""
+    try:
+        return len(json.dumps(args, ensure_ascii=False, default=repr).encode())
+    except (TypeError, ValueError):
+        return 0  # canonicalisation refuses it later with the precise reason
+    except RecursionError:
+        return -1
+
+
 def _event(call: ToolCall, decision: Decision | None, event_type: str, **extra: Any) -> dict:
     event: dict[str, Any] = {
         "type": event_type,
@@ -70,7 +97,7 @@ def _event(call: ToolCall, decision: Decision | None, event_type: str, **extra: 
         "server": call.server,
         "tool": call.tool,
         "origin": call.origin,
-        "args": dict(call.args),
+        "args": _args_for_audit(call.args),
     }
     if decision is not None:
         c = decision.classification
@@ -206,6 +233,17 @@ class Guard:
         self, call: ToolCall, extra: Sequence[ApprovalChannel], on_wait: OnWait | None,
         started: float,
     ) -> Authorization:
+        size = _args_size(call.args)
+        limit = self.policy.model.defaults.max_args_bytes
+        if size > limit or size < 0:
+            c = Classification(privilege="unknown", rank=len(self.policy.classifier.rank),
+                               reason="arguments too large")
+            reason = (f"arguments are {size:,} bytes, over the policy's max_args_bytes "
+                      f"({limit:,}): too large to show an approver or hash safely"
+                      if size > 0 else "arguments are nested too deeply to show or hash")
+            decision = Deny(None, reason, c)
+            self.audit.append(_event(call, decision, "call.denied", outcome="denied"))
+            return Authorization(call, decision, "denied", reason)
         classified = self.policy.classify(call)
         await self.signals.record(self.store, call, classified.classification)
         fired = await self.signals.evaluate(signals_needed(classified), call, self.store)

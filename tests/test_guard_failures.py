@@ -66,3 +66,25 @@ async def test_classifier_error_fails_closed() -> None:
     bad = ToolCall(tool="read_secret", args={"x": {1, 2}}, principal=Principal("agent:a"))
     auth = await guard.authorize(bad)
     assert not auth.allowed and "failed closed" in auth.reason
+
+
+async def test_oversized_arguments_are_refused_and_audited_compactly() -> None:
+    from agentguard.audit import MemoryAuditLog
+
+    audit = MemoryAuditLog()
+    guard = Guard(Policy.from_yaml(POLICY), audit=audit)
+    big = ToolCall(tool="read_secret", args={"blob": "x" * 5_000_000}, principal=Principal("a"))
+    auth = await guard.authorize(big)
+    assert auth.outcome == "denied" and "max_args_bytes" in auth.reason
+    assert audit.events[0]["args"]["truncated"] is True
+    assert len(str(audit.events[0])) < 20_000
+
+
+async def test_deep_nesting_is_refused_not_a_crash() -> None:
+    nested: list = []
+    for _ in range(5000):
+        nested = [nested]
+    guard = Guard(Policy.from_yaml(POLICY))
+    auth = await guard.authorize(ToolCall(tool="read_secret", args={"n": nested},
+                                          principal=Principal("a")))
+    assert not auth.allowed and "nested too deeply" in auth.reason

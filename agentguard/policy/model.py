@@ -328,6 +328,9 @@ class Defaults(_Strict):
         default="deny", description="Always deny: a timeout never lets a call run."
     )
     log_allows: bool = Field(default=False, description="Also audit uninterrupted calls.")
+    max_args_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Arguments larger than this (as JSON) are "
+        "refused: too large to show an approver or hash safely.")
     pending_per_class: int = Field(
         default=1, ge=1, description="Held calls one principal may have waiting per class; "
         "more are refused at once (approval fatigue).")
