@@ -47,7 +47,7 @@ class CodeBook:
         return ("000000" if code != "000000" else "111111") if self.wrong else code
 
 
-async def setup(wrong: bool = False, channel_votes=()):  # noqa: ANN001, ANN202
+async def setup(wrong: bool = False, channel_votes=()):
     store = MemoryStore()
     await store.open()
     verifier = TotpVerifier(store)
