@@ -40,6 +40,7 @@ from agentguard.types import (
     RequireApproval,
     RequireReauth,
     ToolCall,
+    ToolHints,
     new_request_id,
 )
 
@@ -173,9 +174,12 @@ class Guard:
             self._opened = False
 
     # ------------------------------------------------------------------ fast path
-    def static_allow(self, call_server: str, tool: str, hints: Any) -> bool:
-        """True when the policy allows every call to this tool unconditionally (cached)."""
-        return self.policy.static_allow(call_server, tool, hints)
+    def static_allow(self, server: str, tool: str, hints: ToolHints) -> bool:
+        """True when the policy allows every call to this tool unconditionally (cached).
+
+        Edges call this first: the allow path of a routine tool then costs one dict lookup.
+        """
+        return self.policy.static_allow(server, tool, hints)
 
     # ------------------------------------------------------------------ entry points
     def authorize_sync(self, call: ToolCall) -> Authorization:

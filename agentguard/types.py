@@ -472,7 +472,7 @@ class Authorization:
         what = {
             "denied": "denied",
             "expired": "expired: no approval arrived in time",
-            "unreachable": "unreachable: no approval channel could be reached",
+            "unreachable": "unreachable: no approval could be obtained",
             "reauth_failed": "re-authentication failed",
         }[self.outcome]
         return (
