@@ -223,6 +223,8 @@ class Guard:
 
     # ------------------------------------------------------------------ orchestration
     def _fail_closed(self, call: ToolCall, exc: BaseException) -> Authorization:
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # task groups wrap the one real cause; report that
         kind = "denied" if isinstance(exc, CanonicalizationError) else "unreachable"
         reason = str(exc) if isinstance(exc, AgentGuardError) else f"{type(exc).__name__}: {exc}"
         c = Classification(privilege="unknown", rank=len(self.policy.classifier.rank),
@@ -485,7 +487,7 @@ class Guard:
         unreachable: list[str] = []
         done = anyio.Event()
 
-        async def run_channel(ch: ApprovalChannel) -> None:
+        async def run_channel(ch: ApprovalChannel, scope: anyio.CancelScope) -> None:
             try:
                 async with aclosing(ch.ask(request)) as answers:
                     async for answer in answers:
@@ -501,6 +503,7 @@ class Guard:
                     return
             if len(unreachable) >= len(channels):
                 done.set()
+                scope.cancel()  # every channel failed: refuse now, not at the next poll
 
         async def watch_store(scope: anyio.CancelScope) -> None:
             total = request.expires_at - request.created_at
@@ -521,7 +524,7 @@ class Guard:
         else:
             async with anyio.create_task_group() as tg:
                 for ch in channels:
-                    tg.start_soon(run_channel, ch)
+                    tg.start_soon(run_channel, ch, tg.cancel_scope)
                 tg.start_soon(watch_store, tg.cancel_scope)
         current = await self.store.get_request(request.id)
         if current is not None and current.status == "pending":

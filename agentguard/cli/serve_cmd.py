@@ -1,0 +1,181 @@
+"""``agentguard serve``: answer held calls from Slack or a webhook, in a process of its own.
+
+The server votes on the shared store (SQLite file or PostgreSQL), so the guard that holds a
+call may live in any other process: an agent, the stdio MCP proxy. Endpoints::
+
+    POST /slack/interactions   Slack interactivity (--slack; signed with the signing secret)
+    POST /webhook/callback     decisions from your own tools (--webhook; signed, see
+                               agentguard.channels.webhook)
+    GET  /healthz              liveness
+
+``--socket-mode`` receives Slack clicks over an outgoing websocket instead (no public URL).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Any
+
+import typer
+
+from agentguard.cli.runtime import fail, open_audit
+from agentguard.cli.settings import audit_path, store_url
+from agentguard.errors import AgentGuardError, ConfigError
+
+__all__ = ["build_app", "register", "serve"]
+
+SLACK_PATH = "/slack/interactions"
+WEBHOOK_PATH = "/webhook/callback"
+
+
+def build_app(routes: list[Any]) -> Any:
+    """A Starlette app with ``routes`` and ``GET /healthz``."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def healthz(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *routes])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+    # Listening now (connections queue in the backlog) lets us announce the address before
+    # uvicorn takes the socket over.
+    sock.listen(128)
+    return sock
+
+
+async def _run(
+    *, slack: bool, socket_mode: bool, webhook: bool, host: str, port: int, store: str,
+    audit_file: str | None, slack_config: str | None, webhook_prefix: str,
+) -> None:
+    import anyio
+
+    from agentguard.store import open_store
+
+    sink = open_audit(audit_path(audit_file))
+    state = open_store(store)
+    await state.open()
+    try:
+        routes: list[Any] = []
+        listener = None
+        if slack or socket_mode:
+            from agentguard.channels.slack import (
+                SlackInteractions,
+                SlackSettings,
+                SlackSocketMode,
+            )
+
+            settings = SlackSettings.load(slack_config)
+            settings.require("bot_token", *(("signing_secret",) if slack else ()))
+            interactions = SlackInteractions.from_settings(settings, store=state, audit=sink)
+            if slack:
+                routes += interactions.routes(SLACK_PATH)
+            if socket_mode:
+                listener = SlackSocketMode.from_settings(settings, interactions)
+        if webhook:
+            from agentguard.channels.webhook import WebhookCallback
+
+            secret = os.environ.get("AGENTGUARD_WEBHOOK_SECRET", "")
+            if not secret:
+                raise ConfigError("--webhook needs AGENTGUARD_WEBHOOK_SECRET (the shared secret)")
+            routes += WebhookCallback(store=state, audit=sink, secret=secret,
+                                      identity_prefix=webhook_prefix).routes(WEBHOOK_PATH)
+
+        async with anyio.create_task_group() as tg:
+            if listener is not None:
+                await listener.__aenter__()
+                tg.start_soon(_close_on_cancel, listener)
+                _say("Slack Socket Mode connected")
+            if routes:
+                await _serve_http(build_app(routes), host, port, slack, webhook)
+                tg.cancel_scope.cancel()
+    finally:
+        await state.close()
+        sink.close()
+
+
+async def _close_on_cancel(listener: Any) -> None:
+    import math
+
+    import anyio
+
+    try:
+        await anyio.sleep(math.inf)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await listener.__aexit__(None, None, None)
+
+
+async def _serve_http(app: Any, host: str, port: int, slack: bool, webhook: bool) -> None:
+    import uvicorn
+
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                           access_log=False, timeout_graceful_shutdown=5))
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    paths = [p for p, on in ((SLACK_PATH, slack), (WEBHOOK_PATH, webhook)) if on]
+    _say(f"listening on http://{shown}:{bound_port} (POST {', '.join(paths)})")
+    await server.serve(sockets=[sock])
+
+
+def _say(message: str) -> None:
+    print(f"agentguard serve: {message}", flush=True)
+
+
+def serve(
+    slack: Annotated[bool, typer.Option("--slack", help="Serve Slack interactivity at "
+                     f"POST {SLACK_PATH} (needs the bot token and signing secret).")] = False,
+    socket_mode: Annotated[bool, typer.Option("--socket-mode", help="Receive Slack clicks "
+                           "over Socket Mode (needs the app-level xapp- token; no public URL)."
+                           )] = False,
+    webhook: Annotated[bool, typer.Option("--webhook", help="Serve the signed webhook "
+                       f"decision callback at POST {WEBHOOK_PATH} (needs "
+                       "AGENTGUARD_WEBHOOK_SECRET).")] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 3000,
+    store: Annotated[str | None, typer.Option("--store", help="Store URL shared with the "
+                     "guard (default: $AGENTGUARD_STORE or sqlite under ~/.agentguard).")]
+    = None,
+    audit: Annotated[str | None, typer.Option("--audit", help="Audit log (default: "
+                     "$AGENTGUARD_AUDIT or ~/.agentguard/audit.jsonl).")] = None,
+    slack_config: Annotated[str | None, typer.Option("--slack-config", help="YAML file with "
+                            "the Slack tokens (default: $AGENTGUARD_SLACK_CONFIG; environment "
+                            "variables AGENTGUARD_SLACK_* win).")] = None,
+    webhook_identity_prefix: Annotated[str, typer.Option(
+        "--webhook-identity-prefix", help="Prefix added to approver names sent to the "
+        "webhook callback (e.g. 'ops-portal:').")] = "",
+) -> None:
+    """Answer held calls from Slack and/or a webhook; votes go to the shared store."""
+    import anyio
+
+    if not (slack or socket_mode or webhook):
+        raise fail("choose at least one of --slack, --socket-mode, --webhook")
+    try:
+        anyio.run(lambda: _run(
+            slack=slack, socket_mode=socket_mode, webhook=webhook, host=host, port=port,
+            store=store_url(store), audit_file=audit, slack_config=slack_config,
+            webhook_prefix=webhook_identity_prefix))
+    except AgentGuardError as exc:
+        raise fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        _say("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the ``agentguard`` command line."""
+    app.command("serve")(serve)
+
