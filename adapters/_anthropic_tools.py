@@ -1,0 +1,191 @@
+"""The tool-runner side of :mod:`agentguard.adapters.anthropic` (loaded on first use)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentguard.adapters._common import (
+    Edge,
+    RunContext,
+    edited_args,
+    fill_schema_defaults,
+    refusal_text,
+    require,
+)
+
+require("anthropic", "anthropic")
+
+from anthropic.lib.tools import (  # noqa: E402
+    BetaAsyncBuiltinFunctionTool,
+    BetaAsyncFunctionTool,
+    BetaBuiltinFunctionTool,
+    BetaFunctionTool,
+    ToolError,
+)
+
+if TYPE_CHECKING:
+    from agentguard.guard import Guard
+    from agentguard.types import ToolHints
+
+__all__ = ["guard_beta_tool", "guard_beta_tools"]
+
+ORIGIN = "anthropic"
+
+
+def _args(tool: Any, input: object) -> dict[str, Any]:
+    if not isinstance(input, Mapping):
+        # The tool itself refuses non-object input; the guard must not see a made-up call.
+        raise ToolError("agentguard: the tool input must be a JSON object; nothing ran.")
+    schema = tool.input_schema if hasattr(tool, "input_schema") else None
+    return fill_schema_defaults(input, schema)
+
+
+def _approved_input(auth: Any, sent: dict[str, Any], input: object) -> object:
+    refusal = refusal_text(auth)
+    if refusal is not None:
+        raise ToolError(refusal)
+    edited = edited_args(auth, sent)
+    return input if edited is None else edited
+
+
+def _check_sync(edge: Edge, tool: Any, input: object) -> object:
+    """The input to run (raises ToolError when refused)."""
+    sent = _args(tool, input)
+    return _approved_input(edge.authorize_sync(tool.name, sent), sent, input)
+
+
+async def _check(edge: Edge, tool: Any, input: object) -> object:
+    """The input to run (raises ToolError when refused)."""
+    sent = _args(tool, input)
+    return _approved_input(await edge.authorize(tool.name, sent), sent, input)
+
+
+def _adopt(wrapper: Any, inner: Any) -> None:
+    wrapper.inner = inner
+    for attr in ("close", "_context_manager"):
+        if getattr(inner, attr, None) is not None:
+            setattr(wrapper, attr, getattr(inner, attr))
+
+
+class GuardedBetaTool(BetaFunctionTool[Any]):
+    """A sync function tool that asks the guard before each call."""
+
+    def __init__(self, inner: BetaFunctionTool[Any], edge: Edge) -> None:
+        super().__init__(inner.func, name=inner.name, description=inner.description,
+                         input_schema=inner.input_schema)
+        _adopt(self, inner)
+        self.edge = edge
+
+    def to_dict(self) -> Any:
+        """The wrapped tool's definition, unchanged."""
+        return self.inner.to_dict()
+
+    def call(self, input: object) -> Any:
+        """Authorize, then run the wrapped tool (raises ToolError when refused)."""
+        return self.inner.call(_check_sync(self.edge, self, input))
+
+
+class GuardedAsyncBetaTool(BetaAsyncFunctionTool[Any]):
+    """An async function tool that asks the guard before each call."""
+
+    def __init__(self, inner: BetaAsyncFunctionTool[Any], edge: Edge) -> None:
+        super().__init__(inner.func, name=inner.name, description=inner.description,
+                         input_schema=inner.input_schema)
+        _adopt(self, inner)
+        self.edge = edge
+
+    def to_dict(self) -> Any:
+        """The wrapped tool's definition, unchanged."""
+        return self.inner.to_dict()
+
+    async def call(self, input: object) -> Any:
+        """Authorize, then run the wrapped tool (raises ToolError when refused)."""
+        return await self.inner.call(await _check(self.edge, self, input))
+
+
+class GuardedBuiltinTool(BetaBuiltinFunctionTool):
+    """A sync built-in tool (memory, ...) that asks the guard before each call."""
+
+    def __init__(self, inner: BetaBuiltinFunctionTool, edge: Edge) -> None:
+        _adopt(self, inner)
+        self.edge = edge
+
+    def to_dict(self) -> Any:
+        """The wrapped tool's definition, unchanged."""
+        return self.inner.to_dict()
+
+    def call(self, input: object) -> Any:
+        """Authorize, then run the wrapped tool (raises ToolError when refused)."""
+        return self.inner.call(_check_sync(self.edge, self, input))
+
+
+class GuardedAsyncBuiltinTool(BetaAsyncBuiltinFunctionTool):
+    """An async built-in tool that asks the guard before each call."""
+
+    def __init__(self, inner: BetaAsyncBuiltinFunctionTool, edge: Edge) -> None:
+        _adopt(self, inner)
+        self.edge = edge
+
+    def to_dict(self) -> Any:
+        """The wrapped tool's definition, unchanged."""
+        return self.inner.to_dict()
+
+    async def call(self, input: object) -> Any:
+        """Authorize, then run the wrapped tool (raises ToolError when refused)."""
+        return await self.inner.call(await _check(self.edge, self, input))
+
+
+_WRAPPERS: tuple[tuple[type, type], ...] = (
+    (BetaFunctionTool, GuardedBetaTool),
+    (BetaAsyncFunctionTool, GuardedAsyncBetaTool),
+    (BetaBuiltinFunctionTool, GuardedBuiltinTool),
+    (BetaAsyncBuiltinFunctionTool, GuardedAsyncBuiltinTool),
+)
+_GUARDED = tuple(w for _, w in _WRAPPERS)
+
+
+def guard_beta_tool(
+    tool: Any, *, guard: Guard | None = None, server: str = "local",
+    run: RunContext | Mapping[str, Any] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+) -> Any:
+    """A tool for ``client.beta.messages.tool_runner`` that asks the guard first.
+
+    Accepts what ``@beta_tool`` / ``@beta_async_tool`` return (and built-in runnable
+    tools); name, description, schema and the rest of the definition are kept. A refused
+    call raises ``ToolError`` before the function runs, which the runner sends back as
+    ``is_error: true``. A sync tool used from inside a running event loop is refused with
+    a usage error (use the async client and ``@beta_async_tool`` there).
+
+    Args:
+        tool: The runnable tool.
+        guard: The guard (default: the one in effect at call time).
+        server: Server name the policy sees (default ``local``).
+        run: Facts about the caller (after :func:`agentguard.acting_as`).
+        hints: Hints for the tool (``privilege``, ``labels``...).
+
+    Raises:
+        TypeError: ``tool`` is not a runnable tool (raw tool dicts are not run by the
+            runner, so there is nothing to guard).
+    """
+    if isinstance(tool, _GUARDED):
+        return tool
+    edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
+    for kind, wrapper in _WRAPPERS:
+        if isinstance(tool, kind):
+            return wrapper(tool, edge)
+    raise TypeError(f"not a runnable Anthropic tool: {type(tool).__name__} (wrap the function "
+                    "with anthropic.beta_tool or beta_async_tool first)")
+
+
+def guard_beta_tools(
+    tools: Iterable[Any], *, guard: Guard | None = None, server: str = "local",
+    run: RunContext | Mapping[str, Any] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+) -> list[Any]:
+    """:func:`guard_beta_tool` on each runnable tool; raw definitions (server tools the API
+    runs) are returned unchanged."""
+    runnable = tuple(k for k, _ in _WRAPPERS)
+    return [guard_beta_tool(t, guard=guard, server=server, run=run, hints=hints)
+            if isinstance(t, runnable) else t for t in tools]

@@ -1,0 +1,243 @@
+"""Running a model's tool calls against plain Python functions, through the guard.
+
+Shared by the OpenAI (Chat Completions, Responses) and Anthropic (Messages) dispatchers: they
+differ only in how a call arrives and how its result is written back.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from agentguard.adapters._common import Edge, RunContext, edited_args, refusal_text
+from agentguard.canonical import CanonicalizationError, loads_strict
+from agentguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentguard.guard import Guard
+    from agentguard.types import Authorization, ToolHints
+
+__all__ = ["Dispatcher", "FunctionSpec", "ToolOutcome"]
+
+OnError = Literal["return", "raise"]
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A registered tool function.
+
+    Attributes:
+        name: Tool name the model uses.
+        fn: The function (sync or async).
+        description: Shown to the model (first paragraph of the docstring by default).
+        parameters: JSON schema of the arguments (from the signature, via pydantic).
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    parameters: dict[str, Any]
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], name: str | None = None) -> FunctionSpec:
+        """Describe ``fn`` (its signature and docstring)."""
+        if hasattr(fn, "__agentguard__"):
+            raise ConfigError(
+                f"{getattr(fn, '__name__', fn)!r} is already @guarded: register the undecorated "
+                "function (the dispatcher asks the guard itself), or the call is checked twice"
+            )
+        import pydantic
+
+        schema = pydantic.TypeAdapter(pydantic.validate_call(fn)).json_schema()
+        schema.pop("additionalProperties", None)
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        doc = inspect.getdoc(fn) or ""
+        return cls(name or fn.__name__, fn, doc.split("\n\n", 1)[0].strip(), schema)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What happened to one tool call.
+
+    Attributes:
+        call_id: The framework's id of the call (to pair the result with it).
+        name: Tool name.
+        output: Text for the model: the tool's result, or why it did not run.
+        is_error: The tool did not produce a result (refused, unknown, bad arguments, raised).
+        ran: The tool function was called.
+        authorization: The guard's answer (``None`` when it was not asked: the policy allows
+            every call to the tool, or the call could not be run at all).
+    """
+
+    call_id: str
+    name: str
+    output: str
+    is_error: bool
+    ran: bool
+    authorization: Authorization | None = None
+
+    @property
+    def refused(self) -> bool:
+        """True when the guard refused the call."""
+        return self.authorization is not None and not self.authorization.allowed
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Dispatcher:
+    """Runs tool calls against registered functions, each after the guard allows it.
+
+    Args:
+        tools: Functions (named by ``__name__``) or a mapping from tool name to function.
+        origin: Edge name for the audit log.
+        guard: The guard (default: the one in effect at call time).
+        server: Server name the policy sees (default ``local``).
+        run: Default facts about the caller.
+        hints: Hints for every tool, or per tool name (privilege, labels...).
+        on_error: When a tool raises: ``return`` the error to the model (default) or
+            ``raise`` it to your code.
+    """
+
+    def __init__(
+        self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]], *,
+        origin: str, guard: Guard | None = None, server: str = "local",
+        run: RunContext | Mapping[str, Any] | None = None,
+        hints: ToolHints | Mapping[str, ToolHints] | None = None, on_error: OnError = "return",
+    ) -> None:
+        items = tools.items() if isinstance(tools, Mapping) else ((None, f) for f in tools)
+        self.functions: dict[str, FunctionSpec] = {}
+        for name, fn in items:
+            spec = FunctionSpec.of(fn, name)
+            if spec.name in self.functions:
+                raise ConfigError(f"two tools are named {spec.name!r}")
+            self.functions[spec.name] = spec
+        self.edge = Edge(origin, guard=guard, server=server, run=run, hints=hints)
+        self.on_error = on_error
+
+    # ------------------------------------------------------------------ one call
+    def _prepare(
+        self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None,
+    ) -> tuple[FunctionSpec, inspect.BoundArguments] | ToolOutcome:
+        spec = self.functions.get(name)
+        if spec is None:
+            return ToolOutcome(call_id, name, f"error: there is no tool named {name!r}; "
+                               f"available: {', '.join(sorted(self.functions))}", True, False)
+        if arguments is None or arguments == "":
+            arguments = {}
+        if isinstance(arguments, str):
+            try:
+                # Strict: duplicate keys or NaN could make what the guard sees differ from
+                # what a lenient parser hands the tool.
+                arguments = loads_strict(arguments)
+            except CanonicalizationError as exc:
+                return ToolOutcome(call_id, name, f"error: the arguments are not valid JSON "
+                                   f"({exc}); nothing ran", True, False)
+        if not isinstance(arguments, Mapping):
+            return ToolOutcome(call_id, name, "error: the arguments must be a JSON object; "
+                               "nothing ran", True, False)
+        try:
+            bound = inspect.signature(spec.fn).bind(**arguments)
+        except TypeError as exc:
+            return ToolOutcome(call_id, name, f"error: invalid arguments for {name!r}: {exc}; "
+                               "nothing ran", True, False)
+        bound.apply_defaults()
+        return spec, bound
+
+    def _approved_call(
+        self, call_id: str, spec: FunctionSpec, bound: inspect.BoundArguments,
+        auth: Authorization | None,
+    ) -> inspect.BoundArguments | ToolOutcome:
+        """The bound call to run: as sent, or as an approver edited it."""
+        refusal = refusal_text(auth)
+        if refusal is not None:
+            return ToolOutcome(call_id, spec.name, refusal, True, False, auth)
+        edited = edited_args(auth, bound.arguments)
+        if edited is None:
+            return bound
+        try:
+            rebound = inspect.signature(spec.fn).bind(**edited)
+        except TypeError as exc:
+            return ToolOutcome(call_id, spec.name, f"error: the arguments an approver chose do "
+                               f"not fit {spec.name!r}: {exc}; nothing ran", True, False, auth)
+        rebound.apply_defaults()
+        return rebound
+
+    def _finish(
+        self, call_id: str, name: str, auth: Authorization | None, result: Any,
+        error: Exception | None,
+    ) -> ToolOutcome:
+        if error is not None:
+            if self.on_error == "raise":
+                raise error
+            return ToolOutcome(call_id, name, f"error: {type(error).__name__}: {error}", True,
+                               True, auth)
+        return ToolOutcome(call_id, name, _render(result), False, True, auth)
+
+    async def call(
+        self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None, *,
+        run: RunContext | Mapping[str, Any] | None = None,
+    ) -> ToolOutcome:
+        """Authorize and run one call (async; the event loop stays free while a human is
+        asked, and sync tools run on a worker thread)."""
+        prepared = self._prepare(call_id, name, arguments)
+        if isinstance(prepared, ToolOutcome):
+            return prepared
+        spec, bound = prepared
+        auth = await self.edge.authorize(name, bound.arguments, RunContext.coerce(run))
+        approved = self._approved_call(call_id, spec, bound, auth)
+        if isinstance(approved, ToolOutcome):
+            return approved
+        bound = approved
+        result: Any = None
+        error: Exception | None = None
+        try:
+            if inspect.iscoroutinefunction(spec.fn):
+                result = await spec.fn(*bound.args, **bound.kwargs)
+            else:
+                result = await anyio.to_thread.run_sync(
+                    functools.partial(spec.fn, *bound.args, **bound.kwargs))
+                if inspect.isawaitable(result):
+                    result = await result
+        except Exception as exc:
+            error = exc
+        return self._finish(call_id, name, auth, result, error)
+
+    def call_sync(
+        self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None, *,
+        run: RunContext | Mapping[str, Any] | None = None,
+    ) -> ToolOutcome:
+        """Synchronous :meth:`call` (a usage error inside a running event loop; async tools
+        are run on a private loop)."""
+        prepared = self._prepare(call_id, name, arguments)
+        if isinstance(prepared, ToolOutcome):
+            return prepared
+        spec, bound = prepared
+        auth = self.edge.authorize_sync(name, bound.arguments, RunContext.coerce(run))
+        approved = self._approved_call(call_id, spec, bound, auth)
+        if isinstance(approved, ToolOutcome):
+            return approved
+        bound = approved
+        result: Any = None
+        error: Exception | None = None
+        try:
+            if inspect.iscoroutinefunction(spec.fn):
+                result = anyio.run(functools.partial(spec.fn, *bound.args, **bound.kwargs))
+            else:
+                result = spec.fn(*bound.args, **bound.kwargs)
+        except Exception as exc:
+            error = exc
+        return self._finish(call_id, name, auth, result, error)

@@ -1,0 +1,96 @@
+"""The ``create_agent`` middleware of :mod:`agentguard.adapters.langchain` (needs the full
+``langchain`` package, loaded on first use)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentguard.adapters._common import (
+    Edge,
+    RunContext,
+    edited_args,
+    refusal_text,
+    require,
+    run_context_from,
+)
+from agentguard.adapters.langchain import ORIGIN, GuardedTool, _config_layers, tool_call_args
+
+require("langchain.agents.middleware", "langchain")
+
+from langchain.agents.middleware import AgentMiddleware, ToolCallRequest  # noqa: E402
+from langchain_core.messages import ToolMessage  # noqa: E402
+
+if TYPE_CHECKING:
+    from agentguard.guard import Guard
+    from agentguard.types import Authorization, ToolHints
+
+__all__ = ["GuardMiddleware"]
+
+
+class GuardMiddleware(AgentMiddleware):
+    """Routes every tool call of a ``create_agent`` agent through the guard.
+
+    Calls of tools already wrapped with :func:`~agentguard.adapters.langchain.guard_tool`
+    pass straight through (they ask the guard themselves). Calls of tools the agent does
+    not know are asked about too: a later middleware might run them.
+
+    Args:
+        guard: The guard (default: the one in effect at call time).
+        server: Server name the policy sees (default ``local``, like the decorator).
+        run: Default facts about the caller; per run, pass ``context=`` to the agent
+            (a :class:`RunContext`, or your context object with an ``agentguard``
+            attribute or key).
+        hints: Hints for every tool, or per tool name.
+    """
+
+    def __init__(
+        self, *, guard: Guard | None = None, server: str = "local",
+        run: RunContext | Mapping[str, Any] | None = None,
+        hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    ) -> None:
+        super().__init__()
+        self.edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
+
+    @staticmethod
+    def _call(request: ToolCallRequest) -> tuple[str, dict[str, Any], tuple[RunContext | None,
+                                                                             ...]]:
+        call = request.tool_call
+        runtime = request.runtime
+        layers = (*_config_layers(getattr(runtime, "config", None)),
+                  run_context_from(getattr(runtime, "context", None)))
+        return call["name"], tool_call_args(request.tool, call.get("args") or {}), layers
+
+    @staticmethod
+    def _decide(request: ToolCallRequest, auth: Authorization | None, sent: dict[str, Any]
+                ) -> ToolMessage | ToolCallRequest:
+        """The refusal to answer with, or the request to run (edited by an approver?)."""
+        call = request.tool_call
+        refusal = refusal_text(auth)
+        if refusal is not None:
+            return ToolMessage(content=refusal, tool_call_id=call["id"], name=call["name"],
+                               status="error")
+        edited = edited_args(auth, sent)
+        if edited is None:
+            return request
+        return request.override(tool_call={**call, "args": edited})
+
+    def wrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any],
+    ) -> Any:
+        """Authorize (blocking this worker thread while humans are asked), then run."""
+        if isinstance(request.tool, GuardedTool):
+            return handler(request)
+        name, args, layers = self._call(request)
+        decided = self._decide(request, self.edge.authorize_sync(name, args, *layers), args)
+        return decided if isinstance(decided, ToolMessage) else handler(decided)
+
+    async def awrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]],
+    ) -> Any:
+        """Authorize (awaiting humans without blocking the loop), then run."""
+        if isinstance(request.tool, GuardedTool):
+            return await handler(request)
+        name, args, layers = self._call(request)
+        decided = self._decide(request, await self.edge.authorize(name, args, *layers), args)
+        return decided if isinstance(decided, ToolMessage) else await handler(decided)

@@ -1,0 +1,147 @@
+"""Anthropic: step-up authentication for ``tool_use`` blocks from the Messages API.
+
+A dispatcher answers a message's ``tool_use`` blocks with ``tool_result`` blocks: allowed
+calls run, refused ones get ``is_error: true`` and a one-line reason the model can read::
+
+    from anthropic import AsyncAnthropic
+    from agentguard.adapters.anthropic import ToolDispatcher
+
+    tools = ToolDispatcher([get_weather, delete_file], guard=guard,
+                           run=RunContext(principal="agent:helper", session_id="s1"))
+    client = AsyncAnthropic()
+    message = await client.messages.create(model="claude-sonnet-5-5", max_tokens=1024,
+                                           messages=messages, tools=tools.tools())
+    messages += [{"role": "assistant", "content": message.content},
+                 await tools.reply(message)]                  # {"role": "user", ...}
+
+The SDK's tool runner calls tools itself, so guarding it means guarding the tools (appending
+your own ``tool_result`` would not stop the runner from running the tool)::
+
+    from anthropic import beta_tool
+    from agentguard.adapters.anthropic import guard_beta_tools
+
+    runner = client.beta.messages.tool_runner(
+        model="claude-sonnet-5-5", max_tokens=1024, messages=messages,
+        tools=guard_beta_tools([beta_tool(delete_file)], guard=guard))
+    for message in runner: ...
+
+A refused tool raises the SDK's ``ToolError`` before the function runs, so the runner sends
+``is_error: true`` with the reason. The dispatcher needs no Anthropic package; the tool-runner
+functions need ``pip install 'agentguard[anthropic]'``. (A ``can_use_tool`` callback for the
+Claude Agent SDK is not provided: that SDK is not a dependency of agentguard.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentguard.adapters._common import RunContext
+from agentguard.adapters._dispatch import Dispatcher, OnError, ToolOutcome
+
+if TYPE_CHECKING:
+    from agentguard.adapters._anthropic_tools import (
+        guard_beta_tool,
+        guard_beta_tools,
+    )
+    from agentguard.guard import Guard
+    from agentguard.types import ToolHints
+
+__all__ = ["RunContext", "ToolDispatcher", "ToolOutcome", "guard_beta_tool", "guard_beta_tools"]
+
+_RUNNER_API = frozenset({"guard_beta_tool", "guard_beta_tools"})
+
+
+def __getattr__(name: str) -> Any:
+    # The anthropic package is optional: load the tool-runner integration on first use.
+    if name in _RUNNER_API:
+        from agentguard.adapters import _anthropic_tools
+
+        return getattr(_anthropic_tools, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+class ToolDispatcher(Dispatcher):
+    """Runs a message's ``tool_use`` blocks through the guard.
+
+    Args:
+        tools: Functions (named by ``__name__``) or a mapping from tool name to function;
+            sync or async. Do not also decorate them with ``@guarded``.
+        guard: The guard (default: the one in effect at call time).
+        server: Server name the policy sees (default ``local``, like the decorator).
+        run: Default facts about the caller (principal, session, source address...).
+        hints: Hints for every tool, or per tool name (``privilege``, ``labels``...).
+        on_error: When a tool raises: ``return`` it as an error result, or ``raise`` it.
+    """
+
+    def __init__(
+        self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]], *,
+        guard: Guard | None = None, server: str = "local",
+        run: RunContext | Mapping[str, Any] | None = None,
+        hints: ToolHints | Mapping[str, ToolHints] | None = None, on_error: OnError = "return",
+    ) -> None:
+        super().__init__(tools, origin="anthropic", guard=guard, server=server, run=run,
+                         hints=hints, on_error=on_error)
+
+    def tools(self) -> list[dict[str, Any]]:
+        """Tool definitions for ``messages.create(tools=...)``."""
+        return [{"name": s.name, "description": s.description, "input_schema": s.parameters}
+                for s in self.functions.values()]
+
+    @staticmethod
+    def _uses(message_or_blocks: Any) -> list[tuple[str, str, Any]]:
+        blocks = message_or_blocks
+        if not isinstance(blocks, list | tuple):
+            blocks = _get(blocks, "content") or []
+        return [(_get(b, "id") or "", _get(b, "name") or "", _get(b, "input"))
+                for b in blocks if _get(b, "type") == "tool_use"]
+
+    @staticmethod
+    def _result(outcome: ToolOutcome) -> dict[str, Any]:
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": outcome.call_id,
+                                 "content": outcome.output}
+        if outcome.is_error:
+            block["is_error"] = True
+        return block
+
+    async def outcomes(
+        self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[ToolOutcome]:
+        """Authorize and run each ``tool_use`` block, in order."""
+        return [await self.call(use_id, name, args, run=run)
+                for use_id, name, args in self._uses(message_or_blocks)]
+
+    async def results(
+        self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run the ``tool_use`` blocks of a message (or of a content list; other blocks are
+        skipped) and return one ``tool_result`` block per call.
+
+        Args:
+            message_or_blocks: The ``Message`` or its ``content`` (objects or dicts).
+            run: Facts about the caller for these calls (override the dispatcher's).
+        """
+        return [self._result(o) for o in await self.outcomes(message_or_blocks, run=run)]
+
+    def results_sync(
+        self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Synchronous :meth:`results` (a usage error inside a running event loop)."""
+        return [self._result(self.call_sync(use_id, name, args, run=run))
+                for use_id, name, args in self._uses(message_or_blocks)]
+
+    async def reply(
+        self, message: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The user message answering ``message``'s tool calls."""
+        return {"role": "user", "content": await self.results(message, run=run)}
+
+    def reply_sync(
+        self, message: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Synchronous :meth:`reply`."""
+        return {"role": "user", "content": self.results_sync(message, run=run)}

@@ -1,0 +1,184 @@
+"""In-process MCP: step-up authentication for the tools of an MCP server you build yourself.
+
+Guard an ``MCPServer`` (or a low-level ``Server``) once; every ``tools/call`` then asks the
+guard first, whichever transport serves it (stdio, Streamable HTTP, in-process) and whenever
+the tool was registered::
+
+    from mcp.server import MCPServer
+    from agentguard.adapters.mcp import guard_server
+
+    mcp = MCPServer("ops")
+
+    @mcp.tool(annotations=ToolAnnotations(destructive_hint=True))
+    def delete_file(path: str) -> str: ...
+
+    guard_server(mcp, guard=guard, run=RunContext(principal="agent:desktop"))
+    mcp.run()
+
+A refused call does not run: the client gets ``CallToolResult(isError=true)`` whose text
+says what happened, which rule decided, and that retrying will not help. Tool annotations
+(``readOnlyHint``, ``destructiveHint``...) are passed to the policy as hints; on the default
+``local`` server they are trusted like the decorator's arguments (name the server with
+``server_name=`` to have the policy's ``servers:`` trust apply).
+
+Who is calling: ``context_from(ctx)`` (your function reading the request, e.g. a verified
+bearer token), then the transport (the HTTP client's address as ``source_ip``), then
+:func:`agentguard.acting_as`, then ``run=``. Never from anything the client writes into the
+request itself.
+
+This is for servers in your own process; to guard servers you do not control, run the
+agentguard MCP proxy in front of them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentguard.adapters._common import (
+    Edge,
+    RunContext,
+    edited_args,
+    fill_schema_defaults,
+    refusal_text,
+)
+from agentguard.canonical import CanonicalizationError, call_hash
+from agentguard.types import ToolHints
+
+try:
+    from mcp.server import MCPServer, Server
+    from mcp.types import CallToolRequestParams, CallToolResult, InputRequiredResult, TextContent
+except ImportError as exc:  # pragma: no cover - mcp is a core dependency
+    from agentguard.errors import ConfigError
+
+    raise ConfigError("agentguard.adapters.mcp needs the 'mcp' package: "
+                      "pip install 'agentguard'") from exc
+
+if TYPE_CHECKING:
+    from mcp.server.context import ServerRequestContext
+
+    from agentguard.guard import Guard
+
+__all__ = ["ContextFrom", "RunContext", "guard_server", "hints_from_annotations"]
+
+ORIGIN = "mcp"
+_MARK = "__agentguard_guarded__"
+_LEDGER_SIZE = 10_000
+
+ContextFrom = Callable[["ServerRequestContext[Any, Any]"], RunContext | Mapping[str, Any] | None]
+
+
+def hints_from_annotations(annotations: Any) -> ToolHints:
+    """Tool hints from MCP ``ToolAnnotations`` (absent hints stay unknown)."""
+    if annotations is None:
+        return ToolHints()
+    return ToolHints(read_only=annotations.read_only_hint,
+                     destructive=annotations.destructive_hint,
+                     idempotent=annotations.idempotent_hint,
+                     open_world=annotations.open_world_hint)
+
+
+def _transport_layer(ctx: Any) -> RunContext | None:
+    client = getattr(getattr(ctx, "request", None), "client", None)
+    host = getattr(client, "host", None)
+    return RunContext(source_ip=host) if isinstance(host, str) and host else None
+
+
+class _Guarded:
+    """The ``tools/call`` handler: asks the guard, then hands the call to the server's own.
+
+    A tool that asks its client for input (2026-07-28 multi-round trips) is called once per
+    round; the guard is asked on the first, and the state the tool hands out then lets the
+    follow-up rounds of that same call through once each. When an approver edited the
+    arguments, the edited call is the one handed to the tool.
+    """
+
+    def __init__(self, inner: Any, edge: Edge, describe: Callable[[str], Any],
+                 context_from: ContextFrom | None) -> None:
+        self.inner = inner
+        self.edge = edge
+        self.describe = describe
+        self.context_from = context_from
+        # request state handed out -> (hash of the call as sent, arguments an approver chose)
+        self.rounds: OrderedDict[str, tuple[str, dict[str, Any] | None]] = OrderedDict()
+
+    async def __call__(self, ctx: Any, params: CallToolRequestParams) -> Any:
+        name = params.name
+        tool = await self.describe(name)
+        hints = hints_from_annotations(getattr(tool, "annotations", None))
+        args = fill_schema_defaults(params.arguments or {}, getattr(tool, "input_schema", None))
+        layers = (RunContext.coerce(self.context_from(ctx)) if self.context_from else None,
+                  _transport_layer(ctx))
+        try:
+            sent = call_hash(self.edge.build_call(name, args, *layers, hints=hints))
+        except CanonicalizationError:
+            sent = None  # the guard refuses such a call itself; nothing to remember
+        state = params.request_state
+        earlier = self.rounds.pop(state, None) if state else None
+        if earlier is not None and sent is not None and earlier[0] == sent:
+            edited = earlier[1]  # a later round of a call already approved
+        else:
+            auth = await self.edge.authorize(name, args, *layers, hints=hints)
+            refusal = refusal_text(auth)
+            if refusal is not None:
+                return CallToolResult(content=[TextContent(type="text", text=refusal)],
+                                      is_error=True)
+            edited = edited_args(auth, args)
+        if edited is not None:
+            params = params.model_copy(update={"arguments": edited})
+        result = await self.inner(ctx, params)
+        if isinstance(result, InputRequiredResult) and result.request_state and sent:
+            self.rounds[result.request_state] = (sent, edited)
+            while len(self.rounds) > _LEDGER_SIZE:
+                self.rounds.popitem(last=False)
+        return result
+
+
+def guard_server(
+    server: MCPServer | Server, *, guard: Guard | None = None, server_name: str = "local",
+    run: RunContext | Mapping[str, Any] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    context_from: ContextFrom | None = None,
+) -> MCPServer | Server:
+    """Make every ``tools/call`` of ``server`` ask the guard first (idempotent).
+
+    Args:
+        server: An ``mcp.server.MCPServer`` or a low-level ``mcp.server.Server``.
+        guard: The guard (default: the one in effect at call time).
+        server_name: Server name the policy sees (default ``local``, like the decorator; the
+            policy's ``servers:`` trust applies to it).
+        run: Default facts about the caller.
+        hints: Hints added to each tool's annotations (``privilege``, ``labels``...), for
+            every tool or per tool name.
+        context_from: Reads who is calling from the request context (for example the
+            verified access token of an HTTP request); its answer comes first.
+
+    Returns:
+        ``server`` itself.
+    """
+    if isinstance(server, MCPServer):
+        # MCPServer has no public hook after construction; wrapping the low-level handler
+        # is what it does itself for extensions, and it covers tools registered later.
+        lowlevel: Server = server._lowlevel_server
+
+        async def describe(tool: str) -> Any:
+            return next((t for t in await server.list_tools() if t.name == tool), None)
+    elif isinstance(server, Server):
+        lowlevel = server
+
+        async def describe(tool: str) -> Any:
+            return None
+    else:
+        raise TypeError(f"expected an MCPServer or a low-level Server, got "
+                        f"{type(server).__name__}")
+    entry = lowlevel.get_request_handler("tools/call")
+    if entry is None:
+        raise TypeError("the server has no tools/call handler to guard")
+    if getattr(entry.handler, _MARK, False):
+        return server
+    handler = _Guarded(entry.handler, Edge(ORIGIN, guard=guard, server=server_name, run=run,
+                                           hints=hints), describe, context_from)
+    setattr(handler, _MARK, True)
+    lowlevel.add_request_handler("tools/call", entry.params_type, handler)
+    return server

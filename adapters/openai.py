@@ -1,0 +1,217 @@
+"""OpenAI: step-up authentication for tool calls from Chat Completions, the Responses API and
+the Agents SDK (``openai-agents``).
+
+Chat Completions and Responses — a dispatcher runs the allowed calls and answers the rest
+with a refusal the model can read::
+
+    from openai import AsyncOpenAI
+    from agentguard.adapters.openai import ToolDispatcher
+
+    tools = ToolDispatcher([get_weather, delete_file], guard=guard,
+                           run=RunContext(principal="agent:helper", session_id="s1"))
+    client = AsyncOpenAI()
+    messages = [{"role": "user", "content": "Delete /tmp/x"}]
+    reply = await client.chat.completions.create(model="gpt-5", messages=messages,
+                                                 tools=tools.chat_tools())
+    message = reply.choices[0].message
+    messages += [message.model_dump(exclude_none=True), *await tools.chat(message)]
+
+    resp = await client.responses.create(model="gpt-5", input=items,
+                                         tools=tools.responses_tools())
+    items += [*resp.output, *await tools.responses(resp)]      # function_call_output items
+
+Agents SDK — guard function tools (a held call waits for approval inside the tool call, the
+event loop stays free), and answer the SDK's approval interruptions (tools declared with
+``needs_approval``, MCP servers with ``require_approval``) through the guard's channels::
+
+    from agents import Agent, function_tool
+    from agentguard.adapters.openai import guard_function_tools, run_guarded
+
+    agent = Agent(name="ops", tools=guard_function_tools([function_tool(delete_file)],
+                                                         guard=guard))
+    result = await run_guarded(agent, "delete /tmp/x", guard=guard,
+                               context=RunContext(principal="agent:ops"))
+
+A refused call never runs; the model gets one line saying what happened, which rule decided,
+and that retrying will not help. The dispatcher needs no OpenAI package; the Agents SDK
+functions need ``pip install 'agentguard[openai]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentguard.adapters._common import RunContext
+from agentguard.adapters._dispatch import Dispatcher, OnError, ToolOutcome
+
+if TYPE_CHECKING:
+    from agentguard.adapters._openai_agents import (
+        guard_function_tool,
+        guard_function_tools,
+        resolve_interruptions,
+        run_guarded,
+    )
+    from agentguard.guard import Guard
+    from agentguard.types import ToolHints
+
+__all__ = [
+    "RunContext",
+    "ToolDispatcher",
+    "ToolOutcome",
+    "guard_function_tool",
+    "guard_function_tools",
+    "resolve_interruptions",
+    "run_guarded",
+]
+
+_AGENTS_API = frozenset({"guard_function_tool", "guard_function_tools", "resolve_interruptions",
+                         "run_guarded"})
+
+
+def __getattr__(name: str) -> Any:
+    # The Agents SDK is optional and heavy: load it only when its integration is used.
+    if name in _AGENTS_API:
+        from agentguard.adapters import _openai_agents
+
+        return getattr(_openai_agents, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+class ToolDispatcher(Dispatcher):
+    """Runs a model's function calls through the guard (Chat Completions and Responses).
+
+    Args:
+        tools: Functions (named by ``__name__``) or a mapping from tool name to function;
+            sync or async. Do not also decorate them with ``@guarded``.
+        guard: The guard (default: the one in effect at call time).
+        server: Server name the policy sees (default ``local``, like the decorator).
+        run: Default facts about the caller (principal, session, source address...).
+        hints: Hints for every tool, or per tool name (``privilege``, ``labels``...).
+        on_error: When a tool raises: ``return`` the error to the model, or ``raise`` it.
+    """
+
+    def __init__(
+        self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]], *,
+        guard: Guard | None = None, server: str = "local",
+        run: RunContext | Mapping[str, Any] | None = None,
+        hints: ToolHints | Mapping[str, ToolHints] | None = None, on_error: OnError = "return",
+    ) -> None:
+        super().__init__(tools, origin="openai", guard=guard, server=server, run=run,
+                         hints=hints, on_error=on_error)
+
+    # ------------------------------------------------------------------ definitions
+    def chat_tools(self) -> list[dict[str, Any]]:
+        """Tool definitions for ``chat.completions.create(tools=...)``."""
+        return [{"type": "function", "function": {"name": s.name, "description": s.description,
+                                                  "parameters": s.parameters}}
+                for s in self.functions.values()]
+
+    def responses_tools(self) -> list[dict[str, Any]]:
+        """Tool definitions for ``responses.create(tools=...)``."""
+        return [{"type": "function", "name": s.name, "description": s.description,
+                 "parameters": s.parameters, "strict": False}
+                for s in self.functions.values()]
+
+    # ------------------------------------------------------------------ chat completions
+    @staticmethod
+    def _chat_calls(calls: Any) -> list[tuple[str, str, Any, str | None]]:
+        if not isinstance(calls, list | tuple):
+            calls = _get(calls, "tool_calls") or []
+        out = []
+        for call in calls:
+            kind = _get(call, "type") or "function"
+            fn = _get(call, "function") if kind == "function" else _get(call, kind)
+            out.append((_get(call, "id") or "", _get(fn, "name") or "",
+                        _get(fn, "arguments"), None if kind == "function" else kind))
+        return out
+
+    @staticmethod
+    def _chat_message(outcome: ToolOutcome) -> dict[str, Any]:
+        return {"role": "tool", "tool_call_id": outcome.call_id, "content": outcome.output}
+
+    @staticmethod
+    def _unsupported(call_id: str, name: str, kind: str) -> ToolOutcome:
+        return ToolOutcome(call_id, name, f"error: {kind} tool calls are not supported here; "
+                           "nothing ran", True, False)
+
+    async def chat_outcomes(
+        self, message_or_calls: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[ToolOutcome]:
+        """Authorize and run the tool calls of a Chat Completions message, in order."""
+        out = []
+        for call_id, name, arguments, unsupported in self._chat_calls(message_or_calls):
+            if unsupported:
+                out.append(self._unsupported(call_id, name, unsupported))
+            else:
+                out.append(await self.call(call_id, name, arguments, run=run))
+        return out
+
+    async def chat(
+        self, message_or_calls: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run the tool calls of an assistant message (or a list of its ``tool_calls``, as
+        objects or dicts) and return the ``{"role": "tool", ...}`` messages to send back.
+
+        Args:
+            message_or_calls: ``completion.choices[0].message`` or its ``tool_calls``.
+            run: Facts about the caller for these calls (override the dispatcher's).
+        """
+        return [self._chat_message(o) for o in await self.chat_outcomes(message_or_calls,
+                                                                          run=run)]
+
+    def chat_sync(
+        self, message_or_calls: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Synchronous :meth:`chat` (a usage error inside a running event loop)."""
+        out = []
+        for call_id, name, arguments, unsupported in self._chat_calls(message_or_calls):
+            outcome = (self._unsupported(call_id, name, unsupported) if unsupported
+                       else self.call_sync(call_id, name, arguments, run=run))
+            out.append(self._chat_message(outcome))
+        return out
+
+    # ------------------------------------------------------------------ responses
+    @staticmethod
+    def _function_calls(response_or_items: Any) -> list[tuple[str, str, Any]]:
+        items = response_or_items
+        if not isinstance(items, list | tuple):
+            items = _get(items, "output") or []
+        return [(_get(i, "call_id") or "", _get(i, "name") or "", _get(i, "arguments"))
+                for i in items if _get(i, "type") == "function_call"]
+
+    @staticmethod
+    def _output_item(outcome: ToolOutcome) -> dict[str, Any]:
+        return {"type": "function_call_output", "call_id": outcome.call_id,
+                "output": outcome.output}
+
+    async def responses_outcomes(
+        self, response_or_items: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[ToolOutcome]:
+        """Authorize and run the ``function_call`` items of a Responses API output."""
+        return [await self.call(call_id, name, arguments, run=run)
+                for call_id, name, arguments in self._function_calls(response_or_items)]
+
+    async def responses(
+        self, response_or_items: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run the ``function_call`` items of a response (or of its ``output`` list; other
+        items are skipped) and return the ``function_call_output`` items to send back.
+
+        Args:
+            response_or_items: The ``Response`` or its ``output`` items (objects or dicts).
+            run: Facts about the caller for these calls (override the dispatcher's).
+        """
+        return [self._output_item(o) for o in await self.responses_outcomes(response_or_items,
+                                                                             run=run)]
+
+    def responses_sync(
+        self, response_or_items: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Synchronous :meth:`responses` (a usage error inside a running event loop)."""
+        return [self._output_item(self.call_sync(call_id, name, arguments, run=run))
+                for call_id, name, arguments in self._function_calls(response_or_items)]
