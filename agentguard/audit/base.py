@@ -13,7 +13,6 @@ EVENT_TYPES = frozenset({
     "call.denied",        # refused by policy, cooldown, or an error (fail closed)
     "call.shadow",        # shadow mode: what would have happened
     "challenge.created",  # a call was held: approval and/or reauth required
-    "challenge.approved",
     "challenge.edited",   # an approver proposed other arguments: a new call, decided afresh
     "challenge.denied",
     "challenge.expired",

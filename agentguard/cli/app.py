@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from agentguard.cli import approvals_cmd, audit_cmd, grants_cmd, policy_cmd, reauth_cmd
+from agentguard.cli import (
+    approvals_cmd,
+    audit_cmd,
+    grants_cmd,
+    policy_cmd,
+    reauth_cmd,
+    report_cmd,
+)
 
 __all__ = ["app", "main"]
 
@@ -23,6 +30,7 @@ app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(approvals_cmd.app, name="approvals")
 app.add_typer(grants_cmd.app, name="grants")
 app.add_typer(reauth_cmd.app, name="reauth")
+audit_cmd.app.command("report")(report_cmd.report)
 app.add_typer(audit_cmd.app, name="audit")
 
 
