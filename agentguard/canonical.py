@@ -122,6 +122,14 @@ def _reject_constant(name: str) -> Any:
     raise CanonicalizationError(f"{name} is not valid JSON")
 
 
+def _parse_int(text: str) -> int:
+    # Refuse long digit strings before int() does: Python's own limit raises ValueError, and
+    # anything past 16 digits is outside the safe range anyway.
+    if len(text.lstrip("-")) > 16:
+        raise CanonicalizationError(f"integer {text[:20]}... is outside the safe range")
+    return int(text)
+
+
 def loads_strict(text: str | bytes) -> Any:
     """Parse JSON, rejecting duplicate keys, NaN/Infinity and unsafe integers.
 
@@ -130,7 +138,8 @@ def loads_strict(text: str | bytes) -> Any:
     """
     try:
         value = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+            parse_int=_parse_int,
         )
     except json.JSONDecodeError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc}") from exc

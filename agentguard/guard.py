@@ -8,6 +8,7 @@ refusal that says so (fail closed) and is audited.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
@@ -47,6 +48,11 @@ from agentguard.types import (
 __all__ = ["Guard", "OnWait"]
 
 _MAX_EDITS = 3
+
+
+def _glob_literal(name: str) -> str:
+    """Quote glob characters: a grant for a tool named ``k8s.*`` covers that tool only."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _edit_of(request: ApprovalRequest | None) -> ApprovalVote | None:
@@ -456,8 +462,8 @@ class Guard:
         now = self.clock()
         grant = Grant(
             id=new_request_id("grant"), scope="ttl", principal=call.principal.id,
-            server=call.server,
-            tool=call.tool, max_rank=decision.classification.rank, expires_at=now + ttl,
+            server=_glob_literal(call.server), tool=_glob_literal(call.tool),
+            max_rank=decision.classification.rank, expires_at=now + ttl,
             granted_by=",".join(v.approver for v in votes), created_at=now)
         await self.store.add_grant(grant)
         self.audit.append(_event(call, decision, "grant.created", grant_id=grant.id,

@@ -466,9 +466,11 @@ class Authorization:
 
     def message(self) -> str:
         """One line for the agent: what happened, which rule, and whether retrying helps."""
+        from agentguard.sanitize import escape_text
+
         if self.allowed:
-            return f"allowed: {self.reason}"
-        rule = f" by rule {self.rule_id!r}" if self.rule_id else ""
+            return f"allowed: {escape_text(self.reason)}"
+        rule = f" by rule {escape_text(self.rule_id)!r}" if self.rule_id else ""
         what = {
             "denied": "denied",
             "expired": "expired: no approval arrived in time",
@@ -476,7 +478,8 @@ class Authorization:
             "reauth_failed": "re-authentication failed",
         }[self.outcome]
         return (
-            f"agentguard refused {self.call.tool!r} ({what}){rule}: {self.reason}. "
+            f"agentguard refused {escape_text(self.call.tool)!r} ({what}){rule}: "
+            f"{escape_text(self.reason)}. "
             "Nothing ran. Retrying the same call will not help; ask a human operator."
         )
 

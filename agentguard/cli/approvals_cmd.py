@@ -27,6 +27,13 @@ AsOpt = Annotated[str | None, typer.Option("--as", help="Approver name (default:
                   "$AGENTGUARD_APPROVER or the OS user).")]
 
 
+def _checked(request_id: str) -> str:
+    """Request ids are printable ASCII; anything else cannot exist (and must not crash)."""
+    if not (request_id.isascii() and request_id.isprintable()):
+        raise fail(f"no approval request {request_id!r}")
+    return request_id
+
+
 @app.command("list")
 def list_(
     store: StoreOpt = None,
@@ -54,6 +61,7 @@ def show(request_id: str, store: StoreOpt = None) -> None:
     """Show one request exactly as an approver should read it (arguments escaped)."""
     from agentguard.channels.render import render_request
 
+    _checked(request_id)
     request = run_with_store(store_url(store), lambda s: s.get_request(request_id))
     if request is None:
         raise fail(f"no approval request {request_id!r}")
@@ -65,6 +73,7 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
           edited_args: dict | None = None) -> None:
     from agentguard.approvals import cast_vote
 
+    _checked(request_id)
     identity = approver_identity(as_)
     sink = open_audit(audit_path(audit))
 

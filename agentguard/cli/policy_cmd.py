@@ -88,6 +88,14 @@ def explain(
         raise fail(f"--call: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
         raise fail('--call must be a JSON object with at least "tool"')
+    for key, kinds, what in (
+        ("server", (str,), "a string"), ("principal", (str,), "a string"),
+        ("principal_kind", (str,), "a string"), ("session_id", (str, type(None)), "a string"),
+        ("source_ip", (str, type(None)), "a string"), ("acting_for", (str, type(None)), "a string"),
+        ("args", (dict,), "an object"), ("claims", (dict,), "an object"),
+    ):
+        if key in data and not isinstance(data[key], kinds):
+            raise fail(f'--call: "{key}" must be {what}')
     when = _parse_time(at)
     principal_id = str(data.get("principal", "anonymous"))
     tool_call = ToolCall(

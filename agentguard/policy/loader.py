@@ -67,6 +67,8 @@ def parse_policy_text(text: str, source: str | None = None) -> PolicyModel:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise PolicyError(f"invalid YAML: {exc}", file=source) from exc
+    except RecursionError as exc:
+        raise PolicyError("invalid YAML: nested too deeply", file=source) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

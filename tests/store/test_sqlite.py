@@ -213,8 +213,6 @@ def test_open_store_maps_urls_to_backends(tmp_path: Path, monkeypatch: pytest.Mo
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgres://db/agentguard", r"pip install agentguard\[postgres\]"),
-        ("postgresql://db/agentguard", r"pip install agentguard\[postgres\]"),
         ("redis://localhost", "memory://, sqlite:///PATH"),
         ("sqlite://", "no path"),
         ("sqlite:///", "no path"),
