@@ -5,7 +5,10 @@ Pick a backend with :func:`open_store`:
 - ``memory://`` — :class:`MemoryStore`, in-process (tests, demo);
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a bare path —
   :class:`SQLiteStore`, one file shared by processes on one host;
-- ``postgres://`` / ``postgresql://`` — not available yet.
+- ``postgresql://user@host:5432/db?schema=NAME`` (or ``postgres://``) —
+  :class:`~agentguard.store.postgres.PostgresStore`, shared by replicas on many hosts
+  (``pip install agentguard[postgres]``). ``schema`` (default ``agentguard``) is taken out of
+  the URL; every other parameter goes to libpq.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
     working directory, ``sqlite:////var/lib/agentguard/state.db`` is absolute.
 
     Args:
-        url: ``memory://``, ``sqlite:///PATH`` or a file path.
+        url: ``memory://``, ``sqlite:///PATH``, a file path, or ``postgresql://...``
+            (``?schema=NAME`` picks the PostgreSQL schema).
         clock: Source of the current Unix time, passed to the backend.
 
     Raises:
@@ -56,8 +60,27 @@ def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
             )
         return SQLiteStore(os.path.expanduser(rest[1:]), clock=clock)
     if scheme in ("postgres", "postgresql"):
-        raise ConfigError(
-            "the PostgreSQL store is not available in this version of agentguard "
-            "(it will need `pip install agentguard[postgres]`); use sqlite:///PATH for now"
-        )
+        return _postgres(text, clock)
     raise ConfigError(f"unknown store URL scheme {scheme!r}; use one of: {_VALID}")
+
+
+def _postgres(url: str, clock: Callable[[], float]) -> Store:
+    """A PostgresStore for ``url``: ``?schema=`` is ours, the rest of the URL goes to libpq."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    try:
+        from agentguard.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"the PostgreSQL store needs psycopg ({exc}); pip install agentguard[postgres]"
+        ) from None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in query if k == "schema"]
+    if not schemas:
+        return PostgresStore(url, clock=clock)
+    if len(schemas) > 1:
+        raise ConfigError(f"PostgreSQL store URL names more than one schema: {schemas}")
+    # libpq decodes %XX but not "+", so spaces (e.g. in options=) must be %20.
+    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
+    return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schemas[0], clock=clock)
