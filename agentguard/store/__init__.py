@@ -22,7 +22,16 @@ from agentguard.store.base import Store, VoteResult
 from agentguard.store.memory import MemoryStore
 from agentguard.store.sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "Store", "VoteResult", "open_store"]
+__all__ = ["MemoryStore", "PostgresStore", "SQLiteStore", "Store", "VoteResult", "open_store"]
+
+
+def __getattr__(name: str) -> object:
+    # PostgresStore needs the `postgres` extra: import it (and psycopg) only when asked for.
+    if name == "PostgresStore":
+        from agentguard.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module 'agentguard.store' has no attribute {name!r}")
 
 _VALID = "memory://, sqlite:///PATH (or a bare file path)"
 
