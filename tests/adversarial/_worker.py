@@ -56,7 +56,10 @@ class Worker(ScriptedChannel):
 
     async def settled(self, request: ApprovalRequest) -> None:
         if self.mode == "stall" and request.status == "approved":
-            Path(f"{self.marker}.approved").write_text(request.id)
+            # Write then rename: the test polls for the file and must never read it half-written.
+            partial = Path(f"{self.marker}.approved.partial")
+            partial.write_text(request.id)
+            partial.replace(f"{self.marker}.approved")
             await anyio.sleep_forever()
 
 
