@@ -79,6 +79,13 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
             why.append(f"annotations ({classified.hinted_class}) require {hinted.require}")
         requirement = requirement | extra
 
+    if classified.unpinned:
+        extra = Requirement.parse(model.defaults.unknown_tool)
+        if (requirement | extra) != requirement:
+            why.append(f"new since the server's tools were pinned: unknown-tool default "
+                       f"{model.defaults.unknown_tool}")
+        requirement = requirement | extra
+
     fired: list[str] = []
     for step in rule.step_up if rule else ():
         names = step.signal_names()
@@ -109,6 +116,7 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
         method=reauth_model.method,
         max_age=reauth_model.max_age,
         subject=reauth_model.subject or ("approver" if requirement.approve else "principal"),
+        acr_values=tuple(reauth_model.acr_values),
     ) if requirement.reauth else None
     if not requirement.approve:
         assert reauth is not None

@@ -78,12 +78,15 @@ class Classified:
         base_class: The class the policy gives (``None`` for an unknown tool).
         hinted_class: A higher class the tool's annotations point to, whose requirement is
             added (hints never lower a requirement).
+        unpinned: The tool appeared after its server's tools were pinned: the unknown-tool
+            requirement is added.
     """
 
     classification: Classification
     rule: CompiledRule | None
     base_class: str | None
     hinted_class: str | None
+    unpinned: bool = False
 
 
 def hint_class(hints: ToolHints, classes: Mapping[str, Any]) -> str | None:
@@ -183,4 +186,5 @@ class Classifier:
             rule,
             base,
             also,
+            call.hints.unpinned,
         )

@@ -173,3 +173,12 @@ def test_context_is_not_needed_for_pure_evaluation(policy: Policy) -> None:
                     context=CallContext(source_ip="10.20.0.5"))
     result = decide(policy, call)  # no signals given: none fired
     assert result.decision.kind == "allow"
+
+
+def test_a_tool_that_appeared_after_pinning_gets_the_unknown_default() -> None:
+    policy = Policy.from_yaml(HINTS)
+    hints = ToolHints(read_only=True, unpinned=True)
+    new = policy.classify(ToolCall(tool="peek", args={}, server="trusted-srv", hints=hints))
+    decision = evaluate(policy.model, new, {}).decision
+    assert decision.kind == "require_approval"
+    assert "pinned" in decision.reason

@@ -1,0 +1,217 @@
+"""``agentguard proxy`` and ``agentguard pins``: the MCP proxy and its tool pins."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+__all__ = ["pins_app", "proxy_command", "register", "standalone_app"]
+
+_EPILOG = (
+    "Examples:\n\n"
+    "  agentguard proxy --policy policy.yaml -- python examples/servers/ops_server.py\n\n"
+    "  agentguard proxy --policy policy.yaml --upstream-url http://127.0.0.1:8765/mcp\n\n"
+    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787"
+)
+
+
+def proxy_command(
+    ctx: typer.Context,
+    command: Annotated[list[str] | None, typer.Argument(
+        help="Upstream stdio server command and its arguments, after `--`.",
+        show_default=False)] = None,
+    policy: Annotated[str | None, typer.Option(
+        "--policy", help="Policy file (default: $AGENTGUARD_POLICY).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", help="Proxy config file with several upstreams (YAML).")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Store URL shared with approvers "
+        "(default: $AGENTGUARD_STORE or sqlite under ~/.agentguard).")] = None,
+    audit: Annotated[str | None, typer.Option(
+        "--audit", help="JSONL audit log (default: $AGENTGUARD_AUDIT or "
+        "~/.agentguard/audit.jsonl).")] = None,
+    upstream_url: Annotated[str | None, typer.Option(
+        "--upstream-url", help="Front a Streamable HTTP upstream at this URL.")] = None,
+    listen: Annotated[str | None, typer.Option(
+        "--listen", help="Serve Streamable HTTP on HOST:PORT (path /mcp) instead of stdio.")]
+    = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Server name of the single upstream, as policies and pins see it "
+        "(default: derived from the command or URL host).")] = None,
+    principal: Annotated[str | None, typer.Option(
+        "--principal", help="Principal the proxied calls run as (default agent:mcp-client).")]
+    = None,
+    env: Annotated[list[str] | None, typer.Option(
+        "--env", help="KEY=VALUE for the upstream's environment (repeatable). The upstream "
+        "does not inherit the proxy's environment.")] = None,
+    mode: Annotated[str, typer.Option(
+        "--upstream-mode", help="auto | legacy | 2026-07-28 (protocol towards the upstream).")]
+    = "auto",
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="Logging level on stderr.")] = "INFO",
+    fast_path: Annotated[bool, typer.Option(
+        "--fast-path/--no-fast-path", help="Relay calls the policy allows unconditionally "
+        "without re-parsing them in the SDK (stdio only).")] = True,
+) -> None:
+    """Guard every tool call between an MCP client and MCP server(s).
+
+    The proxy is a drop-in `command`/`args` entry for Claude Desktop or Cursor: it fronts the
+    upstream, classifies each tools/call with the policy, holds risky calls until a human
+    approves (`agentguard approvals approve ID` in another terminal, or MCP elicitation where a
+    rule opts in), pins tool definitions, and refuses the rest with an isError tool result.
+    """
+    import anyio
+
+    from agentguard.errors import AgentGuardError, ConfigError
+    from agentguard.proxy.config import (
+        ProxyConfig,
+        UpstreamConfig,
+        default_server_name,
+        load_config,
+    )
+    from agentguard.proxy.runner import run_proxy
+
+    _logging(log_level)
+    command = list(command or []) + list(ctx.args)
+    try:
+        data = (load_config(config) if config else ProxyConfig()).model_dump()
+        data |= {k: v for k, v in (("policy", policy), ("store", store), ("audit", audit),
+                                   ("listen", listen)) if v is not None}
+        if principal:
+            kind = principal.split(":", 1)[0] if ":" in principal else "agent"
+            data["principal"] = {"id": principal, "kind": kind, "claims": {}}
+        if command and upstream_url:
+            raise ConfigError("give either `-- CMD ARGS` or --upstream-url, not both")
+        if command or upstream_url:
+            target = upstream_url or command[0]
+            single = UpstreamConfig(
+                name=name or default_server_name(target), url=upstream_url,
+                command=None if upstream_url else command[0],
+                args=[] if upstream_url else command[1:],
+                env=dict(_pair(e) for e in env or []), mode=mode)  # type: ignore[arg-type]
+            data["servers"] = [*data["servers"], single.model_dump()]
+        elif not data["servers"]:
+            raise ConfigError("nothing to proxy: give `-- CMD ARGS`, --upstream-url or --config")
+        cfg = ProxyConfig.model_validate(data)
+    except (AgentGuardError, ValueError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from exc
+    try:
+        anyio.run(lambda: run_proxy(cfg, fast_path=fast_path))
+    except AgentGuardError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--env takes KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="agentguard proxy %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("agentguard").setLevel(level.upper())
+
+
+# --------------------------------------------------------------------------- pins
+
+pins_app = typer.Typer(help="Tool definition pins of MCP upstreams (rug-pull protection).",
+                       no_args_is_help=True)
+
+
+@pins_app.command("list")
+def pins_list(
+    server: Annotated[str | None, typer.Argument(help="Only this server.")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
+) -> None:
+    """List pinned tools, and tools whose definition changed or was never approved."""
+    from agentguard.proxy.pins import list_pins
+
+    rows = _with_store(store, lambda s: list_pins(s, server))
+    if not rows:
+        typer.echo("no pins")
+        return
+    from agentguard.sanitize import escape_text
+
+    for row in rows:
+        pending = f"  pending {row.pending_hash[:16]}" if row.state != "pinned" else ""
+        typer.echo(f"{row.state:<8} {escape_text(row.server)}/{escape_text(row.tool)}  "
+                   f"pinned {row.pinned_hash[:16] or '-'}{pending}")
+
+
+@pins_app.command("approve")
+def pins_approve(
+    server: Annotated[str, typer.Argument(help="Server name.")],
+    tool: Annotated[str, typer.Argument(help="Tool name on that server (no namespace).")],
+    hash_: Annotated[str | None, typer.Option(
+        "--hash", help="Approve only this pending definition hash (or a 12+ char prefix).")]
+    = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
+    audit: Annotated[str | None, typer.Option("--audit", help="Audit log path.")] = None,
+) -> None:
+    """Pin the definition last seen for SERVER TOOL, unblocking it."""
+    from pathlib import Path
+
+    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+    from agentguard.proxy.pins import approve_pin
+    from agentguard.proxy.runner import default_audit_path
+
+    path = Path(audit) if audit else default_audit_path()
+    sink = JsonlAuditLog(path, redactor=Redactor(load_or_create_key(
+        path.with_name(path.name + ".key"))))
+    try:
+        row = _with_store(store, lambda s: approve_pin(
+            s, server, tool, expected_hash=hash_, audit=sink,
+            approver=os.environ.get("AGENTGUARD_APPROVER")))
+    finally:
+        sink.close()
+    typer.echo(f"approved {server}/{tool}: pinned {row.pinned_hash[:16]}")
+
+
+def _with_store(url: str | None, fn):
+    import anyio
+
+    from agentguard.errors import AgentGuardError
+    from agentguard.proxy.runner import default_store_url
+    from agentguard.store import open_store
+
+    async def main():
+        s = open_store(url or default_store_url())
+        await s.open()
+        try:
+            return await fn(s)
+        finally:
+            await s.close()
+
+    try:
+        return anyio.run(main)
+    except AgentGuardError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from exc
+
+
+# --------------------------------------------------------------------------- registration
+
+_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``proxy`` and ``pins`` to the main CLI."""
+    app.command("proxy", context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
+    app.add_typer(pins_app, name="pins")
+
+
+def standalone_app() -> None:
+    """Entry point of ``python -m agentguard.proxy``."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
+    app()

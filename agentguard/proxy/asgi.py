@@ -1,0 +1,83 @@
+"""Checks on HTTP bodies before the SDK's Streamable HTTP app sees them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.shared.message import SessionMessage
+from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCError
+
+from agentguard.proxy.wire import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    WireError,
+    parse_value,
+    serialize,
+    to_message,
+)
+
+__all__ = ["HardenedASGI"]
+
+
+class HardenedASGI:
+    """ASGI middleware giving HTTP POST bodies the same checks as stdio lines.
+
+    A body that is not one JSON-RPC 2.0 message (a batch, a bare value, too deep, invalid
+    UTF-8, duplicate keys...) is answered ``400`` with the same JSON-RPC error the stdio
+    transport writes; anything else reaches the SDK's Streamable HTTP app unchanged.
+    """
+
+    def __init__(self, app: Any, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        self.app = app
+        self.max_message_bytes = max_message_bytes
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            event = await receive()
+            if event["type"] != "http.request":
+                await self.app(scope, receive, send)  # disconnect: let the app see it
+                return
+            body = event.get("body", b"")
+            size += len(body)
+            if size > self.max_message_bytes:
+                await self._refuse(send, 413, WireError(
+                    INVALID_REQUEST,
+                    f"Invalid Request: message larger than {self.max_message_bytes} bytes"))
+                return
+            chunks.append(body)
+            more = event.get("more_body", False)
+        raw = b"".join(chunks)
+        try:
+            value = parse_value(raw, max_depth=self.max_depth)
+            if value is None:
+                raise WireError(PARSE_ERROR, "Parse error: empty body")
+            to_message(value)
+        except WireError as exc:
+            await self._refuse(send, 400, exc)
+            return
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send: Any, status: int, exc: WireError) -> None:
+        body = serialize(SessionMessage(JSONRPCError(jsonrpc="2.0", id=exc.request_id,
+                                                     error=exc.error)))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

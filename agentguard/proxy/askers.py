@@ -1,0 +1,128 @@
+"""Asking the downstream client: pushed requests (old era) and multi-round trips (2026-07-28).
+
+Three things need the client's answer mid-request: the MCP elicitation approval channel, an
+upstream that asks for input (elicitation, sampling, roots), and progress while a call is
+held. An :class:`Asker` hides how the question travels:
+
+- :class:`PushAsker` — a handshake-era client with a back-channel: the proxy sends
+  ``elicitation/create`` (or ``sampling/createMessage``, ``roots/list``) and awaits the answer
+  inside the same request.
+- :class:`RoundAsker` — a 2026-07-28 client, which cannot be sent requests: the request's work
+  runs in the background (:class:`Exchange`), the handler answers ``InputRequiredResult`` with
+  the questions, and the client's retry delivers the answers.
+
+The ledger of open exchanges stays in the proxy. The ``requestState`` a client echoes is only
+an unguessable, single-use key into it, bound to the method, target, arguments and session of
+the request that opened it; nothing the client writes into it is believed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp.types import (
+    METHOD_NOT_FOUND,
+    ClientCapabilities,
+    CreateMessageRequest,
+    CreateMessageResult,
+    CreateMessageResultWithTools,
+    ElicitRequest,
+    ElicitResult,
+    ErrorData,
+    InputRequest,
+    InputResponse,
+    ListRootsRequest,
+    ListRootsResult,
+)
+
+__all__ = ["Asker", "PushAsker", "client_name_of", "missing_capability", "result_type_for"]
+
+logger = logging.getLogger(__name__)
+
+
+
+def result_type_for(request: InputRequest) -> Any:
+    """The result model the client answers ``request`` with."""
+    if isinstance(request, ElicitRequest):
+        return ElicitResult
+    if isinstance(request, ListRootsRequest):
+        return ListRootsResult
+    params = request.params
+    wants_tools = params.tools is not None or params.tool_choice is not None
+    return CreateMessageResultWithTools if wants_tools else CreateMessageResult
+
+
+class Asker(Protocol):
+    """How the proxy reaches the downstream client during one request."""
+
+    capabilities: ClientCapabilities | None
+    client_name: str
+
+    async def ask(self, request: InputRequest) -> InputResponse | ErrorData:
+        """Ask the client; an ``ErrorData`` when it cannot or will not answer."""
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        """Report progress on the request (a no-op unless the client asked for it)."""
+
+
+def missing_capability(caps: ClientCapabilities | None, request: InputRequest) -> str | None:
+    """Why the client cannot be asked this, or None when it declared the capability."""
+    if isinstance(request, ElicitRequest):
+        if caps is None or caps.elicitation is None:
+            return "the MCP client did not declare the elicitation capability"
+        mode = getattr(request.params, "mode", "form") or "form"
+        sub = getattr(caps.elicitation, mode, None)
+        declared_any = caps.elicitation.form is not None or caps.elicitation.url is not None
+        if declared_any and sub is None and mode == "url":
+            return "the MCP client did not declare URL-mode elicitation"
+        return None
+    if isinstance(request, CreateMessageRequest):
+        return None if caps and caps.sampling is not None else \
+            "the MCP client did not declare the sampling capability"
+    if isinstance(request, ListRootsRequest):
+        return None if caps and caps.roots is not None else \
+            "the MCP client did not declare the roots capability"
+    return "unknown input request"
+
+
+def client_name_of(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The client's self-declared name (display only: it is not an identity)."""
+    params = ctx.session.client_params
+    if params is not None and params.client_info is not None:
+        return params.client_info.name
+    meta = dict(ctx.meta) if ctx.meta is not None else {}
+    info = meta.get("io.modelcontextprotocol/clientInfo")
+    return str(info.get("name")) if isinstance(info, dict) and info.get("name") else "mcp-client"
+
+
+class PushAsker:
+    """Ask a handshake-era client directly over its back-channel."""
+
+    def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        self._ctx = ctx
+        self.capabilities = ctx.session.client_capabilities
+        self.client_name = client_name_of(ctx)
+
+    async def ask(self, request: InputRequest) -> InputResponse | ErrorData:
+        why = missing_capability(self.capabilities, request)
+        if why is not None:
+            return ErrorData(code=METHOD_NOT_FOUND, message=why)
+        if not self._ctx.session.can_send_request:
+            return ErrorData(code=METHOD_NOT_FOUND,
+                             message="this connection cannot carry requests to the client")
+        meta = ServerMessageMetadata(related_request_id=self._ctx.request_id)
+        try:
+            return await self._ctx.session.send_request(request, result_type_for(request),
+                                                        metadata=meta)
+        except MCPError as exc:
+            return exc.error
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        try:
+            await self._ctx.session.report_progress(progress, total, message)
+        except Exception:  # progress is best effort; the request goes on
+            logger.debug("progress notification dropped", exc_info=True)

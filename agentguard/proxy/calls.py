@@ -1,0 +1,200 @@
+"""One ``tools/call`` through the proxy: pin check, guard, forward, relay, render.
+
+The proxy never decides policy. It builds the :class:`~agentguard.types.ToolCall` (server,
+upstream tool name, arguments, the configured principal, hints from the cached listing, the
+pinned definition hash), lets the guard decide, and then either forwards the call or renders
+the refusal as a tool result with ``isError: true`` whose text says what happened, by which
+rule, and that retrying will not help. The only refusals made here are the ones no policy can
+lift: a tool whose definition changed since it was pinned, or a name two servers claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INTERNAL_ERROR,
+    CallToolRequest,
+    CallToolRequestParams,
+    CallToolResult,
+    ErrorData,
+    InputRequiredResult,
+    TextContent,
+    Tool,
+)
+from pydantic import TypeAdapter
+
+from agentguard.guard import Guard
+from agentguard.proxy.askers import Asker
+from agentguard.proxy.catalog import Collision, Entry, hints_for
+from agentguard.proxy.channels import ElicitationChannel
+from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.upstream import Upstream, strip_envelope
+from agentguard.types import Authorization, CallContext, ToolCall
+
+__all__ = ["CallInfo", "call_info", "clean_result", "refusal_result", "relay", "run_tool_call"]
+
+logger = logging.getLogger(__name__)
+
+MAX_INPUT_ROUNDS = 10
+_CALL_RESULT: TypeAdapter[Any] = TypeAdapter(CallToolResult | InputRequiredResult)
+_SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+
+
+class CallInfo:
+    """Facts about the downstream request that the guard and the audit log need."""
+
+    __slots__ = ("client", "session_id", "source_ip", "transport")
+
+    def __init__(self, session_id: str | None, source_ip: str | None, transport: str,
+                 client: str) -> None:
+        self.session_id = session_id
+        self.source_ip = source_ip
+        self.transport = transport
+        self.client = client
+
+
+def call_info(core: ProxyCore, ctx: ServerRequestContext[Any, Any], client: str) -> CallInfo:
+    """Session, source address and transport of a downstream request."""
+    request = ctx.request
+    if request is None:
+        return CallInfo(core.session_id, None, "stdio", client)
+    headers = getattr(request, "headers", None)
+    sid = headers.get("mcp-session-id") if headers is not None else None
+    peer = getattr(request, "client", None)
+    return CallInfo(sid, getattr(peer, "host", None), "http", client)
+
+
+def refusal_result(auth: Authorization) -> CallToolResult:
+    """The refusal as the model sees it: a tool error saying what happened and why."""
+    return CallToolResult(is_error=True, content=[TextContent(type="text", text=auth.message())])
+
+
+def clean_result(result: Any) -> Any:
+    """Drop the upstream's serverInfo stamp: the client is talking to the proxy."""
+    meta = getattr(result, "meta", None)
+    if meta and _SERVER_INFO_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != _SERVER_INFO_KEY}
+        return result.model_copy(update={"meta": rest or None})
+    return result
+
+
+async def relay(
+    send: Callable[[dict[str, Any] | None, str | None], Awaitable[Any]], asker: Asker,
+) -> Any:
+    """Drive an upstream's ``InputRequiredResult`` rounds, asking the downstream client.
+
+    Raises:
+        MCPError: the client could not answer, or the upstream asked too many times.
+    """
+    responses: dict[str, Any] | None = None
+    state: str | None = None
+    for _ in range(MAX_INPUT_ROUNDS):
+        result = await send(responses, state)
+        if not isinstance(result, InputRequiredResult):
+            return result
+        asked = dict(result.input_requests or {})
+        answers: dict[str, Any] = {}
+
+        async def one(key: str, request: Any, answers: dict[str, Any] = answers) -> None:
+            answers[key] = await asker.ask(request)
+
+        async with anyio.create_task_group() as tg:
+            for key, request in asked.items():
+                tg.start_soon(one, key, request)
+        for answer in answers.values():
+            if isinstance(answer, ErrorData):
+                raise MCPError.from_error_data(answer)
+        responses, state = (answers or None), result.request_state
+    raise MCPError(code=INTERNAL_ERROR,
+                   message=f"the upstream asked for input more than {MAX_INPUT_ROUNDS} times")
+
+
+async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
+                       arguments: Mapping[str, Any] | None, meta: Mapping[str, Any] | None,
+                       asker: Asker) -> CallToolResult:
+    """Send a (guarded) call upstream, relaying progress and input requests."""
+    fwd_meta = strip_envelope(meta)
+
+    async def send(responses: dict[str, Any] | None, state: str | None) -> Any:
+        request = CallToolRequest(params=CallToolRequestParams(
+            name=name, arguments=dict(arguments) if arguments is not None else None,
+            input_responses=responses, request_state=state, _meta=fwd_meta))
+        return await upstream.request(lambda c: c.session.send_request(
+            request, _CALL_RESULT, progress_callback=asker.progress))
+
+    with core.asking(upstream.name, asker):
+        return clean_result(await relay(send, asker))
+
+
+async def _authorize(guard: Guard, call: ToolCall, asker: Asker,
+                     wait_message: Callable[[float, float], str]) -> Authorization:
+    async def on_wait(elapsed: float, timeout: float) -> None:
+        await asker.progress(elapsed, timeout, wait_message(elapsed, timeout))
+
+    return await guard.authorize(call, extra_channels=[ElicitationChannel(asker)],
+                                 on_wait=on_wait)
+
+
+def _waiting(elapsed: float, timeout: float) -> str:
+    left = max(0, int(timeout - elapsed))
+    return f"held by agentguard: waiting for approval ({left}s left)"
+
+
+async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
+                        params: CallToolRequestParams, info: CallInfo,
+                        asker: Asker) -> CallToolResult:
+    """Authorize and forward one call; every refusal comes back as an ``isError`` result."""
+    guard = core.guard
+    args = params.arguments or {}
+    if isinstance(target, Collision):
+        call = ToolCall(tool=params.name, args=args, principal=core.principal,
+                        server="*", session_id=info.session_id, origin="mcp-proxy")
+        return refusal_result(guard.refuse(call, target.message(), event="call.denied"))
+    entry = target
+    pin = entry.pin
+    hints = entry.hints or hints_for(entry.item)
+    if pin is not None and pin.state != "pinned":
+        pin = await core.pins.recheck(entry.server, entry.name, pin.hash)
+        if pin.state == "pinned":  # approved from another process meanwhile
+            core.spawn(_relist, core, core.upstreams[entry.server])
+            hints = hints_for(entry.item)
+    meta = dict(params.meta) if params.meta else None
+    # The fast path: a call the policy allows whatever its arguments and context.
+    if (pin is None or pin.state != "changed") and guard.static_allow(
+            entry.server, entry.name, hints):
+        return await forward_tool(core, core.upstreams[entry.server], entry.name,
+                                  params.arguments, meta, asker)
+    call = ToolCall(
+        tool=entry.name, args=args, principal=core.principal, server=entry.server,
+        session_id=info.session_id, origin="mcp-proxy", hints=hints,
+        context=CallContext(source_ip=info.source_ip, extra={
+            "mcp_client": info.client, "transport": info.transport,
+            "exposed_name": entry.exposed}),
+        tool_definition_hash=pin.hash if pin is not None else None,
+    )
+    if pin is not None and pin.state == "changed":
+        reason = (f"the definition of tool {entry.name!r} on server {entry.server!r} changed "
+                  f"since it was pinned (pinned {str(pin.pinned_hash)[:12]}, now "
+                  f"{pin.hash[:12]}); an operator must review it and run `agentguard pins "
+                  f"approve {entry.server} {entry.name}`")
+        return refusal_result(guard.refuse(call, reason, event="pin.changed", details={
+            "old_hash": pin.pinned_hash, "new_hash": pin.hash}))
+    auth = await _authorize(guard, call, asker, _waiting)
+    if not auth.allowed:
+        return refusal_result(auth)
+    return await forward_tool(core, core.upstreams[entry.server], entry.name, auth.call.args,
+                              meta, asker)
+
+
+async def _relist(core: ProxyCore, upstream: Upstream) -> None:
+    try:
+        await core.refresh_tools(upstream)
+        await core.notifier.list_changed("tools")
+    except Exception as exc:
+        logger.warning("re-listing %r failed: %s", upstream.name, exc)

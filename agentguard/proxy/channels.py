@@ -1,0 +1,107 @@
+"""The approval channels the proxy adds: MCP elicitation, and the approver terminal.
+
+:class:`ElicitationChannel` asks the MCP client's user with a form (approve yes/no). The
+client supplies the answer, so nothing vouches for who gave it: the channel is *unverified*
+and the guard uses it only where a rule names ``mcp-elicitation`` and sets no approvers. On a
+handshake-era client the form is pushed (``elicitation/create``); on a 2026-07-28 client it
+rides an ``InputRequiredResult`` round (see :mod:`agentguard.proxy.exchange`).
+
+:class:`TerminalChannel` stands for the approver terminal: a human runs ``agentguard
+approvals approve ID`` in another process, which votes straight into the shared store. The
+channel itself only says where to look; the guard watches the store and settles the call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, ErrorData
+
+from agentguard.channels.base import ChannelAnswer
+from agentguard.channels.render import render_request
+from agentguard.proxy.askers import Asker
+from agentguard.sanitize import escape_text
+from agentguard.types import ApprovalRequest
+
+__all__ = ["APPROVAL_SCHEMA", "ElicitationChannel", "TerminalChannel"]
+
+logger = logging.getLogger(__name__)
+
+APPROVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approve": {"type": "boolean", "title": "Approve this call",
+                    "description": "Yes runs the call exactly as shown; no refuses it."},
+        "reason": {"type": "string", "title": "Reason (optional)"},
+    },
+    "required": ["approve"],
+}
+
+
+class ElicitationChannel:
+    """Ask the MCP client's user through a form-mode elicitation (unverified)."""
+
+    name = "mcp-elicitation"
+    verified = False
+
+    def __init__(self, asker: Asker) -> None:
+        self._asker = asker
+
+    async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
+        """Show the held call as a form; yield the user's vote."""
+        form = ElicitRequest(params=ElicitRequestFormParams(
+            message=render_request(request, width=80), requested_schema=APPROVAL_SCHEMA))
+        answer = await self._asker.ask(form)
+        approver = f"mcp-client:{escape_text(self._asker.client_name)}"
+        if isinstance(answer, ErrorData):
+            yield ChannelAnswer(kind="unreachable", channel=self.name,
+                                reason=f"elicitation failed: {answer.message}")
+            return
+        if not isinstance(answer, ElicitResult):
+            yield ChannelAnswer(kind="unreachable", channel=self.name,
+                                reason="the client answered with something else than a form")
+            return
+        content = answer.content or {}
+        reason = content.get("reason")
+        reason = reason if isinstance(reason, str) else ""
+        if answer.action == "accept":
+            approve = content.get("approve") is True
+            yield ChannelAnswer(kind="vote", channel=self.name, approver=approver,
+                                approve=approve,
+                                reason=reason or ("" if approve else "declined in the form"))
+        elif answer.action == "decline":
+            yield ChannelAnswer(kind="vote", channel=self.name, approver=approver,
+                                approve=False, reason=reason or "declined by the user")
+        else:  # cancel: the prompt was dismissed without a choice
+            yield ChannelAnswer(kind="closed", channel=self.name, reason="dismissed")
+
+    async def settled(self, request: ApprovalRequest) -> None:
+        """Nothing to clean up: the form is gone once answered."""
+
+
+class TerminalChannel:
+    """The approver terminal: votes arrive through the shared store from another process."""
+
+    name = "terminal"
+    verified = True
+
+    def __init__(self, store_hint: str | None = None) -> None:
+        self._store_hint = store_hint
+
+    async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
+        """Say where to approve, then wait; the guard settles the call from the store."""
+        store = f" --store {self._store_hint}" if self._store_hint else ""
+        logger.warning("call held: %s on %s (request %s); decide with `agentguard approvals "
+                       "approve %s%s` or `... deny`",
+                       escape_text(str(request.call.get("tool"))),
+                       escape_text(str(request.call.get("server"))), request.id, request.id,
+                       store)
+        await anyio.sleep_forever()
+        yield ChannelAnswer(kind="closed", channel=self.name)  # pragma: no cover
+
+    async def settled(self, request: ApprovalRequest) -> None:
+        """Log how the request ended."""
+        logger.info("request %s %s", request.id, request.status)

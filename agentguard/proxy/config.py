@@ -1,0 +1,252 @@
+"""Proxy configuration: which upstream servers to front, and how.
+
+A config file declares several upstreams; the command line (``-- CMD ARGS`` or
+``--upstream-url``) declares one. Example::
+
+    policy: policy.yaml                      # relative paths are relative to this file
+    store: sqlite:///~/.agentguard/agentguard.db
+    audit: ~/.agentguard/audit.jsonl
+    principal: {id: "agent:claude-desktop", kind: agent}
+    servers:
+      ops: {command: python, args: [examples/servers/ops_server.py]}
+      git: {command: mcp-server-git, args: [--repository, .]}
+      wiki: {url: "http://127.0.0.1:8765/mcp"}
+
+Naming: with several upstreams every tool and prompt is exposed as ``SERVER__NAME`` (two
+underscores). Dots would read better, but the model APIs the names end up in (OpenAI's and
+Anthropic's tool-name patterns ``^[a-zA-Z0-9_-]{1,64}$``) reject them, while ``__`` is legal
+everywhere MCP names go. Server names may not contain ``__`` themselves, so the first ``__``
+always separates server from tool. A server may set ``namespace: ""`` to keep its names bare;
+a collision that this (or an upstream listing one name twice) creates is refused, never
+shadowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agentguard.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_STORE",
+    "NAMESPACE_SEPARATOR",
+    "PrincipalConfig",
+    "ProxyConfig",
+    "UpstreamConfig",
+    "default_server_name",
+    "load_config",
+]
+
+NAMESPACE_SEPARATOR = "__"
+DEFAULT_STORE = "sqlite:///" + str(Path("~/.agentguard/agentguard.db").expanduser())
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpstreamConfig(_Model):
+    """One upstream MCP server.
+
+    Attributes:
+        name: Logical server name, as policies and pins see it.
+        command: Executable for a stdio upstream.
+        args: Its arguments.
+        env: Extra environment for the child (merged over the proxy's own environment).
+        cwd: Working directory of the child.
+        url: Streamable HTTP endpoint of an HTTP upstream (instead of ``command``).
+        headers: Extra HTTP headers sent to an HTTP upstream.
+        mode: Protocol negotiation towards the upstream: ``auto`` (2026-07-28 when it speaks
+            it, else the initialize handshake), ``legacy``, or ``2026-07-28``.
+        namespace: Prefix of this server's tool and prompt names (``ns__tool``); default is
+            the server name when several upstreams are configured, none for a single one.
+        request_timeout: Seconds to wait for an upstream answer (None: no limit).
+        max_restarts: Restarts of a crashed stdio upstream before it is refused for good.
+    """
+
+    name: str
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    mode: Literal["auto", "legacy", "2026-07-28"] = "auto"
+    namespace: str | None = None
+    request_timeout: float | None = None
+    max_restarts: int = Field(default=5, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not _SERVER_NAME.match(value) or len(value) > 64:
+            raise ValueError(
+                f"server name {value!r} must be letters, digits, '-' and single '_' "
+                "(no '__', which separates server from tool), at most 64 characters"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_ok(cls, value: str | None) -> str | None:
+        if value and not _SERVER_NAME.match(value):
+            raise ValueError(f"namespace {value!r} must look like a server name (or be empty)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> UpstreamConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(f"server {self.name!r} needs exactly one of command or url")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            raise ValueError(f"server {self.name!r}: url must start with http:// or https://")
+        return self
+
+    def describe(self) -> str:
+        """Human-readable target, for logs."""
+        return self.url or shlex.join([self.command or "", *self.args])
+
+
+class PrincipalConfig(_Model):
+    """Who the proxied calls run as (the MCP client's self-description is not trusted)."""
+
+    id: str = "agent:mcp-client"
+    kind: str = "agent"
+    claims: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProxyConfig(_Model):
+    """Everything ``agentguard proxy`` needs.
+
+    Attributes:
+        policy: Path of the policy file.
+        store: Store URL shared with approvers (default: SQLite under ``~/.agentguard``).
+        audit: Path of the JSONL audit log (None: the store's default sink).
+        principal: Principal of every call made through this proxy.
+        servers: Upstreams, by name.
+        listen: ``HOST:PORT`` to serve Streamable HTTP instead of stdio.
+        max_message_bytes: Largest accepted downstream message (stdio and HTTP).
+        max_depth: Deepest accepted JSON nesting of a downstream message.
+    """
+
+    policy: str | None = None
+    store: str = DEFAULT_STORE
+    audit: str | None = None
+    principal: PrincipalConfig = Field(default_factory=PrincipalConfig)
+    servers: list[UpstreamConfig] = Field(default_factory=list)
+    listen: str | None = None
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_depth: int = Field(default=100, ge=8, le=900)
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _servers_by_name(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            out = []
+            for name, spec in value.items():
+                if not isinstance(spec, dict):
+                    raise ValueError(f"server {name!r} must be a mapping")
+                if "name" in spec and spec["name"] != name:
+                    raise ValueError(f"server {name!r} sets a different name {spec['name']!r}")
+                out.append({**spec, "name": name})
+            return out
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_ok(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> ProxyConfig:
+        seen: set[str] = set()
+        for server in self.servers:
+            if server.name in seen:
+                raise ValueError(f"server {server.name!r} is declared twice")
+            seen.add(server.name)
+        prefixes: dict[str, str] = {}
+        for server in self.servers:
+            ns = self.namespace_of(server)
+            if ns and ns in prefixes:
+                raise ValueError(
+                    f"servers {prefixes[ns]!r} and {server.name!r} share namespace {ns!r}"
+                )
+            prefixes[ns] = server.name
+        return self
+
+    def namespace_of(self, server: UpstreamConfig) -> str:
+        """The name prefix of a server's tools and prompts ('' for none)."""
+        if server.namespace is not None:
+            return server.namespace
+        return server.name if len(self.servers) > 1 else ""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    match = re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$", value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"listen address {value!r} must be HOST:PORT, e.g. 127.0.0.1:8787")
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
+def default_server_name(command_or_url: str) -> str:
+    """A server name derived from a command (``mcp-server-git``) or URL host."""
+    if re.match(r"^https?://", command_or_url):
+        base = re.sub(r"^https?://", "", command_or_url).split("/")[0].split(":")[0]
+    else:
+        base = Path(command_or_url).name
+        base = re.sub(r"\.(py|js|exe|sh)$", "", base)
+    name = re.sub(r"[^A-Za-z0-9-]+", "_", base).strip("_")
+    name = re.sub(r"_+", "_", name)
+    return (name or "upstream")[:64]
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    path = Path(os.path.expandvars(value)).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def load_config(path: str | Path) -> ProxyConfig:
+    """Load and validate a proxy config file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or invalid (the message names the field).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read proxy config: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a proxy config is a mapping")
+    try:
+        config = ProxyConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    base = path.parent.resolve()
+    updates: dict[str, Any] = {"policy": _resolve(base, config.policy),
+                               "audit": _resolve(base, config.audit)}
+    if config.store.startswith("sqlite:///") and not config.store.startswith("sqlite:////"):
+        rel = config.store.removeprefix("sqlite:///")
+        updates["store"] = "sqlite:///" + str(_resolve(base, rel))
+    servers = []
+    for server in config.servers:
+        cwd = _resolve(base, server.cwd) if server.cwd else None
+        servers.append(server.model_copy(update={"cwd": cwd}))
+    updates["servers"] = servers
+    return config.model_copy(update=updates)

@@ -1,0 +1,275 @@
+"""The proxy's shared state: upstreams, the catalog, pins, notifications, open exchanges.
+
+:class:`ProxyCore` owns one task group for the life of the proxy: each upstream's supervisor,
+the multi-round ledger's sweeper, and the background work of 2026 exchanges run in it. It
+implements :class:`~agentguard.proxy.upstream.UpstreamEvents`: a (re)connected upstream is
+listed and checked against its pins, its notifications are carried downstream, and its
+requests to the client (old-era upstreams) are routed to the client request that caused them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.abc
+from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
+from mcp.types import (
+    METHOD_NOT_FOUND,
+    ErrorData,
+    InputRequest,
+    InputResponse,
+    LoggingMessageNotification,
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
+    ResourceUpdatedNotification,
+    SubscribeRequest,
+    SubscribeRequestParams,
+    ToolListChangedNotification,
+    UnsubscribeRequest,
+    UnsubscribeRequestParams,
+)
+from mcp.types import EmptyResult as Empty
+
+from agentguard.errors import ConfigError
+from agentguard.guard import Guard
+from agentguard.proxy.askers import Asker, result_type_for
+from agentguard.proxy.catalog import Catalog
+from agentguard.proxy.config import ProxyConfig
+from agentguard.proxy.exchange import Ledger
+from agentguard.proxy.notify import Notifier
+from agentguard.proxy.pins import PinBook
+from agentguard.proxy.upstream import Upstream
+from agentguard.types import Principal, new_request_id
+
+__all__ = ["ProxyCore"]
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyCore:
+    """Everything the downstream handlers share.
+
+    Args:
+        config: The proxy configuration (upstreams, principal, limits).
+        guard: The guard every tool call goes through (already configured).
+        fast_lane: Relay calls the policy allows unconditionally without the SDK client
+            session (see :mod:`agentguard.proxy.fastpath`).
+    """
+
+    def __init__(self, config: ProxyConfig, guard: Guard, *, fast_lane: bool = True) -> None:
+        if not config.servers:
+            raise ConfigError("the proxy needs at least one upstream server")
+        self.config = config
+        self.guard = guard
+        self.fast_lane = fast_lane
+        p = config.principal
+        self.principal = Principal(id=p.id, kind=p.kind, claims=dict(p.claims))
+        self.session_id = new_request_id()
+        self.upstreams = {s.name: Upstream(s, self) for s in config.servers}
+        self.catalog = Catalog({s.name: config.namespace_of(s) for s in config.servers})
+        self.pins = PinBook(guard.store, guard.audit)
+        self.notifier = Notifier(self._subscribe, self._unsubscribe)
+        self.ledger: Ledger | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._locks: dict[str, anyio.Lock] = {name: anyio.Lock() for name in self.upstreams}
+        self._askers: dict[str, list[Asker]] = {name: [] for name in self.upstreams}
+        self.resources: dict[str, dict[str, Any]] = {name: {} for name in self.upstreams}
+        self.templates: dict[str, list[tuple[UriTemplate, Any]]] = {
+            name: [] for name in self.upstreams}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> ProxyCore:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self.ledger = Ledger(self._tg)
+        self._tg.start_soon(self.ledger.sweep)
+        for upstream in self.upstreams.values():
+            self._tg.start_soon(upstream.run)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        for upstream in self.upstreams.values():
+            upstream.stop()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(*exc)
+
+    async def started(self, timeout: float = 30.0) -> None:
+        """Wait for every upstream's first connection and listing.
+
+        Raises:
+            ConfigError: no upstream came up, or two upstreams claim the same tool name.
+        """
+        async def first(upstream: Upstream) -> None:
+            try:
+                await upstream.wait_connected(timeout)
+                await self.refresh_tools(upstream)
+            except MCPError as exc:
+                logger.error("%s", exc.error.message)
+
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(first, upstream)
+        if not any(u.client is not None for u in self.upstreams.values()):
+            raise ConfigError("no upstream server could be started: " + "; ".join(
+                f"{u.name}: {u.failure or 'did not connect'}" for u in self.upstreams.values()))
+        if self.catalog.tools.collisions:
+            raise ConfigError("; ".join(c.message() for c in
+                                        self.catalog.tools.collisions.values()))
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the proxy's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(fn, *args)
+
+    # ------------------------------------------------------------------ listings
+
+    async def refresh_tools(self, upstream: Upstream) -> None:
+        """List an upstream's tools (every page), check pins, update the catalog."""
+        async with self._locks[upstream.name]:
+            async def list_all(client: Any) -> list[Any]:
+                tools, cursor = [], None
+                for _ in range(1000):
+                    page = await client.list_tools(cursor=cursor)
+                    tools.extend(page.tools)
+                    cursor = page.next_cursor
+                    if cursor is None:
+                        break
+                return tools
+
+            tools = await upstream.request(list_all)
+            statuses = await self.pins.check_listing(upstream.name, tools)
+            for collision in self.catalog.set_tools(upstream.name, tools, statuses):
+                logger.error("%s", collision.message())
+
+    async def refresh_prompts(self, upstream: Upstream) -> None:
+        """List an upstream's prompts into the catalog (when it has any)."""
+        caps = upstream.client.server_capabilities if upstream.client else None
+        if caps is None or caps.prompts is None:
+            self.catalog.set_prompts(upstream.name, [])
+            return
+        page = await upstream.request(lambda c: c.list_prompts())
+        for collision in self.catalog.set_prompts(upstream.name, page.prompts):
+            logger.error("%s", collision.message())
+
+    def resource_owner(self, uri: str) -> list[str]:
+        """Servers that listed ``uri`` or have a template matching it."""
+        owners = [name for name, listed in self.resources.items() if uri in listed]
+        if owners:
+            return owners
+        owners = [name for name, templates in self.templates.items()
+                  if any(t.match(uri) is not None for t, _ in templates)]
+        if not owners and len(self.upstreams) == 1:
+            return list(self.upstreams)  # one upstream: nothing to route, nothing to confuse
+        return owners
+
+    def remember_templates(self, server: str, templates: list[Any]) -> None:
+        """Keep an upstream's resource templates for routing reads and completions."""
+        parsed = []
+        for template in templates:
+            try:
+                parsed.append((UriTemplate.parse(template.uri_template), template))
+            except InvalidUriTemplate:
+                logger.warning("server %r lists an invalid URI template %r", server,
+                               template.uri_template)
+        self.templates[server] = parsed
+
+    # ------------------------------------------------------------------ UpstreamEvents
+
+    async def connected(self, upstream: Upstream) -> None:
+        """Re-list and re-subscribe after a (re)connection."""
+        try:
+            if upstream.restarts:
+                await self.refresh_tools(upstream)
+                await self.notifier.list_changed("tools")
+            for uri in self.notifier.subscribed():
+                if upstream.name in self.resource_owner(uri):
+                    await self._subscribe_upstream(upstream, uri)
+        except Exception as exc:
+            logger.warning("refreshing upstream %r after connect failed: %s", upstream.name, exc)
+
+    async def notification(self, upstream: Upstream, message: Any) -> None:
+        """Carry an upstream notification downstream."""
+        root = getattr(message, "root", message)
+        try:
+            if isinstance(root, ToolListChangedNotification):
+                await self.refresh_tools(upstream)
+                await self.notifier.list_changed("tools")
+            elif isinstance(root, PromptListChangedNotification):
+                await self.refresh_prompts(upstream)
+                await self.notifier.list_changed("prompts")
+            elif isinstance(root, ResourceListChangedNotification):
+                await self.notifier.list_changed("resources")
+            elif isinstance(root, ResourceUpdatedNotification):
+                await self.notifier.resource_updated(str(root.params.uri))
+            elif isinstance(root, LoggingMessageNotification):
+                logger.info("upstream %r log (%s): %s", upstream.name, root.params.level,
+                            str(root.params.data)[:500])
+        except Exception as exc:
+            logger.warning("handling a notification from %r failed: %s", upstream.name, exc)
+
+    async def ask(self, upstream: Upstream, request: InputRequest) -> InputResponse | ErrorData:
+        """Route an old-era upstream's request to the client request that caused it.
+
+        The stdio wire does not say which of our requests an upstream request belongs to; with
+        one call in flight on that upstream it is that call's client, with several the latest.
+        With none (e.g. ``roots/list`` at start-up), the latest handshake-era client is asked.
+        """
+        stack = self._askers.get(upstream.name) or []
+        if stack:
+            return await stack[-1].ask(request)
+        session = self.notifier.latest_session()
+        if session is None:
+            return ErrorData(code=METHOD_NOT_FOUND, message="no MCP client is connected to ask")
+        try:
+            return await session.send_request(request, result_type_for(request))
+        except MCPError as exc:
+            return exc.error
+
+    @contextlib.contextmanager
+    def asking(self, server: str, asker: Asker) -> Iterator[None]:
+        """Route ``server``'s requests to ``asker`` while a request to it is in flight."""
+        stack = self._askers[server]
+        stack.append(asker)
+        try:
+            yield
+        finally:
+            stack.remove(asker)
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def _subscribe(self, uri: str) -> None:
+        for name in self.resource_owner(uri):
+            await self._subscribe_upstream(self.upstreams[name], uri)
+
+    async def _subscribe_upstream(self, upstream: Upstream, uri: str) -> None:
+        upstream.subscriptions.add(uri)
+        if upstream.modern:
+            await upstream.resubscribe()
+            return
+        caps = upstream.client.server_capabilities if upstream.client else None
+        if caps is None or caps.resources is None or not caps.resources.subscribe:
+            return
+        request = SubscribeRequest(params=SubscribeRequestParams(uri=uri))
+        await upstream.request(lambda c: c.session.send_request(request, Empty))
+
+    async def _unsubscribe(self, uri: str) -> None:
+        for name in self.resource_owner(uri):
+            upstream = self.upstreams[name]
+            upstream.subscriptions.discard(uri)
+            if upstream.modern:
+                await upstream.resubscribe()
+                continue
+            caps = upstream.client.server_capabilities if upstream.client else None
+            if caps is None or caps.resources is None or not caps.resources.subscribe:
+                continue
+            request = UnsubscribeRequest(params=UnsubscribeRequestParams(uri=uri))
+            with contextlib.suppress(MCPError):
+                await upstream.request(lambda c, r=request: c.session.send_request(r, Empty))
+

@@ -1,0 +1,273 @@
+"""The allowed-call fast path: relay a routine ``tools/call`` without two SDK stacks.
+
+A proxy built from the SDK's server and client runs every message through both, which more
+than doubles the cost of a call compared with talking to the upstream directly. For a call
+the guard allows whatever its arguments and context (:meth:`Guard.static_allow`), to a tool
+whose pinned definition matches, without a progress token or multi-round state, there is
+nothing to decide per call: the request is relayed to the upstream under a proxy-owned id
+(with the SDK's own per-request envelope and headers), and the answer is relayed back, shaped
+for the client's protocol era. Everything else — held calls, elicitation, progress, an
+``input_required`` answer (handed to the full path), other methods — takes the full path.
+
+The upstream side is a :class:`~agentguard.proxy.upstream_io.FastLane` (raw stdio, or a
+side door in the SDK's HTTP transport); this module is the downstream side, sitting in the
+hardened stdio transport (:mod:`agentguard.proxy.wire`), which has already parsed and
+checked the line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from mcp.shared.message import SessionMessage
+from mcp.types import INTERNAL_ERROR, REQUEST_TIMEOUT, JSONRPCResponse
+from mcp.types import methods as wire_methods
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+
+from agentguard.proxy.wire import encode
+
+__all__ = ["FastPath", "relay_allowed", "unconditionally_allowed"]
+
+logger = logging.getLogger(__name__)
+
+_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+_SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+_ENVELOPE = "io.modelcontextprotocol/"
+_PLAIN_CALL = frozenset({"name", "arguments", "_meta"})
+
+Reply = Callable[[bytes], None]
+Fallback = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _error(rid: Any, code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return encode({"jsonrpc": "2.0", "id": rid, "error": error})
+
+
+def unconditionally_allowed(core: Any, name: str, params: dict[str, Any]) -> Any | None:
+    """The catalog entry when this ``tools/call`` may skip the guard, else None.
+
+    True for a plain call (no progress token, no multi-round state) to a tool whose pinned
+    definition matches, on a connected upstream, that the policy allows whatever the
+    arguments, principal and context.
+    """
+    if not params.keys() <= _PLAIN_CALL:
+        return None
+    meta = params.get("_meta")
+    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+        return None
+    if not (params.get("arguments") is None or isinstance(params.get("arguments"), dict)):
+        return None
+    entry = core.catalog.tools.names.get(name)
+    if entry is None or entry.pin is None or entry.pin.state != "pinned":
+        return None
+    upstream = core.upstreams[entry.server]
+    lane = upstream.lane
+    if lane is None or lane.closed or upstream.client is None:
+        return None
+    if not core.guard.static_allow(entry.server, entry.name, entry.hints):
+        return None
+    return entry
+
+
+async def relay_allowed(upstream: Any, entry: Any, params: dict[str, Any]
+                        ) -> dict[str, Any] | None:
+    """Relay an unconditionally allowed call on the upstream's fast lane.
+
+    Returns the JSON-RPC answer as a dict (``result`` with the upstream's ``serverInfo``
+    stamp removed, or ``error``), ``{}`` when the upstream wants input (take the full
+    path), or None when the connection closed. Cancelling the caller cancels upstream.
+    """
+    lane, client = upstream.lane, upstream.client
+    params = dict(params)
+    params["name"] = entry.name
+    params["_meta"] = {k: v for k, v in (params.get("_meta") or {}).items()
+                       if not k.startswith(_ENVELOPE)}
+    data: dict[str, Any] = {"method": "tools/call", "params": params}
+    opts: dict[str, Any] = {}
+    client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
+    if not params["_meta"]:
+        del params["_meta"]
+    sent, wait = await lane.begin("tools/call", params, opts.get("headers"))
+    timeout = upstream.config.request_timeout
+    try:
+        with anyio.fail_after(timeout):
+            answer = await wait()
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await lane.cancel(sent)
+        if isinstance(exc, TimeoutError):
+            return {"error": {"code": REQUEST_TIMEOUT, "message": (
+                f"upstream server {upstream.name!r} did not answer within {timeout:g}s")}}
+        raise
+    if answer is None or "error" in answer:
+        return answer
+    result = answer.get("result")
+    if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
+        return {}
+    return {"result": _unstamped(result)}
+
+
+class FastPath:
+    """Decides, per downstream stdio message, whether it can take the fast path.
+
+    A relayed call costs two event-loop wake-ups in the proxy: the request is written to the
+    upstream from the read loop that parsed it, and the answer is written to the client from
+    the read loop that received it (:meth:`FastLane.start` callbacks), with no task between.
+
+    Args:
+        core: The proxy core (catalog, upstreams, guard).
+        server_info: The proxy's ``serverInfo`` stamp for 2026-07-28 results.
+    """
+
+    def __init__(self, core: Any, server_info: Callable[[], dict[str, Any]]) -> None:
+        self._core = core
+        self._server_info = server_info
+        self._legacy_version: str | None = None
+        self._initialized = False
+        self._inflight: dict[Any, tuple[Any, str]] = {}
+
+    # ------------------------------------------------------------------ wire hooks
+
+    def outgoing(self, message: SessionMessage) -> None:
+        """Watch the proxy's answers: learn the handshake version the client negotiated."""
+        msg = message.message
+        if self._legacy_version is None and isinstance(msg, JSONRPCResponse):
+            version = msg.result.get("protocolVersion")
+            if isinstance(version, str) and "serverInfo" in msg.result:
+                self._legacy_version = version
+
+    def offer(self, value: dict[str, Any], reply: Reply, spawn: Callable[..., None],
+              fallback: Fallback) -> bool:
+        """Take ``value`` if it is a fast-path call; True when it was taken."""
+        method = value.get("method")
+        if "id" not in value:
+            if method == "notifications/initialized":
+                self._initialized = True
+            elif method == "notifications/cancelled":
+                params = value.get("params")
+                rid = params.get("requestId") if isinstance(params, dict) else None
+                entry = self._inflight.pop(rid, None) if isinstance(rid, str | int) else None
+                if entry is not None:
+                    entry[0].forget(entry[1])  # a cancelled request gets no answer
+                    return True
+            return False
+        if method != "tools/call" or value.get("jsonrpc") != "2.0":
+            return False
+        plan = self._plan(value)
+        if plan is None:
+            return False
+        entry, upstream = plan[0], plan[1]
+        params = dict(value["params"])
+        params["name"] = entry.name
+        params["_meta"] = {k: v for k, v in (params.get("_meta") or {}).items()
+                           if not k.startswith(_ENVELOPE)}
+        data: dict[str, Any] = {"method": "tools/call", "params": params}
+        opts: dict[str, Any] = {}
+        try:
+            upstream.client.session._stamp(data, opts)  # the SDK's envelope and headers
+        except Exception:
+            logger.debug("cannot stamp a fast-path request; taking the full path", exc_info=True)
+            return False
+        if not params["_meta"]:
+            del params["_meta"]
+        rid = value["id"]
+
+        def answered(answer: dict[str, Any] | None) -> None:
+            if self._inflight.pop(rid, None) is None:
+                return  # cancelled meanwhile
+            self._answered(value, plan, answer, reply, spawn, fallback)
+
+        self._inflight[rid] = (upstream.lane, "")
+        sent = upstream.lane.start("tools/call", params, opts.get("headers"), answered)
+        if sent is None:
+            self._inflight.pop(rid, None)
+            return False
+        if rid in self._inflight:
+            self._inflight[rid] = (upstream.lane, sent)
+        return True
+
+    # ------------------------------------------------------------------ decision
+
+    def _plan(self, value: dict[str, Any]) -> tuple[Any, Any, str, bool] | None:
+        params = value.get("params")
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+            return None
+        if value["id"] in self._inflight:
+            return None  # a reused id: let the server deal with it
+        meta = params.get("_meta")
+        version = meta.get(_VERSION_KEY) if isinstance(meta, dict) else None
+        if version is not None:
+            if version not in MODERN_PROTOCOL_VERSIONS or self._legacy_version is not None:
+                return None
+            down_version, modern = version, True
+        elif self._legacy_version is not None and self._initialized:
+            down_version, modern = self._legacy_version, False
+        else:
+            return None
+        entry = unconditionally_allowed(self._core, params["name"], params)
+        if entry is None:
+            return None
+        upstream = self._core.upstreams[entry.server]
+        if not upstream.modern or upstream.config.request_timeout is not None:
+            # An old-era upstream may push requests to the client mid-call, and a request
+            # timeout needs a timer: the full path handles both.
+            return None
+        return entry, upstream, down_version, modern
+
+    # ------------------------------------------------------------------ answers
+
+    def _answered(self, value: dict[str, Any], plan: tuple[Any, Any, str, bool],
+                  answer: dict[str, Any] | None, reply: Reply, spawn: Callable[..., None],
+                  fallback: Fallback) -> None:
+        _, upstream, down_version, modern = plan
+        rid = value["id"]
+        if answer is None:
+            upstream.lost(upstream.generation)
+            reply(_error(rid, INTERNAL_ERROR, (
+                f"upstream server {upstream.name!r} closed the connection during the request "
+                "(it is being restarted); the request may or may not have taken effect")))
+            return
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            reply(encode({"jsonrpc": "2.0", "id": rid, "error": error}))
+            return
+        result = answer.get("result")
+        if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
+            spawn(fallback, value)  # input_required: the full path relays the questions
+            return
+        try:
+            shaped = self._shape(_unstamped(result), down_version, modern, upstream.modern)
+            line = encode({"jsonrpc": "2.0", "id": rid, "result": shaped})
+        except Exception:
+            logger.exception("upstream %r returned an invalid tools/call result", upstream.name)
+            line = _error(rid, INTERNAL_ERROR, "Handler returned an invalid result")
+        reply(line)
+
+    def _shape(self, result: dict[str, Any], version: str, modern: bool,
+               up_modern: bool) -> dict[str, Any]:
+        """Make an upstream result fit the downstream's era, with the proxy's identity."""
+        if modern != up_modern:
+            result = wire_methods.serialize_server_result("tools/call", version, result)
+        if modern:
+            result.setdefault("resultType", "complete")
+            stamped = dict(result.get("_meta") or {})
+            stamped[_SERVER_INFO_KEY] = self._server_info()
+            result["_meta"] = stamped
+        return result
+
+
+def _unstamped(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` without the upstream's serverInfo stamp (the client talks to the proxy)."""
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and _SERVER_INFO_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != _SERVER_INFO_KEY}
+        result = {k: v for k, v in result.items() if k != "_meta"}
+        if rest:
+            result["_meta"] = rest
+    return result

@@ -1,0 +1,130 @@
+"""Pipes read and written straight from the event loop, with no thread per message.
+
+:class:`FdReader` polls a descriptor for readability; :class:`FdWriter` writes whole lines,
+synchronously when the pipe has room (the common case, so an answer can be relayed without a
+task switch) and otherwise from a flush task, in order. Descriptors the event loop cannot poll
+(a regular file) fall back to blocking calls (reads on a worker thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+__all__ = ["FdReader", "FdWriter"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 65536
+_HIGH_WATER = 1 << 20
+
+
+def _nonblocking(fd: int) -> bool:
+    with contextlib.suppress(OSError):
+        os.set_blocking(fd, False)
+        return True
+    return False
+
+
+class FdReader:
+    """Reads chunks from a descriptor without blocking the event loop."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.polled = _nonblocking(fd)
+
+    async def read(self) -> bytes:
+        """The next chunk, ``b""`` at end of file."""
+        if not self.polled:
+            return await anyio.to_thread.run_sync(os.read, self.fd, CHUNK, abandon_on_cancel=True)
+        while True:
+            try:
+                return os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                try:
+                    await anyio.wait_readable(self.fd)
+                except OSError:  # not pollable after all (a regular file)
+                    self.polled = False
+                    os.set_blocking(self.fd, True)
+                    return await self.read()
+
+
+class FdWriter:
+    """Writes whole messages to a descriptor, in order, synchronously when it can.
+
+    Args:
+        fd: The descriptor (made non-blocking when possible).
+        spawn: Starts a task (used to flush what the pipe could not take at once).
+    """
+
+    def __init__(self, fd: int, spawn: Callable[..., Any]) -> None:
+        self.fd = fd
+        self.polled = _nonblocking(fd)
+        self._spawn = spawn
+        self._buffer = bytearray()
+        self._flushing = False
+        self._drained = anyio.Event()
+        self._drained.set()
+        self.closed = False
+
+    def write_nowait(self, data: bytes) -> None:
+        """Queue ``data`` after anything still pending; write at once if nothing is."""
+        if self.closed:
+            return
+        if not self._buffer and not self._flushing:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self._close(exc)
+                return
+            if written == len(data):
+                return
+            data = data[written:]
+        self._buffer += data
+        if not self._flushing:
+            self._flushing = True
+            self._drained = anyio.Event()
+            self._spawn(self._flush)
+
+    async def write(self, data: bytes) -> None:
+        """Queue ``data``; wait while a backlog over 1 MiB drains (backpressure)."""
+        self.write_nowait(data)
+        if len(self._buffer) > _HIGH_WATER:
+            await self._drained.wait()
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been written (or the descriptor failed)."""
+        await self._drained.wait()
+
+    async def _flush(self) -> None:
+        try:
+            while self._buffer and not self.closed:
+                try:
+                    written = os.write(self.fd, self._buffer)
+                except BlockingIOError:
+                    if self.polled:
+                        await anyio.wait_writable(self.fd)
+                    else:
+                        await anyio.sleep(0.001)
+                    continue
+                except OSError as exc:
+                    self._close(exc)
+                    return
+                del self._buffer[:written]
+        finally:
+            self._flushing = False
+            self._drained.set()
+
+    def _close(self, exc: OSError) -> None:
+        logger.info("write to fd %d failed: %s", self.fd, exc)
+        self.closed = True
+        self._buffer.clear()
+        self._drained.set()

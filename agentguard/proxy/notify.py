@@ -1,0 +1,156 @@
+"""Carrying upstream notifications to downstream clients of both eras.
+
+Handshake-era clients get notifications pushed on their connection's standalone channel;
+the registry keeps the latest ``ServerSession`` of each connection for that (stdio has one
+connection; stateful Streamable HTTP has one per ``Mcp-Session-Id``). 2026-07-28 clients
+receive change notifications only on ``subscriptions/listen`` streams, which the SDK's
+:class:`~mcp.server.subscriptions.ListenHandler` serves from the proxy's subscription bus.
+
+Resource subscriptions are reference-counted per URI across both kinds of subscriber, so
+the upstream is subscribed while anybody downstream wants updates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp.types import SubscriptionsListenRequestParams, SubscriptionsListenResult
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+
+__all__ = ["Notifier", "session_key"]
+
+logger = logging.getLogger(__name__)
+
+Subscribe = Callable[[str], Awaitable[None]]
+
+
+def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """Which downstream connection a request belongs to (None when it has no identity)."""
+    request = ctx.request
+    if request is None:
+        return "stdio"
+    headers = getattr(request, "headers", None)
+    sid = headers.get("mcp-session-id") if headers is not None else None
+    return f"http:{sid}" if sid else None
+
+
+class Notifier:
+    """Downstream sessions, listen streams and resource subscriptions.
+
+    Args:
+        subscribe: Called with a URI when its first downstream subscriber arrives.
+        unsubscribe: Called with a URI when its last subscriber leaves.
+    """
+
+    def __init__(self, subscribe: Subscribe, unsubscribe: Subscribe) -> None:
+        self.bus = InMemorySubscriptionBus()
+        self._listen = ListenHandler(self.bus)
+        self._sessions: dict[str, ServerSession] = {}
+        self._subscribers: dict[str, set[str]] = {}
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self._listen_ids = 0
+
+    # ------------------------------------------------------------------ sessions
+
+    def seen(self, ctx: ServerRequestContext[Any, Any]) -> None:
+        """Remember a handshake-era connection so notifications can reach it."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        key = session_key(ctx)
+        if key is not None:
+            self._sessions[key] = ctx.session
+
+    def latest_session(self) -> ServerSession | None:
+        """The most recently active handshake-era session, if any."""
+        return next(reversed(self._sessions.values()), None) if self._sessions else None
+
+    async def _push(self, send: Callable[[ServerSession], Awaitable[None]],
+                    keys: set[str] | None = None) -> None:
+        for key, session in list(self._sessions.items()):
+            if keys is not None and key not in keys:
+                continue
+            try:
+                await send(session)
+            except Exception as exc:  # a connection that went away
+                logger.info("dropping downstream session %s: %s", key, exc)
+                self._sessions.pop(key, None)
+
+    # ------------------------------------------------------------------ events
+
+    async def list_changed(self, kind: str) -> None:
+        """Tell every client that the tool, prompt or resource list changed."""
+        event: ServerEvent
+        if kind == "tools":
+            event = ToolsListChanged()
+            await self._push(lambda s: s.send_tool_list_changed())
+        elif kind == "prompts":
+            event = PromptsListChanged()
+            await self._push(lambda s: s.send_prompt_list_changed())
+        else:
+            event = ResourcesListChanged()
+            await self._push(lambda s: s.send_resource_list_changed())
+        await self.bus.publish(event)
+
+    async def resource_updated(self, uri: str) -> None:
+        """Tell the subscribers of ``uri`` that it changed."""
+        holders = self._subscribers.get(uri, set())
+        await self._push(lambda s: s.send_resource_updated(uri),
+                         {k for k in holders if not k.startswith("listen:")})
+        await self.bus.publish(ResourceUpdated(uri=uri))
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def add_subscriber(self, uri: str, key: str) -> None:
+        """``key`` wants updates of ``uri`` (subscribes upstream on the first one)."""
+        holders = self._subscribers.setdefault(uri, set())
+        first = not holders
+        holders.add(key)
+        if first:
+            await self._subscribe(uri)
+
+    async def remove_subscriber(self, uri: str, key: str) -> None:
+        """``key`` no longer wants updates of ``uri`` (unsubscribes upstream on the last)."""
+        holders = self._subscribers.get(uri)
+        if not holders or key not in holders:
+            return
+        holders.discard(key)
+        if not holders:
+            del self._subscribers[uri]
+            await self._unsubscribe(uri)
+
+    def subscribed(self) -> list[str]:
+        """URIs somebody downstream subscribes to."""
+        return sorted(self._subscribers)
+
+    async def listen(self, ctx: ServerRequestContext[Any, Any],
+                     params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
+        """Serve a 2026 ``subscriptions/listen`` stream, subscribing its URIs upstream."""
+        self._listen_ids += 1
+        key = f"listen:{self._listen_ids}"
+        uris = list(params.notifications.resource_subscriptions or [])
+        try:
+            for uri in uris:
+                await self.add_subscriber(uri, key)
+            return await self._listen(ctx, params)
+        finally:
+            # The stream ends by cancellation when the client goes away: clean up shielded.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                for uri in uris:
+                    try:
+                        await self.remove_subscriber(uri, key)
+                    except Exception:
+                        logger.debug("unsubscribe of %s failed", uri, exc_info=True)

@@ -1,0 +1,134 @@
+"""Run the proxy: build the guard, connect the upstreams, serve stdio or Streamable HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from mcp.server.lowlevel.server import NotificationOptions
+
+from agentguard.errors import AgentGuardError, ConfigError
+from agentguard.guard import Guard
+from agentguard.proxy.asgi import HardenedASGI
+from agentguard.proxy.channels import TerminalChannel
+from agentguard.proxy.config import ProxyConfig, parse_listen
+from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.fastpath import FastPath
+from agentguard.proxy.handlers import build_server
+from agentguard.proxy.stdio import stdio_transport
+
+__all__ = ["build_guard", "default_audit_path", "default_store_url", "run_proxy"]
+
+logger = logging.getLogger(__name__)
+
+
+def _home() -> Path:
+    home = Path(os.environ.get("AGENTGUARD_HOME") or Path.home() / ".agentguard")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return home
+
+
+def default_store_url() -> str:
+    """``$AGENTGUARD_STORE`` or the SQLite file under ``~/.agentguard`` (shared with the CLI)."""
+    return os.environ.get("AGENTGUARD_STORE") or f"sqlite:///{_home()}/agentguard.db"
+
+
+def default_audit_path() -> Path:
+    """``$AGENTGUARD_AUDIT`` or ``~/.agentguard/audit.jsonl`` (shared with the CLI)."""
+    return Path(os.environ.get("AGENTGUARD_AUDIT") or _home() / "audit.jsonl")
+
+
+def build_guard(config: ProxyConfig) -> Guard:
+    """The guard described by a proxy config: policy, shared store, JSONL audit, channels.
+
+    Held calls wait for the approver terminal (``agentguard approvals approve``, voting into
+    the shared store) and, where a rule opts in, for MCP elicitation to the client's user.
+
+    Raises:
+        ConfigError: no policy was given, or it does not load.
+    """
+    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+    from agentguard.policy import load_policy
+    from agentguard.store import open_store
+
+    policy_path = config.policy or os.environ.get("AGENTGUARD_POLICY")
+    if not policy_path:
+        raise ConfigError("the proxy needs a policy: pass --policy P.yaml (or set "
+                          "AGENTGUARD_POLICY, or `policy:` in the proxy config)")
+    policy = load_policy(policy_path)
+    store_url = config.store or default_store_url()
+    store = open_store(store_url)
+    audit_path = Path(config.audit) if config.audit else default_audit_path()
+    audit_path.parent.mkdir(parents=True, exist_ok=True)
+    key = load_or_create_key(audit_path.with_name(audit_path.name + ".key"))
+    audit = JsonlAuditLog(audit_path, redactor=Redactor(key))
+    return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)])
+
+
+async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,
+                    fast_path: bool = True) -> None:
+    """Serve until the client disconnects (stdio) or the process is stopped (HTTP).
+
+    Args:
+        config: What to front and how to serve.
+        guard: A ready guard (default: :func:`build_guard` from the config).
+        fast_path: Relay calls the policy allows unconditionally without the SDK stacks
+            (see :mod:`agentguard.proxy.fastpath`); off only to measure the difference.
+
+    Raises:
+        ConfigError: bad configuration, no upstream could start, or a name collision at
+            start-up.
+    """
+    guard = guard or build_guard(config)
+    try:
+        await _serve(config, guard, fast_path)
+    except BaseExceptionGroup as group:
+        # Task groups wrap a start-up failure; show the error, not the wrapping.
+        mine = group.subgroup(AgentGuardError)
+        if mine is not None:
+            raise _first(mine) from None
+        raise
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool) -> None:
+    async with guard, ProxyCore(config, guard, fast_lane=fast_path) as core:
+        await core.started()
+        server = build_server(core)
+        names = ", ".join(f"{u.name} ({u.config.describe()})" for u in core.upstreams.values())
+        if config.listen:
+            host, port = parse_listen(config.listen)
+            logger.info("agentguard proxy for %s on http://%s:%d/mcp", names, host, port)
+            await _serve_http(server, host, port, config)
+        else:
+            logger.info("agentguard proxy for %s on stdio", names)
+            options = server.create_initialization_options(
+                NotificationOptions(prompts_changed=True, resources_changed=True,
+                                    tools_changed=True))
+            fast = FastPath(core, lambda: server.server_info_stamp) if fast_path else None
+            async with stdio_transport(max_message_bytes=config.max_message_bytes,
+                                       max_depth=config.max_depth,
+                                       interceptor=fast) as (read, write):
+                await server.run(read, write, options)
+
+
+async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig) -> None:
+    import uvicorn
+
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp", host=host,
+        max_request_body_size=config.max_message_bytes,
+    )
+    hardened = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
+                            max_depth=config.max_depth)
+    uv = uvicorn.Server(uvicorn.Config(hardened, host=host, port=port, log_level="warning",
+                                       lifespan="on"))
+    await uv.serve()

@@ -1,0 +1,147 @@
+"""What the proxy accepts from a client, line by line (stdio) or body by body (HTTP).
+
+The SDK's ``stdio_server`` hands undecodable lines to the server as exceptions, which the
+server drops without an answer; peers have been seen crashing on a bare JSON number, a batch
+array and a 10,000-deep array. The proxy answers every bad message itself with the matching
+JSON-RPC error and keeps reading:
+
+- invalid UTF-8, malformed JSON, NaN/Infinity, duplicate keys: ``-32700`` parse error;
+- a message over ``max_message_bytes``, a batch array, a non-object value, nesting deeper
+  than ``max_depth``, an unusable id, an object that is not a JSON-RPC 2.0 message:
+  ``-32600`` invalid request (with the request's id when it can be read, else ``null``).
+
+The transports using these checks are :mod:`agentguard.proxy.stdio` and
+:mod:`agentguard.proxy.asgi`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp.shared.message import SessionMessage
+from mcp.types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    ErrorData,
+    jsonrpc_message_adapter,
+)
+from pydantic import ValidationError
+
+__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_MESSAGE_BYTES", "WireError", "encode", "parse_line",
+           "parse_value", "serialize", "to_message"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Same default as the SDK's Streamable HTTP body limit."""
+DEFAULT_MAX_DEPTH = 100
+"""Envelope (3 levels) plus arguments; the guard refuses arguments deeper than 64 anyway."""
+
+
+class WireError(Exception):
+    """A line that cannot be served; ``error`` is what the peer gets back."""
+
+    def __init__(self, code: int, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.error = ErrorData(code=code, message=message)
+        self.request_id = request_id if _valid_id(request_id) else None
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Iterative depth check (a recursive one is what the hostile input is aimed at)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def parse_value(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any] | None:
+    """Decode one wire line into a JSON-RPC-shaped object, ``None`` for a blank line.
+
+    Raises:
+        WireError: invalid UTF-8 or JSON, NaN, duplicate keys, not an object (batches
+            included), too deep, or an unusable id.
+    """
+    if not line.strip():
+        return None
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(PARSE_ERROR, f"Parse error: invalid UTF-8 at byte {exc.start}") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:
+        raise WireError(INVALID_REQUEST,
+                        f"Invalid Request: nested deeper than {max_depth}") from None
+    except ValueError as exc:
+        raise WireError(PARSE_ERROR, f"Parse error: {str(exc)[:120]}") from None
+    if isinstance(value, list):
+        raise WireError(INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported "
+                        "(MCP removed them in 2025-06-18); send one message per line")
+    if not isinstance(value, dict):
+        raise WireError(INVALID_REQUEST, f"Invalid Request: expected a JSON-RPC object, got "
+                        f"{type(value).__name__}")
+    if _depth_exceeds(value, max_depth):
+        raise WireError(INVALID_REQUEST, f"Invalid Request: nested deeper than {max_depth}",
+                        value.get("id"))
+    if "method" in value and "id" in value and not _valid_id(value["id"]):
+        # Pydantic would read it as a notification (extra keys ignored) and nobody would answer.
+        raise WireError(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
+    return value
+
+
+def to_message(value: dict[str, Any]) -> SessionMessage:
+    """Validate a decoded object as a JSON-RPC 2.0 message.
+
+    Raises:
+        WireError: it is not one.
+    """
+    try:
+        message = jsonrpc_message_adapter.validate_python(value, by_name=False)
+    except ValidationError:
+        raise WireError(INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message",
+                        value.get("id")) from None
+    return SessionMessage(message)
+
+
+def parse_line(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> SessionMessage | None:
+    """Turn one wire line into a message, ``None`` for a blank line.
+
+    Raises:
+        WireError: the line is not a JSON-RPC 2.0 message this proxy serves.
+    """
+    value = parse_value(line, max_depth=max_depth)
+    return None if value is None else to_message(value)
+
+
+def encode(value: dict[str, Any]) -> bytes:
+    """One wire line for a plain JSON object (NaN refused: it is not JSON)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode() + b"\n"
+
+
+def serialize(message: SessionMessage) -> bytes:
+    """One wire line for a message (same options as the SDK's stdio transport)."""
+    return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"

@@ -1,0 +1,181 @@
+"""Benchmark: an allowed ``tools/call`` direct to the upstream vs through ``agentguard proxy``.
+
+Measured in one run, against the example ops server (``get_status``, allowed by the policy),
+for stdio (client -> [proxy ->] stdio upstream) and Streamable HTTP (client -> [proxy
+--listen ->] HTTP upstream):
+
+- latency: sequential calls, p50 and p99 (and sequential calls/s);
+- throughput: calls/s with ``--concurrency`` calls in flight.
+
+The four paths are measured in alternating rounds, so load from elsewhere on the machine falls
+on all of them alike. Ratios are against the direct baseline of the same run; the target is
+p50 within 1.2x of direct and throughput at least 80% of direct.
+
+Run: ``.venv/bin/python benchmarks/bench_proxy.py [--calls 2000] [--mode auto|legacy]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+OPS = str(ROOT / "examples" / "servers" / "ops_server.py")
+POLICY = str(ROOT / "examples" / "proxy" / "ops-policy.yaml")
+
+
+@dataclass
+class Result:
+    name: str
+    p50_ms: float
+    p99_ms: float
+    seq_per_s: float
+    conc_per_s: float
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _wait_port(port: int) -> None:
+    with anyio.fail_after(60):
+        while True:
+            try:
+                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                return
+            except OSError:
+                await anyio.sleep(0.05)
+
+
+@asynccontextmanager
+async def _process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await _wait_port(port)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _one(client: Client) -> None:
+    result = await client.call_tool("get_status", {"service": "api"})
+    assert not result.is_error, result
+
+
+async def _concurrent(client: Client, calls: int, width: int) -> float:
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await _one(client)
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(width):
+            tg.start_soon(worker)
+    return calls / (time.perf_counter() - start)
+
+
+async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
+                   rounds: int) -> list[Result]:
+    """Interleave the paths round by round, so a load change on the machine hits all."""
+    lat: dict[str, list[float]] = {name: [] for name in clients}
+    busy: dict[str, float] = dict.fromkeys(clients, 0.0)
+    conc: dict[str, list[float]] = {name: [] for name in clients}
+    for client in clients.values():
+        for _ in range(100):  # warm up both ends
+            await _one(client)
+    per_round = max(1, calls // rounds)
+    for _ in range(rounds):
+        for name, client in clients.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                await _one(client)
+                lat[name].append(time.perf_counter() - t0)
+            busy[name] += time.perf_counter() - start
+            conc[name].append(await _concurrent(client, per_round, concurrency))
+    out = []
+    for name in clients:
+        values = sorted(lat[name])
+        out.append(Result(name, statistics.median(values) * 1000,
+                          values[max(0, int(len(values) * 0.99) - 1)] * 1000,
+                          len(values) / busy[name], statistics.median(conc[name])))
+    return out
+
+
+def _proxy_args(home: Path, *extra: str) -> list[str]:
+    return ["-m", "agentguard.proxy", "--policy", POLICY, "--store",
+            f"sqlite:///{home / 'bench.db'}", "--audit", str(home / "audit.jsonl"),
+            "--name", "ops", "--log-level", "WARNING", *extra]
+
+
+async def main(calls: int, mode: str, concurrency: int, rounds: int) -> list[Result]:
+    home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
+    env = {**os.environ, "AGENTGUARD_HOME": str(home)}
+    up, px = _port(), _port()
+    url = f"http://127.0.0.1:{up}/mcp"
+    targets: dict[str, StdioServerParameters | str] = {
+        "stdio direct": StdioServerParameters(command=PY, args=[OPS], env=env),
+        "stdio via proxy": StdioServerParameters(command=PY,
+                                                 args=_proxy_args(home, "--", PY, OPS),
+                                                 env=env),
+        "http direct": url,
+        "http via proxy": f"http://127.0.0.1:{px}/mcp",
+    }
+    proxy_http = [PY, *_proxy_args(home, "--upstream-url", url, "--listen", f"127.0.0.1:{px}")]
+    async with _process([PY, OPS, "--http", str(up)], env, up), \
+            _process(proxy_http, env, px), AsyncExitStack() as stack:
+        clients = {name: await stack.enter_async_context(Client(t, mode=mode, cache=None))
+                   for name, t in targets.items()}
+        return await _measure(clients, calls, concurrency, rounds)
+
+
+def report(results: list[Result], concurrency: int) -> None:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} (client, proxy and upstream share them)")
+    print(f"{'path':<18}{'p50 ms':>9}{'p99 ms':>9}{'seq calls/s':>13}"
+          f"{f'calls/s @{concurrency}':>15}")
+    for r in results:
+        print(f"{r.name:<18}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.seq_per_s:>13.0f}"
+              f"{r.conc_per_s:>15.0f}")
+    print()
+    for transport in ("stdio", "http"):
+        d = next(r for r in results if r.name == f"{transport} direct")
+        p = next(r for r in results if r.name == f"{transport} via proxy")
+        lat, seq, conc = p.p50_ms / d.p50_ms, p.seq_per_s / d.seq_per_s, \
+            p.conc_per_s / d.conc_per_s
+        print(f"{transport}: p50 ratio {lat:.2f}x (target <= 1.20x), p99 ratio "
+              f"{p.p99_ms / d.p99_ms:.2f}x, sequential throughput {seq:.0%}, throughput "
+              f"@{concurrency} {conc:.0%} of direct (target >= 80%)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--mode", default="auto", choices=["auto", "legacy"])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="alternate the paths this many times (evens out machine load)")
+    ns = parser.parse_args()
+    report(anyio.run(main, ns.calls, ns.mode, ns.concurrency, ns.rounds), ns.concurrency)

@@ -1,0 +1,131 @@
+"""Proxy configuration, several upstreams under namespaces, and refused name collisions."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from mcp import StdioServerParameters
+
+from agentguard.errors import ConfigError
+from agentguard.proxy.config import default_server_name, load_config, parse_listen
+from tests.proxy.conftest import (
+    GIT_SERVER,
+    MODES,
+    OPS_SERVER,
+    PYTHON,
+    ROOT,
+    ProxyUnderTest,
+)
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_config_file_declares_several_upstreams(tmp_path: Path) -> None:
+    path = _write(tmp_path, {
+        "policy": "policy.yaml", "store": "sqlite:///state.db", "audit": "audit.jsonl",
+        "servers": {"ops": {"command": "python", "args": ["ops.py"], "cwd": "srv"},
+                    "wiki": {"url": "http://127.0.0.1:9/mcp", "namespace": "kb"}},
+    })
+    config = load_config(path)
+    assert [s.name for s in config.servers] == ["ops", "wiki"]
+    assert config.policy == str(tmp_path / "policy.yaml")
+    assert config.store == f"sqlite:///{tmp_path / 'state.db'}"
+    assert config.servers[0].cwd == str(tmp_path / "srv")
+    assert [config.namespace_of(s) for s in config.servers] == ["ops", "kb"]
+
+
+@pytest.mark.parametrize(("servers", "message"), [
+    ({"a__b": {"command": "x"}}, "no '__'"),
+    ({"a": {"command": "x", "url": "http://h/mcp"}}, "exactly one of command or url"),
+    ({"a": {}}, "exactly one of command or url"),
+    ({"a": {"url": "ftp://h"}}, "http"),
+    ({"a": {"command": "x", "namespace": "n"}, "b": {"command": "y", "namespace": "n"}},
+     "share namespace"),
+    ({"a": {"command": "x", "bogus": 1}}, "xtra"),
+])
+def test_bad_configs_are_refused_with_the_field_named(tmp_path: Path, servers: dict,
+                                                      message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {"servers": servers}))
+    assert message in str(err.value)
+    assert "proxy.yaml" in str(err.value)
+
+
+def test_names_and_listen_addresses() -> None:
+    assert default_server_name("/usr/bin/mcp-server-git") == "mcp-server-git"
+    assert default_server_name("examples/servers/ops_server.py") == "ops_server"
+    assert default_server_name("http://wiki.internal:8080/mcp") == "wiki_internal"
+    assert parse_listen("127.0.0.1:8787") == ("127.0.0.1", 8787)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+    with pytest.raises(ValueError):
+        parse_listen("8787")
+
+
+def _params(proxy: ProxyUnderTest, path: Path) -> StdioServerParameters:
+    return StdioServerParameters(command=PYTHON, args=[
+        "-m", "agentguard.proxy", "--config", str(path), "--log-level", "WARNING"],
+        env=proxy.env(), cwd=str(ROOT))
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mode", MODES)
+async def test_several_upstreams_are_namespaced_by_server(proxy: ProxyUnderTest,
+                                                          tmp_path: Path, git_repo: Path,
+                                                          mode: str) -> None:
+    path = _write(tmp_path, {
+        "policy": str(proxy.policy), "store": proxy.store_url, "audit": str(proxy.audit),
+        "servers": {"ops": {"command": PYTHON, "args": [OPS_SERVER]},
+                    "git": {"command": GIT_SERVER, "args": ["--repository", str(git_repo)]}},
+    })
+    async with proxy.client(_params(proxy, path), mode) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"ops__get_status", "ops__delete_file", "git__git_status"} <= names
+        assert not any("__" not in n for n in names)
+        result = await client.call_tool("ops__get_status", {"service": "api"})
+        assert result.content[0].text.startswith("api: running")
+        result = await client.call_tool("git__git_status", {"repo_path": str(git_repo)})
+        assert "README.md" in result.content[0].text
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        assert "ops__incident_report" in prompts
+        prompt = await client.get_prompt("ops__incident_report", {"service": "api"})
+        assert "api" in prompt.messages[0].content.text
+
+
+@pytest.mark.timeout(90)
+def test_a_name_collision_is_refused_never_shadowed(proxy: ProxyUnderTest,
+                                                    tmp_path: Path) -> None:
+    path = _write(tmp_path, {
+        "policy": str(proxy.policy), "store": proxy.store_url, "audit": str(proxy.audit),
+        "servers": {"ops": {"command": PYTHON, "args": [OPS_SERVER], "namespace": ""},
+                    "ops-copy": {"command": PYTHON, "args": [OPS_SERVER], "namespace": ""}},
+    })
+    done = subprocess.run([PYTHON, *_params(proxy, path).args], env=proxy.env(),
+                          cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "name collision: 'get_status' is claimed by ops-copy/get_status, ops/get_status" \
+        in done.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("args", "message"), [
+    (["--upstream-url", "http://127.0.0.1:9/mcp", "--", "python", "x.py"], "not both"),
+    ([], "nothing to proxy"),
+    (["--", "/nonexistent/mcp-server"], "could not be started"),
+])
+def test_cli_mistakes_exit_with_a_clear_error(proxy: ProxyUnderTest, args: list[str],
+                                              message: str) -> None:
+    done = subprocess.run([PYTHON, "-m", "agentguard.proxy", "--policy", str(proxy.policy),
+                           "--store", proxy.store_url, "--audit", str(proxy.audit), *args],
+                          env=proxy.env(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=50)
+    assert done.returncode == 2
+    assert message in done.stderr
