@@ -13,7 +13,7 @@ import anyio
 import typer
 
 from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
-from agentguard.cli.settings import approver_identity, audit_path, store_url
+from agentguard.settings import approver_identity, audit_path, store_url
 
 __all__ = ["app"]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from agentguard.cli.runtime import fail
-from agentguard.cli.settings import audit_path
+from agentguard.settings import audit_path
 
 __all__ = ["app"]
 

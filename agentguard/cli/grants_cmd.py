@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
-from agentguard.cli.settings import audit_path, store_url
+from agentguard.settings import audit_path, store_url
 
 __all__ = ["app"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Annotated
 
@@ -159,44 +158,24 @@ def pins_approve(
     audit: Annotated[str | None, typer.Option("--audit", help="Audit log path.")] = None,
 ) -> None:
     """Pin the definition last seen for SERVER TOOL, unblocking it."""
-    from pathlib import Path
 
-    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
     from agentguard.proxy.pins import approve_pin
-    from agentguard.proxy.runner import default_audit_path
+    from agentguard.settings import approver_identity, audit_path, open_audit_log
 
-    path = Path(audit) if audit else default_audit_path()
-    sink = JsonlAuditLog(path, redactor=Redactor(load_or_create_key(
-        path.with_name(path.name + ".key"))))
+    sink = open_audit_log(audit_path(audit))
     try:
         row = _with_store(store, lambda s: approve_pin(
-            s, server, tool, expected_hash=hash_, audit=sink,
-            approver=os.environ.get("AGENTGUARD_APPROVER")))
+            s, server, tool, expected_hash=hash_, audit=sink, approver=approver_identity()))
     finally:
         sink.close()
     typer.echo(f"approved {server}/{tool}: pinned {row.pinned_hash[:16]}")
 
 
 def _with_store(url: str | None, fn):
-    import anyio
+    from agentguard.cli.runtime import run_with_store
+    from agentguard.settings import store_url
 
-    from agentguard.errors import AgentGuardError
-    from agentguard.proxy.runner import default_store_url
-    from agentguard.store import open_store
-
-    async def main():
-        s = open_store(url or default_store_url())
-        await s.open()
-        try:
-            return await fn(s)
-        finally:
-            await s.close()
-
-    try:
-        return anyio.run(main)
-    except AgentGuardError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from exc
+    return run_with_store(store_url(url), fn)
 
 
 # --------------------------------------------------------------------------- registration

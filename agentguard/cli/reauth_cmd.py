@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from agentguard.cli.runtime import run_with_store
-from agentguard.cli.settings import store_url
+from agentguard.settings import store_url
 
 __all__ = ["app"]
 

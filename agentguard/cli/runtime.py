@@ -23,11 +23,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def open_audit(path: Path):
-    """The JSONL audit log at ``path``, with redaction keyed by ``<home>/audit.key``."""
-    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+    """The JSONL audit log at ``path``, with redaction keyed by ``<path>.key``."""
+    from agentguard.settings import open_audit_log
 
-    key = load_or_create_key(path.with_name(path.name + ".key"))
-    return JsonlAuditLog(path, redactor=Redactor(key))
+    return open_audit_log(path)
 
 
 def run_with_store(url: str, fn: Callable[..., Awaitable[T]]) -> T:

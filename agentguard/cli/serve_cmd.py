@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from agentguard.cli.runtime import fail, open_audit
-from agentguard.cli.settings import audit_path, store_url
 from agentguard.errors import AgentGuardError, ConfigError
+from agentguard.settings import audit_path, store_url
 
 __all__ = ["build_app", "register", "serve"]
 

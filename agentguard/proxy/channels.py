@@ -1,4 +1,4 @@
-"""The approval channels the proxy adds: MCP elicitation, and the approver terminal.
+"""The approval channel the proxy adds: MCP elicitation.
 
 :class:`ElicitationChannel` asks the MCP client's user with a form (approve yes/no). The
 client supplies the answer, so nothing vouches for who gave it: the channel is *unverified*
@@ -6,9 +6,7 @@ and the guard uses it only where a rule names ``mcp-elicitation`` and sets no ap
 handshake-era client the form is pushed (``elicitation/create``); on a 2026-07-28 client it
 rides an ``InputRequiredResult`` round (see :mod:`agentguard.proxy.exchange`).
 
-:class:`TerminalChannel` stands for the approver terminal: a human runs ``agentguard
-approvals approve ID`` in another process, which votes straight into the shared store. The
-channel itself only says where to look; the guard watches the store and settles the call.
+The approver terminal is :class:`agentguard.channels.terminal.TerminalChannel`.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from mcp.types import ElicitRequest, ElicitRequestFormParams, ElicitResult, ErrorData
 
 from agentguard.channels.base import ChannelAnswer
@@ -26,7 +23,7 @@ from agentguard.proxy.askers import Asker
 from agentguard.sanitize import escape_text
 from agentguard.types import ApprovalRequest
 
-__all__ = ["APPROVAL_SCHEMA", "ElicitationChannel", "TerminalChannel"]
+__all__ = ["APPROVAL_SCHEMA", "ElicitationChannel"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,28 +77,3 @@ class ElicitationChannel:
 
     async def settled(self, request: ApprovalRequest) -> None:
         """Nothing to clean up: the form is gone once answered."""
-
-
-class TerminalChannel:
-    """The approver terminal: votes arrive through the shared store from another process."""
-
-    name = "terminal"
-    verified = True
-
-    def __init__(self, store_hint: str | None = None) -> None:
-        self._store_hint = store_hint
-
-    async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
-        """Say where to approve, then wait; the guard settles the call from the store."""
-        store = f" --store {self._store_hint}" if self._store_hint else ""
-        logger.warning("call held: %s on %s (request %s); decide with `agentguard approvals "
-                       "approve %s%s` or `... deny`",
-                       escape_text(str(request.call.get("tool"))),
-                       escape_text(str(request.call.get("server"))), request.id, request.id,
-                       store)
-        await anyio.sleep_forever()
-        yield ChannelAnswer(kind="closed", channel=self.name)  # pragma: no cover
-
-    async def settled(self, request: ApprovalRequest) -> None:
-        """Log how the request ended."""
-        logger.info("request %s %s", request.id, request.status)

@@ -9,10 +9,11 @@ from typing import Any
 
 from mcp.server.lowlevel.server import NotificationOptions
 
+from agentguard import settings
+from agentguard.channels.terminal import TerminalChannel
 from agentguard.errors import AgentGuardError, ConfigError
 from agentguard.guard import Guard
 from agentguard.proxy.asgi import HardenedASGI
-from agentguard.proxy.channels import TerminalChannel
 from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import FastPath
@@ -24,20 +25,14 @@ __all__ = ["build_guard", "default_audit_path", "default_store_url", "run_proxy"
 logger = logging.getLogger(__name__)
 
 
-def _home() -> Path:
-    home = Path(os.environ.get("AGENTGUARD_HOME") or Path.home() / ".agentguard")
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return home
-
-
 def default_store_url() -> str:
     """``$AGENTGUARD_STORE`` or the SQLite file under ``~/.agentguard`` (shared with the CLI)."""
-    return os.environ.get("AGENTGUARD_STORE") or f"sqlite:///{_home()}/agentguard.db"
+    return settings.store_url()
 
 
 def default_audit_path() -> Path:
     """``$AGENTGUARD_AUDIT`` or ``~/.agentguard/audit.jsonl`` (shared with the CLI)."""
-    return Path(os.environ.get("AGENTGUARD_AUDIT") or _home() / "audit.jsonl")
+    return settings.audit_path()
 
 
 def build_guard(config: ProxyConfig) -> Guard:
@@ -49,8 +44,9 @@ def build_guard(config: ProxyConfig) -> Guard:
     Raises:
         ConfigError: no policy was given, or it does not load.
     """
-    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+    from agentguard.channels.console import ConsoleChannel
     from agentguard.policy import load_policy
+    from agentguard.reauth import TotpReauthenticator, TotpVerifier
     from agentguard.store import open_store
 
     policy_path = config.policy or os.environ.get("AGENTGUARD_POLICY")
@@ -60,11 +56,12 @@ def build_guard(config: ProxyConfig) -> Guard:
     policy = load_policy(policy_path)
     store_url = config.store or default_store_url()
     store = open_store(store_url)
-    audit_path = Path(config.audit) if config.audit else default_audit_path()
-    audit_path.parent.mkdir(parents=True, exist_ok=True)
-    key = load_or_create_key(audit_path.with_name(audit_path.name + ".key"))
-    audit = JsonlAuditLog(audit_path, redactor=Redactor(key))
-    return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)])
+    audit = settings.open_audit_log(settings.audit_path(config.audit))
+    # TOTP codes are typed on the controlling terminal, never through the MCP client; a proxy
+    # started without one (e.g. by a desktop app) refuses re-authentication as unreachable.
+    totp = TotpReauthenticator(TotpVerifier(store), ConsoleChannel().ask_code)
+    return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)],
+                 reauthenticators={"totp": totp})
 
 
 async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,

@@ -173,3 +173,28 @@ async def test_edit_records_a_deny_with_proposed_arguments(tmp_path: Path) -> No
     await store.close()
     assert settled is not None and settled.status == "denied"
     assert settled.votes[-1].edited_args == {"service": "web"}
+
+
+@pytest.mark.parametrize(("typed", "status"), [("a\n", "approved"), ("d not now\n", "denied"),
+                                                ("s\n", "pending")])
+async def test_watch_prompts_for_each_pending_request(tmp_path: Path, typed: str,
+                                                      status: str) -> None:
+    import time
+
+    from agentguard.testing.store_samples import sample_request
+
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    request = sample_request(time.time)
+    await store.create_request(request)
+    env = dict(os.environ, AGENTGUARD_HOME=str(tmp_path))
+    proc = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        [sys.executable, "-m", "agentguard.cli", "approvals", "watch", "--once", "--as", "alice",
+         "--store", f"sqlite:///{tmp_path / 'state.db'}", "--audit",
+         str(tmp_path / "audit.jsonl")],
+        input=typed, env=env, capture_output=True, text=True, timeout=60))
+    assert proc.returncode == 0, proc.stderr
+    assert request.id in proc.stdout and "sha256:" in proc.stdout
+    settled = await store.get_request(request.id)
+    await store.close()
+    assert settled is not None and settled.status == status

@@ -1,5 +1,6 @@
-"""Where the CLI finds the policy, store and audit log: flags, then environment, then
-defaults under ``~/.agentguard`` (``AGENTGUARD_HOME``)."""
+"""Where agentguard finds the policy, store and audit log: explicit values, then environment,
+then defaults under ``~/.agentguard`` (``AGENTGUARD_HOME``). Shared by the CLI and the proxy so
+that both always meet in the same store and log."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ def default_home() -> Path:
     return home
 
 
-def store_url(flag: str | None) -> str:
+def store_url(flag: str | None = None) -> str:
     """Store URL: ``--store``, ``$AGENTGUARD_STORE``, or the SQLite file in the home."""
     return flag or os.environ.get("AGENTGUARD_STORE") or f"sqlite:///{default_home()}/agentguard.db"
 
 
-def audit_path(flag: str | None) -> Path:
+def audit_path(flag: str | Path | None = None) -> Path:
     """Audit log path: ``--audit``, ``$AGENTGUARD_AUDIT``, or ``audit.jsonl`` in the home."""
     return Path(flag or os.environ.get("AGENTGUARD_AUDIT") or default_home() / "audit.jsonl")
 
@@ -37,3 +38,13 @@ def approver_identity(flag: str | None = None) -> str:
     import getpass
 
     return flag or os.environ.get("AGENTGUARD_APPROVER") or getpass.getuser()
+
+
+def open_audit_log(path: Path):
+    """The JSONL audit log at ``path`` (directory created), redacting with the keyed hash in
+    ``<path>.key`` so equal secrets correlate across processes and restarts."""
+    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = load_or_create_key(path.with_name(path.name + ".key"))
+    return JsonlAuditLog(path, redactor=Redactor(key))

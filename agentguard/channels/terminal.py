@@ -1,0 +1,47 @@
+"""The approver terminal as a channel: humans answer from another process.
+
+A human runs ``agentguard approvals approve ID`` (or ``approvals watch``) elsewhere; that votes
+straight into the shared store. The channel itself only says where to look; the guard watches
+the store and settles the call. Use it for headless agents and the stdio MCP proxy, which
+cannot prompt on their own terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+
+from agentguard.channels.base import ChannelAnswer
+from agentguard.sanitize import escape_text
+from agentguard.types import ApprovalRequest
+
+__all__ = ["TerminalChannel"]
+
+logger = logging.getLogger("agentguard.channels.terminal")
+
+
+class TerminalChannel:
+    """The approver terminal: votes arrive through the shared store from another process."""
+
+    name = "terminal"
+    verified = True
+
+    def __init__(self, store_hint: str | None = None) -> None:
+        self._store_hint = store_hint
+
+    async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
+        """Say where to approve, then wait; the guard settles the call from the store."""
+        store = f" --store {self._store_hint}" if self._store_hint else ""
+        logger.warning("call held: %s on %s (request %s); decide with `agentguard approvals "
+                       "approve %s%s` or `... deny`",
+                       escape_text(str(request.call.get("tool"))),
+                       escape_text(str(request.call.get("server"))), request.id, request.id,
+                       store)
+        await anyio.sleep_forever()
+        yield ChannelAnswer(kind="closed", channel=self.name)  # pragma: no cover
+
+    async def settled(self, request: ApprovalRequest) -> None:
+        """Log how the request ended."""
+        logger.info("request %s %s", request.id, request.status)
