@@ -563,8 +563,12 @@ class Guard:
         else:
             subjects = [call.context.acting_for or call.principal.id]
         method = self.reauthenticators.get(spec.method)
+        # A reauthenticator whose proof carries its own freshness (an OAuth token's auth_time
+        # and acr) must be asked every time: a stored "verified at" would let one rule's
+        # step-up stand in for a stricter rule's.
+        reuse = getattr(method, "reuse_recent_verification", True)
         for subject in subjects:
-            last = await self.store.last_reauth(subject, spec.method)
+            last = await self.store.last_reauth(subject, spec.method) if reuse else None
             if spec.max_age > 0 and last is not None and self.clock() - last <= spec.max_age:
                 self.audit.append(_event(call, decision, "reauth.verified", subject=subject,
                                          method=spec.method, detail="fresh", request_id=request.id))

@@ -168,11 +168,20 @@ class ReauthSpec:
         max_age: A verification younger than this many seconds satisfies the step-up.
         subject: Who re-authenticates: the ``principal`` (or the human it acts for), or the
             ``approver`` who approved the call.
+        acr_values: OAuth step-up (RFC 9470): authentication context classes the token's
+            ``acr`` must be one of (empty: any).
     """
 
     method: str = "totp"
     max_age: float = 0.0
     subject: Literal["principal", "approver"] = "principal"
+    acr_values: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Stores decode JSON lists: keep a tuple so a stored spec equals (and hashes like) the
+        # original.
+        if not isinstance(self.acr_values, tuple):
+            object.__setattr__(self, "acr_values", tuple(self.acr_values))
 
 
 @dataclass(frozen=True, slots=True)
