@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -49,14 +50,17 @@ _SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 class CallInfo:
     """Facts about the downstream request that the guard and the audit log need."""
 
-    __slots__ = ("client", "session_id", "source_ip", "transport")
+    __slots__ = ("client", "request", "session_id", "source_ip", "token", "transport")
 
     def __init__(self, session_id: str | None, source_ip: str | None, transport: str,
-                 client: str) -> None:
+                 client: str, request: Any = None) -> None:
         self.session_id = session_id
         self.source_ip = source_ip
         self.transport = transport
         self.client = client
+        self.request = request
+        # Verified by BearerAuth (agentguard.oauth) when the HTTP proxy requires tokens.
+        self.token = _verified_token(request)
 
 
 def call_info(core: ProxyCore, ctx: ServerRequestContext[Any, Any], client: str) -> CallInfo:
@@ -67,7 +71,15 @@ def call_info(core: ProxyCore, ctx: ServerRequestContext[Any, Any], client: str)
     headers = getattr(request, "headers", None)
     sid = headers.get("mcp-session-id") if headers is not None else None
     peer = getattr(request, "client", None)
-    return CallInfo(sid, getattr(peer, "host", None), "http", client)
+    return CallInfo(sid, getattr(peer, "host", None), "http", client, request)
+
+
+def _verified_token(request: Any) -> Any:
+    if request is None:
+        return None
+    from agentguard.oauth.asgi import token_from_scope
+
+    return token_from_scope(request)
 
 
 def refusal_result(auth: Authorization) -> CallToolResult:
@@ -185,11 +197,30 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
                   f"approve {entry.server} {entry.name}`")
         return refusal_result(guard.refuse(call, reason, event="pin.changed", details={
             "old_hash": pin.pinned_hash, "new_hash": pin.hash}))
+    if info.token is not None:
+        from agentguard.oauth.stepup import with_token
+
+        call = replace(call, context=with_token(call.context, info.token))
     auth = await _authorize(guard, call, asker, _waiting)
     if not auth.allowed:
+        _maybe_step_up(auth, info)
         return refusal_result(auth)
     return await forward_tool(core, core.upstreams[entry.server], entry.name, auth.call.args,
                               meta, asker)
+
+
+def _maybe_step_up(auth: Authorization, info: CallInfo) -> None:
+    """An OAuth step-up shortfall also answers the HTTP request with RFC 9470's
+    ``WWW-Authenticate: Bearer error="insufficient_user_authentication"`` (where the response
+    has not started yet); the tool result still says what happened."""
+    if info.request is None:
+        return
+    from agentguard.oauth.asgi import request_step_up
+    from agentguard.oauth.stepup import step_up_challenge
+
+    challenge = step_up_challenge(auth)
+    if challenge is not None:
+        request_step_up(info.request, challenge)
 
 
 async def _relist(core: ProxyCore, upstream: Upstream) -> None:

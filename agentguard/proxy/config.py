@@ -122,6 +122,32 @@ class PrincipalConfig(_Model):
     claims: dict[str, Any] = Field(default_factory=dict)
 
 
+class OAuthConfig(_Model):
+    """OAuth bearer tokens on the HTTP proxy (RFC 9470 step-up for rules with
+    ``reauth: {method: oauth}``).
+
+    Attributes:
+        issuer: The authorization server's issuer identifier.
+        jwks_uri: Where its signing keys are published (https; http only on loopback).
+        resource: This proxy's URL, e.g. ``https://proxy.example/mcp``.
+        audience: Accepted ``aud`` values (default: ``[resource]``).
+        algorithms: Accepted signature algorithms (asymmetric only).
+        required_scopes: Scopes every token must carry.
+        forward_token: Pass the client's token to upstreams (off: no token passthrough).
+        step_up_url: Where a user re-authenticates; clients that support URL elicitation
+            are sent there when a rule needs a stronger or fresher login.
+    """
+
+    issuer: str
+    jwks_uri: str
+    resource: str
+    audience: list[str] | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"])
+    required_scopes: list[str] = Field(default_factory=list)
+    forward_token: bool = False
+    step_up_url: str | None = None
+
+
 class ProxyConfig(_Model):
     """Everything ``agentguard proxy`` needs.
 
@@ -134,6 +160,7 @@ class ProxyConfig(_Model):
         listen: ``HOST:PORT`` to serve Streamable HTTP instead of stdio.
         max_message_bytes: Largest accepted downstream message (stdio and HTTP).
         max_depth: Deepest accepted JSON nesting of a downstream message.
+        oauth: Require OAuth bearer tokens on the HTTP downstream (``--listen`` only).
     """
 
     policy: str | None = None
@@ -144,6 +171,7 @@ class ProxyConfig(_Model):
     listen: str | None = None
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_depth: int = Field(default=100, ge=8, le=900)
+    oauth: OAuthConfig | None = None
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -165,6 +193,13 @@ class ProxyConfig(_Model):
         if value is not None:
             parse_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _oauth_needs_http(self) -> ProxyConfig:
+        if self.oauth is not None and self.listen is None:
+            raise ValueError("oauth: bearer tokens need the HTTP downstream: set `listen: "
+                             "HOST:PORT` in the same config")
+        return self
 
     @model_validator(mode="after")
     def _names_unique(self) -> ProxyConfig:

@@ -60,8 +60,13 @@ def build_guard(config: ProxyConfig) -> Guard:
     # TOTP codes are typed on the controlling terminal, never through the MCP client; a proxy
     # started without one (e.g. by a desktop app) refuses re-authentication as unreachable.
     totp = TotpReauthenticator(TotpVerifier(store), ConsoleChannel().ask_code)
+    reauthenticators: dict[str, Any] = {"totp": totp}
+    if config.oauth is not None:
+        from agentguard.oauth.stepup import OAuthReauthenticator
+
+        reauthenticators["oauth"] = OAuthReauthenticator()
     return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)],
-                 reauthenticators={"totp": totp})
+                 reauthenticators=reauthenticators)
 
 
 async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,
@@ -124,8 +129,20 @@ async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig) ->
         streamable_http_path="/mcp", host=host,
         max_request_body_size=config.max_message_bytes,
     )
-    hardened = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
-                            max_depth=config.max_depth)
+    hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
+                                 max_depth=config.max_depth)
+    if config.oauth is not None:
+        from agentguard.oauth.asgi import BearerAuth
+        from agentguard.oauth.jwks import JwksClient
+        from agentguard.oauth.tokens import TokenValidator
+
+        oauth = config.oauth
+        validator = TokenValidator(issuer=oauth.issuer, audience=oauth.audience or [oauth.resource],
+                                   jwks=JwksClient(oauth.jwks_uri), algorithms=oauth.algorithms)
+        # Outermost: a request without a valid token never reaches the MCP layer, and the
+        # Authorization header is stripped before it (no token passthrough to upstreams).
+        hardened = BearerAuth(hardened, validator, required_scopes=oauth.required_scopes,
+                              forward_token=oauth.forward_token)
     uv = uvicorn.Server(uvicorn.Config(hardened, host=host, port=port, log_level="warning",
                                        lifespan="on"))
     await uv.serve()
