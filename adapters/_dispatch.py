@@ -98,23 +98,33 @@ def _render(value: Any) -> str:
         return str(value)
 
 
+def field_of(obj: Any, key: str) -> Any:
+    """``obj[key]`` for dicts, ``obj.key`` for SDK objects: tool calls arrive as either."""
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
 class Dispatcher:
     """Runs tool calls against registered functions, each after the guard allows it.
 
+    Subclasses set :attr:`origin` (the edge name in the audit log) and read their framework's
+    tool calls; running, guarding and rendering results is shared here.
+
     Args:
-        tools: Functions (named by ``__name__``) or a mapping from tool name to function.
-        origin: Edge name for the audit log.
+        tools: Functions (named by ``__name__``) or a mapping from tool name to function;
+            sync or async. Do not also decorate them with ``@guarded``.
         guard: The guard (default: the one in effect at call time).
-        server: Server name the policy sees (default ``local``).
-        run: Default facts about the caller.
-        hints: Hints for every tool, or per tool name (privilege, labels...).
+        server: Server name the policy sees (default ``local``, like the decorator).
+        run: Default facts about the caller (principal, session, source address...).
+        hints: Hints for every tool, or per tool name (``privilege``, ``labels``...).
         on_error: When a tool raises: ``return`` the error to the model (default) or
             ``raise`` it to your code.
     """
 
+    origin: str = "dispatcher"
+
     def __init__(
         self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]], *,
-        origin: str, guard: Guard | None = None, server: str = "local",
+        guard: Guard | None = None, server: str = "local",
         run: RunContext | Mapping[str, Any] | None = None,
         hints: ToolHints | Mapping[str, ToolHints] | None = None, on_error: OnError = "return",
     ) -> None:
@@ -125,7 +135,7 @@ class Dispatcher:
             if spec.name in self.functions:
                 raise ConfigError(f"two tools are named {spec.name!r}")
             self.functions[spec.name] = spec
-        self.edge = Edge(origin, guard=guard, server=server, run=run, hints=hints)
+        self.edge = Edge(self.origin, guard=guard, server=server, run=run, hints=hints)
         self.on_error = on_error
 
     # ------------------------------------------------------------------ one call

@@ -33,19 +33,17 @@ Claude Agent SDK is not provided: that SDK is not a dependency of agentguard.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentguard.adapters._common import RunContext
-from agentguard.adapters._dispatch import Dispatcher, OnError, ToolOutcome
+from agentguard.adapters._dispatch import Dispatcher, ToolOutcome, field_of
 
 if TYPE_CHECKING:
     from agentguard.adapters._anthropic_tools import (
         guard_beta_tool,
         guard_beta_tools,
     )
-    from agentguard.guard import Guard
-    from agentguard.types import ToolHints
 
 __all__ = ["RunContext", "ToolDispatcher", "ToolOutcome", "guard_beta_tool", "guard_beta_tools"]
 
@@ -61,31 +59,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
 
 class ToolDispatcher(Dispatcher):
     """Runs a message's ``tool_use`` blocks through the guard.
 
-    Args:
-        tools: Functions (named by ``__name__``) or a mapping from tool name to function;
-            sync or async. Do not also decorate them with ``@guarded``.
-        guard: The guard (default: the one in effect at call time).
-        server: Server name the policy sees (default ``local``, like the decorator).
-        run: Default facts about the caller (principal, session, source address...).
-        hints: Hints for every tool, or per tool name (``privilege``, ``labels``...).
-        on_error: When a tool raises: ``return`` it as an error result, or ``raise`` it.
+    Constructor arguments: see :class:`~agentguard.adapters._dispatch.Dispatcher`.
     """
 
-    def __init__(
-        self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]], *,
-        guard: Guard | None = None, server: str = "local",
-        run: RunContext | Mapping[str, Any] | None = None,
-        hints: ToolHints | Mapping[str, ToolHints] | None = None, on_error: OnError = "return",
-    ) -> None:
-        super().__init__(tools, origin="anthropic", guard=guard, server=server, run=run,
-                         hints=hints, on_error=on_error)
+    origin = "anthropic"
 
     def tools(self) -> list[dict[str, Any]]:
         """Tool definitions for ``messages.create(tools=...)``."""
@@ -96,9 +77,9 @@ class ToolDispatcher(Dispatcher):
     def _uses(message_or_blocks: Any) -> list[tuple[str, str, Any]]:
         blocks = message_or_blocks
         if not isinstance(blocks, list | tuple):
-            blocks = _get(blocks, "content") or []
-        return [(_get(b, "id") or "", _get(b, "name") or "", _get(b, "input"))
-                for b in blocks if _get(b, "type") == "tool_use"]
+            blocks = field_of(blocks, "content") or []
+        return [(field_of(b, "id") or "", field_of(b, "name") or "", field_of(b, "input"))
+                for b in blocks if field_of(b, "type") == "tool_use"]
 
     @staticmethod
     def _result(outcome: ToolOutcome) -> dict[str, Any]:

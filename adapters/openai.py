@@ -39,11 +39,11 @@ functions need ``pip install 'agentguard[openai]'``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentguard.adapters._common import RunContext
-from agentguard.adapters._dispatch import Dispatcher, OnError, ToolOutcome
+from agentguard.adapters._dispatch import Dispatcher, ToolOutcome, field_of
 
 if TYPE_CHECKING:
     from agentguard.adapters._openai_agents import (
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
         resolve_interruptions,
         run_guarded,
     )
-    from agentguard.guard import Guard
-    from agentguard.types import ToolHints
 
 __all__ = [
     "RunContext",
@@ -78,31 +76,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
 
 class ToolDispatcher(Dispatcher):
     """Runs a model's function calls through the guard (Chat Completions and Responses).
 
-    Args:
-        tools: Functions (named by ``__name__``) or a mapping from tool name to function;
-            sync or async. Do not also decorate them with ``@guarded``.
-        guard: The guard (default: the one in effect at call time).
-        server: Server name the policy sees (default ``local``, like the decorator).
-        run: Default facts about the caller (principal, session, source address...).
-        hints: Hints for every tool, or per tool name (``privilege``, ``labels``...).
-        on_error: When a tool raises: ``return`` the error to the model, or ``raise`` it.
+    Constructor arguments: see :class:`~agentguard.adapters._dispatch.Dispatcher`.
     """
 
-    def __init__(
-        self, tools: Iterable[Callable[..., Any]] | Mapping[str, Callable[..., Any]], *,
-        guard: Guard | None = None, server: str = "local",
-        run: RunContext | Mapping[str, Any] | None = None,
-        hints: ToolHints | Mapping[str, ToolHints] | None = None, on_error: OnError = "return",
-    ) -> None:
-        super().__init__(tools, origin="openai", guard=guard, server=server, run=run,
-                         hints=hints, on_error=on_error)
+    origin = "openai"
 
     # ------------------------------------------------------------------ definitions
     def chat_tools(self) -> list[dict[str, Any]]:
@@ -121,13 +102,13 @@ class ToolDispatcher(Dispatcher):
     @staticmethod
     def _chat_calls(calls: Any) -> list[tuple[str, str, Any, str | None]]:
         if not isinstance(calls, list | tuple):
-            calls = _get(calls, "tool_calls") or []
+            calls = field_of(calls, "tool_calls") or []
         out = []
         for call in calls:
-            kind = _get(call, "type") or "function"
-            fn = _get(call, "function") if kind == "function" else _get(call, kind)
-            out.append((_get(call, "id") or "", _get(fn, "name") or "",
-                        _get(fn, "arguments"), None if kind == "function" else kind))
+            kind = field_of(call, "type") or "function"
+            fn = field_of(call, "function") if kind == "function" else field_of(call, kind)
+            out.append((field_of(call, "id") or "", field_of(fn, "name") or "",
+                        field_of(fn, "arguments"), None if kind == "function" else kind))
         return out
 
     @staticmethod
@@ -180,9 +161,9 @@ class ToolDispatcher(Dispatcher):
     def _function_calls(response_or_items: Any) -> list[tuple[str, str, Any]]:
         items = response_or_items
         if not isinstance(items, list | tuple):
-            items = _get(items, "output") or []
-        return [(_get(i, "call_id") or "", _get(i, "name") or "", _get(i, "arguments"))
-                for i in items if _get(i, "type") == "function_call"]
+            items = field_of(items, "output") or []
+        return [(field_of(i, "call_id") or "", field_of(i, "name") or "", field_of(i, "arguments"))
+                for i in items if field_of(i, "type") == "function_call"]
 
     @staticmethod
     def _output_item(outcome: ToolOutcome) -> dict[str, Any]:
