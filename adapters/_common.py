@@ -21,13 +21,13 @@ A principal's claims travel with it: they come from the same level as the princi
 
 from __future__ import annotations
 
-import copy
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from agentguard.arguments import fill_schema_defaults
 from agentguard.context import CallerInfo, current_caller, current_guard
 from agentguard.errors import ConfigError
 from agentguard.types import ANONYMOUS, Authorization, CallContext, Principal, ToolCall, ToolHints
@@ -182,22 +182,6 @@ def _resolve(layers: Sequence[RunContext | None]) -> _Facts:
     return _Facts(principal, first("session_id"),
                   CallContext(source_ip=first("source_ip"), acting_for=first("acting_for"),
                               extra=dict(extra) if extra else {}))
-
-
-def fill_schema_defaults(args: Mapping[str, Any], schema: Mapping[str, Any] | None) -> dict:
-    """Arguments with the top-level defaults a JSON schema declares filled in.
-
-    The decorator shows the policy a call's arguments with the function's defaults applied;
-    edges that only know the tool's JSON schema do the same so the policy sees the same
-    call whichever edge built it.
-    """
-    out = dict(args)
-    props = schema.get("properties") if isinstance(schema, Mapping) else None
-    if isinstance(props, Mapping):
-        for name, prop in props.items():
-            if name not in out and isinstance(prop, Mapping) and "default" in prop:
-                out[name] = copy.deepcopy(prop["default"])
-    return out
 
 
 def merge_hints(base: ToolHints, override: ToolHints | None) -> ToolHints:

@@ -30,6 +30,7 @@ from mcp.types import (
 )
 from pydantic import TypeAdapter
 
+from agentguard.arguments import fill_schema_defaults
 from agentguard.guard import Guard
 from agentguard.proxy.askers import Asker
 from agentguard.proxy.catalog import Collision, Entry, hints_for
@@ -169,6 +170,9 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
                         server="*", session_id=info.session_id, origin="mcp-proxy")
         return refusal_result(guard.refuse(call, target.message(), event="call.denied"))
     entry = target
+    # The policy, the approver and the hash see the call with the schema's defaults filled
+    # in, exactly as the decorator and the adapters show it; that call is what is forwarded.
+    args = fill_schema_defaults(args, getattr(entry.item, "input_schema", None))
     pin = entry.pin
     hints = entry.hints or hints_for(entry.item)
     if pin is not None and pin.state != "pinned":

@@ -92,6 +92,11 @@ class UpstreamConfig(_Model):
                 f"server name {value!r} must be letters, digits, '-' and single '_' "
                 "(no '__', which separates server from tool), at most 64 characters"
             )
+        if value == "local":
+            # `local` is the decorator's in-process server, trusted by default; an upstream
+            # must not inherit that trust by its name (list it under `servers:` to trust it).
+            raise ValueError("server name 'local' is reserved for in-process tools; name the "
+                             "upstream with --name or `name:`")
         return value
 
     @field_validator("namespace")
@@ -242,6 +247,8 @@ def default_server_name(command_or_url: str) -> str:
         base = re.sub(r"\.(py|js|exe|sh)$", "", base)
     name = re.sub(r"[^A-Za-z0-9-]+", "_", base).strip("_")
     name = re.sub(r"_+", "_", name)
+    if name == "local":  # reserved for in-process tools (see UpstreamConfig)
+        name = "local-upstream"
     return (name or "upstream")[:64]
 
 

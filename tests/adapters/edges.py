@@ -1,5 +1,6 @@
-"""The edges the conformance suite (tests/test_conformance_edges.py) drives: the decorator
-and every framework adapter, each in its own idiom, sync and async where it has both.
+"""The edges the conformance suite (tests/test_conformance_edges.py) drives: the decorator,
+every framework adapter, each in its own idiom, sync and async where it has both, and the MCP
+proxy.
 
 An edge gets a :class:`Setup` (how to build the guard and the tools) and returns an
 :class:`EdgeRun` whose ``call(tool, args, run)`` makes one call the way that framework
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-import pytest
 
 from agentguard import Guard, ToolCallRefused, acting_as, guarded
 from agentguard.adapters._common import RunContext, principal_from
+
+from .proxy_edge import ProxyFleet, expressible
 
 
 class Setup(Protocol):
@@ -29,7 +31,10 @@ class Setup(Protocol):
         """A fresh guard on the suite's policy."""
 
     def make_tools(self, ran: list[str]) -> dict[str, Callable[..., str]]:
-        """The tools as plain functions, each appending its name to ``ran`` when it runs."""
+        """The tools as plain functions, each appending its name to ``ran`` when it runs.
+
+        A module-level function: the MCP proxy's upstream child imports it by name.
+        """
 
 
 def as_async(fn: Callable[..., str]) -> Callable[..., Awaitable[str]]:
@@ -281,17 +286,24 @@ async def mcp_edge(sync: bool, setup: Setup) -> EdgeRun:
 
 
 async def mcp_proxy_edge(sync: bool, setup: Setup) -> EdgeRun:
-    """HOOK for the MCP proxy (agentguard/proxy, built by another helper).
+    """The MCP proxy (``agentguard.proxy``), in process, in front of the suite's tools served
+    by an upstream child process; see ``tests/adapters/proxy_edge.py``.
 
-    To wire it in: serve ``setup.make_tools(ran)`` from an upstream ``MCPServer`` named
-    ``local`` (so the policy sees ``server: local`` like every other edge) with bare tool names, put
-    the proxy in front of it with a guard built by ``setup.make_guard()`` (or read its JSONL
-    audit file back), and make ``call`` go through a real ``mcp.Client`` connected to the
-    proxy, telling it the caller the way the proxy learns callers (its ``principal``
-    config, the HTTP client address...). Then drop the skip below. Upstream tools run in
-    another process if the proxy spawns them: count runs through a file, not ``ran``.
+    The proxy can be told only part of a caller: give ``call`` runs reduced by
+    :data:`PARTIAL` (anything else is refused, so no test compares different calls). Runs of
+    the tools are read back from the upstream's file after each call.
     """
-    pytest.skip("the MCP proxy edge is not wired in yet (see mcp_proxy_edge)")
+    fleet = ProxyFleet(setup.make_guard(), setup.make_tools)
+    await fleet.open()
+    ran: list[str] = []
+
+    async def call(tool: str, args: dict[str, Any], run: RunContext) -> Result:
+        try:
+            return await fleet.call(tool, args, run)
+        finally:
+            ran[:] = fleet.runs()
+
+    return EdgeRun(fleet.guard, ran, call, [fleet.close])
 
 
 EdgeFactory = Callable[[bool, Setup], Awaitable[EdgeRun]]
@@ -317,3 +329,8 @@ EDGES: dict[str, tuple[EdgeFactory, bool, str]] = {
     "mcp-in-process-sync-tools": (mcp_edge, True, "mcp"),
     "mcp-proxy": (mcp_proxy_edge, False, "mcp-proxy"),
 }
+
+#: Edges that cannot be told every caller fact a ``RunContext`` carries per call, with what
+#: they keep of one. The suite plays them on the calls reduced to that, and marks as not
+#: applicable the calls whose outcome the reduction changes.
+PARTIAL: dict[str, Callable[[RunContext], RunContext]] = {"mcp-proxy": expressible}

@@ -1,0 +1,158 @@
+"""The MCP proxy as an edge of the conformance suite (tests/test_conformance_edges.py).
+
+The proxy runs in the test process, built from its own parts exactly as
+``agentguard.proxy.runner`` serves ``--listen`` (``ProxyCore`` -> ``build_server`` -> the
+SDK's Streamable HTTP app -> ``HardenedASGI``), with the suite's guard instead of
+``build_guard``. Only uvicorn is left out: the MCP SDK client reaches the app through an
+in-process ASGI transport, whose ``client`` address is the TCP peer the proxy reads the
+caller's source address from. That is how the proxy learns ``source_ip``, and the reason for
+HTTP rather than an in-memory transport (which has no peer at all).
+
+Upstream: the suite's tools, served by ``tests/adapters/proxy_edge_upstream.py`` in a child
+process the proxy starts over stdio (server name :data:`SERVER`, bare tool names); runs are
+counted through a file.
+
+What a caller can tell the proxy is less than what the other edges take per call: the
+principal and its claims are the proxy's configuration (one proxy per distinct principal,
+started when first needed, all sharing the suite's one guard), the source address is the
+HTTP peer, and the session is whatever the transport has. ``acting_for`` and free-form
+``extra`` facts have no way in. :func:`expressible` says exactly what is kept; the edge
+refuses to be handed anything else, so a test cannot silently compare different calls.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from agentguard import Guard
+from agentguard.adapters._common import RunContext, principal_from
+from agentguard.proxy.asgi import HardenedASGI
+from agentguard.proxy.config import PrincipalConfig, ProxyConfig, UpstreamConfig
+from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.handlers import build_server
+
+__all__ = ["SERVER", "ProxyFleet", "expressible", "tools_spec"]
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = "conformance"
+"""The upstream's name in the proxy config. Not ``local``, the server name of every other
+edge's calls: the policy trusts a server called ``local`` (meant for in-process tools), and
+on a trusted server MCP annotations, which a tool cannot leave unsaid, set the class of a tool
+no rule covers. Untrusted, they can only add to it, and the neutral hint the upstream declares
+adds nothing. The suite's policy has no server conditions; its comparison maps the name."""
+HOST = "127.0.0.1"
+URL = f"http://{HOST}:8787/mcp"  # never dialled: the ASGI transport calls the app directly
+CALL_TIMEOUT = 30.0
+
+
+def expressible(run: RunContext) -> RunContext:
+    """The part of a caller the proxy can be told.
+
+    Kept: the principal and its claims (the proxy's ``principal`` config) and the source
+    address (the HTTP peer). Dropped: ``acting_for`` and ``extra`` (nothing in MCP or the
+    proxy config carries them) and ``session_id`` (the proxy takes the transport's session,
+    which the caller does not choose: none on a 2026-07-28 connection).
+    """
+    return RunContext(principal=run.principal, claims=run.claims, source_ip=run.source_ip)
+
+
+def tools_spec(make_tools: Callable[..., Any]) -> str:
+    """``module:qualname`` of the suite's ``make_tools``, for the upstream child to import."""
+    spec = f"{make_tools.__module__}:{make_tools.__qualname__}"
+    if "<" in spec or make_tools.__module__ == "__main__":
+        raise ValueError(f"make_tools must be importable by name, not {spec!r}")
+    return spec
+
+
+class ProxyFleet:
+    """In-process proxies sharing one guard, one per caller principal, and their clients.
+
+    Args:
+        guard: The suite's guard (policy, store, audit, channels, re-authenticators).
+        make_tools: The suite's tool factory (imported by name in the upstream child).
+        server: The upstream's server name in the proxy config.
+    """
+
+    def __init__(self, guard: Guard, make_tools: Callable[..., Any], *,
+                 server: str = SERVER) -> None:
+        self.guard = guard
+        self.server = server
+        self.spec = tools_spec(make_tools)
+        self.dir = Path(tempfile.mkdtemp(prefix="agentguard-proxy-edge-"))
+        self.ran_file = self.dir / "ran.txt"
+        self.ran_file.touch()
+        self.stack = AsyncExitStack()
+        self._apps: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
+        self._clients: dict[tuple[Any, str | None], Client] = {}
+
+    async def open(self) -> None:
+        """Open the shared guard (each proxy would open it; once is enough)."""
+        await self.stack.enter_async_context(self.guard)
+
+    async def close(self) -> None:
+        """Disconnect the clients, stop the proxies and their upstreams, remove the files."""
+        try:
+            await self.stack.aclose()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def runs(self) -> list[str]:
+        """Tools the upstream children ran so far, in order."""
+        return self.ran_file.read_text(encoding="utf-8").split()
+
+    async def call(self, tool: str, args: dict[str, Any], run: RunContext) -> tuple[bool, str]:
+        """One ``tools/call`` through the proxy that serves ``run``'s principal."""
+        if run != expressible(run):
+            raise ValueError(f"the proxy cannot be told {run!r}; pass expressible(run)")
+        client = await self._client(run)
+        with anyio.fail_after(CALL_TIMEOUT):
+            result = await client.call_tool(tool, args)
+        (content,) = result.content
+        return not result.is_error, content.text  # type: ignore[union-attr]
+
+    async def _client(self, run: RunContext) -> Client:
+        app = await self._app(run)
+        key = (id(app), run.source_ip)
+        if key not in self._clients:
+            # ASGI allows no client address (a Unix socket has none); the proxy then knows none.
+            peer = (run.source_ip, 40000) if run.source_ip else None
+            http = await self.stack.enter_async_context(httpx2.AsyncClient(
+                transport=httpx2.ASGITransport(app, client=peer),  # type: ignore[arg-type]
+                timeout=CALL_TIMEOUT))
+            self._clients[key] = await self.stack.enter_async_context(Client(
+                streamable_http_client(URL, http_client=http), cache=None))
+        return self._clients[key]
+
+    async def _app(self, run: RunContext) -> Any:
+        principal = principal_from(run.principal, run.claims)
+        key = (principal.id, principal.kind, tuple(sorted(principal.claims.items())))
+        if key not in self._apps:
+            self._apps[key] = await self._start(PrincipalConfig(
+                id=principal.id, kind=principal.kind, claims=dict(principal.claims)))
+        return self._apps[key]
+
+    async def _start(self, principal: PrincipalConfig) -> Any:
+        """What ``runner._serve`` and ``runner._serve_http`` do, minus uvicorn."""
+        upstream = UpstreamConfig(
+            name=self.server, command=sys.executable, cwd=str(ROOT),
+            args=["-m", "tests.adapters.proxy_edge_upstream", self.spec, str(self.ran_file)])
+        config = ProxyConfig(principal=principal, servers=[upstream])
+        core = await self.stack.enter_async_context(ProxyCore(config, self.guard))
+        await core.started()
+        server = build_server(core)
+        app = server.streamable_http_app(streamable_http_path="/mcp", host=HOST,
+                                         max_request_body_size=config.max_message_bytes)
+        await self.stack.enter_async_context(server.session_manager.run())
+        return HardenedASGI(app, max_message_bytes=config.max_message_bytes,
+                            max_depth=config.max_depth)
