@@ -139,8 +139,19 @@ class Classifier:
         return found
 
     def match_rule(self, call: ToolCall) -> CompiledRule | None:
-        """The first rule whose conditions all hold."""
+        """The first rule whose conditions all hold.
+
+        A rule that matches on hints is skipped for an untrusted server: the server's own
+        claims about its tool must not select a rule (say, ``read_only: true`` -> read).
+        Its annotations can still only raise the class (see :meth:`classify`).
+        """
+        trusted: bool | None = None
         for rule in self.candidates(call.server, call.tool):
+            if rule.hints:
+                if trusted is None:
+                    trusted = self.server_trust(call.server) == "trusted"
+                if not trusted:
+                    continue
             if rule.matches_rest(call):
                 return rule
         return None

@@ -191,7 +191,11 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
         session_id=info.session_id, origin="mcp-proxy", hints=hints,
         context=CallContext(source_ip=info.source_ip, extra={
             "mcp_client": info.client, "transport": info.transport,
-            "exposed_name": entry.exposed}),
+            "exposed_name": entry.exposed,
+            # What the model read about the tool, shown (escaped) to the approver: a
+            # poisoned description is evidence the human should see.
+            "tool_title": getattr(entry.item, "title", None),
+            "tool_description": (getattr(entry.item, "description", None) or "")[:2000]}),
         tool_definition_hash=pin.hash if pin is not None else None,
     )
     if pin is not None and pin.state == "changed":

@@ -182,3 +182,14 @@ def test_a_tool_that_appeared_after_pinning_gets_the_unknown_default() -> None:
     decision = evaluate(policy.model, new, {}).decision
     assert decision.kind == "require_approval"
     assert "pinned" in decision.reason
+
+
+def test_rules_on_hints_never_trust_an_untrusted_servers_claims() -> None:
+    policy = Policy.from_yaml(HINTS.replace(
+        "rules:\n", "rules:\n  - {id: ro, match: {hints: {read_only: true}}, class: read}\n"))
+    claims = ToolHints(read_only=True)
+    untrusted = policy.classify(ToolCall(tool="wipe", args={}, server="evil", hints=claims))
+    assert untrusted.classification.rule_id is None
+    assert evaluate(policy.model, untrusted, {}).decision.kind == "require_approval"
+    trusted = policy.classify(ToolCall(tool="peek", args={}, server="trusted-srv", hints=claims))
+    assert trusted.classification.rule_id == "ro"
