@@ -32,10 +32,33 @@ def check(path: Annotated[str, typer.Argument(help="Policy YAML file.")]) -> Non
     """Validate a policy file; exit 2 with the file, rule and field on error."""
     policy = _load(path)
     m = policy.model
+    for warning in _warnings(m):
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
     typer.echo(
         f"ok: {path}: mode {m.mode}, classes {' < '.join(m.classes)}, {len(m.rules)} rule(s), "
         f"{len(m.signals)} signal(s), unknown tools: {m.defaults.unknown_tool}"
     )
+
+
+def _warnings(model: Any) -> list[str]:
+    """Legal but risky choices a security reviewer should see."""
+    from agentguard.types import Requirement
+
+    out: list[str] = []
+    if Requirement.parse(model.defaults.unknown_tool).rank == 0:
+        out.append("defaults.unknown_tool is allow: tools no rule covers (and look-alike tool "
+                   "names) run without asking")
+    owners = [(f"classes.{name}", spec, None) for name, spec in model.classes.items()]
+    owners += [(f"rules[{rule.id}]", rule, model.classes.get(rule.class_ or ""))
+               for rule in model.rules]
+    for where, spec, cls in owners:
+        require = spec.require or (cls.require if cls is not None else None)
+        approvers = spec.approvers or (cls.approvers if cls is not None else None)
+        if require and Requirement.parse(require).approve and not (
+                approvers or model.defaults.approvers):
+            out.append(f"{where}: approval without approvers: anyone a channel verifies may "
+                       "approve (on Slack, anyone who can click)")
+    return out
 
 
 @app.command()

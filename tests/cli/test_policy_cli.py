@@ -65,3 +65,15 @@ def test_help_lists_commands() -> None:
     assert result.exit_code == 0
     for command in ("demo", "policy", "approvals", "grants", "reauth", "audit"):
         assert command in result.output
+
+
+def test_check_warns_about_approval_without_approvers(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("defaults: {unknown_tool: allow}\n"
+                      "rules: [{id: wipe, match: {tool: wipe}, require: approve}]\n")
+    result = runner.invoke(app, ["policy", "check", str(policy)])
+    assert result.exit_code == 0
+    assert "rules[wipe]: approval without approvers" in result.output
+    assert "unknown_tool is allow" in result.output
+    clean = runner.invoke(app, ["policy", "check", SCENARIOS])
+    assert "warning" not in clean.output
