@@ -36,6 +36,7 @@ from agentguard.proxy.askers import Asker
 from agentguard.proxy.catalog import Collision, Entry, hints_for
 from agentguard.proxy.channels import ElicitationChannel
 from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.reauth_url import reauth_asker
 from agentguard.proxy.upstream import Upstream, strip_envelope
 from agentguard.types import Authorization, CallContext, ToolCall
 
@@ -150,8 +151,10 @@ async def _authorize(guard: Guard, call: ToolCall, asker: Asker,
     async def on_wait(elapsed: float, timeout: float) -> None:
         await asker.progress(elapsed, timeout, wait_message(elapsed, timeout))
 
-    return await guard.authorize(call, extra_channels=[ElicitationChannel(asker)],
-                                 on_wait=on_wait)
+    # A TOTP step-up may send the client a link (URL-mode elicitation) through this asker.
+    with reauth_asker(asker):
+        return await guard.authorize(call, extra_channels=[ElicitationChannel(asker)],
+                                     on_wait=on_wait)
 
 
 def _waiting(elapsed: float, timeout: float) -> str:

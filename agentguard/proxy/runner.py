@@ -18,6 +18,7 @@ from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import FastPath
 from agentguard.proxy.handlers import build_server
+from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
 
 __all__ = ["build_guard", "default_audit_path", "default_store_url", "run_proxy"]
@@ -44,6 +45,10 @@ def build_guard(config: ProxyConfig) -> Guard:
     Raises:
         ConfigError: no policy was given, or it does not load.
     """
+    return _build_guard(config)[0]
+
+
+def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
     from agentguard.channels.console import ConsoleChannel
     from agentguard.policy import load_policy
     from agentguard.reauth import TotpReauthenticator, TotpVerifier
@@ -59,14 +64,26 @@ def build_guard(config: ProxyConfig) -> Guard:
     audit = settings.open_audit_log(settings.audit_path(config.audit))
     # TOTP codes are typed on the controlling terminal, never through the MCP client; a proxy
     # started without one (e.g. by a desktop app) refuses re-authentication as unreachable.
-    totp = TotpReauthenticator(TotpVerifier(store), ConsoleChannel().ask_code)
+    # Over HTTP, a rule naming mcp-elicitation may instead send the client a link to a page
+    # of the proxy where the code is typed: the client sees the link, never the code.
+    ask_code = ConsoleChannel().ask_code
+    links = ReauthLinks(_public_base(config.listen), ask_code, policy=policy) \
+        if config.listen else None
+    totp = TotpReauthenticator(TotpVerifier(store), links.ask_code if links else ask_code)
     reauthenticators: dict[str, Any] = {"totp": totp}
     if config.oauth is not None:
         from agentguard.oauth.stepup import OAuthReauthenticator
 
         reauthenticators["oauth"] = OAuthReauthenticator()
     return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)],
-                 reauthenticators=reauthenticators)
+                 reauthenticators=reauthenticators), links
+
+
+def _public_base(listen: str) -> str:
+    host, port = parse_listen(listen)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"  # a wildcard bind is reachable on loopback at least
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,
@@ -83,9 +100,11 @@ async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,
         ConfigError: bad configuration, no upstream could start, or a name collision at
             start-up.
     """
-    guard = guard or build_guard(config)
+    links: ReauthLinks | None = None
+    if guard is None:
+        guard, links = _build_guard(config)
     try:
-        await _serve(config, guard, fast_path)
+        await _serve(config, guard, fast_path, links)
     except BaseExceptionGroup as group:
         # Task groups wrap a start-up failure; show the error, not the wrapping.
         mine = group.subgroup(AgentGuardError)
@@ -101,7 +120,8 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return leaf
 
 
-async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool) -> None:
+async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
+                 links: ReauthLinks | None = None) -> None:
     async with guard, ProxyCore(config, guard, fast_lane=fast_path) as core:
         await core.started()
         server = build_server(core)
@@ -109,7 +129,7 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool) -> None:
         if config.listen:
             host, port = parse_listen(config.listen)
             logger.info("agentguard proxy for %s on http://%s:%d/mcp", names, host, port)
-            await _serve_http(server, host, port, config)
+            await _serve_http(server, host, port, config, links)
         else:
             logger.info("agentguard proxy for %s on stdio", names)
             options = server.create_initialization_options(
@@ -122,7 +142,8 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool) -> None:
                 await server.run(read, write, options)
 
 
-async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig) -> None:
+async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig,
+                      links: ReauthLinks | None = None) -> None:
     import uvicorn
 
     app = server.streamable_http_app(
@@ -143,6 +164,8 @@ async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig) ->
         # Authorization header is stripped before it (no token passthrough to upstreams).
         hardened = BearerAuth(hardened, validator, required_scopes=oauth.required_scopes,
                               forward_token=oauth.forward_token)
+    if links is not None:
+        hardened = links.wrap(hardened)
     uv = uvicorn.Server(uvicorn.Config(hardened, host=host, port=port, log_level="warning",
                                        lifespan="on"))
     await uv.serve()
