@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from typing import Any
@@ -50,7 +51,7 @@ Answer = Callable[[dict[str, Any] | None], None]
 Wait = Callable[[], Awaitable[dict[str, Any] | None]]
 
 
-class FastLane:
+class FastLane(ABC):
     """Ids, callbacks and failure-on-close, shared by both transports."""
 
     def __init__(self) -> None:
@@ -71,8 +72,9 @@ class FastLane:
         for callback in callbacks.values():
             callback(None)
 
+    @abstractmethod
     def _send_nowait(self, message: dict[str, Any], headers: dict[str, str] | None) -> None:
-        raise NotImplementedError
+        """Write one message to the upstream without waiting (each transport does it)."""
 
     def start(self, method: str, params: dict[str, Any], headers: dict[str, str] | None,
               on_answer: Answer) -> str | None:
