@@ -68,11 +68,11 @@ def _adopt(wrapper: Any, inner: Any) -> None:
             setattr(wrapper, attr, getattr(inner, attr))
 
 
-class GuardedBetaTool(BetaFunctionTool[Any]):
-    """A sync function tool that asks the guard before each call."""
+class _Guarded:
+    """What the sync and async guarded tools share: wrapping, and the unchanged definition."""
 
-    def __init__(self, inner: BetaFunctionTool[Any], edge: Edge) -> None:
-        super().__init__(inner.func, name=inner.name, description=inner.description,
+    def __init__(self, inner: Any, edge: Edge) -> None:
+        super().__init__(inner.func, name=inner.name, description=inner.description,  # type: ignore[call-arg]
                          input_schema=inner.input_schema)
         _adopt(self, inner)
         self.edge = edge
@@ -80,24 +80,18 @@ class GuardedBetaTool(BetaFunctionTool[Any]):
     def to_dict(self) -> Any:
         """The wrapped tool's definition, unchanged."""
         return self.inner.to_dict()
+
+
+class GuardedBetaTool(_Guarded, BetaFunctionTool[Any]):
+    """A sync function tool that asks the guard before each call."""
 
     def call(self, input: object) -> Any:
         """Authorize, then run the wrapped tool (raises ToolError when refused)."""
         return self.inner.call(_check_sync(self.edge, self, input))
 
 
-class GuardedAsyncBetaTool(BetaAsyncFunctionTool[Any]):
+class GuardedAsyncBetaTool(_Guarded, BetaAsyncFunctionTool[Any]):
     """An async function tool that asks the guard before each call."""
-
-    def __init__(self, inner: BetaAsyncFunctionTool[Any], edge: Edge) -> None:
-        super().__init__(inner.func, name=inner.name, description=inner.description,
-                         input_schema=inner.input_schema)
-        _adopt(self, inner)
-        self.edge = edge
-
-    def to_dict(self) -> Any:
-        """The wrapped tool's definition, unchanged."""
-        return self.inner.to_dict()
 
     async def call(self, input: object) -> Any:
         """Authorize, then run the wrapped tool (raises ToolError when refused)."""
