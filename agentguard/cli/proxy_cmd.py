@@ -14,7 +14,9 @@ _EPILOG = (
     "Examples:\n\n"
     "  agentguard proxy --policy policy.yaml -- python examples/servers/ops_server.py\n\n"
     "  agentguard proxy --policy policy.yaml --upstream-url http://127.0.0.1:8765/mcp\n\n"
-    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787"
+    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787\n\n"
+    "  agentguard proxy --config proxy.yaml --listen 0.0.0.0:8787"
+    " --public-url https://agentguard.example"
 )
 
 
@@ -38,6 +40,15 @@ def proxy_command(
     listen: Annotated[str | None, typer.Option(
         "--listen", help="Serve Streamable HTTP on HOST:PORT (path /mcp) instead of stdio.")]
     = None,
+    public_url: Annotated[str | None, typer.Option(
+        "--public-url", metavar="URL",
+        help="Base URL where users' browsers reach this proxy (e.g. "
+        "https://agentguard.example behind a reverse proxy, or when listening on 0.0.0.0). "
+        "TOTP re-authentication links of URL-mode elicitation are "
+        "URL/agentguard/reauth/TOKEN; a reverse proxy must forward them to "
+        "/agentguard/reauth/TOKEN here. Needs --listen. Default: http://HOST:PORT of --listen "
+        "(127.0.0.1 for 0.0.0.0 or ::). Use https:// beyond loopback: over http:// the codes "
+        "travel in clear.")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="Server name of the single upstream, as policies and pins see it "
         "(default: derived from the command or URL host).")] = None,
@@ -71,6 +82,7 @@ def proxy_command(
         UpstreamConfig,
         default_server_name,
         load_config,
+        validate_config,
     )
     from agentguard.proxy.runner import run_proxy
 
@@ -79,7 +91,8 @@ def proxy_command(
     try:
         data = (load_config(config) if config else ProxyConfig()).model_dump()
         data |= {k: v for k, v in (("policy", policy), ("store", store), ("audit", audit),
-                                   ("listen", listen)) if v is not None}
+                                   ("listen", listen), ("public_url", public_url))
+                 if v is not None}
         if principal:
             kind = principal.split(":", 1)[0] if ":" in principal else "agent"
             data["principal"] = {"id": principal, "kind": kind, "claims": {}}
@@ -95,7 +108,7 @@ def proxy_command(
             data["servers"] = [*data["servers"], single.model_dump()]
         elif not data["servers"]:
             raise ConfigError("nothing to proxy: give `-- CMD ARGS`, --upstream-url or --config")
-        cfg = ProxyConfig.model_validate(data)
+        cfg = validate_config(data)
     except (AgentGuardError, ValueError) as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from exc

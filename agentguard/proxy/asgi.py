@@ -7,6 +7,7 @@ from typing import Any
 from mcp.shared.message import SessionMessage
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCError
 
+from agentguard.proxy.http_fastpath import HttpFastPath
 from agentguard.proxy.wire import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -24,14 +25,17 @@ class HardenedASGI:
 
     A body that is not one JSON-RPC 2.0 message (a batch, a bare value, too deep, invalid
     UTF-8, duplicate keys...) is answered ``400`` with the same JSON-RPC error the stdio
-    transport writes; anything else reaches the SDK's Streamable HTTP app unchanged.
+    transport writes; anything else reaches the SDK's Streamable HTTP app unchanged, unless
+    ``fast_path`` answers it first (an unconditionally allowed 2026-07-28 ``tools/call``).
     """
 
     def __init__(self, app: Any, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+                 max_depth: int = DEFAULT_MAX_DEPTH, fast_path: HttpFastPath | None = None
+                 ) -> None:
         self.app = app
         self.max_message_bytes = max_message_bytes
         self.max_depth = max_depth
+        self.fast_path = fast_path
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST":
@@ -71,6 +75,9 @@ class HardenedASGI:
             replayed = True
             return {"type": "http.request", "body": raw, "more_body": False}
 
+        if self.fast_path is not None and await self.fast_path.offer(
+                scope, value, receive, send, lambda out: self.app(scope, replay, out)):
+            return
         await self.app(scope, replay, send)
 
     @staticmethod

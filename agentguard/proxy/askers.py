@@ -11,6 +11,12 @@ held. An :class:`Asker` hides how the question travels:
   runs in the background (:class:`Exchange`), the handler answers ``InputRequiredResult`` with
   the questions, and the client's retry delivers the answers.
 
+A URL-mode elicitation finishes out of band (the user's browser talks to the proxy), so the
+spec has the server tell the client with ``notifications/elicitation/complete``. Askers that
+can send it implement :class:`CompletionNotifier`: a :class:`PushAsker` whose client speaks a
+version that defines it (2025-11-25). The 2026-07-28 protocol has no such notification (the
+client learns the outcome from its retry's result), so a ``RoundAsker`` does not implement it.
+
 The ledger of open exchanges stays in the proxy. The ``requestState`` a client echoes is only
 an unguessable, single-use key into it, bound to the method, target, arguments and session of
 the request that opened it; nothing the client writes into it is believed.
@@ -19,8 +25,9 @@ the request that opened it; nothing the client writes into it is believed.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
@@ -38,11 +45,21 @@ from mcp.types import (
     ListRootsRequest,
     ListRootsResult,
 )
+from mcp.types.methods import SERVER_NOTIFICATIONS
 
-__all__ = ["Asker", "PushAsker", "client_name_of", "missing_capability", "result_type_for"]
+__all__ = [
+    "Asker",
+    "CompletionNotifier",
+    "PushAsker",
+    "client_name_of",
+    "missing_capability",
+    "result_type_for",
+]
 
 logger = logging.getLogger(__name__)
 
+_ELICIT_COMPLETE = "notifications/elicitation/complete"
+_NOTIFY_TIMEOUT = 5.0
 
 
 def result_type_for(request: InputRequest) -> Any:
@@ -67,6 +84,14 @@ class Asker(Protocol):
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         """Report progress on the request (a no-op unless the client asked for it)."""
+
+
+@runtime_checkable
+class CompletionNotifier(Protocol):
+    """An asker that can tell its client a URL-mode elicitation finished out of band."""
+
+    async def notify_elicitation_complete(self, elicitation_id: str) -> None:
+        """Send ``notifications/elicitation/complete`` (best effort; never raises)."""
 
 
 def missing_capability(caps: ClientCapabilities | None, request: InputRequest) -> str | None:
@@ -126,3 +151,21 @@ class PushAsker:
             await self._ctx.session.report_progress(progress, total, message)
         except Exception:  # progress is best effort; the request goes on
             logger.debug("progress notification dropped", exc_info=True)
+
+    async def notify_elicitation_complete(self, elicitation_id: str) -> None:
+        """Tell the client the URL-mode elicitation ``elicitation_id`` finished.
+
+        Sent on the stream of the request that asked (it is still open: the held call waits),
+        and only where the negotiated version defines the notification. Best effort: the
+        spec tells clients not to rely on it.
+        """
+        session = self._ctx.session
+        if (_ELICIT_COMPLETE, session.protocol_version) not in SERVER_NOTIFICATIONS:
+            return
+        try:
+            # Bounded: a client that stopped reading must not hold up the call's outcome.
+            with anyio.move_on_after(_NOTIFY_TIMEOUT):
+                await session.send_elicit_complete(elicitation_id,
+                                                   related_request_id=self._ctx.request_id)
+        except Exception:
+            logger.debug("elicitation/complete notification dropped", exc_info=True)

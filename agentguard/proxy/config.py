@@ -7,6 +7,8 @@ A config file declares several upstreams; the command line (``-- CMD ARGS`` or
     store: sqlite:///~/.agentguard/agentguard.db
     audit: ~/.agentguard/audit.jsonl
     principal: {id: "agent:claude-desktop", kind: agent}
+    listen: 0.0.0.0:8787                     # serve Streamable HTTP instead of stdio
+    public_url: https://agentguard.example   # where browsers reach it (re-authentication links)
     servers:
       ops: {command: python, args: [examples/servers/ops_server.py]}
       git: {command: mcp-server-git, args: [--repository, .]}
@@ -23,11 +25,13 @@ shadowed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,8 +44,11 @@ __all__ = [
     "PrincipalConfig",
     "ProxyConfig",
     "UpstreamConfig",
+    "cleartext_url",
     "default_server_name",
     "load_config",
+    "normalize_public_url",
+    "validate_config",
 ]
 
 NAMESPACE_SEPARATOR = "__"
@@ -163,6 +170,10 @@ class ProxyConfig(_Model):
         principal: Principal of every call made through this proxy.
         servers: Upstreams, by name.
         listen: ``HOST:PORT`` to serve Streamable HTTP instead of stdio.
+        public_url: Base URL where users' browsers reach this proxy, e.g.
+            ``https://agentguard.example`` behind a reverse proxy; the TOTP re-authentication
+            links of URL-mode elicitation point under it (``/agentguard/reauth/...``).
+            Default: derived from ``listen``. Needs ``listen``.
         max_message_bytes: Largest accepted downstream message (stdio and HTTP).
         max_depth: Deepest accepted JSON nesting of a downstream message.
         oauth: Require OAuth bearer tokens on the HTTP downstream (``--listen`` only).
@@ -174,6 +185,7 @@ class ProxyConfig(_Model):
     principal: PrincipalConfig = Field(default_factory=PrincipalConfig)
     servers: list[UpstreamConfig] = Field(default_factory=list)
     listen: str | None = None
+    public_url: str | None = None
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_depth: int = Field(default=100, ge=8, le=900)
     oauth: OAuthConfig | None = None
@@ -199,11 +211,24 @@ class ProxyConfig(_Model):
             parse_listen(value)
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_ok(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_public_url(value)
+
     @model_validator(mode="after")
     def _oauth_needs_http(self) -> ProxyConfig:
         if self.oauth is not None and self.listen is None:
             raise ValueError("oauth: bearer tokens need the HTTP downstream: set `listen: "
                              "HOST:PORT` in the same config")
+        return self
+
+    @model_validator(mode="after")
+    def _public_url_needs_http(self) -> ProxyConfig:
+        if self.public_url is not None and self.listen is None:
+            raise ValueError("public_url: the re-authentication pages are served by the HTTP "
+                             "downstream, which a stdio proxy does not have: set `listen: "
+                             "HOST:PORT` (--listen) too, or drop public_url (--public-url)")
         return self
 
     @model_validator(mode="after")
@@ -238,6 +263,48 @@ def parse_listen(value: str) -> tuple[str, int]:
     return match.group(1).strip("[]"), int(match.group(2))
 
 
+def normalize_public_url(value: str) -> str:
+    """Check a public base URL and trim its trailing slashes.
+
+    Raises:
+        ValueError: not an ``http``/``https`` URL with a host, or it carries credentials, a
+            query, a fragment, whitespace or non-ASCII characters (links are shown to people:
+            an international host name goes in its ``xn--`` form).
+    """
+    if not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} must be printable ASCII without spaces "
+                         "(write an international host name in its xn-- form)")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{value!r} must start with https:// (or http://)")
+    try:
+        host, _ = parts.hostname, parts.port  # .port raises on a malformed or too large port
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    if not host:
+        raise ValueError(f"{value!r} must name a host")
+    if "@" in parts.netloc:
+        raise ValueError(f"{value!r} must not carry a user name or password")
+    if "?" in value or "#" in value:
+        raise ValueError(f"{value!r} must not have a query or fragment: links "
+                         "are built by appending /agentguard/reauth/TOKEN to it")
+    return value.rstrip("/")
+
+
+def cleartext_url(url: str) -> bool:
+    """Whether ``url`` is plain ``http://`` to a host other than this machine's loopback."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def default_server_name(command_or_url: str) -> str:
     """A server name derived from a command (``mcp-server-git``) or URL host."""
     if re.match(r"^https?://", command_or_url):
@@ -259,6 +326,26 @@ def _resolve(base: Path, value: str | None) -> str | None:
     return str(path if path.is_absolute() else base / path)
 
 
+def validate_config(data: dict[str, Any], *, source: str | None = None) -> ProxyConfig:
+    """Validate a proxy config from a mapping (a file's or the command line's).
+
+    Args:
+        data: The settings, as in a config file.
+        source: Where they came from, prefixed to the error message (e.g. the file).
+
+    Raises:
+        ConfigError: invalid; the message names the field and says what is wrong.
+    """
+    try:
+        return ProxyConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        text = ": ".join(part for part in (source, where, msg) if part)
+        raise ConfigError(text) from exc
+
+
 def load_config(path: str | Path) -> ProxyConfig:
     """Load and validate a proxy config file.
 
@@ -274,12 +361,7 @@ def load_config(path: str | Path) -> ProxyConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a proxy config is a mapping")
-    try:
-        config = ProxyConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    config = validate_config(raw, source=str(path))
     base = path.parent.resolve()
     updates: dict[str, Any] = {"policy": _resolve(base, config.policy),
                                "audit": _resolve(base, config.audit)}

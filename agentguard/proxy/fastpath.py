@@ -29,7 +29,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.wire import encode
 
-__all__ = ["FastPath", "relay_allowed", "unconditionally_allowed"]
+__all__ = ["FastPath", "relay_allowed", "shape_result", "unconditionally_allowed"]
 
 logger = logging.getLogger(__name__)
 
@@ -242,24 +242,31 @@ class FastPath:
             spawn(fallback, value)  # input_required: the full path relays the questions
             return
         try:
-            shaped = self._shape(_unstamped(result), down_version, modern, upstream.modern)
+            shaped = shape_result(result, down_version, modern=modern,
+                                  upstream_modern=upstream.modern,
+                                  server_info=self._server_info())
             line = encode({"jsonrpc": "2.0", "id": rid, "result": shaped})
         except Exception:
             logger.exception("upstream %r returned an invalid tools/call result", upstream.name)
             line = _error(rid, INTERNAL_ERROR, "Handler returned an invalid result")
         reply(line)
 
-    def _shape(self, result: dict[str, Any], version: str, modern: bool,
-               up_modern: bool) -> dict[str, Any]:
-        """Make an upstream result fit the downstream's era, with the proxy's identity."""
-        if modern != up_modern:
-            result = wire_methods.serialize_server_result("tools/call", version, result)
-        if modern:
-            result.setdefault("resultType", "complete")
-            stamped = dict(result.get("_meta") or {})
-            stamped[_SERVER_INFO_KEY] = self._server_info()
-            result["_meta"] = stamped
-        return result
+
+def shape_result(result: dict[str, Any], version: str, *, modern: bool, upstream_modern: bool,
+                 server_info: dict[str, Any]) -> dict[str, Any]:
+    """An upstream ``tools/call`` result made to fit the downstream's era, as the proxy's.
+
+    The upstream's ``serverInfo`` stamp is removed; a 2026-07-28 downstream gets the proxy's.
+    """
+    result = _unstamped(result)
+    if modern != upstream_modern:
+        result = wire_methods.serialize_server_result("tools/call", version, result)
+    if modern:
+        result.setdefault("resultType", "complete")
+        stamped = dict(result.get("_meta") or {})
+        stamped[_SERVER_INFO_KEY] = server_info
+        result["_meta"] = stamped
+    return result
 
 
 def _unstamped(result: dict[str, Any]) -> dict[str, Any]:

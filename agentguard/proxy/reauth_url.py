@@ -9,8 +9,12 @@ neither the MCP client nor the model sees it; "accept" from the client only mean
 agreed to open the link.
 
 A token is unguessable (256 bits), bound to one (request, subject, attempt), answered once,
-and dropped when its attempt ends. Everything else — a stdio proxy, a rule that does not opt
-in, a client without URL-mode elicitation — falls back to the given ``ask_code`` (the console).
+and dropped when its attempt ends. When the page got its code, or the token expired, the
+client is sent ``notifications/elicitation/complete`` with the elicitation's id where its
+protocol has that notification (see :class:`~agentguard.proxy.askers.CompletionNotifier`).
+
+Everything else — a stdio proxy, a rule that does not opt in, a client without URL-mode
+elicitation — falls back to the given ``ask_code`` (the console).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import anyio
 from mcp.types import ElicitRequest, ElicitRequestURLParams, ElicitResult
 
 from agentguard.policy import Policy
-from agentguard.proxy.askers import Asker
+from agentguard.proxy.askers import Asker, CompletionNotifier
 from agentguard.reauth.totp import AskCode
 from agentguard.sanitize import escape_text
 from agentguard.types import ApprovalRequest
@@ -62,6 +66,7 @@ class _Pending:
     attempt: int
     tool: str
     server: str
+    elicitation_id: str
     done: anyio.Event = field(default_factory=anyio.Event)
     code: str | None = field(default=None, repr=False)
 
@@ -91,7 +96,8 @@ class ReauthLinks:
     """The re-authentication pages of one HTTP proxy and the ``ask_code`` that uses them.
 
     Args:
-        base_url: Where the client's user reaches the proxy, e.g. ``http://127.0.0.1:8080``.
+        base_url: Where the client's user reaches the proxy, e.g. ``http://127.0.0.1:8080``
+            or the configured ``public_url``; links are ``{base_url}/agentguard/reauth/...``.
         fallback: ``ask_code`` used whenever URL mode is not (the console prompt).
         policy: Tells which rules opt in (``channels: [mcp-elicitation]``).
         clock: Unix time, compared with the request's expiry.
@@ -114,7 +120,7 @@ class ReauthLinks:
         call = request.call
         token = secrets.token_urlsafe(32)
         pending = _Pending(request.id, subject, attempt, str(call.get("tool", "")),
-                           str(call.get("server", "")))
+                           str(call.get("server", "")), secrets.token_urlsafe(16))
         self._pending[token] = pending
         try:
             again = f" (attempt {attempt})" if attempt > 1 else ""
@@ -124,7 +130,7 @@ class ReauthLinks:
                        "there; never paste it into the chat.")
             answer = await asker.ask(ElicitRequest(params=ElicitRequestURLParams(
                 mode="url", message=message, url=f"{self._base}{PATH_PREFIX}{token}",
-                elicitation_id=secrets.token_urlsafe(16))))
+                elicitation_id=pending.elicitation_id)))
             if not isinstance(answer, ElicitResult):
                 logger.info("URL elicitation failed; asking on the console instead")
                 self._pending.pop(token, None)
@@ -133,6 +139,10 @@ class ReauthLinks:
                 return None  # the user declined to open the link: nobody will type a code
             with anyio.move_on_after(max(0.0, request.expires_at - self._clock())):
                 await pending.done.wait()
+            # Answered or expired, the link is done with: drop it before the client hears so.
+            self._pending.pop(token, None)
+            if isinstance(asker, CompletionNotifier):
+                await asker.notify_elicitation_complete(pending.elicitation_id)
             return pending.code
         finally:
             self._pending.pop(token, None)

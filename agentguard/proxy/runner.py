@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.transport_security import TransportSecuritySettings
 
 from agentguard import settings
 from agentguard.channels.terminal import TerminalChannel
@@ -18,6 +19,7 @@ from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import FastPath
 from agentguard.proxy.handlers import build_server
+from agentguard.proxy.http_fastpath import HttpFastPath
 from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
 
@@ -51,6 +53,7 @@ def build_guard(config: ProxyConfig) -> Guard:
 def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
     from agentguard.channels.console import ConsoleChannel
     from agentguard.policy import load_policy
+    from agentguard.proxy.config import cleartext_url
     from agentguard.reauth import TotpReauthenticator, TotpVerifier
     from agentguard.store import open_store
 
@@ -67,8 +70,14 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
     # Over HTTP, a rule naming mcp-elicitation may instead send the client a link to a page
     # of the proxy where the code is typed: the client sees the link, never the code.
     ask_code = ConsoleChannel().ask_code
-    links = ReauthLinks(_public_base(config.listen), ask_code, policy=policy) \
-        if config.listen else None
+    links = None
+    if config.listen:
+        base = _public_base(config)
+        if cleartext_url(base):
+            logger.warning("re-authentication links point at %s: TOTP codes typed there "
+                           "travel in clear; serve the proxy behind https and pass "
+                           "--public-url https://...", base)
+        links = ReauthLinks(base, ask_code, policy=policy)
     totp = TotpReauthenticator(TotpVerifier(store), links.ask_code if links else ask_code)
     reauthenticators: dict[str, Any] = {"totp": totp}
     if config.oauth is not None:
@@ -79,9 +88,15 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
                  reauthenticators=reauthenticators), links
 
 
-def _public_base(listen: str) -> str:
-    host, port = parse_listen(listen)
+def _public_base(config: ProxyConfig) -> str:
+    """Where browsers reach the re-authentication pages: ``public_url``, else ``listen``."""
+    if config.public_url:
+        return config.public_url
+    assert config.listen is not None
+    host, port = parse_listen(config.listen)
     if host in ("0.0.0.0", "::"):
+        logger.info("re-authentication links point at this machine's loopback (listening on "
+                    "%s); pass --public-url when users reach the proxy elsewhere", host)
         host = "127.0.0.1"  # a wildcard bind is reachable on loopback at least
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
@@ -129,29 +144,45 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
         if config.listen:
             host, port = parse_listen(config.listen)
             logger.info("agentguard proxy for %s on http://%s:%d/mcp", names, host, port)
-            await _serve_http(server, host, port, config, links)
+            await _serve_http(server, core, host, port, config, links)
         else:
             logger.info("agentguard proxy for %s on stdio", names)
             options = server.create_initialization_options(
                 NotificationOptions(prompts_changed=True, resources_changed=True,
                                     tools_changed=True))
-            fast = FastPath(core, lambda: server.server_info_stamp) if fast_path else None
+            stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
+            fast = FastPath(core, lambda: stamp) if fast_path else None
             async with stdio_transport(max_message_bytes=config.max_message_bytes,
                                        max_depth=config.max_depth,
                                        interceptor=fast) as (read, write):
                 await server.run(read, write, options)
 
 
-async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig,
+def _transport_security(host: str) -> TransportSecuritySettings | None:
+    """The SDK's default for a loopback bind (DNS-rebinding protection), made explicit so
+    the HTTP fast path checks requests with the very settings the SDK app uses."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    return None
+
+
+async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config: ProxyConfig,
                       links: ReauthLinks | None = None) -> None:
     import uvicorn
 
+    security = _transport_security(host)
     app = server.streamable_http_app(
-        streamable_http_path="/mcp", host=host,
+        streamable_http_path="/mcp", host=host, transport_security=security,
         max_request_body_size=config.max_message_bytes,
     )
+    stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
+    fast = HttpFastPath(core, lambda: stamp, security) if core.fast_lane else None
     hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
-                                 max_depth=config.max_depth)
+                                 max_depth=config.max_depth, fast_path=fast)
     if config.oauth is not None:
         from agentguard.oauth.asgi import BearerAuth
         from agentguard.oauth.jwks import JwksClient
@@ -167,5 +198,5 @@ async def _serve_http(server: Any, host: str, port: int, config: ProxyConfig,
     if links is not None:
         hardened = links.wrap(hardened)
     uv = uvicorn.Server(uvicorn.Config(hardened, host=host, port=port, log_level="warning",
-                                       lifespan="on"))
+                                       access_log=False, lifespan="on"))
     await uv.serve()

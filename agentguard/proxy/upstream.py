@@ -35,7 +35,8 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.config import UpstreamConfig
-from agentguard.proxy.upstream_io import FastLane, RawStdio, SideDoor
+from agentguard.proxy.upstream_http import HttpLane, dropped_request
+from agentguard.proxy.upstream_io import FastLane, RawStdio
 
 __all__ = ["Upstream", "UpstreamEvents", "UpstreamUnavailable", "strip_envelope"]
 
@@ -145,7 +146,8 @@ class Upstream:
         lane: FastLane
         if cfg.url is not None:
             http = create_mcp_http_client(headers=dict(cfg.headers) or None)
-            lane = SideDoor(_HttpTransport(cfg.url, http, streamable_http_client))
+            lane = HttpLane(_HttpTransport(cfg.url, http, streamable_http_client), cfg.url,
+                            cfg.headers, self.name)
         else:
             env = get_default_environment() | {"PYTHONUNBUFFERED": "1"} | dict(cfg.env)
             lane = RawStdio(cfg.command or "", list(cfg.args), env, cfg.cwd or os.getcwd())
@@ -268,6 +270,10 @@ class Upstream:
         try:
             return await fn(client)
         except MCPError as exc:
+            if exc.error.code == CONNECTION_CLOSED and self.config.url is not None:
+                # Over HTTP the SDK says this of one abandoned request (a response stream
+                # that ended early), not of the upstream: nothing to restart.
+                raise UpstreamUnavailable(self.name, dropped_request(exc.error.message)) from exc
             if exc.error.code == CONNECTION_CLOSED:
                 self.lost(generation)
                 raise UpstreamUnavailable(

@@ -251,12 +251,14 @@ class SideDoor(FastLane):
         self._inner = inner
         self._stack = AsyncExitStack()
         self._write_stream: MemoryObjectSendStream[SessionMessage] | None = None
+        self._session_send: MemoryObjectSendStream[SessionMessage | Exception] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Any:
         read, write = await self._stack.enter_async_context(self._inner)
         self._write_stream = write
         send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+        self._session_send = send
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.callback(self._tg.cancel_scope.cancel)
         self._tg.start_soon(self._relay, read, send)

@@ -1,4 +1,5 @@
-"""Proxy configuration, several upstreams under namespaces, and refused name collisions."""
+"""Proxy configuration, several upstreams under namespaces, refused name collisions, and the
+public base URL of the re-authentication links."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import yaml
 from mcp import StdioServerParameters
 
 from agentguard.errors import ConfigError
-from agentguard.proxy.config import default_server_name, load_config, parse_listen
+from agentguard.proxy.config import (
+    ProxyConfig,
+    cleartext_url,
+    default_server_name,
+    load_config,
+    parse_listen,
+)
 from tests.proxy.conftest import (
     GIT_SERVER,
     MODES,
@@ -68,6 +75,60 @@ def test_names_and_listen_addresses() -> None:
         parse_listen("8787")
 
 
+@pytest.mark.parametrize(("url", "kept"), [
+    ("https://agentguard.example/", "https://agentguard.example"),
+    ("https://agentguard.example/ag//", "https://agentguard.example/ag"),
+    ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
+    ("https://[::1]:8443/", "https://[::1]:8443"),
+])
+def test_the_public_url_is_kept_without_trailing_slashes(url: str, kept: str) -> None:
+    assert ProxyConfig(listen="0.0.0.0:8787", public_url=url).public_url == kept
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://agentguard.example", "must start with https://"),
+    ("agentguard.example", "must start with https://"),
+    ("https://", "must name a host"),
+    ("https://:8443/", "must name a host"),
+    ("https://agentguard.example/?next=1", "query or fragment"),
+    ("https://agentguard.example/#top", "query or fragment"),
+    ("https://agentguard.example?", "query or fragment"),
+    ("https://user:secret@agentguard.example", "user name or password"),
+    ("https://agentguard.example:99999", "out of range"),
+    ("https://agentguard.example/a b", "without spaces"),
+    ("https://agentguard.example/\x1b[31m", "printable ASCII"),
+    ("https://\u0430gentguard.example", "xn--"),  # Cyrillic a: a look-alike host
+])
+def test_bad_public_urls_are_refused(tmp_path: Path, url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {"listen": "127.0.0.1:8787", "public_url": url}))
+    assert message in str(err.value)
+    assert str(err.value).startswith(f"{tmp_path / 'proxy.yaml'}: public_url: ")
+
+
+def test_a_public_url_needs_the_http_downstream(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, {"public_url": "https://agentguard.example"}))
+    assert "public_url" in str(err.value) and "listen" in str(err.value)
+    assert "Value error" not in str(err.value)
+
+
+@pytest.mark.parametrize(("url", "clear"), [
+    ("http://agentguard.example", True),
+    ("http://10.0.0.8:8787", True),
+    ("http://[2001:db8::1]:8787", True),
+    ("HTTP://Agentguard.Example", True),
+    ("https://agentguard.example", False),
+    ("http://127.0.0.1:8787", False),
+    ("http://127.1.2.3:8787", False),
+    ("http://[::1]:8787", False),
+    ("http://localhost:8787", False),
+    ("http://proxy.localhost", False),
+])
+def test_cleartext_means_http_beyond_loopback(url: str, clear: bool) -> None:
+    assert cleartext_url(url) is clear
+
+
 def _params(proxy: ProxyUnderTest, path: Path) -> StdioServerParameters:
     return StdioServerParameters(command=PYTHON, args=[
         "-m", "agentguard.proxy", "--config", str(path), "--log-level", "WARNING"],
@@ -120,6 +181,10 @@ def test_a_name_collision_is_refused_never_shadowed(proxy: ProxyUnderTest,
     (["--upstream-url", "http://127.0.0.1:9/mcp", "--", "python", "x.py"], "not both"),
     ([], "nothing to proxy"),
     (["--", "/nonexistent/mcp-server"], "could not be started"),
+    (["--public-url", "https://agentguard.example", "--", "python", "x.py"],
+     "public_url: the re-authentication pages are served by the HTTP downstream"),
+    (["--listen", "127.0.0.1:9", "--public-url", "agentguard.example:8443", "--", "python",
+      "x.py"], "public_url: 'agentguard.example:8443' must start with https://"),
 ])
 def test_cli_mistakes_exit_with_a_clear_error(proxy: ProxyUnderTest, args: list[str],
                                               message: str) -> None:
@@ -129,3 +194,13 @@ def test_cli_mistakes_exit_with_a_clear_error(proxy: ProxyUnderTest, args: list[
                           capture_output=True, text=True, timeout=50)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_the_help_explains_the_public_url() -> None:
+    done = subprocess.run([PYTHON, "-m", "agentguard.proxy", "--help"], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=50, env={"COLUMNS": "200", "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "--public-url" in text and "reverse proxy" in text and "Needs --listen" in text

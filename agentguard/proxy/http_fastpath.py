@@ -1,0 +1,275 @@
+"""The allowed-call fast path for 2026-07-28 clients of the Streamable HTTP proxy.
+
+The stdio fast path (:mod:`agentguard.proxy.fastpath`) has an HTTP twin here. A 2026-07-28
+``tools/call`` POST is self-contained (no session), so a call the policy allows whatever its
+arguments can be answered without the SDK's server stack: the request is checked with the
+SDK's *own* inbound checks (content type and DNS-rebinding protection, ``Accept``,
+duplicated routing headers, the envelope/header ladder, ``Mcp-Param-*`` headers against the
+advertised schema, the request's shape for its protocol version), relayed on the upstream's
+fast lane, and the answer written as the SDK would write it: JSON with the status its
+error table gives, or, when the upstream stays silent past the SDK's deferral window, an
+event stream with keep-alive pings.
+
+A request any check would refuse is not answered here: the SDK's app sees it and produces
+its usual error. Handshake-era requests, held calls, progress tokens and anything else take
+the full path too. Authentication (``BearerAuth``) sits outside and applies either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.streamable_http import check_accept_headers
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundModernRoute,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp.types import INTERNAL_ERROR
+from mcp.types import methods as wire_methods
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+
+from agentguard.proxy.fastpath import shape_result, unconditionally_allowed
+from agentguard.proxy.wire import encode
+
+__all__ = ["HttpFastPath"]
+
+logger = logging.getLogger(__name__)
+
+_PING_INTERVAL = 15.0  # the SDK's SSE deferral window and keep-alive period
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache, no-transform"),
+                (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
+
+
+class _Security(TransportSecurityMiddleware):
+    """The SDK's Host/Origin/Content-Type checks, on a plain header mapping."""
+
+    def allows(self, headers: dict[str, str]) -> bool:
+        if not self._validate_content_type(headers.get("content-type")):
+            return False
+        if not self.settings.enable_dns_rebinding_protection:
+            return True
+        return self._validate_host(headers.get("host")) and \
+            self._validate_origin(headers.get("origin"))
+
+
+class _Accept:
+    """``check_accept_headers`` wants a request; it reads only ``.headers``."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+class HttpFastPath:
+    """Answers unconditionally allowed 2026-07-28 ``tools/call`` POSTs itself.
+
+    Args:
+        core: The proxy core (catalog, upstreams, guard).
+        server_info: The proxy's ``serverInfo`` stamp.
+        security: The transport security settings the SDK app was built with.
+        path: The MCP endpoint path.
+        json_response: Whether the SDK app answers in JSON mode (then no ``text/event-stream``
+            is needed in ``Accept``, and a slow answer is never streamed).
+    """
+
+    def __init__(self, core: Any, server_info: Callable[[], dict[str, Any]],
+                 security: TransportSecuritySettings | None, *, path: str = "/mcp",
+                 json_response: bool = False) -> None:
+        self._core = core
+        self._server_info = server_info
+        self._security = _Security(security)
+        self._path = path
+        self._json_response = json_response
+
+    async def offer(self, scope: dict[str, Any], value: Any, receive: Any, send: Any,
+                    fallback: Callable[[Any], Awaitable[None]]) -> bool:
+        """Answer the parsed POST body ``value`` if it qualifies; True when answered.
+
+        False leaves the request (body unread by anyone else) to the SDK app. ``fallback``
+        runs the SDK app with a given ``send``, for an answer that turns out to need it.
+        """
+        plan = self._plan(scope, value)
+        if plan is None:
+            return False
+        entry, upstream, version = plan
+        logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
+        stream = _Response(send)
+        answer = await self._relay(upstream, entry, value["params"], receive, stream)
+        if answer is _DISCONNECTED:
+            return True  # nobody to answer; the upstream request was abandoned
+        rid = value["id"]
+        if answer is None:
+            upstream.lost(upstream.generation)
+            answer = {"error": {"code": INTERNAL_ERROR, "message": (
+                f"upstream server {upstream.name!r} closed the connection during the request "
+                "(it is being restarted); the request may or may not have taken effect")}}
+        if "error" in answer:
+            error = answer["error"] if isinstance(answer["error"], dict) else {}
+            await stream.finish({"jsonrpc": "2.0", "id": rid, "error": error},
+                                ERROR_CODE_HTTP_STATUS.get(error.get("code"), 200))
+            return True
+        result = answer.get("result")
+        if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
+            # input_required: the full path relays the questions.
+            if not stream.streaming:
+                return False
+            await fallback(stream.adopt)
+            return True
+        try:
+            shaped = shape_result(result, version, modern=True, upstream_modern=True,
+                                  server_info=self._server_info())
+            body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": shaped}
+        except Exception:
+            logger.exception("upstream %r returned an invalid tools/call result", upstream.name)
+            body = {"jsonrpc": "2.0", "id": rid, "error": {
+                "code": INTERNAL_ERROR, "message": "Handler returned an invalid result"}}
+        await stream.finish(body, 200)
+        return True
+
+    # ------------------------------------------------------------------ decision
+
+    def _plan(self, scope: dict[str, Any], value: Any) -> tuple[Any, Any, str] | None:
+        if scope.get("path") != self._path or not isinstance(value, dict) or \
+                value.get("method") != "tools/call" or "id" not in value:
+            return None
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
+        headers = dict(raw)
+        version = headers.get("mcp-protocol-version")
+        if version not in MODERN_PROTOCOL_VERSIONS or not self._security.allows(headers):
+            return None
+        has_json, has_sse = check_accept_headers(_Accept(headers))  # type: ignore[arg-type]
+        if not has_json or not (has_sse or self._json_response):
+            return None
+        if find_duplicated_routing_header(raw) is not None:
+            return None
+        params = value.get("params")
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+            return None
+        if not isinstance(classify_inbound_request(value, headers=headers), InboundModernRoute):
+            return None
+        entry = unconditionally_allowed(self._core, params["name"], params)
+        if entry is None:
+            return None
+        upstream = self._core.upstreams[entry.server]
+        if not upstream.modern or upstream.config.request_timeout is not None:
+            return None
+        arguments = params.get("arguments") or {}
+        schema = entry.item.input_schema
+        if schema is not None and validate_mcp_param_headers(schema, arguments, headers):
+            return None
+        try:
+            wire_methods.validate_client_request("tools/call", version, params)
+        except Exception:
+            return None
+        return entry, upstream, version
+
+    # ------------------------------------------------------------------ relay
+
+    async def _relay(self, upstream: Any, entry: Any, params: dict[str, Any],
+                     receive: Any, stream: _Response) -> Any:
+        """The upstream's answer, ``None`` if its connection closed, or ``_DISCONNECTED``."""
+        lane, client = upstream.lane, upstream.client
+        out = dict(params)
+        out["name"] = entry.name
+        out["_meta"] = {k: v for k, v in (out.get("_meta") or {}).items()
+                        if not k.startswith("io.modelcontextprotocol/")}
+        data: dict[str, Any] = {"method": "tools/call", "params": out}
+        opts: dict[str, Any] = {}
+        client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
+        if not out["_meta"]:
+            del out["_meta"]
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[Any] = loop.create_future()
+
+        def on_answer(answer: dict[str, Any] | None) -> None:
+            if not answered.done():
+                answered.set_result(answer)
+
+        sent = lane.start("tools/call", out, opts.get("headers"), on_answer)
+        if sent is None:
+            return None
+        gone = loop.create_task(_disconnected(receive))
+        # Like the SDK: answer in JSON if the upstream answers within the deferral window,
+        # else commit to an event stream and ping so idle-read timeouts do not cut it.
+        window = None if self._json_response else _PING_INTERVAL
+        try:
+            while True:
+                done, _ = await asyncio.wait((answered, gone), timeout=window,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if answered in done:
+                    return answered.result()
+                if gone in done:
+                    lane.forget(sent)
+                    return _DISCONNECTED
+                await stream.ping()
+        except BaseException:
+            lane.forget(sent)
+            raise
+        finally:
+            gone.cancel()
+
+
+_DISCONNECTED = object()
+
+
+class _Response:
+    """One HTTP answer: plain JSON, or an event stream once the wait outlasts the window."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self.streaming = False
+        self._adopted_sse = False
+        self._adopted_body: list[bytes] = []
+
+    async def ping(self) -> None:
+        if not self.streaming:
+            self.streaming = True
+            await self._send({"type": "http.response.start", "status": 200,
+                              "headers": _SSE_HEADERS})
+        await self._send({"type": "http.response.body", "body": b": ping\r\n\r\n",
+                          "more_body": True})
+
+    async def finish(self, body: dict[str, Any], status: int) -> None:
+        data = encode(body).rstrip(b"\n")
+        if self.streaming:
+            await self._send({"type": "http.response.body",
+                              "body": b"event: message\r\ndata: " + data + b"\r\n\r\n"})
+            return
+        await self._send({"type": "http.response.start", "status": status,
+                          "headers": [(b"content-type", b"application/json"),
+                                      (b"content-length", str(len(data)).encode())]})
+        await self._send({"type": "http.response.body", "body": data})
+
+    async def adopt(self, message: dict[str, Any]) -> None:
+        """An ASGI ``send`` for the SDK app once this stream is committed: its event-stream
+        frames pass through, a JSON answer becomes one event."""
+        kind = message.get("type")
+        if kind == "http.response.start":
+            headers = dict(message.get("headers") or ())
+            self._adopted_sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+            return
+        if kind != "http.response.body":
+            return
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        if self._adopted_sse:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+            return
+        self._adopted_body.append(chunk)
+        if not more:
+            data = b"".join(self._adopted_body)
+            await self._send({"type": "http.response.body",
+                              "body": b"event: message\r\ndata: " + data + b"\r\n\r\n"})
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive()).get("type") != "http.disconnect":
+        pass

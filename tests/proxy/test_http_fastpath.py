@@ -1,0 +1,178 @@
+"""The HTTP fast paths answer exactly as the SDK stacks they skip.
+
+Two proxy processes run side by side, one with the fast paths and one with
+``--no-fast-path``, and every request goes to both:
+
+- downstream: raw 2026-07-28 POSTs, good and bad (Host, Origin, Content-Type, Accept,
+  routing-header mismatches and duplicates, envelope and parameter defects, unknown tools,
+  tool errors, progress tokens) get the same status and the same JSON-RPC body;
+- upstream: a real SDK client calls through a proxy fronting an HTTP server that answers
+  with redirects, HTML, broken JSON, JSON-RPC errors at 404, bare 500s, 202s and event
+  streams (split at odd places, with notifications first); the outcomes are the same.
+
+The fast proxy's debug log shows that the fast paths were the ones answering.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+from tests.proxy.conftest import (
+    OPS_SERVER,
+    PYTHON,
+    ROOT,
+    ProxyUnderTest,
+    free_port,
+    running,
+    wait_port,
+)
+from tests.proxy.http_misbehaving import TRICKS
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+MISBEHAVING = str(Path(__file__).with_name("http_misbehaving.py"))
+VERSION = "2026-07-28"
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}}
+
+
+def _headers(name: str = "get_status", **over: str) -> dict[str, str]:
+    headers = {"content-type": "application/json",
+               "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": VERSION, "mcp-method": "tools/call", "mcp-name": name}
+    headers.update({k.replace("_", "-"): v for k, v in over.items()})
+    return {k: v for k, v in headers.items() if v}
+
+
+def _call(rid: Any = 1, name: str = "get_status", arguments: Any = None,
+          meta: dict[str, Any] | None = None, **params: Any) -> bytes:
+    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {
+        "name": name, "arguments": {"service": "api"} if arguments is None else arguments,
+        "_meta": ENVELOPE if meta is None else meta, **params}}
+    return json.dumps(body).encode()
+
+
+DOWNSTREAM_CASES: list[tuple[str, Any, bytes]] = [
+    ("allowed", _headers(), _call()),
+    ("string id", _headers(), _call(rid="abc")),
+    ("tool error", _headers(), _call(arguments={"service": "nope"})),
+    ("foreign host", _headers(host="evil.example:80"), _call()),
+    ("foreign origin", _headers(origin="http://evil.example"), _call()),
+    ("text content type", _headers(content_type="text/plain"), _call()),
+    ("json-only accept", _headers(accept="application/json"), _call()),
+    ("wildcard accept", _headers(accept="*/*"), _call()),
+    ("name header mismatch", _headers(name="list_services"), _call()),
+    ("method header mismatch", _headers(mcp_method="tools/list"), _call()),
+    ("duplicated routing header", [*_headers().items(), ("mcp-method", "tools/call")],
+     _call()),
+    ("version header mismatch", _headers(mcp_protocol_version="2025-11-25"), _call()),
+    ("missing capabilities", _headers(),
+     _call(meta={"io.modelcontextprotocol/protocolVersion": VERSION})),
+    ("no envelope", _headers(), _call(meta={})),
+    ("arguments not an object", _headers(), _call(arguments=[1, 2])),
+    ("wrong argument type", _headers(), _call(arguments={"service": 7})),
+    ("extra parameter", _headers(), _call(task={"ttl": 1000})),
+    ("unknown tool", _headers(name="no_such_tool"), _call(name="no_such_tool")),
+    ("progress token", _headers(), _call(meta={**ENVELOPE, "progressToken": "p1"})),
+]
+
+
+@asynccontextmanager
+async def logged(argv: list[str], env: dict[str, str], port: int, log: Path
+                 ) -> AsyncIterator[None]:
+    """Run a process with its stderr in ``log`` until the block ends."""
+    with log.open("wb") as sink:
+        async with await anyio.open_process(argv, env=env, cwd=str(ROOT),
+                                            stdin=subprocess.DEVNULL, stdout=sink,
+                                            stderr=sink) as proc:
+            try:
+                await wait_port(port)
+                yield
+            finally:
+                proc.terminate()
+                with anyio.move_on_after(10):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+
+
+def _proxy_argv(proxy: ProxyUnderTest, *extra: str, fast: bool) -> list[str]:
+    argv = [PYTHON, "-m", "agentguard.proxy", "--policy", str(proxy.policy), "--store",
+            proxy.store_url, "--audit", str(proxy.audit), "--name", "ops",
+            "--log-level", "DEBUG" if fast else "WARNING"]
+    return [*argv, *(() if fast else ("--no-fast-path",)), *extra]
+
+
+def _outcome(response: httpx2.Response) -> tuple[int, str, Any]:
+    kind = response.headers.get("content-type", "")
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return response.status_code, kind, body
+
+
+async def test_the_downstream_fast_path_answers_every_request_as_the_sdk(
+        proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    fast_port, full_port = free_port(), free_port()
+    upstream = ("--", PYTHON, OPS_SERVER, "--root", str(proxy.sandbox))
+    log = tmp_path / "fast.log"
+    fast = _proxy_argv(proxy, "--listen", f"127.0.0.1:{fast_port}", *upstream, fast=True)
+    full = _proxy_argv(proxy, "--listen", f"127.0.0.1:{full_port}", *upstream, fast=False)
+    async with logged(fast, proxy.env(), fast_port, log), \
+            running(full, proxy.env(), full_port), httpx2.AsyncClient(timeout=30) as http:
+        for label, headers, body in DOWNSTREAM_CASES:
+            got = [_outcome(await http.post(f"http://127.0.0.1:{port}/mcp", content=body,
+                                            headers=headers))
+                   for port in (fast_port, full_port)]
+            assert got[0] == got[1], label
+            if label == "allowed":
+                assert got[0][0] == 200 and got[0][2]["result"]["content"][0]["text"] \
+                    .startswith("api: running")
+    taken = log.read_text().count("takes the HTTP fast path")
+    assert taken >= 4, log.read_text()[-3000:]  # allowed, string id, tool error, wildcard...
+
+
+async def _call_outcome(client: Any, service: str) -> tuple[Any, ...]:
+    try:
+        result = await client.call_tool("get_status", {"service": service})
+    except MCPError as exc:
+        return ("error", exc.error.code, exc.error.message)
+    return ("result", result.is_error, [getattr(c, "text", None) for c in result.content])
+
+
+async def test_the_raw_upstream_lane_reads_every_answer_as_the_sdk(
+        proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    log = tmp_path / "fast.log"
+    outcomes: dict[bool, dict[str, tuple[Any, ...]]] = {}
+    async with running([PYTHON, MISBEHAVING, str(port)], proxy.env(), port):
+        for fast in (True, False):
+            argv = _proxy_argv(proxy, "--upstream-url", url, fast=fast)
+            # The proxy's stderr (its debug log) goes to a file, stdio stays the protocol.
+            params = StdioServerParameters(command="sh", args=[
+                "-c", f'exec "$0" "$@" 2>>"{log}"', *argv], env=proxy.env(), cwd=str(ROOT))
+            async with proxy.client(params, "auto") as client:
+                outcomes[fast] = {s: await _call_outcome(client, s) for s in (*TRICKS, "api")}
+    assert outcomes[True] == outcomes[False]
+    assert log.read_text().count("on raw HTTP") >= len(TRICKS), log.read_text()[-3000:]
+    seen = outcomes[True]
+    assert seen["api"][0] == "result" and seen["api"][2][0].startswith("api: running")
+    assert seen["redirect"] == seen["api"]  # followed within the origin
+    assert seen["sse"] == ("result", False, ["answered over sse"])
+    assert seen["rpc-404"] == ("error", -32601, "no such method here")
+    assert seen["html"][0] == "error" and "text/html" in seen["html"][2]
+    assert seen["sse-no-answer"][0] == "error" and "may or may not" in seen["sse-no-answer"][2]
