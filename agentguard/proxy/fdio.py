@@ -8,6 +8,7 @@ task switch) and otherwise from a flush task, in order. Descriptors the event lo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -33,11 +34,19 @@ def _nonblocking(fd: int) -> bool:
 
 
 class FdReader:
-    """Reads chunks from a descriptor without blocking the event loop."""
+    """Reads chunks from a descriptor without blocking the event loop.
+
+    On asyncio the descriptor stays registered with the loop while the reader waits for it
+    (one future per wait, no selector churn per message); elsewhere anyio's
+    ``wait_readable`` is used. Call :meth:`close` before closing the descriptor.
+    """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.polled = _nonblocking(fd)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._registered = False
 
     async def read(self) -> bytes:
         """The next chunk, ``b""`` at end of file."""
@@ -48,11 +57,42 @@ class FdReader:
                 return os.read(self.fd, CHUNK)
             except BlockingIOError:
                 try:
-                    await anyio.wait_readable(self.fd)
+                    await self._readable()
                 except OSError:  # not pollable after all (a regular file)
                     self.polled = False
                     os.set_blocking(self.fd, True)
                     return await self.read()
+
+    async def _readable(self) -> None:
+        try:
+            loop = self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # another anyio backend (trio)
+            await anyio.wait_readable(self.fd)
+            return
+        if not self._registered:
+            loop.add_reader(self.fd, self._wake)
+            self._registered = True
+        self._waiter = waiter = loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            # Readable while nobody waits (the consumer is busy): stop watching, or the
+            # level-triggered selector would call us on every loop iteration.
+            self.close()
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop watching the descriptor (it may be closed afterwards)."""
+        if self._registered and self._loop is not None:
+            self._registered = False
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.fd)
 
 
 class FdWriter:

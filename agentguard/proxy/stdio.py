@@ -129,6 +129,13 @@ async def stdio_transport(
             await to_server(value)
 
         async def read_loop() -> None:
+            try:
+                await read_lines()
+            finally:
+                reader.close()
+            await errors.aclose()
+
+        async def read_lines() -> None:
             buf = bytearray()
             skipping = False
             async with in_send:
@@ -164,7 +171,6 @@ async def stdio_transport(
                             await handle(line)
                 if buf and not skipping:
                     await handle(bytes(buf))
-            await errors.aclose()
 
         written = anyio.Event()
 

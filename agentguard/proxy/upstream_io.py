@@ -222,6 +222,7 @@ class RawStdio(FastLane):
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             pass
         finally:
+            self._reader.close()
             self._fail_all()
 
     async def _line(self, line: bytes, to_sdk: MemoryObjectSendStream[Any]) -> None:

@@ -63,6 +63,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+"""Built once: ``json.loads`` with hooks builds a new decoder per call."""
+
+
 def _depth_exceeds(value: Any, limit: int) -> bool:
     """Iterative depth check (a recursive one is what the hostile input is aimed at)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -91,7 +95,7 @@ def parse_value(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str,
     except UnicodeDecodeError as exc:
         raise WireError(PARSE_ERROR, f"Parse error: invalid UTF-8 at byte {exc.start}") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise WireError(INVALID_REQUEST,
                         f"Invalid Request: nested deeper than {max_depth}") from None
@@ -103,7 +107,9 @@ def parse_value(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str,
     if not isinstance(value, dict):
         raise WireError(INVALID_REQUEST, f"Invalid Request: expected a JSON-RPC object, got "
                         f"{type(value).__name__}")
-    if _depth_exceeds(value, max_depth):
+    # Nesting cannot exceed the number of opening brackets; counting them is C-fast, so the
+    # structural walk only runs for lines that could be too deep.
+    if line.count(b"{") + line.count(b"[") > max_depth and _depth_exceeds(value, max_depth):
         raise WireError(INVALID_REQUEST, f"Invalid Request: nested deeper than {max_depth}",
                         value.get("id"))
     if "method" in value and "id" in value and not _valid_id(value["id"]):
