@@ -38,11 +38,12 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from agentguard.proxy.fastpath import shape_result, unconditionally_allowed
 from agentguard.proxy.wire import encode
 
-__all__ = ["HttpFastPath"]
+__all__ = ["PING_INTERVAL", "HttpFastPath"]
 
 logger = logging.getLogger(__name__)
 
-_PING_INTERVAL = 15.0  # the SDK's SSE deferral window and keep-alive period
+PING_INTERVAL = 15.0
+"""The SDK's deferral window before an answer becomes an event stream, and its ping period."""
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"),
                 (b"cache-control", b"no-cache, no-transform"),
                 (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
@@ -79,16 +80,19 @@ class HttpFastPath:
         path: The MCP endpoint path.
         json_response: Whether the SDK app answers in JSON mode (then no ``text/event-stream``
             is needed in ``Accept``, and a slow answer is never streamed).
+        ping_interval: Seconds of upstream silence before the answer becomes an event stream,
+            and between its keep-alive pings (the SDK's value by default).
     """
 
     def __init__(self, core: Any, server_info: Callable[[], dict[str, Any]],
                  security: TransportSecuritySettings | None, *, path: str = "/mcp",
-                 json_response: bool = False) -> None:
+                 json_response: bool = False, ping_interval: float = PING_INTERVAL) -> None:
         self._core = core
         self._server_info = server_info
         self._security = _Security(security)
         self._path = path
         self._json_response = json_response
+        self._ping_interval = ping_interval
 
     async def offer(self, scope: dict[str, Any], value: Any, receive: Any, send: Any,
                     fallback: Callable[[Any], Awaitable[None]]) -> bool:
@@ -200,7 +204,7 @@ class HttpFastPath:
         gone = loop.create_task(_disconnected(receive))
         # Like the SDK: answer in JSON if the upstream answers within the deferral window,
         # else commit to an event stream and ping so idle-read timeouts do not cut it.
-        window = None if self._json_response else _PING_INTERVAL
+        window = None if self._json_response else self._ping_interval
         try:
             while True:
                 done, _ = await asyncio.wait((answered, gone), timeout=window,

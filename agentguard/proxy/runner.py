@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.transport_security import TransportSecuritySettings
@@ -19,11 +20,18 @@ from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import FastPath
 from agentguard.proxy.handlers import build_server
-from agentguard.proxy.http_fastpath import HttpFastPath
+from agentguard.proxy.http_fastpath import PING_INTERVAL, HttpFastPath
 from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
 
-__all__ = ["build_guard", "default_audit_path", "default_store_url", "run_proxy"]
+__all__ = [
+    "build_guard",
+    "default_audit_path",
+    "default_store_url",
+    "http_app",
+    "run_proxy",
+    "transport_security",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,29 +166,43 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
                 await server.run(read, write, options)
 
 
-def _transport_security(host: str) -> TransportSecuritySettings | None:
-    """The SDK's default for a loopback bind (DNS-rebinding protection), made explicit so
-    the HTTP fast path checks requests with the very settings the SDK app uses."""
-    if host in ("127.0.0.1", "localhost", "::1"):
-        return TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
-    return None
+def transport_security(host: str, public_url: str | None = None
+                       ) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection for a loopback bind, as the SDK sets it up by default, plus
+    the host and origin of ``public_url`` (a reverse proxy passing its ``Host`` through).
+
+    Made explicit so the HTTP fast path checks requests with the very settings the SDK app
+    uses. Other binds get no Host/Origin check (the SDK's default too).
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if public_url:
+        parts = urlsplit(public_url)
+        hosts.append(parts.netloc)
+        origins.append(f"{parts.scheme}://{parts.netloc}")
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=hosts, allowed_origins=origins)
 
 
-async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config: ProxyConfig,
-                      links: ReauthLinks | None = None) -> None:
-    import uvicorn
+def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
+             links: ReauthLinks | None = None, *, ping_interval: float = PING_INTERVAL) -> Any:
+    """The proxy's ASGI app for ``--listen``: the SDK's Streamable HTTP app behind the
+    body checks and the allowed-call fast path, bearer authentication when configured, and
+    the re-authentication pages.
 
-    security = _transport_security(host)
+    The caller runs it (uvicorn with ``lifespan="on"``, or enters
+    ``server.session_manager.run()`` itself).
+    """
+    security = transport_security(host, config.public_url)
     app = server.streamable_http_app(
         streamable_http_path="/mcp", host=host, transport_security=security,
         max_request_body_size=config.max_message_bytes,
     )
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
-    fast = HttpFastPath(core, lambda: stamp, security) if core.fast_lane else None
+    fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
+        if core.fast_lane else None
     hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
                                  max_depth=config.max_depth, fast_path=fast)
     if config.oauth is not None:
@@ -197,6 +219,14 @@ async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config
                               forward_token=oauth.forward_token)
     if links is not None:
         hardened = links.wrap(hardened)
-    uv = uvicorn.Server(uvicorn.Config(hardened, host=host, port=port, log_level="warning",
+    return hardened
+
+
+async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config: ProxyConfig,
+                      links: ReauthLinks | None = None) -> None:
+    import uvicorn
+
+    app = http_app(server, core, config, host, links)
+    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                        access_log=False, lifespan="on"))
     await uv.serve()

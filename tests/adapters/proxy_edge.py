@@ -1,8 +1,9 @@
 """The MCP proxy as an edge of the conformance suite (tests/test_conformance_edges.py).
 
 The proxy runs in the test process, built from its own parts exactly as
-``agentguard.proxy.runner`` serves ``--listen`` (``ProxyCore`` -> ``build_server`` -> the
-SDK's Streamable HTTP app -> ``HardenedASGI``), with the suite's guard instead of
+``agentguard.proxy.runner`` serves ``--listen`` (``ProxyCore`` -> ``build_server`` ->
+``runner.http_app``: the SDK's Streamable HTTP app behind ``HardenedASGI`` and the allowed-call
+fast path), with the suite's guard instead of
 ``build_guard``. Only uvicorn is left out: the MCP SDK client reaches the app through an
 in-process ASGI transport, whose ``client`` address is the TCP peer the proxy reads the
 caller's source address from. That is how the proxy learns ``source_ip``, and the reason for
@@ -37,10 +38,10 @@ from mcp.client.streamable_http import streamable_http_client
 
 from agentguard import Guard
 from agentguard.adapters._common import RunContext, principal_from
-from agentguard.proxy.asgi import HardenedASGI
 from agentguard.proxy.config import PrincipalConfig, ProxyConfig, UpstreamConfig
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.handlers import build_server
+from agentguard.proxy.runner import http_app
 
 __all__ = ["SERVER", "ProxyFleet", "expressible", "tools_spec"]
 
@@ -151,8 +152,6 @@ class ProxyFleet:
         core = await self.stack.enter_async_context(ProxyCore(config, self.guard))
         await core.started()
         server = build_server(core)
-        app = server.streamable_http_app(streamable_http_path="/mcp", host=HOST,
-                                         max_request_body_size=config.max_message_bytes)
+        app = http_app(server, core, config, HOST)  # the fast path included
         await self.stack.enter_async_context(server.session_manager.run())
-        return HardenedASGI(app, max_message_bytes=config.max_message_bytes,
-                            max_depth=config.max_depth)
+        return app

@@ -28,6 +28,10 @@ import pytest
 from mcp import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
+from agentguard.proxy.config import ProxyConfig, UpstreamConfig
+from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.handlers import build_server
+from agentguard.proxy.runner import build_guard, http_app
 from tests.proxy.conftest import (
     OPS_SERVER,
     PYTHON,
@@ -176,3 +180,79 @@ async def test_the_raw_upstream_lane_reads_every_answer_as_the_sdk(
     assert seen["rpc-404"] == ("error", -32601, "no such method here")
     assert seen["html"][0] == "error" and "text/html" in seen["html"][2]
     assert seen["sse-no-answer"][0] == "error" and "may or may not" in seen["sse-no-answer"][2]
+
+
+@asynccontextmanager
+async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float
+                           ) -> AsyncIterator[tuple[str, Any]]:
+    """The ``--listen`` proxy in this process (uvicorn included), with a short SSE window."""
+    import uvicorn
+
+    config = ProxyConfig(policy=str(proxy.policy), store=proxy.store_url,
+                         audit=str(proxy.audit), servers=[UpstreamConfig(
+                             name="ops", command=PYTHON,
+                             args=[OPS_SERVER, "--root", str(proxy.sandbox)])])
+    port = free_port()
+    async with build_guard(config) as guard, ProxyCore(config, guard) as core:
+        await core.started()
+        server = build_server(core)
+        app = http_app(server, core, config, "127.0.0.1", ping_interval=ping_interval)
+        uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(uv.serve)
+            await wait_port(port)
+            try:
+                yield f"http://127.0.0.1:{port}/mcp", core
+            finally:
+                uv.should_exit = True
+
+
+async def test_a_slow_allowed_call_becomes_an_event_stream_with_pings(
+        proxy: ProxyUnderTest) -> None:
+    async with in_process_proxy(proxy, ping_interval=0.2) as (url, _), \
+            httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(url, headers=_headers(name="count_to"),
+                                   content=_call(name="count_to", arguments={"n": 12}))
+        assert response.headers["content-type"] == "text/event-stream"
+        text = response.text
+        assert text.count(": ping\r\n\r\n") >= 2, text
+        event = text.rsplit("event: message\r\ndata: ", 1)[1]
+        answer = json.loads(event)
+        assert answer["id"] == 1
+        assert answer["result"]["content"][0]["text"] == "counted to 12"
+        fast = await http.post(url, headers=_headers(), content=_call())
+        assert fast.headers["content-type"] == "application/json"  # answered in the window
+
+
+async def test_a_client_that_hangs_up_abandons_the_upstream_call(proxy: ProxyUnderTest) -> None:
+    async with in_process_proxy(proxy, ping_interval=0.2) as (url, core), \
+            httpx2.AsyncClient(timeout=30) as http:
+        lane = core.upstreams["ops"].lane
+        async with http.stream("POST", url, headers=_headers(name="count_to"),
+                               content=_call(name="count_to", arguments={"n": 400})) as resp:
+            async for chunk in resp.aiter_bytes():
+                assert b": ping" in chunk
+                assert lane._callbacks  # the relayed call is in flight
+                break
+        with anyio.fail_after(10):
+            while lane._callbacks:
+                await anyio.sleep(0.05)
+        after = await http.post(url, headers=_headers(), content=_call())
+        assert after.json()["result"]["content"][0]["text"].startswith("api: running")
+
+
+async def test_the_public_url_host_passes_dns_rebinding_protection(
+        proxy: ProxyUnderTest) -> None:
+    port = free_port()
+    argv = _proxy_argv(proxy, "--listen", f"127.0.0.1:{port}", "--public-url",
+                       "https://agentguard.example:8443/ag", "--", PYTHON, OPS_SERVER,
+                       fast=False)
+    async with running(argv, proxy.env(), port), httpx2.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{port}/mcp"
+        behind = await http.post(url, content=_call(), headers=_headers(
+            host="agentguard.example:8443", origin="https://agentguard.example:8443"))
+        assert behind.status_code == 200, behind.text
+        foreign = await http.post(url, content=_call(), headers=_headers(
+            host="evil.example:8443"))
+        assert foreign.status_code == 421
