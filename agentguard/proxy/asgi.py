@@ -62,7 +62,6 @@ class HardenedASGI:
             value = parse_value(raw, max_depth=self.max_depth)
             if value is None:
                 raise WireError(PARSE_ERROR, "Parse error: empty body")
-            to_message(value)
         except WireError as exc:
             await self._refuse(send, 400, exc)
             return
@@ -75,8 +74,15 @@ class HardenedASGI:
             replayed = True
             return {"type": "http.request", "body": raw, "more_body": False}
 
+        # The fast path takes only well-formed requests it checked itself; the rest are
+        # validated as JSON-RPC here before the SDK sees them.
         if self.fast_path is not None and await self.fast_path.offer(
                 scope, value, receive, send, lambda out: self.app(scope, replay, out)):
+            return
+        try:
+            to_message(value)
+        except WireError as exc:
+            await self._refuse(send, 400, exc)
             return
         await self.app(scope, replay, send)
 

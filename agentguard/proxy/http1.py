@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
@@ -39,13 +40,16 @@ def check_header(name: str, value: str) -> None:
         UnsafeHeader: CR, LF, NUL or another control character, a non-token name, or text
             outside latin-1.
     """
-    if not name or any(c in _NOT_TOKEN or ord(c) <= 32 or ord(c) >= 127 for c in name):
+    if not _TOKEN.fullmatch(name):
         raise UnsafeHeader(f"unusable HTTP header name {name!r}")
-    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 or ord(c) > 255 for c in value):
+    if _BAD_VALUE.search(value):
         raise UnsafeHeader(f"unusable value for HTTP header {name!r}")
 
 
-_NOT_TOKEN = frozenset('()<>@,;:\\"/[]?={} \t')
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 9110 token characters."""
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+"""Control characters other than HTAB, and anything outside latin-1."""
 
 
 class ResponseSink(Protocol):

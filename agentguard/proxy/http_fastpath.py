@@ -18,6 +18,7 @@ the full path too. Authentication (``BearerAuth``) sits outside and applies eith
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
+    X_MCP_HEADER_KEY,
     InboundModernRoute,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -93,6 +95,7 @@ class HttpFastPath:
         self._path = path
         self._json_response = json_response
         self._ping_interval = ping_interval
+        self._declares: dict[int, tuple[Any, bool]] = {}
 
     async def offer(self, scope: dict[str, Any], value: Any, receive: Any, send: Any,
                     fallback: Callable[[Any], Awaitable[None]]) -> bool:
@@ -143,7 +146,8 @@ class HttpFastPath:
 
     def _plan(self, scope: dict[str, Any], value: Any) -> tuple[Any, Any, str] | None:
         if scope.get("path") != self._path or not isinstance(value, dict) or \
-                value.get("method") != "tools/call" or "id" not in value:
+                value.get("method") != "tools/call" or value.get("jsonrpc") != "2.0" or \
+                not _valid_id(value.get("id")):
             return None
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
         headers = dict(raw)
@@ -166,15 +170,32 @@ class HttpFastPath:
         upstream = self._core.upstreams[entry.server]
         if not upstream.modern or upstream.config.request_timeout is not None:
             return None
-        arguments = params.get("arguments") or {}
         schema = entry.item.input_schema
-        if schema is not None and validate_mcp_param_headers(schema, arguments, headers):
+        if self._declares_headers(schema) and validate_mcp_param_headers(
+                schema, params.get("arguments") or {}, headers):
             return None
         try:
             wire_methods.validate_client_request("tools/call", version, params)
         except Exception:
             return None
         return entry, upstream, version
+
+    def _declares_headers(self, schema: Any) -> bool:
+        """Whether ``schema`` can declare ``Mcp-Param-*`` headers at all (cached per schema).
+
+        Without an ``x-mcp-header`` key anywhere, header validation has nothing to compare
+        (and the SDK's walk over the schema is the costliest check of the fast path).
+        """
+        if schema is None:
+            return False
+        cached = self._declares.get(id(schema))
+        if cached is not None and cached[0] is schema:
+            return cached[1]
+        if len(self._declares) > 4096:
+            self._declares.clear()
+        declares = X_MCP_HEADER_KEY in json.dumps(schema, default=str)
+        self._declares[id(schema)] = (schema, declares)  # holding it keeps the id unique
+        return declares
 
     # ------------------------------------------------------------------ relay
 
@@ -223,6 +244,10 @@ class HttpFastPath:
 
 
 _DISCONNECTED = object()
+
+
+def _valid_id(rid: Any) -> bool:
+    return isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool))
 
 
 class _Response:

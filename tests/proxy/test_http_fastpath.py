@@ -90,6 +90,9 @@ DOWNSTREAM_CASES: list[tuple[str, Any, bytes]] = [
     ("extra parameter", _headers(), _call(task={"ttl": 1000})),
     ("unknown tool", _headers(name="no_such_tool"), _call(name="no_such_tool")),
     ("progress token", _headers(), _call(meta={**ENVELOPE, "progressToken": "p1"})),
+    ("stray Mcp-Param header", _headers(mcp_param_service="billing"), _call()),
+    ("not JSON-RPC 2.0", _headers(), _call().replace(b'"2.0"', b'"1.0"')),
+    ("boolean id", _headers(), _call(rid=True)),
 ]
 
 
