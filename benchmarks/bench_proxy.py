@@ -2,12 +2,13 @@
 
 Measured in one run, against the example ops server (``get_status``, allowed by the policy),
 for stdio (client -> [proxy ->] stdio upstream) and Streamable HTTP (client -> [proxy
---listen ->] HTTP upstream):
+--listen ->] HTTP upstream), with a bare byte-for-byte relay in the proxy's place as a
+reference (``benchmarks/bare_relay.py``: what one more process in the path costs by itself):
 
 - latency: sequential calls, p50 and p99 (and sequential calls/s);
 - throughput: calls/s with ``--concurrency`` calls in flight.
 
-The four paths are measured in alternating rounds, so load from elsewhere on the machine falls
+The six paths are measured in alternating rounds, so load from elsewhere on the machine falls
 on all of them alike. Ratios are against the direct baseline of the same run; the target is
 p50 within 1.2x of direct and throughput at least 80% of direct.
 
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 OPS = str(ROOT / "examples" / "servers" / "ops_server.py")
 POLICY = str(ROOT / "examples" / "proxy" / "ops-policy.yaml")
+RELAY = str(ROOT / "benchmarks" / "bare_relay.py")
 
 
 @dataclass
@@ -155,19 +157,25 @@ def _proxy_args(home: Path, *extra: str) -> list[str]:
 async def main(calls: int, mode: str, concurrency: int, rounds: int) -> list[Result]:
     home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
     env = {**os.environ, "AGENTGUARD_HOME": str(home)}
-    up, px = _port(), _port()
+    up, px, relay = _port(), _port(), _port()
     url = f"http://127.0.0.1:{up}/mcp"
     targets: dict[str, StdioServerParameters | str] = {
         "stdio direct": StdioServerParameters(command=PY, args=[OPS], env=env),
+        "stdio bare relay": StdioServerParameters(command=PY,
+                                                  args=[RELAY, "stdio", "--", PY, OPS],
+                                                  env=env),
         "stdio via proxy": StdioServerParameters(command=PY,
                                                  args=_proxy_args(home, "--", PY, OPS),
                                                  env=env),
         "http direct": url,
+        "http bare relay": f"http://127.0.0.1:{relay}/mcp",
         "http via proxy": f"http://127.0.0.1:{px}/mcp",
     }
     proxy_http = [PY, *_proxy_args(home, "--upstream-url", url, "--listen", f"127.0.0.1:{px}")]
     async with _process([PY, OPS, "--http", str(up)], env, up), \
-            _process(proxy_http, env, px), AsyncExitStack() as stack:
+            _process(proxy_http, env, px), \
+            _process([PY, RELAY, "tcp", str(relay), str(up)], env, relay), \
+            AsyncExitStack() as stack:
         clients = {name: await stack.enter_async_context(Client(t, mode=mode, cache=None))
                    for name, t in targets.items()}
         return await _measure(clients, calls, concurrency, rounds)
@@ -186,12 +194,17 @@ def report(results: list[Result], concurrency: int, pin: int | None) -> None:
     print()
     for transport in ("stdio", "http"):
         d = next(r for r in results if r.name == f"{transport} direct")
+        b = next(r for r in results if r.name == f"{transport} bare relay")
         p = next(r for r in results if r.name == f"{transport} via proxy")
         lat, seq, conc = p.p50_ms / d.p50_ms, p.seq_per_s / d.seq_per_s, \
             p.conc_per_s / d.conc_per_s
         print(f"{transport}: p50 ratio {lat:.2f}x (target <= 1.20x), p99 ratio "
               f"{p.p99_ms / d.p99_ms:.2f}x, sequential throughput {seq:.0%}, throughput "
               f"@{concurrency} {conc:.0%} of direct (target >= 80%)")
+        print(f"{'':<{len(transport) + 2}}a bare relay (one more process, no logic): p50 "
+              f"{b.p50_ms / d.p50_ms:.2f}x, throughput @{concurrency} "
+              f"{b.conc_per_s / d.conc_per_s:.0%}; the proxy adds "
+              f"{(p.p50_ms - b.p50_ms) * 1000:.0f} us over it at p50")
 
 
 if __name__ == "__main__":

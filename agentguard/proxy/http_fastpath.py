@@ -212,35 +212,88 @@ class HttpFastPath:
         client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
         if not out["_meta"]:
             del out["_meta"]
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[Any] = loop.create_future()
-
-        def on_answer(answer: dict[str, Any] | None) -> None:
-            if not answered.done():
-                answered.set_result(answer)
-
-        sent = lane.start("tools/call", out, opts.get("headers"), on_answer)
+        waiter = _Waiter(asyncio.get_running_loop())
+        sent = lane.start("tools/call", out, opts.get("headers"), waiter.answer)
         if sent is None:
             return None
-        gone = loop.create_task(_disconnected(receive))
         # Like the SDK: answer in JSON if the upstream answers within the deferral window,
         # else commit to an event stream and ping so idle-read timeouts do not cut it.
         window = None if self._json_response else self._ping_interval
         try:
-            while True:
-                done, _ = await asyncio.wait((answered, gone), timeout=window,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if answered in done:
-                    return answered.result()
-                if gone in done:
-                    lane.forget(sent)
-                    return _DISCONNECTED
-                await stream.ping()
-        except BaseException:
-            lane.forget(sent)
-            raise
+            return await waiter.wait(receive, stream, window)
         finally:
-            gone.cancel()
+            if not waiter.answered:  # hung up, or cancelled: abandon the upstream call
+                lane.forget(sent)
+            waiter.close()
+
+
+class _Waiter:
+    """Waits for a relayed call's answer, a client hang-up, or the next ping, on timers.
+
+    A task watching for the hang-up starts only once the answer is slow in coming (most
+    answers arrive first), so the common case costs one future and two timer handles.
+    """
+
+    _WATCH_AFTER = 0.05
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._wake: asyncio.Future[None] = loop.create_future()
+        self._box: list[Any] = []
+        self._gone = False
+        self._ping = False
+        self._timers: list[asyncio.TimerHandle] = []
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def answered(self) -> bool:
+        return bool(self._box)
+
+    def answer(self, value: dict[str, Any] | None) -> None:
+        if not self._box:
+            self._box.append(value)
+            self._poke()
+
+    async def wait(self, receive: Any, stream: _Response, window: float | None) -> Any:
+        self._timers.append(self._loop.call_later(self._WATCH_AFTER, self._watch, receive))
+        if window is not None:
+            self._timers.append(self._loop.call_later(window, self._tick))
+        while True:
+            if self._box:
+                return self._box[0]
+            if self._gone:
+                return _DISCONNECTED
+            if self._ping:
+                self._ping = False
+                await stream.ping()
+                assert window is not None
+                self._timers.append(self._loop.call_later(window, self._tick))
+                continue
+            await self._wake
+            self._wake = self._loop.create_future()
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    def _poke(self) -> None:
+        if not self._wake.done():
+            self._wake.set_result(None)
+
+    def _tick(self) -> None:
+        self._ping = True
+        self._poke()
+
+    def _watch(self, receive: Any) -> None:
+        self._watcher = self._loop.create_task(_disconnected(receive))
+        self._watcher.add_done_callback(self._hung_up)
+
+    def _hung_up(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            self._gone = True
+            self._poke()
 
 
 _DISCONNECTED = object()
