@@ -150,7 +150,9 @@ class HttpFastPath:
                 not _valid_id(value.get("id")):
             return None
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
-        headers = dict(raw)
+        headers: dict[str, str] = {}
+        for name, text in raw:
+            headers.setdefault(name, text)  # the first copy, as Starlette reads it for the SDK
         version = headers.get("mcp-protocol-version")
         if version not in MODERN_PROTOCOL_VERSIONS or not self._security.allows(headers):
             return None

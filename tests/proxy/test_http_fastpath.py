@@ -91,6 +91,10 @@ DOWNSTREAM_CASES: list[tuple[str, Any, bytes]] = [
     ("unknown tool", _headers(name="no_such_tool"), _call(name="no_such_tool")),
     ("progress token", _headers(), _call(meta={**ENVELOPE, "progressToken": "p1"})),
     ("stray Mcp-Param header", _headers(mcp_param_service="billing"), _call()),
+    ("foreign origin first", [*_headers().items(), ("origin", "http://evil.example"),
+                              ("origin", "http://127.0.0.1:1")], _call()),
+    ("text content type first", [("content-type", "text/plain"), *_headers().items()],
+     _call()),
     ("not JSON-RPC 2.0", _headers(), _call().replace(b'"2.0"', b'"1.0"')),
     ("boolean id", _headers(), _call(rid=True)),
 ]
