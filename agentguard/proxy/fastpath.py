@@ -29,7 +29,13 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.wire import encode
 
-__all__ = ["FastPath", "relay_allowed", "shape_result", "unconditionally_allowed"]
+__all__ = [
+    "FastPath",
+    "relay_allowed",
+    "relayable",
+    "shape_result",
+    "unconditionally_allowed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,22 @@ def unconditionally_allowed(core: Any, name: str, params: dict[str, Any]) -> Any
     if not core.guard.static_allow(entry.server, entry.name, entry.hints):
         return None
     return entry
+
+
+def relayable(core: Any, name: str, params: dict[str, Any]) -> tuple[Any, Any] | None:
+    """``(entry, upstream)`` when a fast path may relay this call with no work of its own.
+
+    It must be :func:`unconditionally_allowed`, and its upstream must speak 2026-07-28 with
+    no request timeout: an old-era upstream may push requests to the client mid-call, and a
+    timeout needs a timer; the full path handles both.
+    """
+    entry = unconditionally_allowed(core, name, params)
+    if entry is None:
+        return None
+    upstream = core.upstreams[entry.server]
+    if not upstream.modern or upstream.config.request_timeout is not None:
+        return None
+    return entry, upstream
 
 
 async def relay_allowed(upstream: Any, entry: Any, params: dict[str, Any]
@@ -210,15 +232,10 @@ class FastPath:
             down_version, modern = self._legacy_version, False
         else:
             return None
-        entry = unconditionally_allowed(self._core, params["name"], params)
-        if entry is None:
+        found = relayable(self._core, params["name"], params)
+        if found is None:
             return None
-        upstream = self._core.upstreams[entry.server]
-        if not upstream.modern or upstream.config.request_timeout is not None:
-            # An old-era upstream may push requests to the client mid-call, and a request
-            # timeout needs a timer: the full path handles both.
-            return None
-        return entry, upstream, down_version, modern
+        return found[0], found[1], down_version, modern
 
     # ------------------------------------------------------------------ answers
 

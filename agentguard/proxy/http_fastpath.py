@@ -37,7 +37,7 @@ from mcp.types import INTERNAL_ERROR
 from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
-from agentguard.proxy.fastpath import shape_result, unconditionally_allowed
+from agentguard.proxy.fastpath import relayable, shape_result
 from agentguard.proxy.wire import encode
 
 __all__ = ["PING_INTERVAL", "HttpFastPath"]
@@ -166,12 +166,10 @@ class HttpFastPath:
             return None
         if not isinstance(classify_inbound_request(value, headers=headers), InboundModernRoute):
             return None
-        entry = unconditionally_allowed(self._core, params["name"], params)
-        if entry is None:
+        found = relayable(self._core, params["name"], params)
+        if found is None:
             return None
-        upstream = self._core.upstreams[entry.server]
-        if not upstream.modern or upstream.config.request_timeout is not None:
-            return None
+        entry, upstream = found
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, headers):

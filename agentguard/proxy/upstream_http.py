@@ -8,9 +8,10 @@ stamp, the transport's ``accept``/``content-type``, the configured headers) and 
 answer the way the SDK does: a JSON body, or an event stream whose notifications are handed
 to the SDK session exactly as if its own transport had received them.
 
-Only plain ``http://`` endpoints reached without an environment proxy and without user
-info in the URL take the lane; anything else (TLS, proxies, credentials, a header that
-cannot be written verbatim) stays on the SDK transport. A redirect is handed to the SDK
+Only 2026-07-28 requests (stateless: no session to carry) to plain ``http://`` endpoints
+reached without an environment proxy and without user info in the URL take the lane;
+anything else (the handshake era, TLS, proxies, credentials, a header that cannot be written
+verbatim) stays on the SDK transport. A redirect is handed to the SDK
 transport too, which follows it within the origin, and switches the lane off.
 """
 
@@ -34,6 +35,7 @@ from mcp.types import (
     PARSE_ERROR,
     jsonrpc_message_adapter,
 )
+from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from agentguard.proxy.http1 import Exchange, Http1Pool, UnsafeHeader
@@ -75,6 +77,13 @@ def dropped_request(detail: str) -> str:
     """Why a request to an HTTP upstream has no answer (after ``upstream server 'x'``)."""
     return (f"ended the request without an answer ({detail}); the request may or may not "
             "have taken effect")
+
+
+def _version(headers: Mapping[str, str] | None) -> str | None:
+    for name, value in (headers or {}).items():
+        if name.lower() == "mcp-protocol-version":
+            return value
+    return None
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
@@ -123,7 +132,10 @@ class HttpLane(SideDoor):
     def _send_nowait(self, message: dict[str, Any], headers: dict[str, str] | None) -> None:
         pool = self._pool
         rid = message.get("id")
-        if pool is None or pool.closed or not isinstance(rid, str):
+        if pool is None or pool.closed or not isinstance(rid, str) or \
+                _version(headers) not in MODERN_PROTOCOL_VERSIONS:
+            # Handshake-era requests carry the SDK transport's session (and may be answered
+            # with requests back to the client on the same stream): the SDK's business.
             super()._send_nowait(message, headers)
             return
         logger.debug("relaying %s to %r on raw HTTP", message.get("method"), self._server)

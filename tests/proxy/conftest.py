@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,16 +196,23 @@ async def wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 @asynccontextmanager
-async def running(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
-    """Run a server process until the block ends; wait for it to listen on ``port``."""
-    async with await anyio.open_process(argv, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
-                                        stdout=None, stderr=None) as proc:
-        try:
-            await wait_port(port)
-            yield
-        finally:
-            proc.terminate()
-            with anyio.move_on_after(10):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
+async def running(argv: list[str], env: dict[str, str], port: int, *, log: Path | None = None,
+                  new_session: bool = False) -> AsyncIterator[None]:
+    """Run a server process until the block ends; wait for it to listen on ``port``.
+
+    ``log`` receives its stdout and stderr (default: the test's own); ``new_session`` starts
+    it without a controlling terminal.
+    """
+    with open(log, "wb") if log else nullcontext() as sink:
+        async with await anyio.open_process(argv, env=env, cwd=str(ROOT),
+                                            stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                                            start_new_session=new_session) as proc:
+            try:
+                await wait_port(port)
+                yield
+            finally:
+                proc.terminate()
+                with anyio.move_on_after(10):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()

@@ -16,7 +16,6 @@ The fast proxy's debug log shows that the fast paths were the ones answering.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -100,25 +99,6 @@ DOWNSTREAM_CASES: list[tuple[str, Any, bytes]] = [
 ]
 
 
-@asynccontextmanager
-async def logged(argv: list[str], env: dict[str, str], port: int, log: Path
-                 ) -> AsyncIterator[None]:
-    """Run a process with its stderr in ``log`` until the block ends."""
-    with log.open("wb") as sink:
-        async with await anyio.open_process(argv, env=env, cwd=str(ROOT),
-                                            stdin=subprocess.DEVNULL, stdout=sink,
-                                            stderr=sink) as proc:
-            try:
-                await wait_port(port)
-                yield
-            finally:
-                proc.terminate()
-                with anyio.move_on_after(10):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-
-
 def _proxy_argv(proxy: ProxyUnderTest, *extra: str, fast: bool) -> list[str]:
     argv = [PYTHON, "-m", "agentguard.proxy", "--policy", str(proxy.policy), "--store",
             proxy.store_url, "--audit", str(proxy.audit), "--name", "ops",
@@ -142,7 +122,7 @@ async def test_the_downstream_fast_path_answers_every_request_as_the_sdk(
     log = tmp_path / "fast.log"
     fast = _proxy_argv(proxy, "--listen", f"127.0.0.1:{fast_port}", *upstream, fast=True)
     full = _proxy_argv(proxy, "--listen", f"127.0.0.1:{full_port}", *upstream, fast=False)
-    async with logged(fast, proxy.env(), fast_port, log), \
+    async with running(fast, proxy.env(), fast_port, log=log), \
             running(full, proxy.env(), full_port), httpx2.AsyncClient(timeout=30) as http:
         for label, headers, body in DOWNSTREAM_CASES:
             got = [_outcome(await http.post(f"http://127.0.0.1:{port}/mcp", content=body,

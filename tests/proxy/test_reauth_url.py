@@ -5,10 +5,9 @@ The link's base is ``--public-url`` when given, and the client hears
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,10 @@ from tests.proxy.conftest import (
     MODES,
     OPS_SERVER,
     PYTHON,
-    ROOT,
     ProxyUnderTest,
     free_port,
     make_proxy,
-    wait_port,
+    running,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
@@ -98,19 +96,8 @@ async def _serving(proxy: ProxyUnderTest, public_url: str | None = None,
         extra += ("--public-url", public_url.format(port=port))
     argv = [PYTHON, *proxy.params(PYTHON, OPS_SERVER, "--root", str(proxy.sandbox), name="ops",
                                   extra=extra).args]
-    with open(stderr, "wb") if stderr else nullcontext() as log:
-        async with await anyio.open_process(argv, env=proxy.env(), cwd=str(ROOT),
-                                            stdin=subprocess.DEVNULL, stdout=None, stderr=log,
-                                            start_new_session=True) as proc:
-            try:
-                await wait_port(port)
-                yield f"http://127.0.0.1:{port}/mcp"
-            finally:
-                proc.terminate()
-                with anyio.move_on_after(10):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
+    async with running(argv, proxy.env(), port, log=stderr, new_session=True):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 class LinkFollower:
