@@ -49,6 +49,11 @@ def proxy_command(
         "/agentguard/reauth/TOKEN here. Needs --listen. Default: http://HOST:PORT of --listen "
         "(127.0.0.1 for 0.0.0.0 or ::). Use https:// beyond loopback: over http:// the codes "
         "travel in clear.")] = None,
+    trusted_proxy: Annotated[list[str] | None, typer.Option(
+        "--trusted-proxy", metavar="ADDR",
+        help="IP or CIDR of a reverse proxy whose X-Forwarded-For names the caller "
+        "(repeatable; --listen only). Without it the TCP peer is the caller's source address "
+        "for network signals, and X-Forwarded-For is ignored.")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="Server name of the single upstream, as policies and pins see it "
         "(default: derived from the command or URL host).")] = None,
@@ -65,7 +70,8 @@ def proxy_command(
         "--log-level", help="Logging level on stderr.")] = "INFO",
     fast_path: Annotated[bool, typer.Option(
         "--fast-path/--no-fast-path", help="Relay calls the policy allows unconditionally "
-        "without re-parsing them in the SDK (stdio only).")] = True,
+        "on a fast path that skips the SDK's server and client stacks (stdio and HTTP); off "
+        "only to compare.")] = True,
 ) -> None:
     """Guard every tool call between an MCP client and MCP server(s).
 
@@ -93,6 +99,8 @@ def proxy_command(
         data |= {k: v for k, v in (("policy", policy), ("store", store), ("audit", audit),
                                    ("listen", listen), ("public_url", public_url))
                  if v is not None}
+        if trusted_proxy:
+            data["trusted_proxies"] = list(trusted_proxy)
         if principal:
             kind = principal.split(":", 1)[0] if ":" in principal else "agent"
             data["principal"] = {"id": principal, "kind": kind, "claims": {}}

@@ -174,6 +174,10 @@ class ProxyConfig(_Model):
             ``https://agentguard.example`` behind a reverse proxy; the TOTP re-authentication
             links of URL-mode elicitation point under it (``/agentguard/reauth/...``).
             Default: derived from ``listen``. Needs ``listen``.
+        trusted_proxies: Addresses (IPs or CIDRs) of reverse proxies whose
+            ``X-Forwarded-For`` names the caller. Default none: the TCP peer is the caller's
+            source address, so a local process cannot claim another one to the network
+            signals. Needs ``listen``.
         max_message_bytes: Largest accepted downstream message (stdio and HTTP).
         max_depth: Deepest accepted JSON nesting of a downstream message.
         oauth: Require OAuth bearer tokens on the HTTP downstream (``--listen`` only).
@@ -186,6 +190,7 @@ class ProxyConfig(_Model):
     servers: list[UpstreamConfig] = Field(default_factory=list)
     listen: str | None = None
     public_url: str | None = None
+    trusted_proxies: list[str] = Field(default_factory=list)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_depth: int = Field(default=100, ge=8, le=900)
     oauth: OAuthConfig | None = None
@@ -221,6 +226,24 @@ class ProxyConfig(_Model):
         if self.oauth is not None and self.listen is None:
             raise ValueError("oauth: bearer tokens need the HTTP downstream: set `listen: "
                              "HOST:PORT` in the same config")
+        return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_ok(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR "
+                                 "range") from None
+        return value
+
+    @model_validator(mode="after")
+    def _trusted_proxies_need_http(self) -> ProxyConfig:
+        if self.trusted_proxies and self.listen is None:
+            raise ValueError("trusted_proxies: only the HTTP downstream has callers behind "
+                             "reverse proxies: set `listen: HOST:PORT` (--listen) too")
         return self
 
     @model_validator(mode="after")

@@ -227,6 +227,11 @@ async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config
     import uvicorn
 
     app = http_app(server, core, config, host, links)
+    # X-Forwarded-For is believed only from configured reverse proxies: uvicorn's default
+    # (believe it from 127.0.0.1) would let any local process pick its source address.
+    trusted = config.trusted_proxies
     uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                       access_log=False, lifespan="on"))
+                                       access_log=False, lifespan="on",
+                                       proxy_headers=bool(trusted),
+                                       forwarded_allow_ips=list(trusted) or None))
     await uv.serve()

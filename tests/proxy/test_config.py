@@ -204,3 +204,17 @@ def test_the_help_explains_the_public_url() -> None:
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     assert "--public-url" in text and "reverse proxy" in text and "Needs --listen" in text
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"listen": "127.0.0.1:8787", "trusted_proxies": ["not-an-ip"]}, "not an IP address"),
+    ({"trusted_proxies": ["127.0.0.1"]}, "listen"),
+])
+def test_trusted_proxies_are_addresses_on_the_http_downstream(tmp_path: Path, extra: dict,
+                                                              message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, extra))
+    assert "trusted_proxies" in str(err.value) and message in str(err.value)
+    ok = load_config(_write(tmp_path, {"listen": "127.0.0.1:8787",
+                                       "trusted_proxies": ["10.0.0.0/8", "::1"]}))
+    assert ok.trusted_proxies == ["10.0.0.0/8", "::1"]

@@ -96,3 +96,28 @@ async def test_fronting_a_streamable_http_upstream(proxy: ProxyUnderTest, mode: 
             tg.start_soon(delete)
             await proxy.decide(False, approver="alice")
         assert outcome["r"].is_error and victim.exists()
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_x_forwarded_for_names_the_caller_only_from_a_trusted_proxy(
+        proxy: ProxyUnderTest, trusted: bool) -> None:
+    """A local process claims a corporate address with X-Forwarded-For: by default the proxy
+    keeps the TCP peer as the source (network signals cannot be talked round); with
+    ``--trusted-proxy 127.0.0.1`` (a reverse proxy on this host) the header is believed."""
+    from mcp.client.streamable_http import streamable_http_client
+
+    port = free_port()
+    extra = ("--listen", f"127.0.0.1:{port}", *(("--trusted-proxy", "127.0.0.1")
+                                                  if trusted else ()))
+    argv = [PYTHON, *proxy.params(PYTHON, OPS_SERVER, "--root", str(proxy.sandbox), name="ops",
+                                  extra=extra).args]
+    url = f"http://127.0.0.1:{port}/mcp"
+    spoof = {"x-forwarded-for": "10.1.2.3"}
+    async with running(argv, proxy.env(), port), \
+            httpx2.AsyncClient(headers=spoof, timeout=30) as http, \
+            proxy.client(streamable_http_client(url, http_client=http), "auto") as client, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(client.call_tool, "deploy",
+                      {"env": "production", "service": "api", "version": "4"})
+        request = await proxy.decide(False, approver="bob")
+    assert request.call["context"]["source_ip"] == ("10.1.2.3" if trusted else "127.0.0.1")
