@@ -21,6 +21,7 @@ import json
 import logging
 import urllib.request
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,9 +183,16 @@ class HttpLane(SideDoor):
         try:
             stream.send_nowait(item)
         except anyio.WouldBlock:
-            tg.start_soon(stream.send, item)
+            tg.start_soon(self._deliver, item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
+
+    async def _deliver(self, item: SessionMessage) -> None:
+        # A session that went away meanwhile must not take the transport's task group down.
+        stream = self._session_send
+        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            if stream is not None:
+                await stream.send(item)
 
     def _redirected(self, rid: str, message: dict[str, Any],
                     headers: dict[str, str] | None) -> None:

@@ -27,7 +27,7 @@ def _json_line(value: Any) -> bytes:
 
 
 async def _respond(send: Any, status: int, content_type: str | None, chunks: list[bytes],
-                   extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+                   extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     headers = list(extra)
     if content_type:
         headers.append((b"content-type", content_type.encode()))
@@ -61,7 +61,7 @@ def misbehaving(app: Any) -> Any:
             body, trick = _json_line(value), None
             scope = dict(scope, path="/mcp", raw_path=b"/mcp")
         if trick == "redirect":
-            await _respond(send, 307, None, [], [(b"location", b"/moved")])
+            await _respond(send, 307, None, [], ((b"location", b"/moved"),))
         elif trick == "html":
             await _respond(send, 200, "text/html", [b"<h1>hello</h1>"])
         elif trick == "bad-json":
