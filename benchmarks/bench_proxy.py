@@ -138,6 +138,11 @@ async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
                 lat[name].append(time.perf_counter() - t0)
             busy[name] += time.perf_counter() - start
             conc[name].append(await _concurrent(client, per_round, concurrency))
+            # A round takes about as long as a server's keep-alive timeout (uvicorn: 5 s), and
+            # a request racing the server's close of an idle connection kills the SDK client;
+            # an unmeasured burst on every path keeps none of its connections idle that long.
+            for other in clients.values():
+                await _concurrent(other, concurrency, concurrency)
     out = []
     for name in clients:
         values = sorted(lat[name])

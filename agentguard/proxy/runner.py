@@ -222,6 +222,10 @@ def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     return hardened
 
 
+KEEP_ALIVE_SECONDS = 75
+"""How long ``--listen`` keeps an idle client connection open (nginx's default)."""
+
+
 async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config: ProxyConfig,
                       links: ReauthLinks | None = None) -> None:
     import uvicorn
@@ -230,8 +234,11 @@ async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config
     # X-Forwarded-For is believed only from configured reverse proxies: uvicorn's default
     # (believe it from 127.0.0.1) would let any local process pick its source address.
     trusted = config.trusted_proxies
+    # Idle keep-alive connections outlive the clients' own idle expiry (httpx 5 s, Node 4 s):
+    # with equal timeouts a client's request can cross the server's close and be lost.
     uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                        access_log=False, lifespan="on",
+                                       timeout_keep_alive=KEEP_ALIVE_SECONDS,
                                        proxy_headers=bool(trusted),
                                        forwarded_allow_ips=list(trusted) or None))
     await uv.serve()

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import httpx2
 from mcp import Client
 from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     CONNECTION_CLOSED,
@@ -35,6 +35,7 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.config import UpstreamConfig
+from agentguard.proxy.http1 import IDLE_EXPIRY
 from agentguard.proxy.upstream_http import HttpLane, dropped_request
 from agentguard.proxy.upstream_io import FastLane, RawStdio
 
@@ -145,7 +146,13 @@ class Upstream:
         cfg = self.config
         lane: FastLane
         if cfg.url is not None:
-            http = create_mcp_http_client(headers=dict(cfg.headers) or None)
+            # The SDK's client settings, but idle connections expire before the server's own
+            # keep-alive timeout: httpx2's default (5 s) equals uvicorn's, and a request sent
+            # as the server closes the connection fails and takes the SDK session down.
+            http = httpx2.AsyncClient(
+                headers=dict(cfg.headers) or None,
+                timeout=httpx2.Timeout(30.0, read=300.0),  # the SDK's, for long-lived streams
+                limits=httpx2.Limits(keepalive_expiry=IDLE_EXPIRY))
             lane = HttpLane(_HttpTransport(cfg.url, http, streamable_http_client), cfg.url,
                             cfg.headers, self.name)
         else:

@@ -121,3 +121,23 @@ async def test_x_forwarded_for_names_the_caller_only_from_a_trusted_proxy(
                       {"env": "production", "service": "api", "version": "4"})
         request = await proxy.decide(False, approver="bob")
     assert request.call["context"]["source_ip"] == ("10.1.2.3" if trusted else "127.0.0.1")
+
+
+@pytest.mark.timeout(120)
+async def test_calls_after_an_idle_spell_of_a_keep_alive_timeout(proxy: ProxyUnderTest) -> None:
+    """httpx (the SDK's client) reuses an idle connection for 5 s, and uvicorn closes one after
+    5 s: a request sent just then is lost and takes the SDK session down. The proxy keeps its
+    clients' idle connections longer than that and drops its own to the upstream sooner."""
+    up, port = free_port(), free_port()
+    upstream = [PYTHON, OPS_SERVER, "--http", str(up), "--root", str(proxy.sandbox)]
+    argv = [PYTHON, *proxy.params(name="ops", extra=(
+        "--upstream-url", f"http://127.0.0.1:{up}/mcp", "--listen", f"127.0.0.1:{port}")).args]
+    async with running(upstream, proxy.env(), up), running(argv, proxy.env(), port), \
+            proxy.client(f"http://127.0.0.1:{port}/mcp", "auto") as client:
+        for idle in (4.975, 4.99):  # just inside httpx's 5 s, where the close races a request
+            async with anyio.create_task_group() as tg:
+                for _ in range(8):
+                    tg.start_soon(client.call_tool, "get_status", {"service": "api"})
+            await anyio.sleep(idle)
+        result = await client.call_tool("get_status", {"service": "api"})
+        assert result.content[0].text.startswith("api: running")

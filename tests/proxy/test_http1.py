@@ -75,9 +75,9 @@ class Sink:
         self.done.set()
 
 
-def _pool(port: int, spawn: Callable) -> Http1Pool:
+def _pool(port: int, spawn: Callable, **options: float) -> Http1Pool:
     return Http1Pool("127.0.0.1", port, "/mcp", {"content-type": "application/json"},
-                     spawn=lambda f: spawn(f()))
+                     spawn=lambda f: spawn(f()), **options)
 
 
 async def _post(pool: Http1Pool, body: bytes = b"{}") -> Sink:
@@ -105,6 +105,20 @@ async def test_requests_reuse_one_keep_alive_connection() -> None:
     assert head.startswith(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:")
     assert b"mcp-method: tools/call" in head and b"content-length: 7" in head
     assert body == b'{"x":1}'
+
+
+async def test_a_connection_idle_past_its_expiry_is_closed_not_reused() -> None:
+    """A server closing an idle connection must never race a request sent on it."""
+    async with scripted(lambda req: [_json(b'{"n":1}')]) as server:
+        tasks: set = set()
+        pool = _pool(server.port, lambda c: tasks.add(asyncio.ensure_future(c)),
+                     idle_expiry=0.05)
+        await _post(pool)
+        await asyncio.sleep(0.1)
+        sink = await _post(pool)
+        assert (sink.status, sink.error) == (200, None)
+        pool.close()
+    assert server.connections == 2
 
 
 async def test_chunked_and_close_delimited_bodies() -> None:
