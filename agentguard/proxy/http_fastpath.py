@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.streamable_http import check_accept_headers
@@ -40,15 +41,29 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from agentguard.proxy.fastpath import relayable, shape_result
 from agentguard.proxy.wire import encode
 
-__all__ = ["PING_INTERVAL", "HttpFastPath"]
+__all__ = ["PING", "PING_INTERVAL", "SSE_HEADERS", "HttpFastPath", "Plan", "json_headers",
+           "sse_event"]
 
 logger = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
 """The SDK's deferral window before an answer becomes an event stream, and its ping period."""
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"),
-                (b"cache-control", b"no-cache, no-transform"),
-                (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream"),
+               (b"cache-control", b"no-cache, no-transform"),
+               (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
+"""The head of an event-stream answer, as the SDK app sends it."""
+PING = b": ping\r\n\r\n"
+"""A keep-alive comment on an event stream."""
+
+
+def sse_event(data: bytes) -> bytes:
+    """One JSON-RPC message as an event-stream ``message`` event."""
+    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
+def json_headers(length: int) -> list[tuple[bytes, bytes]]:
+    """The head of a JSON answer of ``length`` bytes."""
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % length)]
 
 
 class _Security(TransportSecurityMiddleware):
@@ -104,16 +119,29 @@ class HttpFastPath:
         False leaves the request (body unread by anyone else) to the SDK app. ``fallback``
         runs the SDK app with a given ``send``, for an answer that turns out to need it.
         """
-        plan = self._plan(scope, value)
+        plan = self.plan(scope, value)
         if plan is None:
             return False
-        entry, upstream, version = plan
-        logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
         stream = _Response(send)
-        answer = await self._relay(upstream, entry, value["params"], receive, stream)
+        answer = await self._relay(plan, value["params"], receive, stream)
         if answer is _DISCONNECTED:
             return True  # nobody to answer; the upstream request was abandoned
-        rid = value["id"]
+        reply = self.reply(plan, value["id"], answer)
+        if reply is None:
+            # input_required: the full path relays the questions.
+            if not stream.streaming:
+                return False
+            await fallback(stream.adopt)
+            return True
+        status, body = reply
+        await stream.finish(body, status)
+        return True
+
+    def reply(self, plan: Plan, rid: Any, answer: dict[str, Any] | None
+              ) -> tuple[int, dict[str, Any]] | None:
+        """The HTTP status and JSON-RPC body for the upstream's ``answer`` (None: its
+        connection closed), or None when the result asks for input (the full path's job)."""
+        upstream = plan.upstream
         if answer is None:
             upstream.lost(upstream.generation)
             answer = {"error": {"code": INTERNAL_ERROR, "message": (
@@ -121,30 +149,24 @@ class HttpFastPath:
                 "(it is being restarted); the request may or may not have taken effect")}}
         if "error" in answer:
             error = answer["error"] if isinstance(answer["error"], dict) else {}
-            await stream.finish({"jsonrpc": "2.0", "id": rid, "error": error},
-                                ERROR_CODE_HTTP_STATUS.get(error.get("code"), 200))
-            return True
+            return ERROR_CODE_HTTP_STATUS.get(error.get("code"), 200), \
+                {"jsonrpc": "2.0", "id": rid, "error": error}
         result = answer.get("result")
         if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
-            # input_required: the full path relays the questions.
-            if not stream.streaming:
-                return False
-            await fallback(stream.adopt)
-            return True
+            return None
         try:
-            shaped = shape_result(result, version, modern=True, upstream_modern=True,
+            shaped = shape_result(result, plan.version, modern=True, upstream_modern=True,
                                   server_info=self._server_info())
-            body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "result": shaped}
+            return 200, {"jsonrpc": "2.0", "id": rid, "result": shaped}
         except Exception:
             logger.exception("upstream %r returned an invalid tools/call result", upstream.name)
-            body = {"jsonrpc": "2.0", "id": rid, "error": {
+            return 200, {"jsonrpc": "2.0", "id": rid, "error": {
                 "code": INTERNAL_ERROR, "message": "Handler returned an invalid result"}}
-        await stream.finish(body, 200)
-        return True
 
     # ------------------------------------------------------------------ decision
 
-    def _plan(self, scope: dict[str, Any], value: Any) -> tuple[Any, Any, str] | None:
+    def plan(self, scope: dict[str, Any], value: Any) -> Plan | None:
+        """How to relay the parsed POST body ``value``, or None if this path must not."""
         if scope.get("path") != self._path or not isinstance(value, dict) or \
                 value.get("method") != "tools/call" or value.get("jsonrpc") != "2.0" or \
                 not _valid_id(value.get("id")):
@@ -178,7 +200,8 @@ class HttpFastPath:
             wire_methods.validate_client_request("tools/call", version, params)
         except Exception:
             return None
-        return entry, upstream, version
+        logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
+        return Plan(entry, upstream, version)
 
     def _declares_headers(self, schema: Any) -> bool:
         """Whether ``schema`` can declare ``Mcp-Param-*`` headers at all (cached per schema).
@@ -199,21 +222,11 @@ class HttpFastPath:
 
     # ------------------------------------------------------------------ relay
 
-    async def _relay(self, upstream: Any, entry: Any, params: dict[str, Any],
-                     receive: Any, stream: _Response) -> Any:
+    async def _relay(self, plan: Plan, params: dict[str, Any], receive: Any,
+                     stream: _Response) -> Any:
         """The upstream's answer, ``None`` if its connection closed, or ``_DISCONNECTED``."""
-        lane, client = upstream.lane, upstream.client
-        out = dict(params)
-        out["name"] = entry.name
-        out["_meta"] = {k: v for k, v in (out.get("_meta") or {}).items()
-                        if not k.startswith("io.modelcontextprotocol/")}
-        data: dict[str, Any] = {"method": "tools/call", "params": out}
-        opts: dict[str, Any] = {}
-        client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
-        if not out["_meta"]:
-            del out["_meta"]
         waiter = _Waiter(asyncio.get_running_loop())
-        sent = lane.start("tools/call", out, opts.get("headers"), waiter.answer)
+        sent = plan.relay(params, waiter.answer)
         if sent is None:
             return None
         # Like the SDK: answer in JSON if the upstream answers within the deferral window,
@@ -223,8 +236,41 @@ class HttpFastPath:
             return await waiter.wait(receive, stream, window)
         finally:
             if not waiter.answered:  # hung up, or cancelled: abandon the upstream call
-                lane.forget(sent)
+                plan.abandon(sent)
             waiter.close()
+
+    @property
+    def window(self) -> float | None:
+        """Seconds before a silent upstream's answer becomes an event stream (None: never)."""
+        return None if self._json_response else self._ping_interval
+
+
+@dataclass(slots=True)
+class Plan:
+    """A ``tools/call`` the fast path relays: the catalog entry, its upstream, the version."""
+
+    entry: Any
+    upstream: Any
+    version: str
+
+    def relay(self, params: dict[str, Any], on_answer: Callable[[Any], None]) -> str | None:
+        """Send the call on the upstream's fast lane; ``on_answer`` gets the answer (a dict,
+        or None if the connection closed). Returns the lane's id, None if it is closed."""
+        client = self.upstream.client
+        out = dict(params)
+        out["name"] = self.entry.name
+        out["_meta"] = {k: v for k, v in (out.get("_meta") or {}).items()
+                        if not k.startswith("io.modelcontextprotocol/")}
+        data: dict[str, Any] = {"method": "tools/call", "params": out}
+        opts: dict[str, Any] = {}
+        client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
+        if not out["_meta"]:
+            del out["_meta"]
+        return self.upstream.lane.start("tools/call", out, opts.get("headers"), on_answer)
+
+    def abandon(self, sent: str) -> None:
+        """Drop a relayed call nobody waits for (the upstream is told it was cancelled)."""
+        self.upstream.lane.forget(sent)
 
 
 class _Waiter:
@@ -316,19 +362,16 @@ class _Response:
         if not self.streaming:
             self.streaming = True
             await self._send({"type": "http.response.start", "status": 200,
-                              "headers": _SSE_HEADERS})
-        await self._send({"type": "http.response.body", "body": b": ping\r\n\r\n",
-                          "more_body": True})
+                              "headers": SSE_HEADERS})
+        await self._send({"type": "http.response.body", "body": PING, "more_body": True})
 
     async def finish(self, body: dict[str, Any], status: int) -> None:
         data = encode(body).rstrip(b"\n")
         if self.streaming:
-            await self._send({"type": "http.response.body",
-                              "body": b"event: message\r\ndata: " + data + b"\r\n\r\n"})
+            await self._send({"type": "http.response.body", "body": sse_event(data)})
             return
         await self._send({"type": "http.response.start", "status": status,
-                          "headers": [(b"content-type", b"application/json"),
-                                      (b"content-length", str(len(data)).encode())]})
+                          "headers": json_headers(len(data))})
         await self._send({"type": "http.response.body", "body": data})
 
     async def adopt(self, message: dict[str, Any]) -> None:
@@ -347,9 +390,8 @@ class _Response:
             return
         self._adopted_body.append(chunk)
         if not more:
-            data = b"".join(self._adopted_body)
             await self._send({"type": "http.response.body",
-                              "body": b"event: message\r\ndata: " + data + b"\r\n\r\n"})
+                              "body": sse_event(b"".join(self._adopted_body))})
 
 
 async def _disconnected(receive: Any) -> None:

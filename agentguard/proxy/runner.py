@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,14 +23,17 @@ from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import FastPath
 from agentguard.proxy.handlers import build_server
 from agentguard.proxy.http_fastpath import PING_INTERVAL, HttpFastPath
+from agentguard.proxy.http_fastserve import ConnectionFastPath
 from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
 
 __all__ = [
+    "HttpStack",
     "build_guard",
     "default_audit_path",
     "default_store_url",
     "http_app",
+    "http_stack",
     "run_proxy",
     "transport_security",
 ]
@@ -193,8 +198,27 @@ def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     the re-authentication pages.
 
     The caller runs it (uvicorn with ``lifespan="on"``, or enters
-    ``server.session_manager.run()`` itself).
+    ``server.session_manager.run()`` itself). Under uvicorn, serve it with
+    :func:`http_stack`'s protocol to take allowed calls off the connection directly.
     """
+    return http_stack(server, core, config, host, links, ping_interval=ping_interval).app
+
+
+@dataclass(frozen=True)
+class HttpStack:
+    """The ``--listen`` app and the uvicorn protocol class to serve it with."""
+
+    app: Any
+    protocol: type[asyncio.Protocol]
+
+
+def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
+               links: ReauthLinks | None = None, *, ping_interval: float = PING_INTERVAL
+               ) -> HttpStack:
+    """:func:`http_app`, with the protocol that serves it: the connection-level fast path
+    when the fast lane is on and no bearer authentication must run first."""
+    from agentguard.proxy.http_protocol import CoalescingHttpToolsProtocol, fast_protocol
+
     security = transport_security(host, config.public_url)
     app = server.streamable_http_app(
         streamable_http_path="/mcp", host=host, transport_security=security,
@@ -203,6 +227,11 @@ def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
     fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
         if core.fast_lane else None
+    protocol: type[asyncio.Protocol] = CoalescingHttpToolsProtocol
+    if fast is not None and config.oauth is None:
+        protocol = fast_protocol(ConnectionFastPath(
+            fast, app, path="/mcp", max_message_bytes=config.max_message_bytes,
+            max_depth=config.max_depth))
     hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
                                  max_depth=config.max_depth, fast_path=fast)
     if config.oauth is not None:
@@ -219,7 +248,7 @@ def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
                               forward_token=oauth.forward_token)
     if links is not None:
         hardened = links.wrap(hardened)
-    return hardened
+    return HttpStack(hardened, protocol)
 
 
 KEEP_ALIVE_SECONDS = 75
@@ -230,15 +259,16 @@ async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config
                       links: ReauthLinks | None = None) -> None:
     import uvicorn
 
-    app = http_app(server, core, config, host, links)
+    stack = http_stack(server, core, config, host, links)
     # X-Forwarded-For is believed only from configured reverse proxies: uvicorn's default
     # (believe it from 127.0.0.1) would let any local process pick its source address.
     trusted = config.trusted_proxies
     # Idle keep-alive connections outlive the clients' own idle expiry (httpx 5 s, Node 4 s):
     # with equal timeouts a client's request can cross the server's close and be lost.
-    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+    uv = uvicorn.Server(uvicorn.Config(stack.app, host=host, port=port, log_level="warning",
                                        access_log=False, lifespan="on",
                                        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                                       http=stack.protocol,
                                        proxy_headers=bool(trusted),
                                        forwarded_allow_ips=list(trusted) or None))
     await uv.serve()

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from agentguard.proxy.http1 import Exchange, Http1Pool, UnsafeHeader
 from agentguard.proxy.sse import SseDecoder, SseTooLarge
 from agentguard.proxy.upstream_io import SideDoor
-from agentguard.proxy.wire import encode
+from agentguard.proxy.wire import decode, encode
 
 __all__ = ["HttpLane", "dropped_request", "raw_target"]
 
@@ -299,7 +299,7 @@ class _CallSink:
 
     def _json_answer(self, body: bytes) -> dict[str, Any]:
         try:
-            value = json.loads(body)
+            value = decode(body)
         except ValueError:
             value = None
         if isinstance(value, dict) and value.get("id") == self._rid and \

@@ -15,7 +15,6 @@ and, on stdio, without a task switch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -39,7 +38,7 @@ from mcp.types import (
 )
 
 from agentguard.proxy.fdio import FdReader, FdWriter
-from agentguard.proxy.wire import encode, serialize
+from agentguard.proxy.wire import decode, encode, serialize
 
 __all__ = ["FastLane", "RawStdio", "SideDoor"]
 
@@ -230,7 +229,7 @@ class RawStdio(FastLane):
             return
         if _MARK in line:
             try:
-                value = json.loads(line)
+                value = decode(line)
             except ValueError:
                 value = None
             if isinstance(value, dict) and "method" not in value and \

@@ -17,8 +17,10 @@ The transports using these checks are :mod:`agentguard.proxy.stdio` and
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import orjson
 from mcp.shared.message import SessionMessage
 from mcp.types import (
     INVALID_REQUEST,
@@ -28,8 +30,8 @@ from mcp.types import (
 )
 from pydantic import ValidationError
 
-__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_MESSAGE_BYTES", "WireError", "encode", "parse_line",
-           "parse_value", "serialize", "to_message"]
+__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_MESSAGE_BYTES", "WireError", "decode", "encode",
+           "parse_line", "parse_value", "serialize", "to_message"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Same default as the SDK's Streamable HTTP body limit."""
@@ -143,9 +145,38 @@ def parse_line(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> SessionMes
 
 
 def encode(value: dict[str, Any]) -> bytes:
-    """One wire line for a plain JSON object (NaN refused: it is not JSON)."""
+    """One wire line for a plain JSON object.
+
+    NaN and infinities are written as ``null``, as pydantic (and so the SDK's full path)
+    writes them. orjson writes nearly every value; the rest (integers past 64 bits, keys that
+    are not strings) take the ``json`` module, whose rules apply as before.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        pass
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False).encode() + b"\n"
+
+
+_LONG_NUMBER = re.compile(rb"\d{20}")
+
+
+def decode(data: bytes) -> Any:
+    """Decode an upstream's JSON exactly as ``json.loads`` would, faster where that is safe.
+
+    orjson reads integers past 64 bits as floats and refuses NaN and lone surrogates: a body
+    with a 20-digit run, or one orjson refuses, is read by ``json.loads``.
+
+    Raises:
+        ValueError: not JSON.
+    """
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 def serialize(message: SessionMessage) -> bytes:

@@ -15,6 +15,7 @@ The fast proxy's debug log shows that the fast paths were the ones answering.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 from agentguard.proxy.config import ProxyConfig, UpstreamConfig
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.handlers import build_server
-from agentguard.proxy.runner import build_guard, http_app
+from agentguard.proxy.runner import build_guard, http_stack
 from tests.proxy.conftest import (
     OPS_SERVER,
     PYTHON,
@@ -169,8 +170,13 @@ async def test_the_raw_upstream_lane_reads_every_answer_as_the_sdk(
     assert seen["sse-no-answer"][0] == "error" and "may or may not" in seen["sse-no-answer"][2]
 
 
+SERVED_BY = ["connection", "asgi"]
+"""Which fast path answers: the one in the proxy's uvicorn protocol, or the one in its ASGI app
+(under plain uvicorn, as any ASGI server would run it)."""
+
+
 @asynccontextmanager
-async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float
+async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float, served_by: str
                            ) -> AsyncIterator[tuple[str, Any]]:
     """The ``--listen`` proxy in this process (uvicorn included), with a short SSE window."""
     import uvicorn
@@ -183,9 +189,11 @@ async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float
     async with build_guard(config) as guard, ProxyCore(config, guard) as core:
         await core.started()
         server = build_server(core)
-        app = http_app(server, core, config, "127.0.0.1", ping_interval=ping_interval)
-        uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+        stack = http_stack(server, core, config, "127.0.0.1", ping_interval=ping_interval)
+        assert stack.protocol.__name__ == "BoundFastHttpProtocol"
+        uv = uvicorn.Server(uvicorn.Config(
+            stack.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+            http=stack.protocol if served_by == "connection" else "httptools"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(uv.serve)
             await wait_port(port)
@@ -195,9 +203,10 @@ async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float
                 uv.should_exit = True
 
 
+@pytest.mark.parametrize("served_by", SERVED_BY)
 async def test_a_slow_allowed_call_becomes_an_event_stream_with_pings(
-        proxy: ProxyUnderTest) -> None:
-    async with in_process_proxy(proxy, ping_interval=0.2) as (url, _), \
+        proxy: ProxyUnderTest, served_by: str) -> None:
+    async with in_process_proxy(proxy, 0.2, served_by) as (url, _), \
             httpx2.AsyncClient(timeout=30) as http:
         response = await http.post(url, headers=_headers(name="count_to"),
                                    content=_call(name="count_to", arguments={"n": 12}))
@@ -212,8 +221,10 @@ async def test_a_slow_allowed_call_becomes_an_event_stream_with_pings(
         assert fast.headers["content-type"] == "application/json"  # answered in the window
 
 
-async def test_a_client_that_hangs_up_abandons_the_upstream_call(proxy: ProxyUnderTest) -> None:
-    async with in_process_proxy(proxy, ping_interval=0.2) as (url, core), \
+@pytest.mark.parametrize("served_by", SERVED_BY)
+async def test_a_client_that_hangs_up_abandons_the_upstream_call(
+        proxy: ProxyUnderTest, served_by: str) -> None:
+    async with in_process_proxy(proxy, 0.2, served_by) as (url, core), \
             httpx2.AsyncClient(timeout=30) as http:
         lane = core.upstreams["ops"].lane
         async with http.stream("POST", url, headers=_headers(name="count_to"),
@@ -227,6 +238,91 @@ async def test_a_client_that_hangs_up_abandons_the_upstream_call(proxy: ProxyUnd
                 await anyio.sleep(0.05)
         after = await http.post(url, headers=_headers(), content=_call())
         assert after.json()["result"]["content"][0]["text"].startswith("api: running")
+
+
+MAINTENANCE = _call(name="schedule_maintenance", arguments={"service": "api"}, meta={
+    **ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
+
+
+@pytest.mark.parametrize("served_by", SERVED_BY)
+@pytest.mark.parametrize("window", [30.0, 0.0])
+async def test_an_allowed_call_that_asks_for_input_is_answered_by_the_full_path(
+        proxy: ProxyUnderTest, served_by: str, window: float) -> None:
+    """The upstream answers ``input_required``: the SDK app relays the questions, in JSON or,
+    once the event stream has begun (a zero window), as its last event."""
+    async with in_process_proxy(proxy, window, served_by) as (url, _), \
+            httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(url, headers=_headers(name="schedule_maintenance"),
+                                   content=MAINTENANCE)
+        assert response.status_code == 200, response.text
+        if window:
+            assert response.headers["content-type"] == "application/json"
+        else:
+            assert response.headers["content-type"] == "text/event-stream"
+            assert response.text.startswith(": ping\r\n\r\n")
+        answer = _answer(response)
+        assert answer["id"] == 1 and answer["result"]["resultType"] == "input_required"
+        after = _answer(await http.post(url, headers=_headers(), content=_call(rid=2)))
+        assert after["result"]["content"][0]["text"].startswith("api: running")
+
+
+def _answer(response: httpx2.Response) -> Any:
+    if response.headers["content-type"] == "application/json":
+        return response.json()
+    return json.loads(response.text.rsplit("event: message\r\ndata: ", 1)[1])
+
+
+def _raw(body: bytes, port: int, **over: str) -> bytes:
+    headers = {**_headers(**over), "host": f"127.0.0.1:{port}",
+               "content-length": str(len(body))}
+    head = "POST /mcp HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode() + b"\r\n" + body
+
+
+async def _read_answers(reader: asyncio.StreamReader, count: int) -> list[dict[str, Any]]:
+    answers = []
+    for _ in range(count):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        answers.append(json.loads(await reader.readexactly(length)))
+    return answers
+
+
+async def test_pipelined_and_unusual_requests_on_one_connection(proxy: ProxyUnderTest) -> None:
+    """HTTP/1.1 edge cases around the connection-level fast path: requests pipelined in one
+    write (fast, full path, fast) answered in order; ``Expect: 100-continue``; a body too large
+    to hold; a connection: close request."""
+    async with in_process_proxy(proxy, 30.0, "connection") as (url, _):
+        port = int(url.split(":")[2].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        listing = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
+            "_meta": ENVELOPE}}).encode()
+        writer.write(_raw(_call(rid=1), port) + _raw(listing, port, mcp_method="tools/list",
+                                                     mcp_name="") + _raw(_call(rid=3), port))
+        first, second, third = await asyncio.wait_for(_read_answers(reader, 3), 20)
+        assert (first["id"], second["id"], third["id"]) == (1, 2, 3)
+        assert first["result"]["content"][0]["text"].startswith("api: running")
+        assert "get_status" in {t["name"] for t in second["result"]["tools"]}
+
+        body = _call(rid=4)
+        request = _raw(body, port, expect="100-continue")
+        writer.write(request[:-len(body)])
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == \
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        assert (await asyncio.wait_for(_read_answers(reader, 1), 20))[0]["id"] == 4
+
+        big = _call(rid=5, meta={**ENVELOPE, "padding": "x" * 100_000})
+        writer.write(_raw(big, port))
+        answer = (await asyncio.wait_for(_read_answers(reader, 1), 20))[0]
+        assert answer["id"] == 5 and "result" in answer
+
+        writer.write(_raw(_call(rid=6), port, connection="close"))
+        answer = (await asyncio.wait_for(_read_answers(reader, 1), 20))[0]
+        assert answer["id"] == 6
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection closed
+        writer.close()
 
 
 async def test_the_public_url_host_passes_dns_rebinding_protection(

@@ -10,7 +10,7 @@ import pytest
 from anyio.abc import Process
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCRequest
 
-from agentguard.proxy.wire import WireError, parse_line
+from agentguard.proxy.wire import WireError, decode, encode, parse_line
 from tests.proxy.conftest import PYTHON, ProxyUnderTest
 
 DEEP = b"[" * 10_000 + b"]" * 10_000
@@ -66,6 +66,33 @@ async def _exchange(proc: Process, line: bytes, buffer: bytearray) -> dict[str, 
     raw, _, rest = bytes(buffer).partition(b"\n")
     buffer[:] = rest
     return json.loads(raw)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"id":1,"result":{"big":123456789012345678901234567890,"neg":-98765432109876543210}}',
+    b'{"id":1,"result":{"max":18446744073709551615,"min":-9223372036854775808}}',
+    b'{"result":{"x":NaN,"y":Infinity,"z":1e400}}',
+    b'{"result":"\\ud800 lone surrogate"}',
+    b'{"a":1,"a":2,"s":"\\u00e9\\u2028","f":1e-05,"t":[true,false,null]}',
+])
+def test_decoding_an_upstream_answer_matches_json_loads_exactly(text: bytes) -> None:
+    assert repr(decode(text)) == repr(json.loads(text))  # repr: NaN != NaN
+
+
+def test_decoding_refuses_what_json_loads_refuses() -> None:
+    for text in (b"{not json", b'{"a":', b"\xff"):
+        with pytest.raises(ValueError):
+            decode(text)
+
+
+def test_encoding_round_trips_and_writes_non_finite_numbers_as_null() -> None:
+    value = {"id": 2**70, "text": "é\u2028\n\"", "n": [1, -1.5, 1e-05, True, None],
+             "deep": {"k": {"k": []}}}
+    line = encode(value)
+    assert line.endswith(b"\n") and b"\n" not in line[:-1]
+    assert json.loads(line) == value
+    assert json.loads(encode({1: "int key"})) == {"1": "int key"}  # the json module's rule
+    assert json.loads(encode({"x": float("nan"), "y": float("inf")})) == {"x": None, "y": None}
 
 
 @pytest.mark.anyio
