@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -121,7 +121,7 @@ def proxy_command(
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from exc
     try:
-        anyio.run(lambda: run_proxy(cfg, fast_path=fast_path), backend_options=_loop_options())
+        anyio.run(lambda: run_proxy(cfg, fast_path=fast_path))
     except AgentGuardError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from exc
@@ -216,11 +216,3 @@ def standalone_app() -> None:
     app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
     app()
 
-
-def _loop_options() -> dict[str, Any]:
-    """uvloop where it is installed (a dependency off Windows): a relayed call costs less CPU."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
