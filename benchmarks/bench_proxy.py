@@ -6,7 +6,9 @@ for stdio (client -> [proxy ->] stdio upstream) and Streamable HTTP (client -> [
 reference (``benchmarks/bare_relay.py``: what one more process in the path costs by itself):
 
 - latency: sequential calls, p50 and p99 (and sequential calls/s);
-- throughput: calls/s with ``--concurrency`` calls in flight.
+- throughput: calls/s with ``--concurrency`` calls in flight;
+- CPU: user+system time of the proxy (and of the bare relay) per call, read from ``/proc``
+  over every call of the measurement (Linux).
 
 The six paths are measured in alternating rounds, so load from elsewhere on the machine falls
 on all of them alike. Ratios are against the direct baseline of the same run; the target is
@@ -17,8 +19,9 @@ hop that wakes a process on the other, idle vCPU costs tens of microseconds of w
 latency that has nothing to do with the code; pinning measures what the proxy itself adds.
 Run both ways and quote both.
 
-A call that fails (an HTTP keep-alive connection closed under it, say) is retried once and
-counted; the counts are printed.
+A call that fails is retried once and counted; the counts are printed. Between rounds every path
+gets an unmeasured burst, so no keep-alive connection idles into a server's timeout (a request
+crossing that close kills the SDK client outright).
 
 Run: ``.venv/bin/python benchmarks/bench_proxy.py [--calls 2000] [--mode auto|legacy]
 [--pin 0]``
@@ -57,6 +60,7 @@ class Result:
     seq_per_s: float
     conc_per_s: float
     retried: int = 0
+    cpu_ms: float | None = None  # CPU of the middle process per call (proxy, relay)
 
 
 def _port() -> int:
@@ -76,21 +80,39 @@ async def _wait_port(port: int) -> None:
 
 
 @asynccontextmanager
-async def _process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[None]:
+async def _process(argv: list[str], env: dict[str, str], port: int) -> AsyncIterator[int]:
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await _wait_port(port)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
 FAILURES: dict[int, int] = {}
+CALLS: dict[int, int] = {}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _child(marker: str, skip: set[int]) -> int | None:
+    """The pid of this process's child (not in ``skip``) whose command line has ``marker``."""
+    me = Path(f"/proc/{os.getpid()}/task")
+    for task in me.iterdir():
+        for pid in map(int, (task / "children").read_text().split()):
+            if pid not in skip and marker in Path(f"/proc/{pid}/cmdline").read_text():
+                return pid
+    return None
 
 
 async def _one(client: Client) -> None:
+    CALLS[id(client)] = CALLS.get(id(client), 0) + 1
     for attempt in (1, 2):
         try:
             result = await client.call_tool("get_status", {"service": "api"})
@@ -120,8 +142,11 @@ async def _concurrent(client: Client, calls: int, width: int) -> float:
 
 
 async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
-                   rounds: int) -> list[Result]:
-    """Interleave the paths round by round, so a load change on the machine hits all."""
+                   rounds: int, middle: dict[str, int]) -> list[Result]:
+    """Interleave the paths round by round, so a load change on the machine hits all.
+
+    ``middle`` maps a path to the pid of its middle process, whose CPU per call is reported.
+    """
     lat: dict[str, list[float]] = {name: [] for name in clients}
     busy: dict[str, float] = dict.fromkeys(clients, 0.0)
     conc: dict[str, list[float]] = {name: [] for name in clients}
@@ -129,6 +154,8 @@ async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
         for _ in range(100):  # warm up both ends
             await _one(client)
     per_round = max(1, calls // rounds)
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in middle.items()}
+    calls_before = {name: CALLS[id(client)] for name, client in clients.items()}
     for _ in range(rounds):
         for name, client in clients.items():
             start = time.perf_counter()
@@ -144,12 +171,16 @@ async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
             for other in clients.values():
                 await _concurrent(other, concurrency, concurrency)
     out = []
-    for name in clients:
+    for name, client in clients.items():
         values = sorted(lat[name])
+        cpu = None
+        if name in middle:
+            made = CALLS[id(client)] - calls_before[name]
+            cpu = (_cpu_seconds(middle[name]) - cpu_before[name]) * 1000 / made
         out.append(Result(name, statistics.median(values) * 1000,
                           values[max(0, int(len(values) * 0.99) - 1)] * 1000,
                           len(values) / busy[name], statistics.median(conc[name]),
-                          FAILURES.get(id(clients[name]), 0)))
+                          FAILURES.get(id(client), 0), cpu))
     return out
 
 
@@ -178,12 +209,18 @@ async def main(calls: int, mode: str, concurrency: int, rounds: int) -> list[Res
     }
     proxy_http = [PY, *_proxy_args(home, "--upstream-url", url, "--listen", f"127.0.0.1:{px}")]
     async with _process([PY, OPS, "--http", str(up)], env, up), \
-            _process(proxy_http, env, px), \
-            _process([PY, RELAY, "tcp", str(relay), str(up)], env, relay), \
+            _process(proxy_http, env, px) as proxy_pid, \
+            _process([PY, RELAY, "tcp", str(relay), str(up)], env, relay) as relay_pid, \
             AsyncExitStack() as stack:
         clients = {name: await stack.enter_async_context(Client(t, mode=mode, cache=None))
                    for name, t in targets.items()}
-        return await _measure(clients, calls, concurrency, rounds)
+        middle = {"http via proxy": proxy_pid, "http bare relay": relay_pid}
+        for name, marker in (("stdio via proxy", "agentguard.proxy"),
+                             ("stdio bare relay", "bare_relay.py")):
+            pid = _child(marker, {proxy_pid, relay_pid})
+            if pid is not None:
+                middle[name] = pid
+        return await _measure(clients, calls, concurrency, rounds, middle)
 
 
 def report(results: list[Result], concurrency: int, pin: int | None) -> None:
@@ -192,10 +229,11 @@ def report(results: list[Result], concurrency: int, pin: int | None) -> None:
         "share them"
     print(f"{os.cpu_count()} CPUs, load average {load} ({where})")
     print(f"{'path':<18}{'p50 ms':>9}{'p99 ms':>9}{'seq calls/s':>13}"
-          f"{f'calls/s @{concurrency}':>15}")
+          f"{f'calls/s @{concurrency}':>15}{'CPU ms/call':>13}")
     for r in results:
+        cpu = f"{r.cpu_ms:>13.3f}" if r.cpu_ms is not None else f"{'':>13}"
         print(f"{r.name:<18}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.seq_per_s:>13.0f}"
-              f"{r.conc_per_s:>15.0f}" + (f"   ({r.retried} retried)" if r.retried else ""))
+              f"{r.conc_per_s:>15.0f}{cpu}" + (f"   ({r.retried} retried)" if r.retried else ""))
     print()
     for transport in ("stdio", "http"):
         d = next(r for r in results if r.name == f"{transport} direct")

@@ -272,6 +272,27 @@ def _answer(response: httpx2.Response) -> Any:
     return json.loads(response.text.rsplit("event: message\r\ndata: ", 1)[1])
 
 
+async def test_bearer_authentication_runs_before_any_fast_answer(proxy: ProxyUnderTest) -> None:
+    """With OAuth configured, uvicorn serves the plain protocol: every request meets the
+    bearer check in the ASGI stack before the (ASGI-level) fast path may answer it."""
+    from agentguard.proxy.config import OAuthConfig
+    from agentguard.proxy.http_protocol import CoalescingHttpToolsProtocol
+
+    config = ProxyConfig(policy=str(proxy.policy), store=proxy.store_url,
+                         audit=str(proxy.audit), servers=[UpstreamConfig(
+                             name="ops", command=PYTHON, args=[OPS_SERVER])])
+    async with build_guard(config) as guard, ProxyCore(config, guard) as core:
+        server = build_server(core)
+        assert http_stack(server, core, config, "127.0.0.1").protocol.__name__ == \
+            "BoundFastHttpProtocol"
+        secured = config.model_copy(update={"oauth": OAuthConfig(
+            issuer="https://idp.example", jwks_uri="https://idp.example/jwks",
+            resource="https://proxy.example/mcp")})
+        stack = http_stack(server, core, secured, "127.0.0.1")
+        assert stack.protocol is CoalescingHttpToolsProtocol
+        assert type(stack.app).__name__ == "BearerAuth"
+
+
 def _raw(body: bytes, port: int, **over: str) -> bytes:
     headers = {**_headers(**over), "host": f"127.0.0.1:{port}",
                "content-length": str(len(body))}
