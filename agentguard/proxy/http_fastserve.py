@@ -73,6 +73,7 @@ class ConnectionFastPath:
         plan = self.fast.plan(cycle.scope, value)
         if plan is None:
             return None
+        logger.debug("tools/call %r is answered at the connection", plan.entry.exposed)
         exchange = Exchange(self, connection, cycle, plan, value)
         exchange.start()
         return exchange

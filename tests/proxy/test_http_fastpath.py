@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -310,10 +311,12 @@ async def _read_answers(reader: asyncio.StreamReader, count: int) -> list[dict[s
     return answers
 
 
-async def test_pipelined_and_unusual_requests_on_one_connection(proxy: ProxyUnderTest) -> None:
+async def test_pipelined_and_unusual_requests_on_one_connection(
+        proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture) -> None:
     """HTTP/1.1 edge cases around the connection-level fast path: requests pipelined in one
     write (fast, full path, fast) answered in order; ``Expect: 100-continue``; a body too large
     to hold; a connection: close request."""
+    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_fastserve")
     async with in_process_proxy(proxy, 30.0, "connection") as (url, _):
         port = int(url.split(":")[2].split("/")[0])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -344,6 +347,9 @@ async def test_pipelined_and_unusual_requests_on_one_connection(proxy: ProxyUnde
         assert answer["id"] == 6
         assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection closed
         writer.close()
+    # Calls 1, 3 and 6 were answered before any ASGI task (4 waited for 100 Continue, which
+    # the ASGI app's receive sends; 5 was too large to hold).
+    assert caplog.text.count("is answered at the connection") == 3, caplog.text
 
 
 async def test_the_public_url_host_passes_dns_rebinding_protection(
