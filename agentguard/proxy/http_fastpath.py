@@ -39,33 +39,14 @@ from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.fastpath import relayable, shape_result
-from agentguard.proxy.wire import encode
+from agentguard.proxy.http_frames import AsgiAnswer
 
-__all__ = ["PING", "PING_INTERVAL", "SSE_HEADERS", "HttpFastPath", "Plan", "json_headers",
-           "sse_event"]
+__all__ = ["PING_INTERVAL", "HttpFastPath", "Plan"]
 
 logger = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
 """The SDK's deferral window before an answer becomes an event stream, and its ping period."""
-SSE_HEADERS = [(b"content-type", b"text/event-stream"),
-               (b"cache-control", b"no-cache, no-transform"),
-               (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
-"""The head of an event-stream answer, as the SDK app sends it."""
-PING = b": ping\r\n\r\n"
-"""A keep-alive comment on an event stream."""
-
-
-def sse_event(data: bytes) -> bytes:
-    """One JSON-RPC message as an event-stream ``message`` event."""
-    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
-
-
-def json_headers(length: int) -> list[tuple[bytes, bytes]]:
-    """The head of a JSON answer of ``length`` bytes."""
-    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % length)]
-
-
 class _Security(TransportSecurityMiddleware):
     """The SDK's Host/Origin/Content-Type checks, on a plain header mapping."""
 
@@ -122,8 +103,10 @@ class HttpFastPath:
         plan = self.plan(scope, value)
         if plan is None:
             return False
-        stream = _Response(send)
+        stream = AsgiAnswer(send)
         answer = await self._relay(plan, value["params"], receive, stream)
+        if answer is _DECLINED:
+            return False
         if answer is _DISCONNECTED:
             return True  # nobody to answer; the upstream request was abandoned
         reply = self.reply(plan, value["id"], answer)
@@ -223,10 +206,18 @@ class HttpFastPath:
     # ------------------------------------------------------------------ relay
 
     async def _relay(self, plan: Plan, params: dict[str, Any], receive: Any,
-                     stream: _Response) -> Any:
-        """The upstream's answer, ``None`` if its connection closed, or ``_DISCONNECTED``."""
+                     stream: AsgiAnswer) -> Any:
+        """The upstream's answer, ``None`` if its connection closed, ``_DISCONNECTED``, or
+        ``_DECLINED`` (nothing was sent: the full path takes the call)."""
         waiter = _Waiter(asyncio.get_running_loop())
-        sent = plan.relay(params, waiter.answer)
+        try:
+            sent = plan.relay(params, waiter.answer)
+        except Exception:
+            # Before anything reached the upstream (stamping the request): the full path
+            # serves it, and reports whatever is wrong in its own words.
+            logger.exception("cannot relay %r on the fast path; taking the full path",
+                             plan.entry.exposed)
+            return _DECLINED
         if sent is None:
             return None
         # Like the SDK: answer in JSON if the upstream answers within the deferral window,
@@ -300,7 +291,7 @@ class _Waiter:
             self._box.append(value)
             self._poke()
 
-    async def wait(self, receive: Any, stream: _Response, window: float | None) -> Any:
+    async def wait(self, receive: Any, stream: AsgiAnswer, window: float | None) -> Any:
         self._timers.append(self._loop.call_later(self._WATCH_AFTER, self._watch, receive))
         if window is not None:
             self._timers.append(self._loop.call_later(window, self._tick))
@@ -343,55 +334,11 @@ class _Waiter:
 
 
 _DISCONNECTED = object()
+_DECLINED = object()
 
 
 def _valid_id(rid: Any) -> bool:
     return isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool))
-
-
-class _Response:
-    """One HTTP answer: plain JSON, or an event stream once the wait outlasts the window."""
-
-    def __init__(self, send: Any) -> None:
-        self._send = send
-        self.streaming = False
-        self._adopted_sse = False
-        self._adopted_body: list[bytes] = []
-
-    async def ping(self) -> None:
-        if not self.streaming:
-            self.streaming = True
-            await self._send({"type": "http.response.start", "status": 200,
-                              "headers": SSE_HEADERS})
-        await self._send({"type": "http.response.body", "body": PING, "more_body": True})
-
-    async def finish(self, body: dict[str, Any], status: int) -> None:
-        data = encode(body).rstrip(b"\n")
-        if self.streaming:
-            await self._send({"type": "http.response.body", "body": sse_event(data)})
-            return
-        await self._send({"type": "http.response.start", "status": status,
-                          "headers": json_headers(len(data))})
-        await self._send({"type": "http.response.body", "body": data})
-
-    async def adopt(self, message: dict[str, Any]) -> None:
-        """An ASGI ``send`` for the SDK app once this stream is committed: its event-stream
-        frames pass through, a JSON answer becomes one event."""
-        kind = message.get("type")
-        if kind == "http.response.start":
-            headers = dict(message.get("headers") or ())
-            self._adopted_sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
-            return
-        if kind != "http.response.body":
-            return
-        chunk, more = message.get("body", b""), message.get("more_body", False)
-        if self._adopted_sse:
-            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
-            return
-        self._adopted_body.append(chunk)
-        if not more:
-            await self._send({"type": "http.response.body",
-                              "body": sse_event(b"".join(self._adopted_body))})
 
 
 async def _disconnected(receive: Any) -> None:

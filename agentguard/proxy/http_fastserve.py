@@ -19,14 +19,8 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from agentguard.proxy.http_fastpath import (
-    PING,
-    SSE_HEADERS,
-    HttpFastPath,
-    Plan,
-    json_headers,
-    sse_event,
-)
+from agentguard.proxy.http_fastpath import HttpFastPath, Plan
+from agentguard.proxy.http_frames import PING, SSE_HEADERS, json_headers, sse_event
 from agentguard.proxy.wire import WireError, encode, parse_value
 
 __all__ = ["SKIP_FAST_PATH", "ConnectionFastPath"]
@@ -75,7 +69,15 @@ class ConnectionFastPath:
             return None
         logger.debug("tools/call %r is answered at the connection", plan.entry.exposed)
         exchange = Exchange(self, connection, cycle, plan, value)
-        exchange.start()
+        try:
+            exchange.start()
+        except Exception:
+            # Before anything reached the upstream (stamping the request): the full path
+            # serves it, and reports whatever is wrong in its own words.
+            logger.exception("cannot relay %r on the fast path; taking the full path",
+                             plan.entry.exposed)
+            exchange.done = True
+            return None
         return exchange
 
 

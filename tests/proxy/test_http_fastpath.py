@@ -273,6 +273,29 @@ def _answer(response: httpx2.Response) -> Any:
     return json.loads(response.text.rsplit("event: message\r\ndata: ", 1)[1])
 
 
+@pytest.mark.parametrize("served_by", SERVED_BY)
+async def test_a_fast_path_that_cannot_relay_hands_the_call_to_the_full_path(
+        proxy: ProxyUnderTest, served_by: str) -> None:
+    async with in_process_proxy(proxy, 30.0, served_by) as (url, core), \
+            httpx2.AsyncClient(timeout=30) as http:
+        session = core.upstreams["ops"].client.session
+        stamp, failed = session._stamp, []
+
+        def broken_once(data: Any, opts: Any) -> None:
+            if not failed:
+                failed.append(data)
+                raise RuntimeError("stamping failed")
+            stamp(data, opts)
+
+        session._stamp = broken_once
+        try:
+            response = await http.post(url, headers=_headers(), content=_call())
+        finally:
+            session._stamp = stamp
+        assert failed and response.status_code == 200, response.text
+        assert response.json()["result"]["content"][0]["text"].startswith("api: running")
+
+
 async def test_bearer_authentication_runs_before_any_fast_answer(proxy: ProxyUnderTest) -> None:
     """With OAuth configured, uvicorn serves the plain protocol: every request meets the
     bearer check in the ASGI stack before the (ASGI-level) fast path may answer it."""

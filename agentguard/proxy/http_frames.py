@@ -1,0 +1,84 @@
+"""How the fast paths frame an HTTP answer: JSON, or an event stream with pings.
+
+Both fast paths write what the SDK's Streamable HTTP app would: a JSON body with its length,
+or, once the answer is slow in coming, ``text/event-stream`` with keep-alive comments and the
+answer as a ``message`` event. :class:`AsgiAnswer` does it through an ASGI ``send``; the
+connection-level path writes the same frames to the transport itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentguard.proxy.wire import encode
+
+__all__ = ["PING", "SSE_HEADERS", "AsgiAnswer", "json_headers", "sse_event"]
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"),
+               (b"cache-control", b"no-cache, no-transform"),
+               (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
+"""The head of an event-stream answer, as the SDK app sends it."""
+PING = b": ping\r\n\r\n"
+"""A keep-alive comment on an event stream."""
+
+
+def sse_event(data: bytes) -> bytes:
+    """One JSON-RPC message as an event-stream ``message`` event."""
+    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
+def json_headers(length: int) -> list[tuple[bytes, bytes]]:
+    """The head of a JSON answer of ``length`` bytes."""
+    return [(b"content-type", b"application/json"), (b"content-length", b"%d" % length)]
+
+
+class AsgiAnswer:
+    """One HTTP answer through an ASGI ``send``: plain JSON, or an event stream once the wait
+    outlasts the deferral window.
+
+    Args:
+        send: The ASGI ``send`` of the request being answered.
+    """
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self.streaming = False
+        self._adopted_sse = False
+        self._adopted_body: list[bytes] = []
+
+    async def ping(self) -> None:
+        """Send a keep-alive comment, committing the answer to an event stream first."""
+        if not self.streaming:
+            self.streaming = True
+            await self._send({"type": "http.response.start", "status": 200,
+                              "headers": SSE_HEADERS})
+        await self._send({"type": "http.response.body", "body": PING, "more_body": True})
+
+    async def finish(self, body: dict[str, Any], status: int) -> None:
+        """Send the JSON-RPC ``body``: as JSON with ``status``, or as the stream's last event."""
+        data = encode(body).rstrip(b"\n")
+        if self.streaming:
+            await self._send({"type": "http.response.body", "body": sse_event(data)})
+            return
+        await self._send({"type": "http.response.start", "status": status,
+                          "headers": json_headers(len(data))})
+        await self._send({"type": "http.response.body", "body": data})
+
+    async def adopt(self, message: dict[str, Any]) -> None:
+        """An ASGI ``send`` for the SDK app once this stream is committed: its event-stream
+        frames pass through, a JSON answer becomes one event."""
+        kind = message.get("type")
+        if kind == "http.response.start":
+            headers = dict(message.get("headers") or ())
+            self._adopted_sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+            return
+        if kind != "http.response.body":
+            return
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        if self._adopted_sse:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+            return
+        self._adopted_body.append(chunk)
+        if not more:
+            await self._send({"type": "http.response.body",
+                              "body": sse_event(b"".join(self._adopted_body))})
