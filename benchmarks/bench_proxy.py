@@ -19,9 +19,14 @@ hop that wakes a process on the other, idle vCPU costs tens of microseconds of w
 latency that has nothing to do with the code; pinning measures what the proxy itself adds.
 Run both ways and quote both.
 
-A call that fails is retried once and counted; the counts are printed. Between rounds every path
-gets an unmeasured burst, so no keep-alive connection idles into a server's timeout (a request
-crossing that close kills the SDK client outright).
+Latency is measured in a phase of its own (sequential calls, the paths alternating, each round
+starting one path later so no path always follows the same one), then throughput (the same
+alternation). ``--mixed`` puts each path's throughput burst right after its latency segment
+instead, as this benchmark did before 2026-11-28. On the 2-core VM that slows the sequential
+calls that follow a 16-wide burst on every path of three processes: the bare relay alone
+measured 1.12-1.18x direct mixed, 1.02-1.14x split.
+
+A call that fails is retried once and counted; the counts are printed.
 
 Run: ``.venv/bin/python benchmarks/bench_proxy.py [--calls 2000] [--mode auto|legacy]
 [--pin 0]``
@@ -142,10 +147,13 @@ async def _concurrent(client: Client, calls: int, width: int) -> float:
 
 
 async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
-                   rounds: int, middle: dict[str, int]) -> list[Result]:
+                   rounds: int, middle: dict[str, int], mixed: bool) -> list[Result]:
     """Interleave the paths round by round, so a load change on the machine hits all.
 
-    ``middle`` maps a path to the pid of its middle process, whose CPU per call is reported.
+    Latency rounds come first, then throughput rounds; ``mixed`` runs each path's throughput
+    burst right after its latency segment instead (the schedule before 2026-11-28), so every
+    latency segment follows a 16-wide burst. ``middle`` maps a path to the pid of its middle
+    process, whose CPU per call is reported.
     """
     lat: dict[str, list[float]] = {name: [] for name in clients}
     busy: dict[str, float] = dict.fromkeys(clients, 0.0)
@@ -156,20 +164,42 @@ async def _measure(clients: dict[str, Client], calls: int, concurrency: int,
     per_round = max(1, calls // rounds)
     cpu_before = {name: _cpu_seconds(pid) for name, pid in middle.items()}
     calls_before = {name: CALLS[id(client)] for name, client in clients.items()}
-    for _ in range(rounds):
-        for name, client in clients.items():
-            start = time.perf_counter()
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                await _one(client)
-                lat[name].append(time.perf_counter() - t0)
-            busy[name] += time.perf_counter() - start
-            conc[name].append(await _concurrent(client, per_round, concurrency))
-            # A round takes about as long as a server's keep-alive timeout (uvicorn: 5 s), and
-            # a request racing the server's close of an idle connection kills the SDK client;
-            # an unmeasured burst on every path keeps none of its connections idle that long.
-            for other in clients.values():
-                await _concurrent(other, concurrency, concurrency)
+
+    async def latency(name: str, client: Client) -> None:
+        start = time.perf_counter()
+        for _ in range(per_round):
+            t0 = time.perf_counter()
+            await _one(client)
+            lat[name].append(time.perf_counter() - t0)
+        busy[name] += time.perf_counter() - start
+
+    paths = list(clients.items())
+
+    def order(round_: int) -> list[tuple[str, Client]]:
+        """Each round starts one path later: what runs before a path (and so what state the
+        machine is in when it starts) changes from round to round, alike for all paths."""
+        shift = round_ % len(paths)
+        return paths[shift:] + paths[:shift]
+
+    if mixed:
+        for round_ in range(rounds):
+            for name, client in order(round_):
+                await latency(name, client)
+                conc[name].append(await _concurrent(client, per_round, concurrency))
+                # A mixed round lasts about a server's keep-alive timeout (uvicorn: 5 s), and
+                # a request racing the server's close of an idle connection kills the SDK
+                # client; an unmeasured burst on every path keeps no connection that idle.
+                for other in clients.values():
+                    await _concurrent(other, concurrency, concurrency)
+    else:
+        # A round of either phase is well under 5 s, so no connection idles into a
+        # server's keep-alive timeout.
+        for round_ in range(rounds):
+            for name, client in order(round_):
+                await latency(name, client)
+        for round_ in range(rounds):
+            for name, client in order(round_):
+                conc[name].append(await _concurrent(client, per_round, concurrency))
     out = []
     for name, client in clients.items():
         values = sorted(lat[name])
@@ -190,7 +220,8 @@ def _proxy_args(home: Path, *extra: str) -> list[str]:
             "--name", "ops", "--log-level", "WARNING", *extra]
 
 
-async def main(calls: int, mode: str, concurrency: int, rounds: int) -> list[Result]:
+async def main(calls: int, mode: str, concurrency: int, rounds: int, mixed: bool
+               ) -> list[Result]:
     home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
     env = {**os.environ, "AGENTGUARD_HOME": str(home)}
     up, px, relay = _port(), _port(), _port()
@@ -220,7 +251,7 @@ async def main(calls: int, mode: str, concurrency: int, rounds: int) -> list[Res
             pid = _child(marker, {proxy_pid, relay_pid})
             if pid is not None:
                 middle[name] = pid
-        return await _measure(clients, calls, concurrency, rounds, middle)
+        return await _measure(clients, calls, concurrency, rounds, middle, mixed)
 
 
 def report(results: list[Result], concurrency: int, pin: int | None) -> None:
@@ -255,12 +286,15 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--mode", default="auto", choices=["auto", "legacy"])
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=10,
+    parser.add_argument("--rounds", type=int, default=12,
                         help="alternate the paths this many times (evens out machine load)")
+    parser.add_argument("--mixed", action="store_true",
+                        help="run each path's throughput burst right after its latency segment "
+                             "(the schedule before 2026-11-28) instead of in a phase of its own")
     parser.add_argument("--pin", type=int, metavar="CPU",
                         help="run every process on this CPU (isolates the proxy's own cost)")
     ns = parser.parse_args()
     if ns.pin is not None:
         os.sched_setaffinity(0, {ns.pin})  # inherited by every process started below
-    report(anyio.run(main, ns.calls, ns.mode, ns.concurrency, ns.rounds), ns.concurrency,
-           ns.pin)
+    report(anyio.run(main, ns.calls, ns.mode, ns.concurrency, ns.rounds, ns.mixed),
+           ns.concurrency, ns.pin)
