@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
@@ -92,6 +93,7 @@ class HttpFastPath:
         self._json_response = json_response
         self._ping_interval = ping_interval
         self._declares: dict[int, tuple[Any, bool]] = {}
+        self._passed: dict[tuple[Any, ...], str] = {}
 
     async def offer(self, scope: dict[str, Any], value: Any, receive: Any, send: Any,
                     fallback: Callable[[Any], Awaitable[None]]) -> bool:
@@ -154,22 +156,11 @@ class HttpFastPath:
                 value.get("method") != "tools/call" or value.get("jsonrpc") != "2.0" or \
                 not _valid_id(value.get("id")):
             return None
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())]
-        headers: dict[str, str] = {}
-        for name, text in raw:
-            headers.setdefault(name, text)  # the first copy, as Starlette reads it for the SDK
-        version = headers.get("mcp-protocol-version")
-        if version not in MODERN_PROTOCOL_VERSIONS or not self._security.allows(headers):
-            return None
-        has_json, has_sse = check_accept_headers(_Accept(headers))  # type: ignore[arg-type]
-        if not has_json or not (has_sse or self._json_response):
-            return None
-        if find_duplicated_routing_header(raw) is not None:
-            return None
         params = value.get("params")
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return None
-        if not isinstance(classify_inbound_request(value, headers=headers), InboundModernRoute):
+        version = self._checked_version(scope.get("headers", ()), value, params)
+        if version is None:
             return None
         found = relayable(self._core, params["name"], params)
         if found is None:
@@ -177,14 +168,56 @@ class HttpFastPath:
         entry, upstream = found
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
-                schema, params.get("arguments") or {}, headers):
+                schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):
+            return None
+        logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
+        return Plan(entry, upstream, version)
+
+    def _checked_version(self, raw: Any, value: dict[str, Any], params: dict[str, Any]
+                         ) -> str | None:
+        """The protocol version when the SDK's inbound checks pass the request, else None.
+
+        Their outcome is a function of the headers (but ``Content-Length``), the parameter
+        names, the tool name, the ``_meta`` envelope and the type of ``arguments`` (whose
+        contents they accept whatever they are): a client sends the same ones call after
+        call, so a pass is remembered under exactly those (a refusal never is).
+        """
+        try:
+            meta = orjson.dumps(params.get("_meta"))
+        except orjson.JSONEncodeError:
+            meta = None  # not exactly representable: check it every time
+        key = None
+        if meta is not None:
+            key = (tuple(h for h in raw if h[0] != b"content-length"), tuple(params),
+                   params["name"], meta, type(params.get("arguments")))
+            version = self._passed.get(key)
+            if version is not None:
+                return version
+        version = self._check(raw, value, params)
+        if version is not None and key is not None:
+            if len(self._passed) >= _PASSED_LIMIT:
+                self._passed.clear()
+            self._passed[key] = version
+        return version
+
+    def _check(self, raw: Any, value: dict[str, Any], params: dict[str, Any]) -> str | None:
+        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        headers = _first_copies(raw)
+        version = headers.get("mcp-protocol-version")
+        if version not in MODERN_PROTOCOL_VERSIONS or not self._security.allows(headers):
+            return None
+        has_json, has_sse = check_accept_headers(_Accept(headers))  # type: ignore[arg-type]
+        if not has_json or not (has_sse or self._json_response):
+            return None
+        if find_duplicated_routing_header(pairs) is not None:
+            return None
+        if not isinstance(classify_inbound_request(value, headers=headers), InboundModernRoute):
             return None
         try:
             wire_methods.validate_client_request("tools/call", version, params)
         except Exception:
             return None
-        logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
-        return Plan(entry, upstream, version)
+        return version
 
     def _declares_headers(self, schema: Any) -> bool:
         """Whether ``schema`` can declare ``Mcp-Param-*`` headers at all (cached per schema).
@@ -331,6 +364,18 @@ class _Waiter:
         if not task.cancelled():
             self._gone = True
             self._poke()
+
+
+_PASSED_LIMIT = 1024
+"""Remembered passes of the inbound checks (cleared when full)."""
+
+
+def _first_copies(raw: Any) -> dict[str, str]:
+    """Headers by name, the first copy of a repeated one (as Starlette reads them for the SDK)."""
+    headers: dict[str, str] = {}
+    for name, text in raw:
+        headers.setdefault(name.decode("latin-1"), text.decode("latin-1"))
+    return headers
 
 
 _DISCONNECTED = object()
