@@ -24,7 +24,7 @@ starting one path later so no path always follows the same one), then throughput
 alternation). ``--mixed`` puts each path's throughput burst right after its latency segment
 instead, as this benchmark did before 2026-11-28. On the 2-core VM that slows the sequential
 calls that follow a 16-wide burst on every path of three processes: the bare relay alone
-measured 1.12-1.18x direct mixed, 1.02-1.14x split.
+measured 1.11-1.20x direct mixed, 0.99-1.14x split.
 
 A call that fails is retried once and counted; the counts are printed.
 
