@@ -23,7 +23,7 @@ from agentguard.proxy.http_fastpath import HttpFastPath, Plan
 from agentguard.proxy.http_frames import PING, SSE_HEADERS, json_headers, sse_event
 from agentguard.proxy.wire import WireError, encode, parse_value
 
-__all__ = ["SKIP_FAST_PATH", "ConnectionFastPath"]
+__all__ = ["SKIP_FAST_PATH", "ConnectionFastPath", "Exchange"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ class Exchange:
         self.done = False
 
     def start(self) -> None:
+        """Relay the call; the answer (or a ping, or the hang-up) comes in a callback."""
         self._sent = self._plan.relay(self._value["params"], self._answer)
         if self._sent is None:
             self._answer(None)
