@@ -118,8 +118,7 @@ class HttpFastPath:
                 return False
             await fallback(stream.adopt)
             return True
-        status, body = reply
-        await stream.finish(body, status)
+        await stream.finish(*reply)
         return True
 
     def reply(self, plan: Plan, rid: Any, answer: dict[str, Any] | None
@@ -255,9 +254,8 @@ class HttpFastPath:
             return None
         # Like the SDK: answer in JSON if the upstream answers within the deferral window,
         # else commit to an event stream and ping so idle-read timeouts do not cut it.
-        window = None if self._json_response else self._ping_interval
         try:
-            return await waiter.wait(receive, stream, window)
+            return await waiter.wait(receive, stream, self.window)
         finally:
             if not waiter.answered:  # hung up, or cancelled: abandon the upstream call
                 plan.abandon(sent)

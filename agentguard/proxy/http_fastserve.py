@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 from agentguard.proxy.http_fastpath import HttpFastPath, Plan
-from agentguard.proxy.http_frames import PING, SSE_HEADERS, json_headers, sse_event
+from agentguard.proxy.http_frames import PING, SSE_HEADERS, Adoption, json_headers, sse_event
 from agentguard.proxy.wire import WireError, encode, parse_value
 
 __all__ = ["SKIP_FAST_PATH", "ConnectionFastPath", "Exchange"]
@@ -167,8 +167,7 @@ class _RawResponse:
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
         self.streaming = False
-        self._adopted_sse = False
-        self._adopted_body: list[bytes] = []
+        self._adoption = Adoption()
 
     def ping(self) -> None:
         if not self.streaming:
@@ -185,21 +184,12 @@ class _RawResponse:
         self._complete()
 
     async def adopt(self, message: dict[str, Any]) -> None:
-        """An ASGI ``send`` for the SDK app once the event stream has begun: its frames pass
-        through, a JSON answer becomes one event."""
-        kind = message.get("type")
-        if kind == "http.response.start":
-            headers = dict(message.get("headers") or ())
-            self._adopted_sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+        """An ASGI ``send`` for the SDK app once the event stream has begun (see
+        :class:`~agentguard.proxy.http_frames.Adoption`)."""
+        framed = self._adoption.frame(message)
+        if framed is None or self._cycle.response_complete:
             return
-        if kind != "http.response.body" or self._cycle.response_complete:
-            return
-        chunk, more = message.get("body", b""), message.get("more_body", False)
-        if not self._adopted_sse:
-            self._adopted_body.append(chunk)
-            if more:
-                return
-            chunk = sse_event(b"".join(self._adopted_body))
+        chunk, more = framed
         self._write((_chunk(chunk) if chunk else b"") + (b"" if more else b"0\r\n\r\n"))
         if not more:
             self._complete()

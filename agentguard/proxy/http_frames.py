@@ -12,7 +12,7 @@ from typing import Any
 
 from agentguard.proxy.wire import encode
 
-__all__ = ["PING", "SSE_HEADERS", "AsgiAnswer", "json_headers", "sse_event"]
+__all__ = ["PING", "SSE_HEADERS", "Adoption", "AsgiAnswer", "json_headers", "sse_event"]
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"),
                (b"cache-control", b"no-cache, no-transform"),
@@ -43,8 +43,7 @@ class AsgiAnswer:
     def __init__(self, send: Any) -> None:
         self._send = send
         self.streaming = False
-        self._adopted_sse = False
-        self._adopted_body: list[bytes] = []
+        self._adoption = Adoption()
 
     async def ping(self) -> None:
         """Send a keep-alive comment, committing the answer to an event stream first."""
@@ -54,7 +53,7 @@ class AsgiAnswer:
                               "headers": SSE_HEADERS})
         await self._send({"type": "http.response.body", "body": PING, "more_body": True})
 
-    async def finish(self, body: dict[str, Any], status: int) -> None:
+    async def finish(self, status: int, body: dict[str, Any]) -> None:
         """Send the JSON-RPC ``body``: as JSON with ``status``, or as the stream's last event."""
         data = encode(body).rstrip(b"\n")
         if self.streaming:
@@ -65,20 +64,35 @@ class AsgiAnswer:
         await self._send({"type": "http.response.body", "body": data})
 
     async def adopt(self, message: dict[str, Any]) -> None:
-        """An ASGI ``send`` for the SDK app once this stream is committed: its event-stream
-        frames pass through, a JSON answer becomes one event."""
+        """An ASGI ``send`` for the SDK app once this stream is committed (see
+        :class:`Adoption`)."""
+        framed = self._adoption.frame(message)
+        if framed is not None:
+            chunk, more = framed
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+
+
+class Adoption:
+    """The SDK app's answer, re-framed for an event stream the fast path already began:
+    its event-stream frames pass through, a JSON answer becomes one ``message`` event."""
+
+    def __init__(self) -> None:
+        self._sse = False
+        self._body: list[bytes] = []
+
+    def frame(self, message: dict[str, Any]) -> tuple[bytes, bool] | None:
+        """``(bytes, more)`` to send for one ASGI ``send`` message, or None for nothing yet."""
         kind = message.get("type")
         if kind == "http.response.start":
             headers = dict(message.get("headers") or ())
-            self._adopted_sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
-            return
+            self._sse = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+            return None
         if kind != "http.response.body":
-            return
+            return None
         chunk, more = message.get("body", b""), message.get("more_body", False)
-        if self._adopted_sse:
-            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
-            return
-        self._adopted_body.append(chunk)
-        if not more:
-            await self._send({"type": "http.response.body",
-                              "body": sse_event(b"".join(self._adopted_body))})
+        if self._sse:
+            return chunk, more
+        self._body.append(chunk)
+        if more:
+            return None
+        return sse_event(b"".join(self._body)), False
