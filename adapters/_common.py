@@ -28,9 +28,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from agentguard.arguments import fill_schema_defaults
+from agentguard.canonical import thaw
 from agentguard.context import CallerInfo, current_caller, current_guard
 from agentguard.errors import ConfigError
 from agentguard.types import ANONYMOUS, Authorization, CallContext, Principal, ToolCall, ToolHints
+from agentguard.validation import ArgumentValidator
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -39,6 +41,7 @@ __all__ = [
     "RUN_CONTEXT_KEY",
     "Edge",
     "RunContext",
+    "args_to_run",
     "edited_args",
     "fill_schema_defaults",
     "principal_from",
@@ -241,37 +244,54 @@ class Edge:
 
     async def authorize(
         self, tool: str, args: Mapping[str, Any], *layers: RunContext | None,
-        hints: ToolHints | None = None,
+        hints: ToolHints | None = None, validator: ArgumentValidator | None = None,
+        wait: float | None = None,
     ) -> Authorization | None:
         """Ask the guard. ``None`` means the policy allows every call to this tool (the
-        decorator's fast path: nothing is built or audited); otherwise the answer."""
+        decorator's fast path: nothing is built, validated or audited); otherwise the
+        answer, whose ``call`` is the validated, frozen call to run (see :func:`args_to_run`).
+
+        ``validator`` checks the arguments against the tool's schema before any rule reads
+        them; ``wait`` makes the call a durable hold (see :meth:`Guard.authorize`).
+        """
         guard = self.guard()
         tool_hints = self.hints_for(tool, hints)
         if guard.static_allow(self.server, tool, tool_hints):
             return None
-        return await guard.authorize(self.build_call(tool, args, *layers, hints=hints))
+        return await guard.authorize(self.build_call(tool, args, *layers, hints=hints),
+                                     validator=validator, wait=wait)
 
     def authorize_sync(
         self, tool: str, args: Mapping[str, Any], *layers: RunContext | None,
-        hints: ToolHints | None = None,
+        hints: ToolHints | None = None, validator: ArgumentValidator | None = None,
+        wait: float | None = None,
     ) -> Authorization | None:
         """Synchronous :meth:`authorize`; a usage error inside a running event loop."""
         guard = self.guard()
         tool_hints = self.hints_for(tool, hints)
         if guard.static_allow(self.server, tool, tool_hints):
             return None
-        return guard.authorize_sync(self.build_call(tool, args, *layers, hints=hints))
+        return guard.authorize_sync(self.build_call(tool, args, *layers, hints=hints),
+                                    validator=validator, wait=wait)
+
+
+def args_to_run(auth: Authorization | None, sent: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments the tool runs with: a fresh copy of the frozen snapshot the guard
+    validated, showed and approved (an approver's edit included), never the objects the call
+    arrived with; ``sent`` only when the policy allows every call to the tool (``auth`` is
+    ``None``: nothing was decided on the arguments)."""
+    if auth is None:
+        return dict(sent)
+    return thaw(auth.call.args)
 
 
 def edited_args(auth: Authorization | None, sent: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The arguments to run instead of ``sent``, when an approver edited them.
-
-    An edit is a new call the guard decided afresh; only the edited call may run. ``None``
-    means the call runs as it was sent.
-    """
+    """The arguments to run instead of ``sent`` when they differ from the approved snapshot;
+    ``None`` when they are the same. (Adapters are moving to :func:`args_to_run`, which
+    always runs the snapshot.)"""
     if auth is None:
         return None
-    args = dict(auth.call.args)
+    args = thaw(auth.call.args)
     return None if args == dict(sent) else args
 
 

@@ -9,23 +9,11 @@ from typing import Any
 
 from agentguard.audit.base import AuditSink
 from agentguard.errors import ConflictError
+from agentguard.identity import same_identity
 from agentguard.store.base import Store
 from agentguard.types import ApprovalRequest, ApprovalVote
 
-__all__ = ["approver_problem", "cast_vote", "request_event", "same_identity"]
-
-
-def _norm(identity: str) -> str:
-    ident = identity.strip().lower()
-    for prefix in ("user:", "os:", "human:"):
-        if ident.startswith(prefix):
-            return ident[len(prefix):]
-    return ident
-
-
-def same_identity(a: str | None, b: str | None) -> bool:
-    """Whether two identity strings name the same human (``user:alice`` == ``alice``)."""
-    return bool(a) and bool(b) and _norm(a) == _norm(b)  # type: ignore[arg-type]
+__all__ = ["approver_problem", "cast_vote", "request_event"]
 
 
 def approver_problem(request: ApprovalRequest, approver: str) -> str | None:

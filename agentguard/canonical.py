@@ -1,9 +1,16 @@
-"""Canonical JSON (RFC 8785) and the call hash an approval is bound to.
+"""Canonical JSON (RFC 8785), the frozen argument snapshot, and the call hash an approval is
+bound to.
 
 Arguments are canonicalised before hashing: NaN and infinities are rejected, integers outside
 the IEEE-754 safe range are rejected (two parsers could read them differently), keys must be
 strings. Duplicate keys cannot survive in a Python mapping; edges that parse raw JSON use
-:func:`loads_strict` to reject them before a ``ToolCall`` is built.
+:func:`loads_strict` to reject them (and number literals that overflow to infinity) before a
+``ToolCall`` is built.
+
+:func:`freeze` makes the snapshot the guard classifies, hashes, shows and audits: a deep copy
+in read-only containers that no caller holds a reference to. Edges run the tool with
+:func:`thaw` of that snapshot (a fresh, mutable copy), never with the objects they were given,
+so a value changed while a human reads the call cannot reach the tool.
 """
 
 from __future__ import annotations
@@ -21,11 +28,15 @@ from agentguard.types import ToolCall
 __all__ = [
     "MAX_SAFE_INTEGER",
     "CanonicalizationError",
+    "FrozenDict",
+    "FrozenList",
     "call_hash",
     "call_to_dict",
     "canonical_bytes",
+    "freeze",
     "loads_strict",
     "sha256_hex",
+    "thaw",
 ]
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -63,6 +74,98 @@ def _check(value: Any, depth: int = 0) -> None:
             _check(item, depth + 1)
         return
     raise CanonicalizationError(f"value of type {type(value).__name__} is not JSON")
+
+
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError("a frozen call snapshot cannot be changed; thaw() it for a mutable copy")
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A read-only ``dict`` (JSON encoders and pydantic still see a dict)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
+        return self
+
+
+class FrozenList(list):  # type: ignore[type-arg]
+    """A read-only ``list`` (it still compares equal to a list with the same items)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = clear = extend = insert = pop = remove = reverse = sort = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenList, (list(self),))
+
+    def __copy__(self) -> FrozenList:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenList:
+        return self
+
+
+def _freeze(value: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise CanonicalizationError(f"arguments nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)  # a str subclass could carry behaviour; keep the plain text
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise CanonicalizationError(
+                f"integer {str(value)[:40]} is outside the safe range (±2**53-1); "
+                "pass it as a string"
+            )
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CanonicalizationError("NaN and infinity are not valid JSON numbers")
+        return float(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalizationError(f"object key {key!r} is not a string")
+            out[str(key)] = _freeze(item, depth + 1)
+        return FrozenDict(out)
+    if isinstance(value, list | tuple):
+        return FrozenList(_freeze(item, depth + 1) for item in value)
+    raise CanonicalizationError(f"value of type {type(value).__name__} is not JSON")
+
+
+def freeze(args: Mapping[str, Any]) -> FrozenDict:
+    """A deep, read-only copy of ``args`` made of plain JSON values.
+
+    Raises:
+        CanonicalizationError: a value is not unambiguous JSON (NaN, infinity, an integer
+            outside ±2**53-1, a non-string key, an object that is not JSON, nesting deeper
+            than 64 levels).
+    """
+    if isinstance(args, FrozenDict):
+        return args
+    if not isinstance(args, Mapping):
+        raise CanonicalizationError(f"arguments must be an object, not {type(args).__name__}")
+    return _freeze(args, 0)
+
+
+def thaw(value: Any) -> Any:
+    """A fresh, mutable deep copy of a frozen snapshot (plain dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -122,6 +225,14 @@ def _reject_constant(name: str) -> Any:
     raise CanonicalizationError(f"{name} is not valid JSON")
 
 
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to infinity: not the number that was sent
+        raise CanonicalizationError(
+            f"number {text[:24]} is outside the range of a double (it would read as infinity)")
+    return value
+
+
 def _parse_int(text: str) -> int:
     # Refuse long digit strings before int() does: Python's own limit raises ValueError, and
     # anything past 16 digits is outside the safe range anyway.
@@ -131,7 +242,8 @@ def _parse_int(text: str) -> int:
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """Parse JSON, rejecting duplicate keys, NaN/Infinity and unsafe integers.
+    """Parse JSON, rejecting duplicate keys, NaN/Infinity, numbers that overflow a double and
+    unsafe integers.
 
     Raises:
         CanonicalizationError: the document is ambiguous or invalid.
@@ -139,7 +251,7 @@ def loads_strict(text: str | bytes) -> Any:
     try:
         value = json.loads(
             text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
-            parse_int=_parse_int,
+            parse_int=_parse_int, parse_float=_parse_float,
         )
     except json.JSONDecodeError as exc:
         raise CanonicalizationError(f"invalid JSON: {exc}") from exc

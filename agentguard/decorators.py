@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from agentguard.context import current_caller, current_guard
 from agentguard.types import ToolCall, ToolHints
+from agentguard.validation import FunctionArguments
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -45,7 +46,14 @@ def guarded(
     """Guard a function: each call is classified by the policy and may be held for approval
     or re-authentication. A refused call raises
     :class:`~agentguard.errors.ToolCallRefused` (``kind`` says denied / expired / unreachable
-    / reauth_failed) and the function does not run.
+    / reauth_failed / invalid) and the function does not run.
+
+    Unless the policy allows every call to the tool, the arguments are first validated
+    against the function's annotations (pydantic; a ``Literal["staging", "production"]``
+    refuses ``"production "``), then frozen; the function runs with arguments rebuilt from
+    that frozen snapshot, the one the policy classified and the approver saw, so a value the
+    caller changes while the call is held cannot reach it. Argument values must therefore be
+    representable as JSON (as they must be to be shown and hashed).
 
     Use bare (``@guarded``) or with arguments. Name, signature, docstring and type hints of
     the function are kept.
@@ -67,15 +75,27 @@ def guarded(
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         tool = name or fn.__name__
-        signature = inspect.signature(fn)
+        # Compiled on the first call the policy may hold (a tool it always allows never
+        # needs it), then kept: validation costs one pydantic pass per held call.
+        arguments: list[FunctionArguments] = []
+
+        def validator() -> FunctionArguments:
+            if not arguments:
+                arguments.append(FunctionArguments(fn))
+            return arguments[0]
 
         def build_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
+            named = validator().bind(args, kwargs)
             caller = current_caller()
-            return ToolCall(tool=tool, args=dict(bound.arguments), principal=caller.principal,
+            return ToolCall(tool=tool, args=named, principal=caller.principal,
                             server=server, session_id=caller.session_id, origin="decorator",
                             hints=hints, context=caller.context)
+
+        def to_run(auth: Any) -> tuple[list[Any], dict[str, Any]]:
+            auth.raise_for_refusal()
+            # What runs is rebuilt from the snapshot that was validated, shown and approved
+            # (an approver's edit included), never from the caller's own objects.
+            return validator().rebuild(auth.call.args)
 
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
@@ -83,12 +103,9 @@ def guarded(
                 g = guard or current_guard()
                 if g.policy.static_allow(server, tool, hints):
                     return await fn(*args, **kwargs)
-                call = build_call(args, kwargs)
-                auth = await g.authorize(call)
-                auth.raise_for_refusal()
-                if auth.call is not call:  # an approver edited the arguments
-                    return await fn(**auth.call.args)
-                return await fn(*args, **kwargs)
+                auth = await g.authorize(build_call(args, kwargs), validator=validator())
+                positional, keyword = to_run(auth)
+                return await fn(*positional, **keyword)
 
             async_wrapper.__agentguard__ = {"tool": tool, "server": server}  # type: ignore[attr-defined]
             return async_wrapper
@@ -98,12 +115,9 @@ def guarded(
             g = guard or current_guard()
             if g.policy.static_allow(server, tool, hints):
                 return fn(*args, **kwargs)
-            call = build_call(args, kwargs)
-            auth = g.authorize_sync(call)
-            auth.raise_for_refusal()
-            if auth.call is not call:  # an approver edited the arguments
-                return fn(**auth.call.args)
-            return fn(*args, **kwargs)
+            auth = g.authorize_sync(build_call(args, kwargs), validator=validator())
+            positional, keyword = to_run(auth)
+            return fn(*positional, **keyword)
 
         sync_wrapper.__agentguard__ = {"tool": tool, "server": server}  # type: ignore[attr-defined]
         return sync_wrapper

@@ -9,11 +9,14 @@ The tree::
      ├── StoreError             the store failed; the guard turns this into a refusal
      │    └── ConflictError     an atomic claim lost (already decided, consumed or expired)
      ├── AuditError             an audit write failed; privileged calls are refused
+     ├── ArgumentValidationError  arguments do not fit the tool's schema (raised by validators)
      └── ToolCallRefused        the guard refused a call; ``kind`` says why
           ├── CallDenied            kind == "denied"
           ├── ApprovalExpired       kind == "expired"
           ├── ChannelUnreachable    kind == "unreachable"
-          └── ReauthFailed          kind == "reauth_failed"
+          ├── ReauthFailed          kind == "reauth_failed"
+          ├── ArgumentsInvalid      kind == "invalid"
+          └── ApprovalPending       kind == "pending" (held; retry the identical call later)
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentGuardError",
     "ApprovalExpired",
+    "ApprovalPending",
+    "ArgumentValidationError",
+    "ArgumentsInvalid",
     "AuditError",
     "CallDenied",
     "ChannelUnreachable",
@@ -40,7 +46,8 @@ __all__ = [
     "refusal_for",
 ]
 
-RefusalKind = Literal["denied", "expired", "unreachable", "reauth_failed"]
+RefusalKind = Literal[
+    "denied", "expired", "unreachable", "reauth_failed", "invalid", "pending"]
 
 
 class AgentGuardError(Exception):
@@ -88,11 +95,19 @@ class AuditError(AgentGuardError):
     """An audit record could not be written. Privileged calls are refused."""
 
 
+class ArgumentValidationError(AgentGuardError):
+    """A call's arguments do not fit the tool's schema; the guard refuses it as ``invalid``.
+
+    Raised by argument validators (:mod:`agentguard.validation`) before the policy reads the
+    arguments, so a rule never sees a value the tool would read differently.
+    """
+
+
 class ToolCallRefused(AgentGuardError):
     """The guard refused a tool call; nothing ran.
 
     Attributes:
-        kind: One of ``denied``, ``expired``, ``unreachable``, ``reauth_failed``.
+        kind: One of ``denied``, ``expired``, ``unreachable``, ``reauth_failed``, ``invalid``.
         reason: Human-readable reason, naming the rule that decided.
         rule_id: Id of the deciding rule (``None`` for defaults).
         request_id: Id of the approval request, when the call was held.
@@ -138,7 +153,22 @@ class ReauthFailed(ToolCallRefused):
     kind: RefusalKind = "reauth_failed"
 
 
+class ArgumentsInvalid(ToolCallRefused):
+    """The arguments did not fit the tool's schema (or were not unambiguous JSON)."""
+
+    kind: RefusalKind = "invalid"
+
+
+class ApprovalPending(ToolCallRefused):
+    """The call is held for approval and nothing ran yet; the identical call runs once
+    approved (a durable hold: see ``Guard.authorize(wait=...)``)."""
+
+    kind: RefusalKind = "pending"
+
+
 _BY_KIND: dict[str, type[ToolCallRefused]] = {
+    "invalid": ArgumentsInvalid,
+    "pending": ApprovalPending,
     "denied": CallDenied,
     "expired": ApprovalExpired,
     "unreachable": ChannelUnreachable,

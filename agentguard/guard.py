@@ -1,28 +1,35 @@
-"""The guard: classify -> evaluate -> challenge -> grant -> audit, written once, async.
+"""The guard: validate -> classify -> evaluate -> challenge -> grant -> audit, written once.
 
 Edges (decorator, adapters, MCP proxy) build a :class:`~agentguard.types.ToolCall`, await
-:meth:`Guard.authorize`, then run the tool or render the refusal. Any error on the way is a
-refusal that says so (fail closed) and is audited.
+:meth:`Guard.authorize`, then run the tool from the returned call or render the refusal. Any
+error on the way is a refusal that says so (fail closed) and is audited.
+
+What is approved is exactly what runs: the arguments are validated against the tool's schema
+and frozen before any rule reads them; the frozen call is what is classified, hashed, shown,
+approved, audited and returned for the edge to run.
 """
 
 from __future__ import annotations
 
-import json
-import re
+import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing, suppress
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
+from agentguard._events import args_size, call_event
+from agentguard._humans import OnWait, Verdict, wait_for_verdict
+from agentguard._stepup import reauthenticate
 from agentguard.approvals import cast_vote
 from agentguard.audit.base import AuditSink
-from agentguard.canonical import CanonicalizationError, call_hash, call_to_dict
+from agentguard.canonical import CanonicalizationError, call_hash, call_to_dict, freeze
 from agentguard.channels.base import ApprovalChannel, ChannelAnswer
 from agentguard.engine import evaluate, signals_needed
-from agentguard.errors import AgentGuardError, UsageError
+from agentguard.errors import AgentGuardError, ArgumentValidationError, UsageError
+from agentguard.grants import GrantBinding, glob_literal
 from agentguard.policy import Policy
 from agentguard.reauth.base import Reauthenticator
 from agentguard.signals import SignalEvaluator
@@ -44,15 +51,14 @@ from agentguard.types import (
     ToolHints,
     new_request_id,
 )
+from agentguard.validation import ArgumentValidator
 
 __all__ = ["Guard", "OnWait"]
 
 _MAX_EDITS = 3
-
-
-def _glob_literal(name: str) -> str:
-    """Quote glob characters: a grant for a tool named ``k8s.*`` covers that tool only."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+_ROUTINE = frozenset({"read", "write"})
+#: Requests of one call looked at when a retry comes back (newest first).
+_RETRY_LOOKBACK = 20
 
 
 def _edit_of(request: ApprovalRequest | None) -> ApprovalVote | None:
@@ -62,59 +68,31 @@ def _edit_of(request: ApprovalRequest | None) -> ApprovalVote | None:
     deny = [v for v in request.votes if not v.approve]
     return deny[-1] if deny and deny[-1].edited_args is not None else None
 
-OnWait = Callable[[float, float], Awaitable[None]]
-_ROUTINE = frozenset({"read", "write"})
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """How one ``authorize`` call wants to be served (threaded through edits)."""
+
+    validator: ArgumentValidator | None
+    extra: Sequence[ApprovalChannel]
+    on_wait: OnWait | None
+    started: float
+    #: Seconds the caller waits for a verdict; ``None``: until the request expires.
+    wait: float | None
+    #: Run now (claim the approval); ``False``: approve ahead, for a run that follows.
+    claim: bool = True
 
 
-_AUDIT_ARGS_LIMIT = 16_384
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A call that needs a human: the decision and what an approval of it is bound to."""
 
-
-def _args_for_audit(args: Mapping[str, Any]) -> Any:
-    """Arguments as recorded: in full when small, else a marked preview (the call hash in the
-    same record identifies the exact call)."""
-    try:
-        text = json.dumps(args, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        return {"unserialisable": True}
-    if len(text) <= _AUDIT_ARGS_LIMIT:
-        return dict(args)
-    return {"truncated": True, "bytes": len(text.encode()),
-            "preview": text[:_AUDIT_ARGS_LIMIT // 4]}
-
-
-def _args_size(args: Mapping[str, Any]) -> int:
-    """Size of the arguments as JSON (C encoder: cheap even for large values)."""
-    try:
-        return len(json.dumps(args, ensure_ascii=False, default=repr).encode())
-    except (TypeError, ValueError):
-        return 0  # canonicalisation refuses it later with the precise reason
-    except RecursionError:
-        return -1
-
-
-def _event(call: ToolCall, decision: Decision | None, event_type: str, **extra: Any) -> dict:
-    event: dict[str, Any] = {
-        "type": event_type,
-        "call_id": call.id,
-        "principal": call.principal.id,
-        "principal_kind": call.principal.kind,
-        "acting_for": call.context.acting_for,
-        "source_ip": call.context.source_ip,
-        "session_id": call.session_id,
-        "server": call.server,
-        "tool": call.tool,
-        "origin": call.origin,
-        "args": _args_for_audit(call.args),
-    }
-    if decision is not None:
-        c = decision.classification
-        event.update(
-            privilege=c.privilege, labels=sorted(c.labels), rule_id=decision.rule_id,
-            reason=decision.reason, signals=list(decision.signals),
-            requirement=str(decision.requirement), standards=list(c.standards),
-        )
-    event.update(extra)
-    return event
+    call: ToolCall
+    decision: RequireApproval | RequireReauth
+    digest: str
+    approval: ApprovalSpec | None
+    binding: GrantBinding | None
+    redact: tuple[str, ...]
 
 
 class Guard:
@@ -125,8 +103,9 @@ class Guard:
         store: Shared state (defaults to an in-memory store: single process only).
         audit: Audit sink (defaults to an in-memory chained log).
         channels: Approval channels asked for every held call (console, approver
-            terminal, Slack...). Channels with ``verified = False`` are used only when a rule
-            names them and requires no particular approver.
+            terminal, Slack...). A channel is trusted to vouch for who answered only if it
+            declares ``verified = True``; other channels are used only when a rule names them
+            and requires no particular approver.
         reauthenticators: Re-authentication by method name (``totp``...).
         clock: Source of Unix time (tests inject one).
     """
@@ -183,34 +162,89 @@ class Guard:
     def static_allow(self, server: str, tool: str, hints: ToolHints) -> bool:
         """True when the policy allows every call to this tool unconditionally (cached).
 
-        Edges call this first: the allow path of a routine tool then costs one dict lookup.
+        Edges call this first: the allow path of a routine tool then costs one dict lookup,
+        and neither validation nor a snapshot is needed (no argument can change the answer).
         """
         return self.policy.static_allow(server, tool, hints)
 
     # ------------------------------------------------------------------ entry points
-    def authorize_sync(self, call: ToolCall) -> Authorization:
+    def authorize_sync(
+        self, call: ToolCall, *, validator: ArgumentValidator | None = None,
+        wait: float | None = None,
+    ) -> Authorization:
         """Synchronous :meth:`authorize`. Refuses to run inside a running event loop."""
         try:
             import asyncio
 
             asyncio.get_running_loop()
         except RuntimeError:
-            return anyio.run(self.authorize, call)
+            return anyio.run(functools.partial(
+                self.authorize, call, validator=validator, wait=wait))
         raise UsageError(
             "a synchronous guarded call was made inside a running event loop; await the async "
             "API instead (e.g. `await guard.authorize(call)` or decorate an async function)"
         )
 
     async def authorize(
-        self, call: ToolCall, *, extra_channels: Sequence[ApprovalChannel] = (),
-        on_wait: OnWait | None = None,
+        self, call: ToolCall, *, validator: ArgumentValidator | None = None,
+        extra_channels: Sequence[ApprovalChannel] = (), on_wait: OnWait | None = None,
+        wait: float | None = None,
     ) -> Authorization:
-        """Decide, challenge if needed, and audit one call. Never raises for a refusal."""
+        """Decide, challenge if needed, and audit one call. Never raises for a refusal.
+
+        The arguments are validated first (with ``validator``, the tool's schema) and frozen:
+        the call the policy classifies, the approver sees, the hash binds and the audit log
+        records is the returned ``Authorization.call``, whose ``args`` are a read-only
+        snapshot. Edges run the tool with :func:`~agentguard.canonical.thaw` of that snapshot
+        (or rebuild the call from it), never with the objects they were given.
+
+        A held call is bound to its exact form: when the identical call (same hash,
+        principal and human acted for, same rule) comes back, it joins the request already
+        raised for it instead of asking again, and once that request is approved the first
+        identical call to come back runs, exactly once.
+
+        Args:
+            call: The call.
+            validator: Checks the arguments against the tool's schema before any rule reads
+                them; a failure is refused as ``invalid``. ``None``: the arguments are only
+                checked to be unambiguous JSON.
+            extra_channels: Channels to ask besides the guard's own (an MCP client's
+                elicitation, say).
+            on_wait: Called about once a second while a human is asked (progress).
+            wait: Seconds to wait for a human's verdict. ``None`` (the default) waits until
+                the request expires. With a number the call is a **durable hold**: the
+                request is presented on channels that can deliver it without this process
+                (Slack, the approver terminal, a webhook) and, when no verdict arrives in
+                time, the answer is ``pending`` while the request lives on for its policy
+                timeout; call again with the identical call to run it once approved.
+        """
         started = self.clock()
+        attempt = _Attempt(validator, extra_channels, on_wait, started, wait)
         try:
             await self.open()
-            return await self._authorize(call, extra_channels, on_wait, started)
+            return await self._authorize(call, attempt)
         except Exception as exc:  # fail closed: any failure is a refusal that says why
+            return self._fail_closed(call, exc)
+
+    async def preapprove(
+        self, call: ToolCall, *, validator: ArgumentValidator | None = None,
+        extra_channels: Sequence[ApprovalChannel] = (), on_wait: OnWait | None = None,
+        wait: float | None = None,
+    ) -> Authorization:
+        """Get a held call approved ahead of its run, for a framework that asks before it
+        invokes the tool (the Agents SDK's approval interruptions, say).
+
+        Decides and challenges exactly like :meth:`authorize`; when approved (and
+        re-authenticated where the rule asks), the approval becomes a single-use ``once``
+        grant bound to the exact call, its rule and its human, which the run that follows
+        (through a guarded tool) uses. Calls the policy allows need no grant.
+        """
+        started = self.clock()
+        attempt = _Attempt(validator, extra_channels, on_wait, started, wait, claim=False)
+        try:
+            await self.open()
+            return await self._authorize(call, attempt)
+        except Exception as exc:
             return self._fail_closed(call, exc)
 
     def refuse(
@@ -222,30 +256,30 @@ class Guard:
                            reason=reason)
         decision = Deny(None, reason, c)
         try:
-            self.audit.append(_event(call, decision, event, outcome=outcome, **(details or {})))
+            self._append(call, decision, event, outcome=outcome, **(details or {}))
         except Exception as exc:
             reason = f"{reason} (and the audit log failed: {exc})"
         return Authorization(call, decision, outcome, reason)
 
     # ------------------------------------------------------------------ orchestration
+    def _append(self, call: ToolCall, decision: Decision | None, event: str, **kw: Any) -> None:
+        redact = self.policy.redact_paths(call.server, call.tool)
+        self.audit.append(call_event(call, decision, event, redact=redact, **kw))
+
     def _fail_closed(self, call: ToolCall, exc: BaseException) -> Authorization:
         while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]  # task groups wrap the one real cause; report that
-        kind = "denied" if isinstance(exc, CanonicalizationError) else "unreachable"
+        kind: Outcome = "denied" if isinstance(exc, CanonicalizationError) else "unreachable"
         reason = str(exc) if isinstance(exc, AgentGuardError) else f"{type(exc).__name__}: {exc}"
         c = Classification(privilege="unknown", rank=len(self.policy.classifier.rank),
                            reason="error before classification completed")
         decision = Deny(None, f"failed closed: {reason}", c)
         with suppress(Exception):  # already refusing; a failing audit changes nothing more
-            self.audit.append(_event(call, decision, "call.denied", outcome=kind,
-                                     error=type(exc).__name__))
-        return Authorization(call, decision, kind, f"failed closed: {reason}")  # type: ignore[arg-type]
+            self._append(call, decision, "call.denied", outcome=kind, error=type(exc).__name__)
+        return Authorization(call, decision, kind, f"failed closed: {reason}")
 
-    async def _authorize(
-        self, call: ToolCall, extra: Sequence[ApprovalChannel], on_wait: OnWait | None,
-        started: float,
-    ) -> Authorization:
-        size = _args_size(call.args)
+    async def _authorize(self, call: ToolCall, attempt: _Attempt) -> Authorization:
+        size = args_size(call.args)
         limit = self.policy.model.defaults.max_args_bytes
         if size > limit or size < 0:
             c = Classification(privilege="unknown", rank=len(self.policy.classifier.rank),
@@ -253,20 +287,27 @@ class Guard:
             reason = (f"arguments are {size:,} bytes, over the policy's max_args_bytes "
                       f"({limit:,}): too large to show an approver or hash safely"
                       if size > 0 else "arguments are nested too deeply to show or hash")
-            decision = Deny(None, reason, c)
-            self.audit.append(_event(call, decision, "call.denied", outcome="denied"))
+            decision: Decision = Deny(None, reason, c)
+            self._append(call, decision, "call.denied", outcome="denied")
             return Authorization(call, decision, "denied", reason)
+        try:  # types before rules: no rule reads a value the tool would read differently
+            validator = attempt.validator
+            args = validator.validate(call.args) if validator is not None else call.args
+            call = replace(call, args=freeze(args))
+        except (ArgumentValidationError, CanonicalizationError) as exc:
+            return self.refuse(call, f"the arguments do not fit the tool: {exc}",
+                               outcome="invalid", event="call.invalid")
         classified = self.policy.classify(call)
         await self.signals.record(self.store, call, classified.classification)
         fired = await self.signals.evaluate(signals_needed(classified), call, self.store)
         decision = evaluate(self.policy.model, classified, fired).decision
         for name, value in fired.items():
             if value and name in self.signals.rate_labels:
-                self.audit.append(_event(call, decision, "signal.burst", signal=name))
+                self._append(call, decision, "signal.burst", signal=name)
 
         if self.policy.shadow:
-            self.audit.append(_event(call, decision, "call.shadow", outcome="allowed",
-                                     would_be=decision.kind))
+            self._append(call, decision, "call.shadow", outcome="allowed",
+                         would_be=decision.kind)
             return Authorization(call, decision, "allowed",
                                  f"shadow mode, would be {decision.kind}: {decision.reason}",
                                  shadow=True)
@@ -275,117 +316,221 @@ class Guard:
                 self._audit_or_refuse(call, decision, "call.allowed", outcome="allowed")
             return Authorization(call, decision, "allowed", decision.reason)
         if isinstance(decision, Deny):
-            self.audit.append(_event(call, decision, "call.denied", outcome="denied"))
+            self._append(call, decision, "call.denied", outcome="denied")
             return Authorization(call, decision, "denied", decision.reason)
 
         digest = call_hash(call)
         cooldown = await self.store.get_cooldown(digest, self.clock())
         if cooldown is not None:
             reason = f"an identical call was just denied ({cooldown}); not asking again yet"
-            self.audit.append(_event(call, decision, "call.denied", outcome="denied",
-                                     call_hash=digest, detail="cooldown"))
+            self._append(call, decision, "call.denied", outcome="denied", call_hash=digest,
+                         detail="cooldown")
             return Authorization(call, decision, "denied", reason)
-        return await self._challenge(call, decision, digest, extra, on_wait, started)
+        return await self._challenge(self._held(call, decision, digest), attempt)
 
-    def _audit_or_refuse(self, call: ToolCall, decision: Decision, event: str, **kw: Any) -> None:
-        c = decision.classification
-        try:
-            self.audit.append(_event(call, decision, event, **kw))
-        except Exception:
-            if c.privilege not in _ROUTINE or c.labels:
-                raise
-
-    async def _challenge(
-        self, call: ToolCall, decision: RequireApproval | RequireReauth, digest: str,
-        extra: Sequence[ApprovalChannel], on_wait: OnWait | None, started: float,
-    ) -> Authorization:
-        now = self.clock()
-        c = decision.classification
+    def _held(
+        self, call: ToolCall, decision: RequireApproval | RequireReauth, digest: str
+    ) -> _Held:
         approval = decision.approval if isinstance(decision, RequireApproval) else None
+        binding = None
         if approval is not None:
             # Expand groups now: the stored request names exactly who may decide it.
             approval = replace(approval, approvers=tuple(sorted(
                 self.policy.approver_identities(approval.approvers))))
-        grant: Grant | None = None
-        if approval is not None:
-            grant = await self.store.use_grant(
-                principal=call.principal.id, server=call.server, tool=call.tool, rank=c.rank,
-                call_hash=digest, session_id=call.session_id, kind="approval", now=now)
-        call_data = call_to_dict(call) | {
-            "call_id": call.id, "origin": call.origin,
-            "context": {"source_ip": call.context.source_ip,
-                        "acting_for": call.context.acting_for,
-                        "extra": dict(call.context.extra)},
-        }
-        request = ApprovalRequest(
-            id=new_request_id(), call=call_data, call_hash=digest, created_at=now,
-            expires_at=now + (approval.timeout if approval else 300.0),
-            rule_id=decision.rule_id, reason=decision.reason, privilege=c.privilege,
-            labels=tuple(sorted(c.labels)), approval=approval or ApprovalSpec(quorum=0),
-            reauth=decision.reauth,
-        )
+            binding = GrantBinding.of(call, decision.rule_id, decision.classification.rank,
+                                      approval, decision.reauth)
+        return _Held(call, decision, digest, approval, binding,
+                     self.policy.redact_paths(call.server, call.tool))
+
+    def _audit_or_refuse(self, call: ToolCall, decision: Decision, event: str, **kw: Any) -> None:
+        c = decision.classification
+        try:
+            self._append(call, decision, event, **kw)
+        except Exception:
+            if c.privilege not in _ROUTINE or c.labels:
+                raise
+
+    async def _challenge(self, held: _Held, attempt: _Attempt) -> Authorization:
+        call, decision, digest = held.call, held.decision, held.digest
         approvers: tuple[str, ...] = ()
+        grant: Grant | None = None
+        request: ApprovalRequest | None = None
+        if held.binding is not None:
+            grant = await self.store.use_grant(held.binding.query(digest), now=self.clock())
         if grant is not None:
-            self.audit.append(_event(call, decision, "grant.used", grant_id=grant.id,
-                                     granted_by=grant.granted_by, call_hash=digest))
-            approvers = (grant.granted_by,)
-        elif approval is not None:
-            # Check-then-create under one lock so concurrent calls of this process cannot all
-            # slip past the pending limit (across processes the limit is best effort).
-            async with self._request_lock:
-                flood = await self._flood_check(call, decision, digest)
-                if flood is not None:
-                    return flood
-                await self.store.create_request(request)
-            self.audit.append(_event(call, decision, "challenge.created", request_id=request.id,
-                                     call_hash=digest, expires_at=request.expires_at,
-                                     approvers=list(approval.approvers), quorum=approval.quorum))
-            settled, failures = await self._wait_for_humans(request, extra, on_wait)
-            edit = _edit_of(settled)
+            self._append(call, decision, "grant.used", grant_id=grant.id, scope=grant.scope,
+                         granted_by=grant.granted_by, call_hash=digest)
+            approvers = tuple(grant.granted_by.split(","))
+        elif held.approval is not None:
+            found = await self._request_for(held, attempt)
+            if isinstance(found, Authorization):
+                return found
+            request, fresh = found
+            verdict = await self._wait(held, request, fresh, attempt)
+            edit = _edit_of(verdict.request)
             if edit is not None:
-                return await self._decide_edit(call, decision, edit, extra, on_wait, started)
-            refusal = self._settlement_refusal(call, decision, settled, started, failures)
+                return await self._decide_edit(held, edit, attempt)
+            refusal = self._settlement_refusal(held, request, verdict, attempt)
             if refusal is not None:
                 if refusal.outcome == "denied":
                     await self.store.set_cooldown(
                         digest, self.clock() + self.policy.model.defaults.deny_cooldown,
                         refusal.reason)
                 return refusal
-            assert settled is not None
-            approvers = settled.decided_by
-        if decision.reauth is not None:
-            failure = await self._reauthenticate(call, decision, request, approvers)
+            assert verdict.request is not None
+            approvers = verdict.request.decided_by
+        else:  # re-authentication alone: nobody approves, the request only carries the call
+            request = self._new_request(held)
+        if decision.reauth is not None and not (grant is not None and grant.scope == "once"):
+            assert request is not None or grant is not None
+            failure = await reauthenticate(
+                call=call, spec=decision.reauth, request=request or self._new_request(held),
+                approvers=approvers, store=self.store, methods=self.reauthenticators,
+                clock=self.clock, audit=functools.partial(self._append, call, decision))
             if failure is not None:
-                return failure
-        if approval is not None and grant is None:
+                subject, kind, reason = failure
+                return Authorization(call, decision, "reauth_failed",
+                                     f"re-authentication of {subject} failed ({kind}: {reason})",
+                                     request.id if request else None, approvers)
+        if request is not None and held.approval is not None:
             if not await self.store.consume(request.id, digest):
-                self.audit.append(_event(call, decision, "call.denied", outcome="denied",
-                                         request_id=request.id, detail="approval already used"))
+                self._append(call, decision, "call.denied", outcome="denied",
+                             request_id=request.id, detail="approval already used")
                 return Authorization(call, decision, "denied",
                                      "the approval was already used or no longer matches",
                                      request.id)
-            await self._maybe_grant(call, decision, request)
-        self.audit.append(_event(
-            call, decision, "call.executed", outcome="approved", request_id=request.id,
-            call_hash=digest, approvers=list(approvers),
-            waited_ms=round((self.clock() - started) * 1000, 1)))
-        return Authorization(call, decision, "approved",
-                             f"approved by {', '.join(approvers) or 'fresh re-authentication'}: "
-                             f"{decision.reason}", request.id, approvers)
+            if not attempt.claim:
+                return await self._grant_once(held, request, approvers)
+            await self._maybe_grant(held, request)
+        request_id = request.id if request is not None else None
+        self._append(call, decision, "call.executed", outcome="approved",
+                     request_id=request_id, grant_id=grant.id if grant else None,
+                     call_hash=digest, approvers=list(approvers),
+                     waited_ms=round((self.clock() - attempt.started) * 1000, 1))
+        who = ", ".join(approvers) or "fresh re-authentication"
+        return Authorization(call, decision, "approved", f"approved by {who}: {decision.reason}",
+                             request_id, approvers)
+
+    # ------------------------------------------------------------------ requests
+    def _new_request(self, held: _Held) -> ApprovalRequest:
+        call, decision = held.call, held.decision
+        c = decision.classification
+        now = self.clock()
+        # What the store keeps and channels show: the call with the policy's redact paths
+        # masked (the hash is over the real call, which only this process holds).
+        redacted = replace(call, args=_masked(call.args, held.redact))
+        call_data = call_to_dict(redacted) | {
+            "call_id": call.id, "origin": call.origin,
+            "context": {"source_ip": call.context.source_ip,
+                        "acting_for": call.context.acting_for,
+                        "extra": dict(call.context.extra)},
+        }
+        approval = held.approval
+        return ApprovalRequest(
+            id=new_request_id(), call=call_data, call_hash=held.digest, created_at=now,
+            expires_at=now + (approval.timeout if approval else 300.0),
+            rule_id=decision.rule_id, reason=decision.reason, privilege=c.privilege,
+            labels=tuple(sorted(c.labels)), approval=approval or ApprovalSpec(quorum=0),
+            reauth=decision.reauth,
+        )
+
+    async def _request_for(
+        self, held: _Held, attempt: _Attempt
+    ) -> tuple[ApprovalRequest, bool] | Authorization:
+        """The request this call waits on: the one already raised for the identical call
+        (joined), or a new one (flood control first). A settled request of the identical
+        call answers for it until it has been reported (a retry after a durable hold)."""
+        call, decision = held.call, held.decision
+        async with self._request_lock:
+            # Look-then-create under one lock so concurrent calls of this process join one
+            # request and cannot all slip past the pending limit (across processes the limit
+            # is best effort).
+            existing = await self._identical_request(held)
+            if existing is not None:
+                if existing.status in ("pending", "approved"):
+                    return existing, False
+                return self._retry_refusal(held, existing, attempt)
+            flood = await self._flood_check(call, decision, held.digest)
+            if flood is not None:
+                return flood
+            request = self._new_request(held)
+            await self.store.create_request(request)
+        assert held.approval is not None
+        self._append(call, decision, "challenge.created", request_id=request.id,
+                     call_hash=held.digest, expires_at=request.expires_at,
+                     approvers=list(held.approval.approvers), quorum=held.approval.quorum)
+        return request, True
+
+    async def _identical_request(self, held: _Held) -> ApprovalRequest | None:
+        """The newest request raised for this exact call under the same rule, if it can
+        still answer: pending, approved and unclaimed, or settled so recently that a retry
+        should hear the verdict (until the request's own deadline, and at least for the
+        policy's ``deny_cooldown`` after it was decided)."""
+        now = self.clock()
+        cooldown = self.policy.model.defaults.deny_cooldown
+        acting_for = held.call.context.acting_for
+        for request in await self.store.list_requests(call_hash=held.digest,
+                                                      limit=_RETRY_LOOKBACK):
+            context = request.call.get("context") or {}
+            if (request.call_hash != held.digest or request.rule_id != held.decision.rule_id
+                    or not isinstance(context, Mapping)
+                    or context.get("acting_for") != acting_for
+                    or request.call.get("principal") != held.call.principal.id):
+                continue
+            if request.status == "pending":
+                return request
+            if request.status == "approved":
+                return request if now < request.expires_at else None
+            if request.status in ("denied", "expired"):
+                settled = request.decided_at or request.expires_at
+                if now < max(request.expires_at, settled + cooldown):
+                    return request
+                return None
+            return None  # consumed or cancelled: a new request for a new attempt
+        return None
+
+    def _retry_refusal(
+        self, held: _Held, request: ApprovalRequest, attempt: _Attempt
+    ) -> Authorization:
+        verdict = Verdict(request, "")
+        refusal = self._settlement_refusal(held, request, verdict, attempt)
+        assert refusal is not None
+        return refusal
+
+    async def _wait(
+        self, held: _Held, request: ApprovalRequest, fresh: bool, attempt: _Attempt
+    ) -> Verdict:
+        def cancelled() -> None:
+            with suppress(Exception):  # the caller is gone; nothing else to refuse
+                self._append(held.call, held.decision, "challenge.cancelled",
+                             outcome="unreachable", request_id=request.id,
+                             detail="the caller stopped waiting (cancelled or disconnected)")
+
+        async def vote(answer: ChannelAnswer) -> None:
+            await cast_vote(store=self.store, audit=self.audit, request_id=request.id,
+                            approver=answer.approver, approve=answer.approve,
+                            channel=answer.channel, reason=answer.reason,
+                            grant_ttl=answer.grant_ttl, now=self.clock(),
+                            edited_args=answer.edited_args)
+
+        if request.status != "pending":
+            return Verdict(request, "")
+        return await wait_for_verdict(
+            self.store, request, self._channels_for(request, attempt.extra), fresh=fresh,
+            window=attempt.wait, clock=self.clock, vote=vote, on_wait=attempt.on_wait,
+            on_cancelled=cancelled)
 
     async def _flood_check(
         self, call: ToolCall, decision: Decision, digest: str
     ) -> Authorization | None:
-        """Approval fatigue: collapse duplicates, one pending request per principal and
-        class, and a rate limit on requests; each refusal is audited as ``signal.flood``."""
+        """Approval fatigue: a limit of pending requests per principal and class, and a rate
+        limit on requests; each refusal is audited as ``signal.flood``."""
         defaults = self.policy.model.defaults
         c = decision.classification
         pending = [r for r in await self.store.list_requests("pending", limit=10_000)
                    if r.call.get("principal") == call.principal.id and r.privilege == c.privilege]
         reason = None
-        if any(r.call_hash == digest for r in pending):
-            reason = "an identical call is already waiting for approval; not asking again"
-        elif len(pending) >= defaults.pending_per_class:
+        if len(pending) >= defaults.pending_per_class:
             reason = (f"{len(pending)} {c.privilege} call(s) from this principal already wait "
                       "for approval; wait for them to be answered")
         else:
@@ -398,16 +543,16 @@ class Guard:
                           f"{defaults.request_rate.per:.0f}s (limit {defaults.request_rate.max})")
         if reason is None:
             return None
-        self.audit.append(_event(call, decision, "signal.flood", outcome="denied",
-                                 call_hash=digest, detail=reason, pending=len(pending)))
+        self._append(call, decision, "signal.flood", outcome="denied", call_hash=digest,
+                     detail=reason, pending=len(pending))
         return Authorization(call, decision, "denied", f"approval flood control: {reason}")
 
     async def _decide_edit(
-        self, call: ToolCall, decision: Decision, edit: ApprovalVote,
-        extra: Sequence[ApprovalChannel], on_wait: OnWait | None, started: float,
+        self, held: _Held, edit: ApprovalVote, attempt: _Attempt
     ) -> Authorization:
-        """An approver proposed other arguments: that is a new call, classified and decided
-        afresh (it may well need its own approval); never a way round a rule."""
+        """An approver proposed other arguments: that is a new call, validated, classified
+        and decided afresh (it may well need its own approval); never a way round a rule."""
+        call, decision = held.call, held.decision
         depth = int(call.context.extra.get("agentguard_edit_depth", 0)) + 1
         if depth > _MAX_EDITS:
             return Authorization(call, decision, "denied",
@@ -418,56 +563,102 @@ class Guard:
                                                  "agentguard_edit_depth": depth,
                                                  "edited_by": edit.approver,
                                                  "edited_from": call.id}))
-        self.audit.append(_event(call, decision, "challenge.edited", approver=edit.approver,
-                                 new_call_id=edited.id, new_args=dict(edited.args)))
-        return await self._authorize(edited, extra, on_wait, started)
+        self._append(call, decision, "challenge.edited", approver=edit.approver,
+                     new_call_id=edited.id,
+                     new_args=_masked(edited.args, held.redact))
+        return await self._authorize(edited, attempt)
 
     def _settlement_refusal(
-        self, call: ToolCall, decision: Decision, settled: ApprovalRequest | None,
-        started: float, failures: str,
+        self, held: _Held, request: ApprovalRequest, verdict: Verdict, attempt: _Attempt,
     ) -> Authorization | None:
+        call, decision = held.call, held.decision
+        settled = verdict.request
+        rid = request.id
+        waited = round((self.clock() - attempt.started) * 1000, 1)
+        if verdict.still_pending:
+            self._append(call, decision, "challenge.pending", outcome="pending",
+                         request_id=rid, call_hash=held.digest, waited_ms=waited,
+                         expires_at=request.expires_at)
+            return Authorization(call, decision, "pending",
+                                 f"waiting for approval until {_when(request.expires_at)}", rid)
         status = settled.status if settled else "expired"
         if status == "approved":
             return None
-        rid = settled.id if settled else None
-        waited = round((self.clock() - started) * 1000, 1)
         if status == "denied":
             assert settled is not None
             deny_votes = [v for v in settled.votes if not v.approve]
             who = deny_votes[-1].approver if deny_votes else "an approver"
             why = deny_votes[-1].reason if deny_votes and deny_votes[-1].reason else "no reason"
-            self.audit.append(_event(call, decision, "challenge.denied", outcome="denied",
-                                     request_id=rid, approver=who, detail=why, waited_ms=waited))
+            self._append(call, decision, "challenge.denied", outcome="denied",
+                         request_id=rid, approver=who, detail=why, waited_ms=waited)
             return Authorization(call, decision, "denied", f"denied by {who}: {why}", rid, (who,))
+        if status == "consumed":  # an identical call that joined this request ran on it
+            self._append(call, decision, "call.denied", outcome="denied", request_id=rid,
+                         detail="approval already used")
+            return Authorization(call, decision, "denied",
+                                 "the approval was already used by an identical call", rid)
         if status == "cancelled":
-            self.audit.append(_event(call, decision, "challenge.unreachable",
-                                     outcome="unreachable", request_id=rid, waited_ms=waited,
-                                     detail=failures))
+            self._append(call, decision, "challenge.unreachable", outcome="unreachable",
+                         request_id=rid, waited_ms=waited, detail=verdict.failures)
             return Authorization(call, decision, "unreachable",
-                                 f"no approval channel could be reached ({failures})", rid)
-        self.audit.append(_event(call, decision, "challenge.expired", outcome="expired",
-                                 request_id=rid, waited_ms=waited))
+                                 f"no approval channel could be reached ({verdict.failures})",
+                                 rid)
+        self._append(call, decision, "challenge.expired", outcome="expired",
+                     request_id=rid, waited_ms=waited)
         return Authorization(call, decision, "expired",
                              "no decision before the approval timed out", rid)
 
-    async def _maybe_grant(
-        self, call: ToolCall, decision: Decision, request: ApprovalRequest
-    ) -> None:
+    # ------------------------------------------------------------------ grants
+    async def _approvals(self, request: ApprovalRequest) -> list[ApprovalVote]:
         settled = await self.store.get_request(request.id)
-        votes = [v for v in (settled.votes if settled else ()) if v.approve]
+        return [v for v in (settled.votes if settled else ()) if v.approve]
+
+    async def _maybe_grant(self, held: _Held, request: ApprovalRequest) -> None:
+        """"Approve for N": a ``ttl`` grant, never longer than every approver asked for nor
+        than the rule's ``max_grant``, bound to the rule, its settings and the human."""
+        assert held.binding is not None and held.approval is not None
+        votes = await self._approvals(request)
         ttl = min((v.grant_ttl for v in votes), default=0.0)
-        ttl = min(ttl, request.approval.max_grant)
+        ttl = min(ttl, held.approval.max_grant)
         if ttl <= 0:
             return
-        now = self.clock()
-        grant = Grant(
-            id=new_request_id("grant"), scope="ttl", principal=call.principal.id,
-            server=_glob_literal(call.server), tool=_glob_literal(call.tool),
-            max_rank=decision.classification.rank, expires_at=now + ttl,
-            granted_by=",".join(v.approver for v in votes), created_at=now)
+        grant = self._grant(held, request, votes, scope="ttl", ttl=ttl)
         await self.store.add_grant(grant)
-        self.audit.append(_event(call, decision, "grant.created", grant_id=grant.id,
-                                 expires_at=grant.expires_at, granted_by=grant.granted_by))
+        self._append(held.call, held.decision, "grant.created", grant_id=grant.id,
+                     scope="ttl", expires_at=grant.expires_at, granted_by=grant.granted_by)
+
+    async def _grant_once(
+        self, held: _Held, request: ApprovalRequest, approvers: tuple[str, ...]
+    ) -> Authorization:
+        """Approved ahead of the run: a single-use grant for exactly this call."""
+        votes = await self._approvals(request)
+        grant = self._grant(held, request, votes, scope="once",
+                            ttl=max(0.0, request.expires_at - self.clock()))
+        await self.store.add_grant(grant)
+        self._append(held.call, held.decision, "challenge.approved", outcome="approved",
+                     request_id=request.id, grant_id=grant.id, call_hash=held.digest,
+                     approvers=list(approvers), expires_at=grant.expires_at)
+        who = ", ".join(approvers) or "an approver"
+        return Authorization(held.call, held.decision, "approved",
+                             f"approved by {who} (runs once): {held.decision.reason}",
+                             request.id, approvers)
+
+    def _grant(
+        self, held: _Held, request: ApprovalRequest, votes: list[ApprovalVote], *,
+        scope: str, ttl: float,
+    ) -> Grant:
+        binding = held.binding
+        assert binding is not None
+        now = self.clock()
+        return Grant(
+            id=new_request_id("grant"), scope=scope,  # type: ignore[arg-type]
+            principal=binding.principal, acting_for=binding.acting_for,
+            server=glob_literal(binding.server), tool=glob_literal(binding.tool),
+            max_rank=binding.rank, expires_at=now + ttl,
+            granted_by=",".join(v.approver for v in votes), created_at=now,
+            call_hash=held.digest if scope == "once" else None,
+            rule_id=binding.rule_id, settings_hash=binding.settings_hash,
+            request_id=request.id)
 
     # ------------------------------------------------------------------ humans
     def _channels_for(
@@ -476,7 +667,8 @@ class Guard:
         named = set(request.approval.channels)
         out = []
         for ch in [*self.channels, *extra]:
-            verified = getattr(ch, "verified", True)
+            # Only a channel that says so vouches for who answered.
+            verified = getattr(ch, "verified", False) is True
             if not verified and (ch.name not in named or request.approval.approvers):
                 continue  # the client answers unverified channels: only when the rule opts in
             if named and ch.name not in named:
@@ -484,111 +676,13 @@ class Guard:
             out.append(ch)
         return out
 
-    async def _wait_for_humans(
-        self, request: ApprovalRequest, extra: Sequence[ApprovalChannel],
-        on_wait: OnWait | None,
-    ) -> tuple[ApprovalRequest | None, str]:
-        """Run the channels until the request settles; return it and why channels failed."""
-        channels = self._channels_for(request, extra)
-        unreachable: list[str] = []
-        done = anyio.Event()
 
-        async def run_channel(ch: ApprovalChannel, scope: anyio.CancelScope) -> None:
-            try:
-                async with aclosing(ch.ask(request)) as answers:
-                    async for answer in answers:
-                        if answer.kind != "vote":
-                            if answer.kind == "unreachable":
-                                unreachable.append(f"{ch.name}: {answer.reason}")
-                            break
-                        await self._vote(request, answer)
-            except Exception as exc:  # a broken channel counts as unreachable
-                unreachable.append(f"{ch.name}: {type(exc).__name__}: {exc}")
-            else:
-                if not any(u.startswith(ch.name + ":") for u in unreachable):
-                    return
-            if len(unreachable) >= len(channels):
-                done.set()
-                scope.cancel()  # every channel failed: refuse now, not at the next poll
+def _masked(args: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
+    from agentguard.audit.redact import mask_paths
 
-        async def watch_store(scope: anyio.CancelScope) -> None:
-            total = request.expires_at - request.created_at
-            while True:
-                remaining = request.expires_at - self.clock()
-                if remaining <= 0 or done.is_set():
-                    break
-                current = await self.store.wait_for_change(request.id, min(1.0, remaining))
-                if current is not None and current.status != "pending":
-                    break
-                if on_wait is not None:
-                    await on_wait(self.clock() - request.created_at, total)
-            scope.cancel()
+    return mask_paths(args, paths)
 
-        if not channels:
-            unreachable.append("no approval channel is configured for this rule")
-            done.set()
-        else:
-            async with anyio.create_task_group() as tg:
-                for ch in channels:
-                    tg.start_soon(run_channel, ch, tg.cancel_scope)
-                tg.start_soon(watch_store, tg.cancel_scope)
-        current = await self.store.get_request(request.id)
-        if current is not None and current.status == "pending":
-            if not (done.is_set() and await self.store.cancel(request.id)):
-                await self.store.expire(request.id)
-            current = await self.store.get_request(request.id)
-        for ch in channels:
-            try:
-                with anyio.move_on_after(5):
-                    await ch.settled(current or request)
-            except Exception:
-                continue
-        return current, "; ".join(unreachable)
 
-    async def _vote(self, request: ApprovalRequest, answer: ChannelAnswer) -> None:
-        await cast_vote(store=self.store, audit=self.audit,
-                        request_id=request.id, approver=answer.approver, approve=answer.approve,
-                        channel=answer.channel, reason=answer.reason,
-                        grant_ttl=answer.grant_ttl, now=self.clock(),
-                        edited_args=answer.edited_args)
-
-    async def _reauthenticate(
-        self, call: ToolCall, decision: RequireApproval | RequireReauth,
-        request: ApprovalRequest, approvers: tuple[str, ...],
-    ) -> Authorization | None:
-        spec = decision.reauth
-        assert spec is not None
-        if spec.subject == "approver" and approvers:
-            subjects = list(approvers)
-        else:
-            subjects = [call.context.acting_for or call.principal.id]
-        method = self.reauthenticators.get(spec.method)
-        # A reauthenticator whose proof carries its own freshness (an OAuth token's auth_time
-        # and acr) must be asked every time: a stored "verified at" would let one rule's
-        # step-up stand in for a stricter rule's.
-        reuse = getattr(method, "reuse_recent_verification", True)
-        for subject in subjects:
-            last = await self.store.last_reauth(subject, spec.method) if reuse else None
-            if spec.max_age > 0 and last is not None and self.clock() - last <= spec.max_age:
-                self.audit.append(_event(call, decision, "reauth.verified", subject=subject,
-                                         method=spec.method, detail="fresh", request_id=request.id))
-                continue
-            if method is None:
-                result_kind, reason = "unreachable", f"no {spec.method} re-authentication is set up"
-            else:
-                result = await method.reauthenticate(subject, request)
-                result_kind, reason = result.kind, result.reason
-            if result_kind == "verified":
-                await self.store.record_reauth(subject, spec.method, self.clock())
-                self.audit.append(_event(call, decision, "reauth.verified", subject=subject,
-                                         method=spec.method, request_id=request.id))
-                continue
-            event = "reauth.locked" if result_kind == "locked" else "reauth.failed"
-            self.audit.append(_event(call, decision, event, outcome="reauth_failed",
-                                     subject=subject, method=spec.method, detail=reason,
-                                     request_id=request.id))
-            return Authorization(call, decision, "reauth_failed",
-                                 f"re-authentication of {subject} failed ({result_kind}: {reason})",
-                                 request.id, approvers)
-        return None
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 

@@ -23,6 +23,7 @@ __all__ = [
     "Decision",
     "Deny",
     "Grant",
+    "GrantQuery",
     "GrantScope",
     "Outcome",
     "Principal",
@@ -396,10 +397,14 @@ GrantScope = Literal["once", "session", "ttl"]
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Standing permission created by an approval ("approve for 15m") or a re-authentication.
+    """Standing permission created by an approval ("approve for 15m", this call once, this
+    session) or a re-authentication.
 
-    A grant covers calls of its principal to tools matching ``tool`` on ``server`` whose class
-    rank is at most ``max_rank``; it never widens to a more privileged class.
+    A grant is bound to what its approvers decided: the rule that held the call and a hash of
+    that rule's approval settings (approvers, quorum, separation of duties, re-authentication,
+    longest grant), the principal **and** the human it acts for, the server and the tool. It
+    never covers a call another rule decides, another human's call, or a more privileged
+    class; a policy edit that changes the rule's approval settings retires it.
 
     Attributes:
         id: Grant id.
@@ -415,6 +420,11 @@ class Grant:
         kind: ``approval`` or ``reauth`` (a reauth grant is step-up freshness).
         created_at: Unix time of creation.
         uses: Times the grant was used.
+        rule_id: The rule whose approval created it (``None``: the policy's defaults).
+        settings_hash: Hash of that rule's approval settings when the grant was made
+            (:func:`agentguard.grants.settings_hash`).
+        acting_for: The human the principal acted for (``None``: nobody).
+        request_id: The approval request the grant came from.
     """
 
     id: str
@@ -430,13 +440,47 @@ class Grant:
     kind: Literal["approval", "reauth"] = "approval"
     created_at: float = 0.0
     uses: int = 0
+    rule_id: str | None = None
+    settings_hash: str = ""
+    acting_for: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantQuery:
+    """What a call needs a grant to cover (see :meth:`agentguard.store.Store.use_grant`).
+
+    Attributes:
+        principal: The calling principal's id.
+        acting_for: The human it acts for, if any.
+        server: Server name.
+        tool: Tool name.
+        rule_id: The rule that holds the call.
+        settings_hash: Hash of that rule's approval settings now.
+        rank: The call's privilege rank.
+        call_hash: The exact call.
+        session_id: The call's session.
+        kind: ``approval`` or ``reauth``.
+    """
+
+    principal: str
+    server: str
+    tool: str
+    rank: int
+    call_hash: str
+    rule_id: str | None = None
+    settings_hash: str = ""
+    acting_for: str | None = None
+    session_id: str | None = None
+    kind: Literal["approval", "reauth"] = "approval"
 
 
 # --------------------------------------------------------------------------- outcomes
 
 
 Outcome = Literal[
-    "allowed", "approved", "denied", "expired", "unreachable", "reauth_failed"
+    "allowed", "approved", "denied", "expired", "unreachable", "reauth_failed", "invalid",
+    "pending",
 ]
 
 
@@ -448,7 +492,8 @@ class Authorization:
         call: The call that may run (an approver may have edited the arguments; the edited
             call was re-decided).
         decision: The policy decision.
-        outcome: ``allowed`` / ``approved`` may run; the rest are refusals.
+        outcome: ``allowed`` / ``approved`` may run; ``pending``: held for approval, nothing
+            ran, the identical call runs once approved; the rest are refusals.
         reason: Human-readable reason for the outcome.
         request_id: Approval request id, when the call was held.
         approvers: Who approved.
@@ -474,20 +519,33 @@ class Authorization:
         return self.decision.rule_id
 
     def message(self) -> str:
-        """One line for the agent: what happened, which rule, and whether retrying helps."""
+        """One line for the agent: what happened, which rule, and whether retrying helps.
+
+        Only a ``pending`` hold says to try again later (the identical call runs once
+        approved); every other refusal says that retrying the same call will not help.
+        """
         from agentguard.sanitize import escape_text
 
         if self.allowed:
             return f"allowed: {escape_text(self.reason)}"
         rule = f" by rule {escape_text(self.rule_id)!r}" if self.rule_id else ""
+        tool = escape_text(self.call.tool)
+        if self.outcome == "pending":
+            return (
+                f"agentguard is holding {tool!r} for approval{rule} under request "
+                f"{escape_text(self.request_id or '?')}: {escape_text(self.reason)}. Nothing ran "
+                "yet. Retry later: the identical call runs once it is approved (a changed "
+                "call needs its own approval)."
+            )
         what = {
             "denied": "denied",
             "expired": "expired: no approval arrived in time",
             "unreachable": "unreachable: no approval could be obtained",
             "reauth_failed": "re-authentication failed",
+            "invalid": "invalid arguments",
         }[self.outcome]
         return (
-            f"agentguard refused {escape_text(self.call.tool)!r} ({what}){rule}: "
+            f"agentguard refused {tool!r} ({what}){rule}: "
             f"{escape_text(self.reason)}. "
             "Nothing ran. Retrying the same call will not help; ask a human operator."
         )

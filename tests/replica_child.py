@@ -35,7 +35,7 @@ from agentguard.audit.postgres import PostgresAuditLog
 from agentguard.channels.scripted import ScriptedChannel
 from agentguard.errors import ConflictError
 from agentguard.store.postgres import PostgresStore
-from agentguard.types import ApprovalVote, CallContext, Principal, ToolCall
+from agentguard.types import ApprovalVote, CallContext, GrantQuery, Principal, ToolCall
 
 POLICY = """
 defaults: {{timeout: {timeout}s}}
@@ -118,8 +118,8 @@ async def race(dsn: str, schema: str, role: str, go: str, ids: str, hashes: str,
         await barrier(go, "grant")
         for item in hashes.split(","):
             used = await store.use_grant(
-                principal="agent:bot", server="git", tool="push", rank=2, call_hash=item,
-                session_id=None, kind="approval", now=time.time())
+                GrantQuery(principal="agent:bot", server="git", tool="push", rank=2,
+                           call_hash=item), now=time.time())
             results["grant"][item] = None if used is None else used.id
         await barrier(go, "otp")
         for item in subjects.split(","):

@@ -61,11 +61,23 @@ async def test_store_failure_refuses(tmp_path: Path) -> None:
     assert "SQLite" in auth.reason or "store" in auth.reason.lower()
 
 
-async def test_classifier_error_fails_closed() -> None:
+async def test_arguments_that_are_not_json_are_refused_as_invalid() -> None:
     guard = Guard(Policy.from_yaml(POLICY))
     bad = ToolCall(tool="read_secret", args={"x": {1, 2}}, principal=Principal("agent:a"))
     auth = await guard.authorize(bad)
-    assert not auth.allowed and "failed closed" in auth.reason
+    assert auth.outcome == "invalid" and "set is not JSON" in auth.reason
+
+
+async def test_classifier_error_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = Policy.from_yaml(POLICY)
+
+    def broken(call: ToolCall) -> None:
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr(policy, "classify", broken)
+    auth = await Guard(policy).authorize(
+        ToolCall(tool="read_secret", args={"x": 1}, principal=Principal("agent:a")))
+    assert auth.outcome == "unreachable" and "failed closed" in auth.reason
 
 
 async def test_oversized_arguments_are_refused_and_audited_compactly() -> None:

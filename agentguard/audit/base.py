@@ -11,12 +11,16 @@ __all__ = ["EVENT_TYPES", "AuditSink"]
 EVENT_TYPES = frozenset({
     "call.allowed",       # allowed without interruption (only if logging allows)
     "call.denied",        # refused by policy, cooldown, or an error (fail closed)
+    "call.invalid",       # arguments did not fit the tool's schema: refused before any rule
     "call.shadow",        # shadow mode: what would have happened
     "challenge.created",  # a call was held: approval and/or reauth required
     "challenge.edited",   # an approver proposed other arguments: a new call, decided afresh
     "challenge.denied",
     "challenge.expired",
     "challenge.unreachable",
+    "challenge.cancelled",  # the caller gave up (cancelled, disconnected): no vote revives it
+    "challenge.pending",    # a durable hold: the caller stopped waiting, the request lives on
+    "challenge.approved",   # approved ahead of its run: a single-use grant for the exact call
     "vote.rejected",      # an approver who is not authorised tried to decide
     "reauth.verified",
     "reauth.failed",

@@ -38,10 +38,12 @@ from agentguard.errors import AuditError, ConfigError
 __all__ = [
     "DEFAULT_VALUE_PATTERNS",
     "KEY_BYTES",
+    "POLICY_MARK",
     "REDACTED_PREFIX",
     "Redactor",
     "is_secret_key",
     "load_or_create_key",
+    "mask_paths",
 ]
 
 REDACTED_PREFIX = "redacted:hmac-sha256:"
@@ -98,6 +100,34 @@ def _path_matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
 
 
 _PLAIN = JsonSafe()
+
+#: What replaces a value the policy's ``redact:`` names, before any sink or channel sees it.
+POLICY_MARK = "redacted:policy"
+
+
+def mask_paths(value: Any, paths: Iterable[str], mark: str = POLICY_MARK) -> Any:
+    """A copy of ``value`` with the values at ``paths`` replaced by ``mark``.
+
+    Paths are dotted keys relative to ``value`` (``db.dsn``); ``*`` is one key, ``**`` any
+    number of keys, lists are transparent. Unnamed values are shared, not copied.
+    """
+    patterns = tuple(tuple(p.split(".")) for p in paths)
+    if not patterns:
+        return value
+
+    def walk(item: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(item, Mapping):
+            out = {}
+            for key, sub in item.items():
+                where = (*path, str(key))
+                out[key] = mark if any(_path_matches(p, where) for p in patterns) \
+                    else walk(sub, where)
+            return out
+        if isinstance(item, list | tuple):
+            return [walk(sub, path) for sub in item]
+        return item
+
+    return walk(value, ())
 
 
 class Redactor(JsonSafe):

@@ -63,6 +63,13 @@ class Policy:
                 out.add(entry)
         return frozenset(out)
 
+    def redact_paths(self, server: str, tool: str) -> tuple[str, ...]:
+        """Argument paths the policy's ``redact:`` names for this tool (every rule that names
+        the tool counts, whichever rule decides the call): they never reach the audit log,
+        the store or a channel."""
+        paths = {p for rule in self.classifier.candidates(server, tool) for p in rule.spec.redact}
+        return tuple(sorted(paths))
+
     def static_allow(self, server: str, tool: str, hints: ToolHints) -> bool:
         """True when every call to this tool is allowed whatever its arguments, principal and
         context: the allow path then skips classification entirely. Cached per tool."""

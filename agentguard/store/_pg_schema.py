@@ -27,7 +27,7 @@ __all__ = [
 
 DEFAULT_SCHEMA = "agentguard"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the tables this agentguard writes."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -92,6 +92,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL
         )""",
         "INSERT INTO {s}.audit_head (id, seq, hash) VALUES (1, 0, repeat('0', 64))",
+    ),
+    2: (
+        # A retried call finds the request raised for it (durable holds).
+        "CREATE INDEX requests_by_hash ON {s}.requests (call_hash, created_at DESC, seq DESC)",
+        # Tool definitions by hash, so a reviewer sees what a pin or pending hash stands for.
+        "CREATE TABLE {s}.definitions (hash text PRIMARY KEY, doc text NOT NULL)",
     ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION

@@ -15,7 +15,8 @@ from fnmatch import fnmatchcase
 import anyio
 
 from agentguard.errors import ConflictError
-from agentguard.types import ApprovalRequest, ApprovalVote, Grant
+from agentguard.identity import canonical_identity
+from agentguard.types import ApprovalRequest, ApprovalVote, Grant, GrantQuery
 
 __all__ = [
     "Waiters",
@@ -41,7 +42,8 @@ def apply_vote(
 
     A deny always counts and settles the request, even from someone who approved earlier:
     changing one's mind towards "no" must never be ignored. A repeated approve from the same
-    approver is ignored, so a quorum needs distinct people.
+    approver is ignored, so a quorum needs distinct people: approvers are compared by
+    :func:`~agentguard.identity.canonical_identity` (``carol`` and ``user:carol`` are one).
 
     Raises:
         ConflictError: the request is not pending or its deadline passed.
@@ -55,7 +57,8 @@ def apply_vote(
             decided_by=(vote.approver,), decided_at=now,
         ), True
     approvers = [v.approver for v in request.votes if v.approve]
-    if vote.approver in approvers:
+    voter = canonical_identity(vote.approver)
+    if voter in {canonical_identity(a) for a in approvers}:
         return request, False
     approvers.append(vote.approver)
     votes = (*request.votes, vote)
@@ -67,21 +70,27 @@ def apply_vote(
     return dataclasses.replace(request, votes=votes), True
 
 
-def grant_covers(
-    grant: Grant, *, principal: str, server: str, tool: str, rank: int, call_hash: str,
-    session_id: str | None, kind: str, now: float,
-) -> bool:
-    """True when ``grant`` may be used for this call at ``now``."""
-    if grant.kind != kind or grant.principal != principal:
+def grant_covers(grant: Grant, query: GrantQuery, now: float) -> bool:
+    """True when ``grant`` may be used for the call ``query`` describes at ``now``.
+
+    Everything the approvers decided binds: the rule and its approval settings (a stricter
+    rule of the same class, or the same rule after a policy edit, is not covered), the
+    principal and the human it acts for, server and tool, and never a higher class.
+    """
+    if grant.kind != query.kind or grant.principal != query.principal:
         return False
-    if now >= grant.expires_at or rank > grant.max_rank:
+    if grant.acting_for != query.acting_for:
         return False
-    if not (fnmatchcase(server, grant.server) and fnmatchcase(tool, grant.tool)):
+    if grant.rule_id != query.rule_id or grant.settings_hash != query.settings_hash:
         return False
-    if grant.call_hash is not None and grant.call_hash != call_hash:
+    if now >= grant.expires_at or query.rank > grant.max_rank:
+        return False
+    if not (fnmatchcase(query.server, grant.server) and fnmatchcase(query.tool, grant.tool)):
+        return False
+    if grant.call_hash is not None and grant.call_hash != query.call_hash:
         return False
     if grant.scope == "session":
-        return grant.session_id is not None and grant.session_id == session_id
+        return grant.session_id is not None and grant.session_id == query.session_id
     return grant.scope in ("once", "ttl")
 
 

@@ -14,7 +14,7 @@ __all__ = ["SCHEMA_VERSION", "connect"]
 # descriptor is closed (see connect()).
 _CREATE_LOCK = threading.Lock()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version written to ``PRAGMA user_version``."""
 
 
@@ -60,6 +60,14 @@ CREATE TABLE pins (
 );
 """
 
+# Changes from the previous version, applied in order to an existing file.
+_UPGRADES: dict[int, str] = {
+    2: """
+CREATE INDEX IF NOT EXISTS requests_by_hash ON requests (call_hash, created_at);
+CREATE TABLE IF NOT EXISTS definitions (hash TEXT PRIMARY KEY, doc TEXT NOT NULL);
+""",
+}
+
 
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     """Open ``path`` (created with mode 0600), set WAL and timeouts, create or check the schema.
@@ -95,10 +103,13 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
                     f"SQLite store {path!r} has schema version {version}, newer than "
                     f"this agentguard supports ({SCHEMA_VERSION}); upgrade agentguard"
                 )
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                steps = [_SCHEMA] if version == 0 else []
+                steps += [_UPGRADES[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+                for script in steps:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:

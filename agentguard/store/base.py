@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from agentguard.types import ApprovalRequest, ApprovalVote, Grant, RequestStatus
+from agentguard.types import ApprovalRequest, ApprovalVote, Grant, GrantQuery, RequestStatus
 
 __all__ = ["Store", "VoteResult"]
 
@@ -49,9 +49,11 @@ class Store(Protocol):
         """Return a request (expired pending requests are returned as ``expired``)."""
 
     async def list_requests(
-        self, status: RequestStatus | None = None, limit: int = 100
+        self, status: RequestStatus | None = None, limit: int = 100, *,
+        call_hash: str | None = None,
     ) -> Sequence[ApprovalRequest]:
-        """Requests, newest first, optionally filtered by status."""
+        """Requests, newest first, optionally filtered by status and by the call hash (a
+        retried call finds the request raised for it)."""
 
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         """Atomically add a vote to a pending, unexpired request.
@@ -87,15 +89,14 @@ class Store(Protocol):
     async def add_grant(self, grant: Grant) -> None:
         """Persist a grant."""
 
-    async def use_grant(
-        self, *, principal: str, server: str, tool: str, rank: int, call_hash: str,
-        session_id: str | None, kind: str, now: float,
-    ) -> Grant | None:
-        """Find an unexpired grant of ``kind`` covering this call and use it atomically.
+    async def use_grant(self, query: GrantQuery, *, now: float) -> Grant | None:
+        """Find an unexpired grant covering ``query`` and use it atomically.
 
-        A ``once`` grant is deleted when used (a second use finds nothing); ``session`` grants
-        need the same session id; ``ttl`` grants cover until expiry. ``server``/``tool`` on a
-        grant are globs. ``rank`` must not exceed ``grant.max_rank``.
+        Coverage is :func:`agentguard.store._rules.grant_covers` (the same rule for every
+        backend): same kind, principal, human acted for, rule and approval settings; server
+        and tool matching the grant's globs; a rank no higher than ``grant.max_rank``. A
+        ``once`` grant is deleted when used (a second use finds nothing); ``session`` grants
+        need the same session id; ``ttl`` grants cover until expiry.
         """
 
     async def list_grants(self, now: float | None = None) -> Sequence[Grant]:
@@ -157,3 +158,11 @@ class Store(Protocol):
 
     async def list_pins(self) -> Sequence[tuple[str, str, str]]:
         """All pins as (server, tool, hash)."""
+
+    async def put_definition(self, definition_hash: str, definition: str) -> None:
+        """Keep a tool definition (canonical JSON text) under its hash; the first write wins.
+
+        Readers must check that the text hashes to the key: the store is not trusted."""
+
+    async def get_definition(self, definition_hash: str) -> str | None:
+        """The definition kept under ``definition_hash``, if any."""

@@ -30,7 +30,7 @@ from agentguard.store._rules import (
     wait_until_settled,
 )
 from agentguard.store.base import VoteResult
-from agentguard.types import ApprovalRequest, ApprovalVote, Grant, RequestStatus
+from agentguard.types import ApprovalRequest, ApprovalVote, Grant, GrantQuery, RequestStatus
 
 __all__ = ["MemoryStore"]
 
@@ -65,6 +65,7 @@ class MemoryStore:
         self._first_use: set[tuple[str, str, str]] = set()
         self._cooldowns: dict[str, tuple[float, str]] = {}
         self._pins: dict[tuple[str, str], str] = {}
+        self._definitions: dict[str, str] = {}
 
     async def __aenter__(self) -> MemoryStore:
         await self.open()
@@ -93,7 +94,8 @@ class MemoryStore:
         return None if request is None else present(request, self._clock())
 
     async def list_requests(
-        self, status: RequestStatus | None = None, limit: int = 100
+        self, status: RequestStatus | None = None, limit: int = 100, *,
+        call_hash: str | None = None,
     ) -> Sequence[ApprovalRequest]:
         now = self._clock()
         with self._lock:
@@ -102,7 +104,8 @@ class MemoryStore:
         ordered.reverse()
         ordered.sort(key=lambda r: r.created_at, reverse=True)
         shown = [present(r, now) for r in ordered]
-        return [r for r in shown if status is None or r.status == status][: max(0, limit)]
+        return [r for r in shown if (status is None or r.status == status)
+                and (call_hash is None or r.call_hash == call_hash)][: max(0, limit)]
 
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         with self._lock:
@@ -153,15 +156,11 @@ class MemoryStore:
                 raise StoreError("a grant with this id already exists")
             self._grants[grant.id] = stored
 
-    async def use_grant(
-        self, *, principal: str, server: str, tool: str, rank: int, call_hash: str,
-        session_id: str | None, kind: str, now: float,
-    ) -> Grant | None:
+    async def use_grant(self, query: GrantQuery, *, now: float) -> Grant | None:
         with self._lock:
             candidates = [
                 g for g in self._grants.values()
-                if grant_covers(g, principal=principal, server=server, tool=tool, rank=rank,
-                                call_hash=call_hash, session_id=session_id, kind=kind, now=now)
+                if grant_covers(g, query, now)
             ]
             if not candidates:
                 return None
@@ -260,6 +259,14 @@ class MemoryStore:
     async def set_pin(self, server: str, tool: str, definition_hash: str) -> None:
         with self._lock:
             self._pins[(server, tool)] = definition_hash
+
+    async def put_definition(self, definition_hash: str, definition: str) -> None:
+        with self._lock:
+            self._definitions.setdefault(definition_hash, definition)
+
+    async def get_definition(self, definition_hash: str) -> str | None:
+        with self._lock:
+            return self._definitions.get(definition_hash)
 
     async def list_pins(self) -> Sequence[tuple[str, str, str]]:
         with self._lock:

@@ -50,7 +50,7 @@ from agentguard.store._rules import (
     wait_until_settled,
 )
 from agentguard.store.base import VoteResult
-from agentguard.types import ApprovalRequest, ApprovalVote, Grant, RequestStatus
+from agentguard.types import ApprovalRequest, ApprovalVote, Grant, GrantQuery, RequestStatus
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -194,7 +194,8 @@ class PostgresStore:
         return None if row is None else present(_request(*row), self._clock())
 
     async def list_requests(
-        self, status: RequestStatus | None = None, limit: int = 100
+        self, status: RequestStatus | None = None, limit: int = 100, *,
+        call_hash: str | None = None,
     ) -> Sequence[ApprovalRequest]:
         now = self._clock()
         where: str
@@ -204,10 +205,12 @@ class PostgresStore:
         elif status == "pending":
             where, params = "status = 'pending' AND expires_at > %s", (now,)
         elif status == "expired":
-            where, params = "status = 'expired' OR (status = 'pending' AND expires_at <= %s)", (
-                now,)
+            where, params = (
+                "(status = 'expired' OR (status = 'pending' AND expires_at <= %s))", (now,))
         else:
             where, params = "status = %s", (status,)
+        if call_hash is not None:
+            where, params = f"call_hash = %s AND {where}", (call_hash, *params)
         query = self._sql["list"].replace("{where}", where)
         rows = await self._fetchall(query, *params, max(0, limit))
         return [present(_request(*row), now) for row in rows]
@@ -263,21 +266,17 @@ class PostgresStore:
             except psycopg.errors.UniqueViolation:
                 raise StoreError("a grant with this id already exists") from None
 
-    async def use_grant(
-        self, *, principal: str, server: str, tool: str, rank: int, call_hash: str,
-        session_id: str | None, kind: str, now: float,
-    ) -> Grant | None:
+    async def use_grant(self, query: GrantQuery, *, now: float) -> Grant | None:
         q = self._names.q
         taken: set[str] = set()
         while True:
             rows = await self._fetchall(
                 q("SELECT id, uses, doc FROM {s}.grants"
                   " WHERE principal = %s AND kind = %s AND expires_at > %s"),
-                principal, kind, now)
+                query.principal, query.kind, now)
             candidates = [
                 g for g in (_grant(uses, doc) for gid, uses, doc in rows if gid not in taken)
-                if grant_covers(g, principal=principal, server=server, tool=tool, rank=rank,
-                                call_hash=call_hash, session_id=session_id, kind=kind, now=now)
+                if grant_covers(g, query, now)
             ]
             if not candidates:
                 return None
@@ -397,6 +396,15 @@ class PostgresStore:
             "INSERT INTO {s}.pins (server, tool, hash) VALUES (%s, %s, %s)"
             " ON CONFLICT (server, tool) DO UPDATE SET hash = excluded.hash",
             server, tool, definition_hash)
+
+    async def put_definition(self, definition_hash: str, definition: str) -> None:
+        await self._execute(
+            "INSERT INTO {s}.definitions (hash, doc) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            definition_hash, definition)
+
+    async def get_definition(self, definition_hash: str) -> str | None:
+        return await self._scalar(
+            "SELECT doc FROM {s}.definitions WHERE hash = %s", definition_hash)
 
     async def list_pins(self) -> Sequence[tuple[str, str, str]]:
         rows = await self._fetchall(

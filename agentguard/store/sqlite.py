@@ -44,7 +44,7 @@ from agentguard.store._rules import (
 )
 from agentguard.store._sqlite_schema import SCHEMA_VERSION, connect
 from agentguard.store.base import VoteResult
-from agentguard.types import ApprovalRequest, ApprovalVote, Grant, RequestStatus
+from agentguard.types import ApprovalRequest, ApprovalVote, Grant, GrantQuery, RequestStatus
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -173,17 +173,22 @@ class SQLiteStore:
         return None if row is None else present(_request(*row), self._clock())
 
     async def list_requests(
-        self, status: RequestStatus | None = None, limit: int = 100
+        self, status: RequestStatus | None = None, limit: int = 100, *,
+        call_hash: str | None = None,
     ) -> Sequence[ApprovalRequest]:
         now = self._clock()
+        params: tuple[Any, ...]
         if status is None:
             where, params = "1", ()
         elif status == "pending":
             where, params = "status = 'pending' AND expires_at > ?", (now,)
         elif status == "expired":
-            where, params = "status = 'expired' OR (status = 'pending' AND expires_at <= ?)", (now,)
+            where, params = "(status = 'expired' OR (status = 'pending' AND expires_at <= ?))", (
+                now,)
         else:
             where, params = "status = ?", (status,)
+        if call_hash is not None:
+            where, params = f"call_hash = ? AND {where}", (call_hash, *params)
         rows = await self._read(
             lambda conn: conn.execute(
                 f"SELECT status, doc FROM requests WHERE {where}"
@@ -266,19 +271,15 @@ class SQLiteStore:
 
         await self._write(insert)
 
-    async def use_grant(
-        self, *, principal: str, server: str, tool: str, rank: int, call_hash: str,
-        session_id: str | None, kind: str, now: float,
-    ) -> Grant | None:
+    async def use_grant(self, query: GrantQuery, *, now: float) -> Grant | None:
         def use(conn: sqlite3.Connection) -> Grant | None:
             rows = conn.execute(
                 "SELECT doc FROM grants WHERE principal = ? AND kind = ? AND expires_at > ?",
-                (principal, kind, now),
+                (query.principal, query.kind, now),
             ).fetchall()
             candidates = [
                 g for g in (grant_from_dict(json.loads(doc)) for (doc,) in rows)
-                if grant_covers(g, principal=principal, server=server, tool=tool, rank=rank,
-                                call_hash=call_hash, session_id=session_id, kind=kind, now=now)
+                if grant_covers(g, query, now)
             ]
             if not candidates:
                 return None
@@ -427,6 +428,16 @@ class SQLiteStore:
                 (server, tool, definition_hash),
             )
         )
+
+    async def put_definition(self, definition_hash: str, definition: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "INSERT OR IGNORE INTO definitions (hash, doc) VALUES (?, ?)",
+            (definition_hash, definition)))
+
+    async def get_definition(self, definition_hash: str) -> str | None:
+        row = await self._read(lambda conn: conn.execute(
+            "SELECT doc FROM definitions WHERE hash = ?", (definition_hash,)).fetchone())
+        return None if row is None else row[0]
 
     async def list_pins(self) -> Sequence[tuple[str, str, str]]:
         rows = await self._read(

@@ -98,6 +98,22 @@ class StateContract:
             assert await store.use_grant(**use_args(clock, **miss)) is None, miss
         assert await store.use_grant(**use_args(clock, kind="reauth")) is not None
 
+    async def test_grant_covers_only_its_rule_settings_and_human(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        bound = {"rule_id": "staging-deploy", "settings_hash": "s-1", "acting_for": "alice"}
+        await store.add_grant(sample_grant(clock, **bound))
+        for miss in (
+            {**bound, "rule_id": "prod-deploy"},
+            {**bound, "rule_id": None},
+            {**bound, "settings_hash": "s-2"},
+            {**bound, "settings_hash": ""},
+            {**bound, "acting_for": "dave"},
+            {**bound, "acting_for": None},
+        ):
+            assert await store.use_grant(**use_args(clock, **miss)) is None, miss
+        assert await store.use_grant(**use_args(clock, **bound)) is not None
+
     async def test_grant_bound_to_a_call_hash_covers_only_that_call(
         self, store: Store, clock: ManualClock
     ) -> None:
@@ -206,6 +222,14 @@ class StateContract:
         assert await store.get_cooldown("hash-2", clock()) is None
 
     # -- pins --------------------------------------------------------------------------
+    async def test_definitions_are_kept_by_hash_and_never_replaced(self, store: Store) -> None:
+        assert await store.get_definition("h1") is None
+        await store.put_definition("h1", '{"name":"push"}')
+        await store.put_definition("h1", '{"name":"other"}')
+        await store.put_definition("h2", '{"name":"\u202e"}')
+        assert await store.get_definition("h1") == '{"name":"push"}'
+        assert await store.get_definition("h2") == '{"name":"\u202e"}'
+
     async def test_pins_are_stored_replaced_and_listed(self, store: Store) -> None:
         assert await store.get_pin("git", "push") is None
         await store.set_pin("git", "push", "h1")

@@ -87,6 +87,28 @@ class StoreConformance(StateContract):
         assert [r.id for r in await store.list_requests("denied")] == [ids[1]]
         assert [r.id for r in await store.list_requests("pending")] == [ids[3], ids[2], ids[0]]
 
+    async def test_list_by_call_hash_finds_the_requests_of_one_call(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        first = sample_request(clock, call_hash="h-1")
+        other = sample_request(clock, call_hash="h-2")
+        await store.create_request(first)
+        await store.create_request(other)
+        clock.advance(1)
+        second = sample_request(clock, call_hash="h-1")
+        await store.create_request(second)
+        await store.record_vote(first.id, vote("alice", False))
+        found = await store.list_requests(call_hash="h-1")
+        assert [r.id for r in found] == [second.id, first.id]
+        assert [r.id for r in await store.list_requests("pending", call_hash="h-1")] == [
+            second.id]
+        assert [r.id for r in await store.list_requests("denied", call_hash="h-1")] == [
+            first.id]
+        assert await store.list_requests(call_hash="h-3") == []
+        clock.advance(400)
+        assert [r.id for r in await store.list_requests("expired", call_hash="h-1")] == [
+            second.id]
+
     async def test_pending_request_past_its_deadline_reads_as_expired(
         self, store: Store, clock: ManualClock
     ) -> None:

@@ -14,6 +14,7 @@ from agentguard.types import (
     ApprovalSpec,
     ApprovalVote,
     Grant,
+    GrantQuery,
     ReauthSpec,
     new_request_id,
 )
@@ -87,10 +88,12 @@ async def race(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T | Conflict
 
 
 def use_args(clock: Callable[[], float], **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments for ``Store.use_grant`` matching :func:`sample_grant`, at ``clock()``."""
+    """Arguments for ``Store.use_grant(**use_args(clock))`` matching :func:`sample_grant`: the
+    query (its fields overridable by name) and ``now=clock()``."""
+    now = overrides.pop("now", clock())
     fields: dict[str, Any] = {
         "principal": "agent:bot", "server": "git", "tool": "push", "rank": 2,
-        "call_hash": "hash-1", "session_id": None, "kind": "approval", "now": clock(),
+        "call_hash": "hash-1", "session_id": None, "kind": "approval",
     }
     fields.update(overrides)
-    return fields
+    return {"query": GrantQuery(**fields), "now": now}
