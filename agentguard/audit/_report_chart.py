@@ -28,6 +28,7 @@ __all__ = ["OUTCOME_COLOURS", "figure", "write"]
 
 OUTCOME_COLOURS = {"approved": "#2e9e44", "allowed": "#98d8a0", "denied": "#d62728",
                    "expired": "#ff9f1c", "unreachable": "#9467bd", "reauth_failed": "#8c1c13",
+                   "invalid": "#6b4226", "cancelled": "#7f7f7f",
                    "edited": "#1f77b4", "pending": "#aaaaaa", "shadow": "#4c78a8"}
 _WOULD_COLOURS = {"require_approval": "#ff9f1c", "require_reauth": "#9467bd",
                   "deny": "#d62728", "allow": "#dddddd"}

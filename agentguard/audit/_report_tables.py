@@ -18,6 +18,7 @@ __all__ = ["OUTCOME_STYLE", "outcomes_text", "print_tables"]
 
 OUTCOME_STYLE = {"approved": "green", "allowed": "green", "denied": "red", "expired": "yellow",
                  "unreachable": "magenta", "reauth_failed": "bold red", "edited": "cyan",
+                 "invalid": "yellow", "cancelled": "dim",
                  "pending": "dim", "shadow": "blue"}
 
 

@@ -37,14 +37,16 @@ __all__ = [
 
 #: Outcomes in the order tables and charts show them.
 OUTCOMES: tuple[str, ...] = ("approved", "denied", "expired", "unreachable", "reauth_failed",
-                             "edited", "pending", "allowed", "shadow")
-_REFUSED = frozenset({"denied", "expired", "unreachable", "reauth_failed"})
+                             "invalid", "cancelled", "edited", "pending", "allowed", "shadow")
+_REFUSED = frozenset({"denied", "expired", "unreachable", "reauth_failed", "invalid",
+                      "cancelled"})
 # Events that settle a call, and the outcome they mean when they carry none themselves.
 _SETTLING = {
     "call.allowed": "allowed", "call.denied": "denied", "call.shadow": "shadow",
     "call.executed": "approved", "challenge.denied": "denied", "challenge.expired": "expired",
     "challenge.unreachable": "unreachable", "challenge.edited": "edited",
     "reauth.failed": "reauth_failed", "reauth.locked": "reauth_failed",
+    "call.invalid": "invalid", "challenge.cancelled": "cancelled",
 }
 
 Via = Literal["policy", "approval", "reauth", "grant", "shadow"]

@@ -183,6 +183,27 @@ async def test_schema_version_is_written_and_a_newer_one_is_refused(
 
 
 @pytest.mark.anyio
+async def test_a_version_1_schema_is_upgraded_in_place_keeping_its_requests(
+    pg: str, schema: str
+) -> None:
+    request = sample_request(time.time, call_hash="h-1")
+    async with PostgresStore(pg, schema=schema) as store:
+        await store.create_request(request)
+    with raw(pg) as conn:  # back to what agentguard 0.1 wrote
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, "requests_by_hash")))
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, "definitions")))
+        conn.execute(sql.SQL("UPDATE {} SET version = 1").format(
+            sql.Identifier(schema, "schema_version")))
+    async with PostgresStore(pg, schema=schema) as store:
+        assert [r.id for r in await store.list_requests(call_hash="h-1")] == [request.id]
+        await store.put_definition("d", "{}")
+        assert await store.get_definition("d") == "{}"
+    with raw(pg) as conn:
+        table = sql.Identifier(schema, "schema_version")
+        assert conn.execute(sql.SQL("SELECT version FROM {}").format(table)).fetchone() == (2,)
+
+
+@pytest.mark.anyio
 async def test_replicas_opening_a_fresh_schema_at_once_all_succeed(pg: str, schema: str) -> None:
     stores = [PostgresStore(pg, schema=schema, pool_max=1) for _ in range(6)]
     try:

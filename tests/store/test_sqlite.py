@@ -163,6 +163,31 @@ async def test_schema_version_is_written_and_a_newer_one_is_refused(tmp_path: Pa
 
 
 @pytest.mark.anyio
+async def test_a_version_1_file_is_upgraded_in_place_keeping_its_requests(
+    tmp_path: Path
+) -> None:
+    from agentguard.store._sqlite_schema import _SCHEMA
+
+    db = tmp_path / "state.db"
+    request = sample_request(time.time, call_hash="h-1")
+    async with SQLiteStore(db) as store:
+        await store.create_request(request)
+    with sqlite3.connect(db) as conn:  # back to what agentguard 0.1 wrote
+        conn.execute("DROP INDEX requests_by_hash")
+        conn.execute("DROP TABLE definitions")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    assert "definitions" not in _SCHEMA
+    async with SQLiteStore(db) as store:
+        assert [r.id for r in await store.list_requests(call_hash="h-1")] == [request.id]
+        await store.put_definition("d", "{}")
+        assert await store.get_definition("d") == "{}"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+
+
+@pytest.mark.anyio
 async def test_record_from_a_newer_version_is_refused_not_truncated(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     async with SQLiteStore(db) as store:
