@@ -10,9 +10,17 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentguard.durations import parse_duration
+from agentguard.policy.paths import pattern_problem
 from agentguard.types import Requirement
 
 __all__ = [
@@ -21,6 +29,7 @@ __all__ = [
     "ClassSpec",
     "Defaults",
     "MatchSpec",
+    "PathMatch",
     "PolicyModel",
     "PrincipalMatch",
     "RateLimit",
@@ -31,6 +40,8 @@ __all__ = [
     "ServerSpec",
     "SignalSpec",
     "StepUp",
+    "is_operator_mapping",
+    "path_match",
 ]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -152,8 +163,19 @@ class PrincipalMatch(_Strict):
     id: str | list[str] | None = Field(default=None, description="Glob(s) on the id.")
     kind: str | list[str] | None = None
     claims: dict[str, Any] | None = Field(
-        default=None, description="Claim conditions (same operators as args)."
+        default=None, description="Claim conditions (same operators as args but path)."
     )
+
+    @field_validator("claims")
+    @classmethod
+    def _no_path_on_claims(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A path refusal denies a call; claims come from the host, not the call, and a
+        # principal signal has no call to deny.
+        for name, cond in (value or {}).items():
+            if is_operator_mapping(cond) and "path" in cond:
+                raise ValueError(f"claims.{name}: the path operator reads call arguments, "
+                                 "not claims (use glob)")
+        return value
 
 
 class SignalSpec(_Strict):
@@ -228,11 +250,60 @@ class StepUp(_Strict):
 
 
 ArgCondition = Any
-"""An argument condition: a literal (equality), or a mapping with one operator among
-``eq, ne, in, not_in, glob, regex, gt, ge, lt, le, exists``."""
+"""An argument condition: a literal (equality), or a mapping of operators among
+``eq, ne, in, not_in, glob, path, regex, gt, ge, lt, le, exists`` (all must hold); ``case``
+may go with ``path``."""
 
-OPERATORS = frozenset({"eq", "ne", "in", "not_in", "glob", "regex", "gt", "ge", "lt", "le",
-                       "exists"})
+OPERATORS = frozenset({"eq", "ne", "in", "not_in", "glob", "path", "regex", "gt", "ge", "lt",
+                       "le", "exists"})
+#: Keys that qualify an operator rather than test anything: ``{path: ..., case: insensitive}``.
+MODIFIERS = frozenset({"case"})
+
+
+def is_operator_mapping(cond: Any) -> bool:
+    """Whether an argument condition is a mapping of operators (else: a literal to equal)."""
+    return (isinstance(cond, dict) and bool(cond.keys() & OPERATORS)
+            and cond.keys() <= OPERATORS | MODIFIERS)
+
+
+class PathMatch(_Strict):
+    """The ``path`` operator: ``{path: "prod/**"}``, ``{path: [prod, "prod/**"], case:
+    insensitive}``.
+
+    The argument is normalised before the globs are applied: ``\\`` is a separator, ``.``
+    and empty segments and a trailing ``/`` go, ``..`` removes the segment before it; so
+    ``staging/../prod/db``, ``prod//db`` and ``./prod/db`` are all ``prod/db``. A pattern
+    without a leading ``/`` matches from the root however the path is spelled (``prod/db``
+    and ``/prod/db``); one with a leading ``/`` matches absolute paths only. A path that
+    climbs above its root (``../x``, ``/../etc``), contains a NUL, or is not a string is
+    refused outright: the call is denied, never passed on to a later rule. A missing
+    argument does not match. Globs as for ``glob`` (``*`` crosses ``/``); ``prod/**`` does not
+    match ``prod`` itself, so list both.
+    """
+
+    path: str | list[str] = Field(
+        description="Glob(s) in normal form matched against the normalised argument "
+        "(see PathMatch).")
+    case: Literal["sensitive", "insensitive"] = Field(
+        default="sensitive", description="insensitive: compare case-folded (for tools on "
+        "case-insensitive filesystems or stores).")
+
+    @field_validator("path")
+    @classmethod
+    def _normal_patterns(cls, value: str | list[str]) -> str | list[str]:
+        items = [value] if isinstance(value, str) else value
+        if not items:
+            raise ValueError("needs at least one pattern")
+        for pattern in items:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @property
+    def patterns(self) -> list[str]:
+        """The globs, as a list."""
+        return [self.path] if isinstance(self.path, str) else list(self.path)
 
 
 class MatchSpec(_Strict):
@@ -241,7 +312,13 @@ class MatchSpec(_Strict):
     tool: str | list[str] | None = Field(default=None, description="Glob(s) on the tool name.")
     server: str | list[str] | None = Field(default=None, description="Glob(s) on the server.")
     args: dict[str, ArgCondition] | None = Field(
-        default=None, description="Dotted argument paths to conditions."
+        default=None, description="Dotted argument paths to conditions: a literal (equal), or "
+        "operators that must all hold: eq, ne, in, not_in, glob, regex, gt, ge, lt, le, "
+        "exists, and path for file-like arguments ({path: \"prod/**\"}, optionally with "
+        "case: insensitive): the argument is normalised first (\\ is a separator; '.', "
+        "'..', '//' and a trailing '/' resolved), so staging/../prod/db is prod/db; a path "
+        "climbing above its root, containing a NUL or not a string is refused (the call is "
+        "denied). A pattern without a leading '/' also matches the path spelled with one."
     )
     labels: list[str] | None = Field(
         default=None, description="The tool declares any of these labels."
@@ -269,7 +346,11 @@ class MatchSpec(_Strict):
 
 
 def _validate_condition(path: str, cond: Any) -> None:
-    if isinstance(cond, dict) and cond and set(cond) <= OPERATORS:
+    if is_operator_mapping(cond):
+        if "case" in cond and "path" not in cond:
+            raise ValueError(f"args.{path}: 'case' goes with 'path'")
+        if "path" in cond:
+            path_match(path, cond)
         for op, operand in cond.items():
             if op == "regex":
                 try:
@@ -283,8 +364,23 @@ def _validate_condition(path: str, cond: Any) -> None:
             ):
                 raise ValueError(f"args.{path}: '{op}' needs a number")
     elif isinstance(cond, dict) and any(k in OPERATORS for k in cond):
-        unknown = sorted(set(cond) - OPERATORS)
+        unknown = sorted(set(cond) - OPERATORS - MODIFIERS)
         raise ValueError(f"args.{path}: unknown operator(s) {unknown}")
+
+
+def path_match(arg: str, cond: dict[str, Any]) -> PathMatch:
+    """The validated ``path`` operator of one argument condition.
+
+    Raises:
+        ValueError: naming the argument and the field (``args.path.case: ...``).
+    """
+    try:
+        return PathMatch.model_validate({k: cond[k] for k in ("path", "case") if k in cond})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"][:1])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ValueError(f"args.{arg}.{where}: {msg}") from None
 
 
 class RuleSpec(ApprovalFields):
