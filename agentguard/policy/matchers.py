@@ -169,8 +169,11 @@ def compile_condition(
         arg: The argument's dotted path, named likewise.
     """
     if is_operator_mapping(condition):
-        preds = [_path_op(condition, rule_id, arg) if op == "path" else _op(op, operand)
-                 for op, operand in condition.items() if op != "case"]
+        preds = [_op(op, operand) for op, operand in condition.items()
+                 if op not in ("path", "case")]
+        if "path" in condition:
+            # First, so that whether a bad path is refused never depends on key order.
+            preds.insert(0, _path_op(condition, rule_id, arg))
         return lambda v: all(p(v) for p in preds)
     return lambda v: v is not _MISSING and _equal(v, condition)
 
@@ -181,12 +184,16 @@ def compile_args(
     """All argument conditions of a rule, as one predicate over the call's arguments.
 
     The predicate raises :class:`~agentguard.policy.paths.ArgumentRefused` where a ``path``
-    operator is given a value it must refuse.
+    operator is given a value it must refuse; path conditions are checked first, so that
+    happens whatever the rule's other argument conditions say.
     """
     if not conditions:
         return lambda args: True
+    # Path conditions first: a bad path is refused whatever the other conditions say.
+    ordered = sorted(conditions.items(),
+                     key=lambda item: not (is_operator_mapping(item[1]) and "path" in item[1]))
     compiled = [(path, compile_condition(cond, rule_id=rule_id, arg=path))
-                for path, cond in conditions.items()]
+                for path, cond in ordered]
     return lambda args: all(pred(lookup(args, path)) for path, pred in compiled)
 
 

@@ -246,3 +246,18 @@ def test_path_operator_is_refused_on_claims() -> None:
     with pytest.raises(PolicyError, match="path operator reads call arguments"):
         Policy.from_yaml(
             "rules: [{id: r1, match: {tool: x, principal: {claims: {home: {path: a}}}}}]")
+
+
+def test_a_bad_path_is_refused_whatever_the_other_conditions_say() -> None:
+    """The path is checked first: key order never decides between deny and fall-through."""
+    for args in ('{env: production, p: {path: "prod/**"}}',
+                 '{p: {path: "prod/**"}, env: production}',
+                 '{p: {ne: "x", path: "prod/**"}}', '{p: {eq: "y", path: "prod/**"}}'):
+        policy = Policy.from_yaml(f"""
+rules:
+  - {{id: prod, match: {{tool: read, args: {args}}}, class: privileged}}
+  - {{id: reads, match: {{tool: read}}, class: read}}
+""")
+        refused = decide(policy, "read", env="staging", p="../prod/db")
+        assert (refused.kind, refused.rule_id) == ("deny", "prod"), args
+        assert decide(policy, "read", env="staging", p="x").rule_id == "reads", args
