@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from agentguard.policy.model import PrincipalMatch, is_operator_mapping, path_match
+from agentguard.policy.conditions import is_operator_mapping, path_match
+from agentguard.policy.model import PrincipalMatch
 from agentguard.policy.paths import ArgumentRefused, UnsafePath, normalise_path
 from agentguard.types import Principal
 

@@ -7,20 +7,17 @@ calls and set their class and labels; risk signals step the requirement up when 
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentguard.durations import parse_duration
-from agentguard.policy.paths import pattern_problem
+from agentguard.policy.conditions import (
+    ArgCondition,
+    PathMatch,
+    is_operator_mapping,
+    validate_condition,
+)
 from agentguard.types import Requirement
 
 __all__ = [
@@ -40,8 +37,6 @@ __all__ = [
     "ServerSpec",
     "SignalSpec",
     "StepUp",
-    "is_operator_mapping",
-    "path_match",
 ]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -249,63 +244,6 @@ class StepUp(_Strict):
         return [value] if isinstance(value, str) else list(value or [])
 
 
-ArgCondition = Any
-"""An argument condition: a literal (equality), or a mapping of operators among
-``eq, ne, in, not_in, glob, path, regex, gt, ge, lt, le, exists`` (all must hold); ``case``
-may go with ``path``."""
-
-OPERATORS = frozenset({"eq", "ne", "in", "not_in", "glob", "path", "regex", "gt", "ge", "lt",
-                       "le", "exists"})
-#: Keys that qualify an operator rather than test anything: ``{path: ..., case: insensitive}``.
-MODIFIERS = frozenset({"case"})
-
-
-def is_operator_mapping(cond: Any) -> bool:
-    """Whether an argument condition is a mapping of operators (else: a literal to equal)."""
-    return (isinstance(cond, dict) and bool(cond.keys() & OPERATORS)
-            and cond.keys() <= OPERATORS | MODIFIERS)
-
-
-class PathMatch(_Strict):
-    """The ``path`` operator: ``{path: "prod/**"}``, ``{path: [prod, "prod/**"], case:
-    insensitive}``.
-
-    The argument is normalised before the globs are applied: ``\\`` is a separator, ``.``
-    and empty segments and a trailing ``/`` go, ``..`` removes the segment before it; so
-    ``staging/../prod/db``, ``prod//db`` and ``./prod/db`` are all ``prod/db``. A pattern
-    without a leading ``/`` matches from the root however the path is spelled (``prod/db``
-    and ``/prod/db``); one with a leading ``/`` matches absolute paths only. A path that
-    climbs above its root (``../x``, ``/../etc``), contains a NUL, or is not a string is
-    refused outright: the call is denied, never passed on to a later rule. A missing
-    argument does not match. Globs as for ``glob`` (``*`` crosses ``/``); ``prod/**`` does not
-    match ``prod`` itself, so list both.
-    """
-
-    path: str | list[str] = Field(
-        description="Glob(s) in normal form matched against the normalised argument "
-        "(see PathMatch).")
-    case: Literal["sensitive", "insensitive"] = Field(
-        default="sensitive", description="insensitive: compare case-folded (for tools on "
-        "case-insensitive filesystems or stores).")
-
-    @field_validator("path")
-    @classmethod
-    def _normal_patterns(cls, value: str | list[str]) -> str | list[str]:
-        items = [value] if isinstance(value, str) else value
-        if not items:
-            raise ValueError("needs at least one pattern")
-        for pattern in items:
-            problem = pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
-        return value
-
-    @property
-    def patterns(self) -> list[str]:
-        """The globs, as a list."""
-        return [self.path] if isinstance(self.path, str) else list(self.path)
-
-
 class MatchSpec(_Strict):
     """What a rule matches. Every given field must match."""
 
@@ -333,7 +271,7 @@ class MatchSpec(_Strict):
     @classmethod
     def _valid_conditions(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for path, cond in (value or {}).items():
-            _validate_condition(path, cond)
+            validate_condition(path, cond)
         return value
 
     @field_validator("hints")
@@ -343,44 +281,6 @@ class MatchSpec(_Strict):
         if bad:
             raise ValueError(f"unknown hint(s) {sorted(bad)}")
         return value
-
-
-def _validate_condition(path: str, cond: Any) -> None:
-    if is_operator_mapping(cond):
-        if "case" in cond and "path" not in cond:
-            raise ValueError(f"args.{path}: 'case' goes with 'path'")
-        if "path" in cond:
-            path_match(path, cond)
-        for op, operand in cond.items():
-            if op == "regex":
-                try:
-                    re.compile(operand)
-                except (re.error, TypeError) as exc:
-                    raise ValueError(f"args.{path}: invalid regex {operand!r}: {exc}") from exc
-            if op in ("in", "not_in") and not isinstance(operand, list):
-                raise ValueError(f"args.{path}: '{op}' needs a list")
-            if op in ("gt", "ge", "lt", "le") and (
-                isinstance(operand, bool) or not isinstance(operand, int | float)
-            ):
-                raise ValueError(f"args.{path}: '{op}' needs a number")
-    elif isinstance(cond, dict) and any(k in OPERATORS for k in cond):
-        unknown = sorted(set(cond) - OPERATORS - MODIFIERS)
-        raise ValueError(f"args.{path}: unknown operator(s) {unknown}")
-
-
-def path_match(arg: str, cond: dict[str, Any]) -> PathMatch:
-    """The validated ``path`` operator of one argument condition.
-
-    Raises:
-        ValueError: naming the argument and the field (``args.path.case: ...``).
-    """
-    try:
-        return PathMatch.model_validate({k: cond[k] for k in ("path", "case") if k in cond})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"][:1])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ValueError(f"args.{arg}.{where}: {msg}") from None
 
 
 class RuleSpec(ApprovalFields):
