@@ -51,7 +51,7 @@ rules:
     step_up: [{when: unknown_network, require: approve}]
     standards: [OWASP-NHI-02, NIST-800-207]
   - id: prod-secrets
-    match: {tool: read_secret, args: {path: {glob: "prod/*"}}}
+    match: {tool: read_secret, args: {path: {path: [prod, "prod/*"]}}}
     class: privileged
     labels: [secret]
   - id: restarts

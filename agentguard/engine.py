@@ -56,8 +56,14 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
         model: The validated policy.
         classified: Output of the classifier for the call.
         signals: Values of (at least) the signals named by :func:`signals_needed`.
+
+    A call the classifier refused (``classified.refusal``: an argument no rule may read, such
+    as a path climbing above its root) is denied, whatever the signals.
     """
     c = classified.classification
+    if classified.refusal is not None:
+        reason = f"refused: {classified.refusal}"
+        return Evaluation(Deny(c.rule_id, reason, c), Requirement(deny=True), ())
     rule = classified.rule.spec if classified.rule else None
     cls_spec = model.classes.get(c.privilege)
     base_spec = model.classes.get(classified.base_class) if classified.base_class else None

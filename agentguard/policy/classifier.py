@@ -3,6 +3,10 @@
 Rules are tried in file order; the first whose every condition matches decides the class.
 Tool annotations (MCP hints) may raise a class, never lower it below the policy's verdict;
 for an untrusted server they cannot turn an unknown tool into a known, lower one.
+
+A rule that cannot read an argument safely (a ``path`` that climbs above its root, holds a
+NUL or is not a string) does not "not match": the call is refused, decided here and nowhere
+else, and :func:`agentguard.engine.evaluate` turns the refusal into a Deny.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from agentguard.policy.matchers import compile_args, compile_globs, compile_principal
 from agentguard.policy.model import PolicyModel, RuleSpec
+from agentguard.policy.paths import ArgumentRefused
 from agentguard.types import Classification, Principal, ToolCall, ToolHints
 
 __all__ = ["UNKNOWN_CLASS", "Classified", "Classifier", "CompiledRule", "hint_class"]
@@ -41,7 +46,7 @@ class CompiledRule:
             spec=spec,
             tool=compile_globs(m.tool),
             server=compile_globs(m.server),
-            args=compile_args(m.args),
+            args=compile_args(m.args, rule_id=spec.id),
             principal=compile_principal(m.principal),
             labels=frozenset(m.labels or ()),
             hints=m.hints,
@@ -80,6 +85,9 @@ class Classified:
             added (hints never lower a requirement).
         unpinned: The tool appeared after its server's tools were pinned: the unknown-tool
             requirement is added.
+        refusal: Set when a rule could not read an argument safely (say, a path climbing
+            above its root): why the call is refused. The rule is named in
+            ``classification.rule_id``; ``rule`` is None, since no rule matched.
     """
 
     classification: Classification
@@ -87,6 +95,7 @@ class Classified:
     base_class: str | None
     hinted_class: str | None
     unpinned: bool = False
+    refusal: str | None = None
 
 
 def hint_class(hints: ToolHints, classes: Mapping[str, Any]) -> str | None:
@@ -144,6 +153,9 @@ class Classifier:
         A rule that matches on hints is skipped for an untrusted server: the server's own
         claims about its tool must not select a rule (say, ``read_only: true`` -> read).
         Its annotations can still only raise the class (see :meth:`classify`).
+
+        Raises:
+            ArgumentRefused: a rule tried before any matched refuses an argument.
         """
         trusted: bool | None = None
         for rule in self.candidates(call.server, call.tool):
@@ -157,8 +169,15 @@ class Classifier:
         return None
 
     def classify(self, call: ToolCall) -> Classified:
-        """Classify ``call``: first matching rule, class, labels, and annotation effects."""
-        rule = self.match_rule(call)
+        """Classify ``call``: first matching rule, class, labels, and annotation effects.
+
+        A refused argument gives a :class:`Classified` whose ``refusal`` says why (class
+        ``unknown`` at the top rank); :func:`~agentguard.engine.evaluate` denies it.
+        """
+        try:
+            rule = self.match_rule(call)
+        except ArgumentRefused as exc:
+            return self._refused(call, exc)
         hinted = hint_class(call.hints, self.model.classes)
         trusted = self.server_trust(call.server) == "trusted"
         declared = call.hints.privilege if call.hints.privilege in self.rank else None
@@ -198,4 +217,13 @@ class Classifier:
             base,
             also,
             call.hints.unpinned,
+        )
+
+    def _refused(self, call: ToolCall, exc: ArgumentRefused) -> Classified:
+        where = f"rule {exc.rule_id!r}" if exc.rule_id else "a rule"
+        why = f"{where} cannot read argument {exc.arg!r}: it {exc.why}"
+        return Classified(
+            Classification(privilege=UNKNOWN_CLASS, rank=self.top_rank,
+                           labels=call.hints.labels, rule_id=exc.rule_id, reason=why),
+            None, None, None, call.hints.unpinned, refusal=why,
         )

@@ -1,4 +1,9 @@
-"""Matching of rule conditions against calls: globs, argument paths and operators."""
+"""Matching of rule conditions against calls: globs, argument paths and operators.
+
+A predicate answers True or False, except the ``path`` operator's, which raises
+:class:`~agentguard.policy.paths.ArgumentRefused` for an argument no rule may reason about
+(see :mod:`agentguard.policy.paths`); the classifier catches it, once, and refuses the call.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from agentguard.policy.model import OPERATORS, PrincipalMatch
+from agentguard.policy.conditions import is_operator_mapping, path_match
+from agentguard.policy.model import PrincipalMatch
+from agentguard.policy.paths import ArgumentRefused, UnsafePath, normalise_path
 from agentguard.types import Principal
 
 __all__ = [
@@ -72,6 +79,46 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _path_op(cond: Mapping[str, Any], rule_id: str | None, arg: str) -> Predicate:
+    spec = path_match(arg, dict(cond))
+    fold: Callable[[str], str] = str.casefold if spec.case == "insensitive" else str
+    patterns = [fold(p) for p in spec.patterns]
+    # See agentguard.policy.paths: '/x' patterns match absolute paths; 'x' patterns match
+    # from the root whichever way the path is spelled.
+    absolute = compile_globs([p for p in patterns if p.startswith("/")] or None)
+    from_root = compile_globs([p for p in patterns if not p.startswith("/")] or None)
+
+    def match(value: Any) -> bool:
+        if value is _MISSING:
+            return False
+        if not isinstance(value, str):
+            raise ArgumentRefused(rule_id, arg, f"is not a string (got {_kind(value)})")
+        try:
+            path = fold(normalise_path(value))
+        except UnsafePath as exc:
+            raise ArgumentRefused(rule_id, arg, str(exc)) from None
+        if absolute is not None and path.startswith("/") and absolute(path):
+            return True
+        return from_root is not None and from_root(path.removeprefix("/") or ".")
+
+    return match
+
+
+def _kind(value: Any) -> str:
+    """A value's type as JSON names it (the agent sent JSON, whatever the edge)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
 def _op(op: str, operand: Any) -> Predicate:
     if op == "eq":
         return lambda v: v is not _MISSING and _equal(v, operand)
@@ -111,20 +158,43 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-def compile_condition(condition: Any) -> Predicate:
+def compile_condition(
+    condition: Any, *, rule_id: str | None = None, arg: str = "value",
+) -> Predicate:
     """Compile one argument condition (a literal, or a mapping of operators, all of which
-    must hold) into a predicate over the looked-up value."""
-    if isinstance(condition, dict) and condition and set(condition) <= OPERATORS:
-        preds = [_op(op, operand) for op, operand in condition.items()]
+    must hold) into a predicate over the looked-up value.
+
+    Args:
+        condition: As written in the policy (validated by the model).
+        rule_id: The rule it belongs to, named when the ``path`` operator refuses a value.
+        arg: The argument's dotted path, named likewise.
+    """
+    if is_operator_mapping(condition):
+        preds = [_op(op, operand) for op, operand in condition.items()
+                 if op not in ("path", "case")]
+        if "path" in condition:
+            # First, so that whether a bad path is refused never depends on key order.
+            preds.insert(0, _path_op(condition, rule_id, arg))
         return lambda v: all(p(v) for p in preds)
     return lambda v: v is not _MISSING and _equal(v, condition)
 
 
-def compile_args(conditions: Mapping[str, Any] | None) -> Callable[[Mapping[str, Any]], bool]:
-    """All argument conditions of a rule, as one predicate over the call's arguments."""
+def compile_args(
+    conditions: Mapping[str, Any] | None, *, rule_id: str | None = None,
+) -> Callable[[Mapping[str, Any]], bool]:
+    """All argument conditions of a rule, as one predicate over the call's arguments.
+
+    The predicate raises :class:`~agentguard.policy.paths.ArgumentRefused` where a ``path``
+    operator is given a value it must refuse; path conditions are checked first, so that
+    happens whatever the rule's other argument conditions say.
+    """
     if not conditions:
         return lambda args: True
-    compiled = [(path, compile_condition(cond)) for path, cond in conditions.items()]
+    # Path conditions first: a bad path is refused whatever the other conditions say.
+    ordered = sorted(conditions.items(),
+                     key=lambda item: not (is_operator_mapping(item[1]) and "path" in item[1]))
+    compiled = [(path, compile_condition(cond, rule_id=rule_id, arg=path))
+                for path, cond in ordered]
     return lambda args: all(pred(lookup(args, path)) for path, pred in compiled)
 
 

@@ -7,12 +7,17 @@ calls and set their class and labels; risk signals step the requirement up when 
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentguard.durations import parse_duration
+from agentguard.policy.conditions import (
+    ArgCondition,
+    PathMatch,
+    is_operator_mapping,
+    validate_condition,
+)
 from agentguard.types import Requirement
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "ClassSpec",
     "Defaults",
     "MatchSpec",
+    "PathMatch",
     "PolicyModel",
     "PrincipalMatch",
     "RateLimit",
@@ -152,8 +158,19 @@ class PrincipalMatch(_Strict):
     id: str | list[str] | None = Field(default=None, description="Glob(s) on the id.")
     kind: str | list[str] | None = None
     claims: dict[str, Any] | None = Field(
-        default=None, description="Claim conditions (same operators as args)."
+        default=None, description="Claim conditions (same operators as args but path)."
     )
+
+    @field_validator("claims")
+    @classmethod
+    def _no_path_on_claims(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A path refusal denies a call; claims come from the host, not the call, and a
+        # principal signal has no call to deny.
+        for name, cond in (value or {}).items():
+            if is_operator_mapping(cond) and "path" in cond:
+                raise ValueError(f"claims.{name}: the path operator reads call arguments, "
+                                 "not claims (use glob)")
+        return value
 
 
 class SignalSpec(_Strict):
@@ -227,21 +244,19 @@ class StepUp(_Strict):
         return [value] if isinstance(value, str) else list(value or [])
 
 
-ArgCondition = Any
-"""An argument condition: a literal (equality), or a mapping with one operator among
-``eq, ne, in, not_in, glob, regex, gt, ge, lt, le, exists``."""
-
-OPERATORS = frozenset({"eq", "ne", "in", "not_in", "glob", "regex", "gt", "ge", "lt", "le",
-                       "exists"})
-
-
 class MatchSpec(_Strict):
     """What a rule matches. Every given field must match."""
 
     tool: str | list[str] | None = Field(default=None, description="Glob(s) on the tool name.")
     server: str | list[str] | None = Field(default=None, description="Glob(s) on the server.")
     args: dict[str, ArgCondition] | None = Field(
-        default=None, description="Dotted argument paths to conditions."
+        default=None, description="Dotted argument paths to conditions: a literal (equal), or "
+        "operators that must all hold: eq, ne, in, not_in, glob, regex, gt, ge, lt, le, "
+        "exists, and path for file-like arguments ({path: \"prod/**\"}, optionally with "
+        "case: insensitive): the argument is normalised first (\\ is a separator; '.', "
+        "'..', '//' and a trailing '/' resolved), so staging/../prod/db is prod/db; a path "
+        "climbing above its root, containing a NUL or not a string is refused (the call is "
+        "denied). A pattern without a leading '/' also matches the path spelled with one."
     )
     labels: list[str] | None = Field(
         default=None, description="The tool declares any of these labels."
@@ -256,7 +271,7 @@ class MatchSpec(_Strict):
     @classmethod
     def _valid_conditions(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for path, cond in (value or {}).items():
-            _validate_condition(path, cond)
+            validate_condition(path, cond)
         return value
 
     @field_validator("hints")
@@ -266,25 +281,6 @@ class MatchSpec(_Strict):
         if bad:
             raise ValueError(f"unknown hint(s) {sorted(bad)}")
         return value
-
-
-def _validate_condition(path: str, cond: Any) -> None:
-    if isinstance(cond, dict) and cond and set(cond) <= OPERATORS:
-        for op, operand in cond.items():
-            if op == "regex":
-                try:
-                    re.compile(operand)
-                except (re.error, TypeError) as exc:
-                    raise ValueError(f"args.{path}: invalid regex {operand!r}: {exc}") from exc
-            if op in ("in", "not_in") and not isinstance(operand, list):
-                raise ValueError(f"args.{path}: '{op}' needs a list")
-            if op in ("gt", "ge", "lt", "le") and (
-                isinstance(operand, bool) or not isinstance(operand, int | float)
-            ):
-                raise ValueError(f"args.{path}: '{op}' needs a number")
-    elif isinstance(cond, dict) and any(k in OPERATORS for k in cond):
-        unknown = sorted(set(cond) - OPERATORS)
-        raise ValueError(f"args.{path}: unknown operator(s) {unknown}")
 
 
 class RuleSpec(ApprovalFields):

@@ -47,7 +47,7 @@ classes:
   privileged: {require: approve, approvers: [group:security], max_grant: 15m}
 rules:
   - {id: reads, match: {tool: "get_*"}, class: read}
-  - {id: delete-tmp, match: {tool: delete, args: {path: {glob: "/tmp/**"}}}, class: write}
+  - {id: delete-tmp, match: {tool: delete, args: {path: {path: "/tmp/**"}}}, class: write}
   - {id: delete, match: {tool: delete}, class: destructive}
   - {id: restart-all, match: {tool: restart, args: {service: all}}, class: privileged}
   - {id: restart, match: {tool: restart}, class: destructive}

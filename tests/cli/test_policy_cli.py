@@ -77,3 +77,48 @@ def test_check_warns_about_approval_without_approvers(tmp_path: Path) -> None:
     assert "unknown_tool is allow" in result.output
     clean = runner.invoke(app, ["policy", "check", SCENARIOS])
     assert "warning" not in clean.output
+
+
+OPS_POLICY = str(Path(__file__).resolve().parents[2] / "examples" / "proxy" / "ops-policy.yaml")
+
+
+def explain_json(policy: str, tool: str, path: object) -> dict:
+    call = {"tool": tool, "args": {"path": path}, "principal": "agent:x",
+            "source_ip": "10.20.0.5"}
+    result = runner.invoke(app, ["policy", "explain", policy, "--call", json.dumps(call),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_explain_sees_every_spelling_of_a_prod_path_as_prod() -> None:
+    for policy, tool in ((SCENARIOS, "secrets.read"), (OPS_POLICY, "read_secret")):
+        for spelling in ("staging/../prod/db", "prod//db", "./prod/db", "prod\\db",
+                         "/prod/db", "PROD/db"):
+            out = explain_json(policy, tool, spelling)
+            assert (out["rule"], out["class"]) == ("prod-secrets", "privileged"), spelling
+            assert out["decision"] == "require_approval", spelling
+        assert explain_json(policy, tool, "staging/db")["rule"] == "other-secrets"
+
+
+def test_explain_refuses_a_path_that_climbs_above_its_root() -> None:
+    for policy, tool in ((SCENARIOS, "secrets.read"), (OPS_POLICY, "read_secret")):
+        out = explain_json(policy, tool, "../prod/db")
+        assert out["decision"] == "deny" and out["requirement"] == "deny"
+        assert out["rule"] == "prod-secrets"
+        assert "argument 'path'" in out["reason"] and "climbs above its root" in out["reason"]
+    call = {"tool": "read_secret", "args": {"path": 42}}
+    result = runner.invoke(app, ["policy", "explain", OPS_POLICY, "--call", json.dumps(call)])
+    assert result.exit_code == 0, result.output
+    assert "decision:    deny: refused: rule 'prod-secrets' cannot read argument 'path': " \
+        "it is not a string (got a number)" in result.output
+
+
+def test_check_names_rule_and_field_of_a_bad_path_pattern(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("rules:\n  - {id: secrets, match: {tool: read, args: "
+                   "{path: {path: \"prod/\", case: insensitive}}}}\n")
+    result = runner.invoke(app, ["policy", "check", str(bad)])
+    assert result.exit_code == 2
+    assert str(bad) in result.output and "rule 'secrets'" in result.output
+    assert "field 'match.args'" in result.output and "write 'prod'" in result.output
