@@ -412,7 +412,7 @@ class Guard:
                              request_id, approvers)
 
     # ------------------------------------------------------------------ requests
-    def _new_request(self, held: _Held) -> ApprovalRequest:
+    def _new_request(self, held: _Held, *, durable: bool = False) -> ApprovalRequest:
         call, decision = held.call, held.decision
         c = decision.classification
         now = self.clock()
@@ -425,6 +425,8 @@ class Guard:
                         "acting_for": call.context.acting_for,
                         "extra": dict(call.context.extra)},
         }
+        if durable:  # raised by a caller that may not wait for the verdict
+            call_data["durable"] = True
         approval = held.approval
         return ApprovalRequest(
             id=new_request_id(), call=call_data, call_hash=held.digest, created_at=now,
@@ -453,7 +455,7 @@ class Guard:
             flood = await self._flood_check(call, decision, held.digest)
             if flood is not None:
                 return flood
-            request = self._new_request(held)
+            request = self._new_request(held, durable=attempt.wait is not None)
             await self.store.create_request(request)
         assert held.approval is not None
         self._append(call, decision, "challenge.created", request_id=request.id,
@@ -463,9 +465,9 @@ class Guard:
 
     async def _identical_request(self, held: _Held) -> ApprovalRequest | None:
         """The newest request raised for this exact call under the same rule, if it can
-        still answer: pending, approved and unclaimed, or settled so recently that a retry
-        should hear the verdict (until the request's own deadline, and at least for the
-        policy's ``deny_cooldown`` after it was decided)."""
+        still answer: pending, approved and unclaimed, or a durable hold's settled request
+        whose caller has not heard the verdict yet (until the request's own deadline, and at
+        least for the policy's ``deny_cooldown`` after it was decided)."""
         now = self.clock()
         cooldown = self.policy.model.defaults.deny_cooldown
         acting_for = held.call.context.acting_for
@@ -482,6 +484,10 @@ class Guard:
             if request.status == "approved":
                 return request if now < request.expires_at else None
             if request.status in ("denied", "expired"):
+                # A caller that waited heard the verdict (and a denial's cooldown refuses its
+                # repeats); a durable hold's caller did not, so its retry hears it here.
+                if not request.call.get("durable"):
+                    return None
                 settled = request.decided_at or request.expires_at
                 if now < max(request.expires_at, settled + cooldown):
                     return request

@@ -306,8 +306,9 @@ async def test_edited_arguments_are_a_new_call_decided_afresh(store) -> None:
 async def test_approval_flood_is_collapsed_limited_and_audited(store) -> None:
     audit = MemoryAuditLog()
     channel = CountingChannel(vote("alice"), delay=0.5)
-    policy = Policy.from_yaml(POLICY.replace("deny_cooldown: 1m}",
-                                             "deny_cooldown: 1m, request_rate: {max: 3, per: 1h}}"))
+    policy = Policy.from_yaml(POLICY.replace(
+        "deny_cooldown: 1m}",
+        "deny_cooldown: 1m, pending_per_class: 1, request_rate: {max: 3, per: 1h}}"))
     async with Guard(policy, store=store, audit=audit, channels=[channel]) as guard:
         outcomes: list[str] = []
 

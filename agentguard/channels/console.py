@@ -139,6 +139,8 @@ class ConsoleChannel:
     """
 
     name = "console"
+    #: Vouches for the OS account at this terminal (or ``AGENTGUARD_APPROVER``), no more.
+    verified = True
 
     def __init__(
         self,

@@ -37,8 +37,8 @@ class Fallback:
         self.secondary = secondary
         self.name = name or primary.name
         # Only as strong as the weaker of the two: either may end up answering.
-        self.verified = bool(getattr(primary, "verified", True)
-                             and getattr(secondary, "verified", True))
+        self.verified = (getattr(primary, "verified", False) is True
+                         and getattr(secondary, "verified", False) is True)
         self._fell_back: set[str] = set()
 
     async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:

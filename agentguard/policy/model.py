@@ -328,8 +328,9 @@ class Defaults(_Strict):
         default=1_048_576, ge=1024, description="Arguments larger than this (as JSON) are "
         "refused: too large to show an approver or hash safely.")
     pending_per_class: int = Field(
-        default=1, ge=1, description="Held calls one principal may have waiting per class; "
-        "more are refused at once (approval fatigue).")
+        default=5, ge=1, description="Distinct held calls one principal may have waiting per "
+        "class (identical calls join one request); more are refused at once (approval "
+        "fatigue). The default lets a model turn's parallel calls each be held.")
     request_rate: RateLimit = Field(
         default_factory=lambda: RateLimit(max=20, per=600.0),
         description="Approval requests one principal may raise per window; more are refused "

@@ -110,8 +110,9 @@ async def test_ambiguous_numbers_are_refused_before_hashing(policy: Policy, bad:
 
     with pytest.raises(ToolCallRefused) as refused:
         await tool(bad)
-    assert refused.value.kind == "denied" and "failed closed" in refused.value.reason
-    assert ran == [] and audit.events[-1]["error"] == "CanonicalizationError"
+    assert refused.value.kind == "invalid" and "do not fit" in refused.value.reason
+    assert ran == [] and audit.events[-1]["type"] == "call.invalid"
+    assert audit.events[-1]["outcome"] == "invalid"
 
 
 # ---------------------------------------------------------------------------- reuse, expiry

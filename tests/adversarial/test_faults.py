@@ -279,25 +279,24 @@ async def test_crash_while_a_call_waits_never_runs_it(tmp_path: Path) -> None:
     async with SQLiteStore(db) as store:
         assert (await store.get_request(orphan.id)).status == "pending"  # type: ignore[union-attr]
     assert runs(marker) == [] and verify_log(log).ok
-    # A restarted agent repeats the call while the orphan still waits: collapsed, not run.
-    again = run_worker("approve", db, log, marker)
-    assert again.startswith("outcome=denied") and "already waiting" in again
-    assert runs(marker) == []
     # An approver answers the orphan after the crash: nobody is left to run it.
     answered = cli("approvals", "approve", orphan.id, "--as", "alice",
                    "--store", f"sqlite:///{db}", home=tmp_path)
     assert answered.returncode == 0, answered.stderr
     assert runs(marker) == []
-    # The identical call is decided afresh (a new request), and runs exactly once.
-    fresh = run_worker("approve", db, log, marker)
-    assert fresh == "outcome=approved asked=1"
+    # The restarted agent repeats the identical call: it runs once, on that approval, and
+    # nobody is asked again (a durable hold outlives the process that raised it).
+    again = run_worker("approve", db, log, marker)
+    assert again == "outcome=approved asked=0"
     assert runs(marker) == ["ran api"]
     async with SQLiteStore(db) as store:
         left = await store.get_request(orphan.id)
         other = ToolCall(tool="restart", args={"service": "db"}, principal=Principal("anonymous"))
         assert not await store.consume(orphan.id, call_hash(other))
-    assert left is not None and left.status == "approved"  # approved, never used
+    assert left is not None and left.status == "consumed"  # used once, and only once
     assert verify_log(log).ok
+    types = [e["type"] for e in read_events(log)]
+    assert types.count("challenge.created") == 1 and types.count("call.executed") == 1
 
 
 async def test_crash_between_approval_and_execution_never_runs_twice(tmp_path: Path) -> None:
@@ -318,14 +317,16 @@ async def test_crash_between_approval_and_execution_never_runs_twice(tmp_path: P
         other = ToolCall(tool="restart", args={"service": "all"}, principal=Principal("anonymous"))
         assert not await store.consume(orphan_id, call_hash(other))
     assert runs(marker) == []
-    # The restarted agent's identical call is asked again (it never rides the old approval)
-    # and runs once: one execution in total.
+    # The restarted agent's identical call claims the approval its predecessor never used
+    # and runs once: one execution in total, and a second repeat is a new request.
     fresh = run_worker("approve", db, log, marker)
-    assert fresh == "outcome=approved asked=1"
+    assert fresh == "outcome=approved asked=0"
     assert runs(marker) == ["ran api"]
     async with SQLiteStore(db) as store:
         left = await store.get_request(orphan_id)
-    assert left is not None and left.status == "approved"  # approved, never used
+    assert left is not None and left.status == "consumed"
+    assert run_worker("approve", db, log, marker) == "outcome=approved asked=1"
+    assert runs(marker) == ["ran api", "ran api"]
     assert verify_log(log).ok
     types = [e["type"] for e in read_events(log)]
-    assert types.count("challenge.created") == 2 and types.count("call.executed") == 1
+    assert types.count("challenge.created") == 2 and types.count("call.executed") == 2
