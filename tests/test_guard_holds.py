@@ -88,7 +88,7 @@ async def test_a_hold_returns_pending_and_the_identical_retry_runs_once_approved
     assert after.outcome == "pending" and after.request_id not in (first.request_id, None)
     types = [e["type"] for e in audit.events]
     assert types.count("call.executed") == 1
-    assert types.count("challenge.pending") == 5
+    assert types.count("challenge.pending") == 4
 
 
 async def test_another_human_behind_the_same_agent_does_not_ride_the_approval(
