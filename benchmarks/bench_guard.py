@@ -4,6 +4,8 @@
    decorator that does one dict lookup (the least any policy check could cost).
 2. Evaluation (classify + evaluate) of a call that needs its arguments looked at, with
    10, 100 and 1,000 rules in the policy.
+3. Types before rules: validating a call against the function's annotations and freezing
+   the snapshot (paid only by calls the policy may hold), against freezing alone.
 
 Run: python benchmarks/bench_guard.py
 """
@@ -83,6 +85,28 @@ def main() -> None:
         print(f"  {n:5d} rules  {t / 1000:8.2f} us   {t / figures[10]:5.2f}x the 10-rule figure")
     spread = max(figures.values()) / min(figures.values())
     print(f"  spread 10 -> 1000 rules: {spread:.2f}x (target within 2x)")
+
+    from agentguard.canonical import freeze
+    from agentguard.validation import FunctionArguments, JsonSchemaArguments
+
+    def deploy(env: str, service: str, replicas: int = 1, force: bool = False) -> None:
+        return None
+
+    args = {"env": "prod", "service": "api", "replicas": 3, "force": False}
+    by_function = FunctionArguments(deploy)
+    by_model = FunctionArguments(deploy, json=True)
+    by_schema = JsonSchemaArguments({"type": "object", "properties": {
+        "env": {"type": "string"}, "service": {"type": "string"},
+        "replicas": {"type": "integer"}, "force": {"type": "boolean"}},
+        "required": ["env", "service"]})
+    t_freeze = best_ns(lambda: freeze(args), number=20_000)
+    print("\nvalidation and snapshot per call the policy may hold (4 arguments)")
+    print(f"  freeze only                   {t_freeze / 1000:8.2f} us")
+    for label, validator in (("annotations (@guarded)", by_function),
+                             ("annotations, strict JSON", by_model),
+                             ("JSON Schema (MCP inputSchema)", by_schema)):
+        t = best_ns(lambda v=validator: v.validate(args), number=20_000)
+        print(f"  {label:29s} {t / 1000:8.2f} us   {t / t_freeze:5.2f}x freeze")
 
 
 if __name__ == "__main__":
