@@ -283,7 +283,7 @@ def writable_warnings(path: str | Path) -> list[str]:
             continue
         mode = stat.S_IMODE(info.st_mode)
         name = f"trust {what} {target}"
-        if os.access(target, os.W_OK):
+        if os.access(target, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
             out.append(f"{name} is writable by this process (uid {uid}): "
                        "the agent must not be able to write its trust anchors")
         elif info.st_uid == uid:
