@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -240,7 +241,7 @@ class TrustAnchors:
             services.append(service)
             keys[kid] = KeyBinding(kid, public, service=service)
         return cls(approvers=tuple(approvers), services=tuple(services), source=source,
-                   _keys=keys)
+                   _keys=MappingProxyType(keys))
 
     @classmethod
     def load(cls, path: str | Path) -> TrustAnchors:
