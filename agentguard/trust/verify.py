@@ -87,7 +87,8 @@ def verify_vote(
     Returns:
         The verified vote, or a sentence saying why it does not count.
     """
-    if not isinstance(signed, SignedVote) or not isinstance(signed.statement, VoteStatement):
+    # Exact types: a subclass could sign one set of bytes and show other fields.
+    if type(signed) is not SignedVote or type(signed.statement) is not VoteStatement:
         return "not a signed vote"
     statement = signed.statement
     binding = anchors.key(signed.key_id)
@@ -170,7 +171,7 @@ def count_quorum(
     counted: list[str] = []
     used_keys: set[str] = set()
     for vote in verified_votes:
-        if not isinstance(vote, VerifiedVote):
+        if type(vote) is not VerifiedVote:
             continue
         identity = canonical_identity(vote.identity)
         if eligibility_problem(identity, approvers=allowed,

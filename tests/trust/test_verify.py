@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agentguard.canonical import sha256_hex
 from agentguard.trust.anchors import TrustAnchors
 from agentguard.trust.keys import key_id, public_key_text, sign
-from agentguard.trust.statement import SignedVote
+from agentguard.trust.statement import SignedVote, VoteStatement
 from agentguard.trust.verify import (
     VerifiedVote,
     count_quorum,
@@ -172,8 +172,23 @@ def test_a_signature_outside_the_requests_lifetime_is_refused(held: Held, keys: 
     assert isinstance(inside, VerifiedVote)
 
 
-def test_anything_but_a_signed_vote_is_refused(held: Held, anchors: TrustAnchors) -> None:
+def test_anything_but_a_signed_vote_is_refused(held: Held, keys: Keys,
+                                               anchors: TrustAnchors) -> None:
     assert check({"statement": {}, "key_id": "x", "signature": ""}, held,  # type: ignore[arg-type]
+                 anchors) == "not a signed vote"
+
+    class Shifty(VoteStatement):
+        """Signs dave's deny of another call, shows an approval of this one."""
+
+        __slots__ = ()
+
+        def to_bytes(self) -> bytes:
+            return held.statement("dave", approve=False, request_id="req_other").to_bytes()
+
+    shown = held.statement("dave")
+    real = sign(held.statement("dave", approve=False, request_id="req_other"), keys.dave)
+    shifty = Shifty(**shown.to_dict())
+    assert check(SignedVote(shifty, real.key_id, real.signature_b64), held,
                  anchors) == "not a signed vote"
 
 
