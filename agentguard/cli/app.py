@@ -10,6 +10,7 @@ import typer
 
 from agentguard.cli import (
     approvals_cmd,
+    approvers_cmd,
     audit_cmd,
     grants_cmd,
     policy_cmd,
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(approvals_cmd.app, name="approvals")
+app.add_typer(approvers_cmd.app, name="approvers")
 app.add_typer(grants_cmd.app, name="grants")
 app.add_typer(reauth_cmd.app, name="reauth")
 audit_cmd.app.command("report")(report_cmd.report)
