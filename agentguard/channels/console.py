@@ -9,7 +9,6 @@ left; the terminal mode is restored however the prompt ends.
 from __future__ import annotations
 
 import getpass
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -17,8 +16,17 @@ from dataclasses import dataclass
 
 import anyio
 
+from agentguard.approvals import approver_problem
+from agentguard.channels.answers import (
+    AnswerRejected,
+    ParsedAnswer,
+    answer_help,
+    parse_answer,
+    wants_full_view,
+)
 from agentguard.channels.base import ChannelAnswer
-from agentguard.channels.render import render_request, render_status
+from agentguard.channels.pager import NEXT_KEYS, QUIT_KEYS, Pages
+from agentguard.channels.render import arguments_truncated, render_request, render_status
 from agentguard.channels.tty import (
     CLEAR_LINE,
     LineEditor,
@@ -26,100 +34,38 @@ from agentguard.channels.tty import (
     TerminalClosed,
     TerminalUnavailable,
 )
-from agentguard.durations import format_duration, parse_duration
+from agentguard.durations import format_duration
 from agentguard.sanitize import escape_text
 from agentguard.types import ApprovalRequest
 
-__all__ = ["AnswerRejected", "ConsoleChannel", "ParsedAnswer", "parse_answer"]
+__all__ = ["ConsoleChannel"]
 
-_APPROVE = frozenset({"a", "approve", "y", "yes"})
-_DENY = frozenset({"d", "deny", "n", "no"})
-_HELP = frozenset({"?", "h", "help"})
 _SETTLED_MEMORY = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedAnswer:
-    """An answer typed at the console.
-
-    Attributes:
-        approve: True to approve.
-        grant_ttl: Seconds of "approve for N" (0: this call only).
-        reason: Reason given with a deny.
-    """
-
-    approve: bool
-    grant_ttl: float = 0.0
-    reason: str = ""
-
-
-class AnswerRejected(ValueError):
-    """The typed line is not an acceptable answer; the message says why (shown to the human)."""
-
-
-def answer_help(max_grant: float, allow_grants: bool = True) -> str:
-    """The one-line list of accepted answers."""
-    grant = ""
-    if allow_grants and max_grant > 0:
-        example = format_duration(min(max_grant, 900.0))
-        grant = f", 'a {example}' approve for {example} (max {format_duration(max_grant)})"
-    return f"answers: 'a' approve this call{grant}, 'd [reason]' deny"
-
-
-def parse_answer(line: str, *, max_grant: float = 0.0, allow_grants: bool = True) -> ParsedAnswer:
-    """Parse one typed line into an answer.
-
-    Accepted: ``a``/``approve``/``y`` (approve this call), ``a 15m``/``approve for 15m``
-    (approve and grant for that long, up to ``max_grant``), ``d``/``deny``/``n`` optionally
-    followed by a reason. Case is ignored.
-
-    Args:
-        line: What the human typed (without the newline).
-        max_grant: Longest grant the rule allows, in seconds (0: single use only).
-        allow_grants: False when this console never gives grants.
-
-    Raises:
-        AnswerRejected: the line is not an answer, or asks for a grant the rule does not allow.
-    """
-    text = line.strip()
-    word, _, rest = text.partition(" ")
-    word, rest = word.lower(), rest.strip()
-    if word in _DENY:
-        return ParsedAnswer(approve=False, reason=rest)
-    if word in _HELP:
-        raise AnswerRejected(answer_help(max_grant, allow_grants))
-    if word not in _APPROVE:
-        raise AnswerRejected(
-            f"not an answer: '{escape_text(text)}'; {answer_help(max_grant, allow_grants)}"
-        )
-    if not rest:
-        return ParsedAnswer(approve=True)
-    spec = re.sub(r"^for\s+", "", rest, flags=re.IGNORECASE)
-    try:
-        ttl = parse_duration(spec)
-    except ValueError as exc:
-        raise AnswerRejected(f"{exc}; {answer_help(max_grant, allow_grants)}") from None
-    if ttl == 0:
-        return ParsedAnswer(approve=True)
-    if not allow_grants:
-        raise AnswerRejected("this console approves single calls only: type 'a'")
-    if max_grant <= 0:
-        raise AnswerRejected("this rule allows single-use approval only: type 'a'")
-    if ttl > max_grant:
-        raise AnswerRejected(
-            f"{format_duration(ttl)} is longer than the rule's maximum of "
-            f"{format_duration(max_grant)}: approve for at most {format_duration(max_grant)}"
-        )
-    return ParsedAnswer(approve=True, grant_ttl=ttl)
+_VIEW_HINT = "type 'v' to read the whole call"
 
 
 @dataclass
 class _Prompt:
-    """State of one open prompt, shared with :meth:`ConsoleChannel.settled`."""
+    """State of one open prompt, shared with :meth:`ConsoleChannel.settled`.
+
+    Attributes:
+        terminal: The open terminal.
+        ended: Nothing more is read or yielded.
+        voted: The answer given (one per prompt).
+        refused: Why that vote will not count, when known before it was handed over.
+        truncated: The arguments were cut to fit the screen.
+        viewed: The whole call was opened (``v``); approving a truncated call needs it.
+        pages: The whole call being paged through, while the pager is open.
+        scope: Cancels the current read (the countdown tick, or :meth:`settled`).
+    """
 
     terminal: Terminal
     ended: bool = False
     voted: ParsedAnswer | None = None
+    refused: str | None = None
+    truncated: bool = False
+    viewed: bool = False
+    pages: Pages | None = None
     scope: anyio.CancelScope | None = None
 
 
@@ -127,8 +73,9 @@ class ConsoleChannel:
     """Ask the human at the controlling terminal (implements ``ApprovalChannel``).
 
     One prompt is shown at a time; further requests wait their turn (and expire if their
-    time runs out while waiting). Also provides :meth:`ask_code`, the ``ask_code`` callable
-    the TOTP reauthenticator takes.
+    time runs out while waiting). When the arguments are too long for the screen, ``v``
+    pages through the whole call, and approving needs that first. Also provides
+    :meth:`ask_code`, the ``ask_code`` callable the TOTP reauthenticator takes.
 
     Args:
         approver: Identity recorded for votes; defaults to the OS user.
@@ -230,13 +177,14 @@ class ConsoleChannel:
     ) -> AsyncIterator[ChannelAnswer]:
         term = prompt.terminal
         max_grant = request.approval.max_grant if self.allow_grants else 0.0
+        prompt.truncated = arguments_truncated(request)
         editor = LineEditor()
         try:
             term.set_mode(echo=False, canonical=False)
-            await term.write("\n" + render_request(request, now=self.clock()) + "\n")
-            await term.write(
-                f"answering as {escape_text(who)}; {answer_help(max_grant, self.allow_grants)}\n"
-            )
+            shown = render_request(request, now=self.clock(), full_hint=_VIEW_HINT)
+            await term.write("\n" + shown + "\n")
+            usage = answer_help(max_grant, self.allow_grants, viewable=prompt.truncated)
+            await term.write(f"answering as {escape_text(who)}; {usage}\n")
             term.discard_input()
         except (OSError, TerminalClosed) as exc:
             prompt.ended = True
@@ -248,13 +196,9 @@ class ConsoleChannel:
                 prompt.ended = True
                 await term.write(f"{CLEAR_LINE}expired: nothing ran\n")
                 return
-            status = (
-                "vote recorded; waiting for the request to settle"
-                if prompt.voted
-                else (f"> {escape_text(editor.buffer)}")
-            )
             await term.write(
-                f"{CLEAR_LINE}[{format_duration(max(1, int(remaining)))} left] {status}"
+                f"{CLEAR_LINE}[{format_duration(max(1, int(remaining)))} left] "
+                f"{self._status(prompt, editor)}"
             )
             data = b""
             hangup: TerminalClosed | None = None
@@ -270,6 +214,9 @@ class ConsoleChannel:
                 prompt.ended = True
                 yield ChannelAnswer(kind="closed", channel=self.name, reason=str(hangup))
                 return
+            if prompt.pages is not None:
+                await self._page(prompt, data)
+                continue
             if prompt.voted:
                 continue  # one vote per prompt; later keys are ignored
             for line in editor.feed(data):
@@ -282,13 +229,26 @@ class ConsoleChannel:
                     continue
                 # Echo is off: keep what was typed visible above the answer to it.
                 await term.write(f"{CLEAR_LINE}> {escape_text(line)}\n")
+                if wants_full_view(line):
+                    editor.buffer = ""  # keys typed along with 'v' were meant for the old screen
+                    await self._open_pages(request, prompt)
+                    break
                 try:
-                    parsed = parse_answer(line, max_grant=max_grant, allow_grants=self.allow_grants)
+                    parsed = parse_answer(
+                        line, max_grant=max_grant, allow_grants=self.allow_grants,
+                        needs_view=prompt.truncated and not prompt.viewed)
                 except AnswerRejected as exc:
                     await term.write(f"{exc}\n")
                     continue
                 prompt.voted = parsed
-                await term.write(f"{_describe_vote(parsed, who)}\n")
+                # The guard counts the vote (cast_vote) and does not tell a channel how that
+                # went; the approver check is the one cast_vote applies, asked here so the
+                # human is never told "approved" for a vote that will not count.
+                prompt.refused = approver_problem(request, who)
+                if prompt.refused is not None:
+                    await term.write(f"vote not counted: {escape_text(prompt.refused)}\n")
+                else:
+                    await term.write(f"{_describe_vote(parsed, who)}\n")
                 yield ChannelAnswer(
                     kind="vote",
                     channel=self.name,
@@ -299,13 +259,51 @@ class ConsoleChannel:
                 )
                 break
 
+    @staticmethod
+    def _status(prompt: _Prompt, editor: LineEditor) -> str:
+        if prompt.pages is not None:
+            return f"-- {prompt.pages.position()}: space for more, q to answer --"
+        if prompt.refused is not None:
+            return "your vote was not counted; waiting for the request to settle"
+        if prompt.voted:
+            return "vote recorded; waiting for the request to settle"
+        return f"> {escape_text(editor.buffer)}"
+
+    async def _open_pages(self, request: ApprovalRequest, prompt: _Prompt) -> None:
+        """Start paging through the whole call (``v``)."""
+        columns, lines = prompt.terminal.size()
+        whole = render_request(request, arg_limit=2**62, now=self.clock())
+        prompt.pages = Pages.of(whole, columns=columns, lines=lines)
+        prompt.viewed = True
+        await prompt.terminal.write(f"{CLEAR_LINE}--- the whole call ---\n")
+        await self._page(prompt, b" ")
+
+    async def _page(self, prompt: _Prompt, data: bytes) -> None:
+        """Keys while paging: space or Enter shows the next screenful, q goes back."""
+        pages = prompt.pages
+        assert pages is not None
+        for key in data.decode("utf-8", "replace"):
+            if key in QUIT_KEYS:
+                await prompt.terminal.write(
+                    f"{CLEAR_LINE}--- stopped at {pages.position()}; 'v' shows it again ---\n")
+                prompt.pages = None
+                return
+            if key in NEXT_KEYS:
+                await prompt.terminal.write(CLEAR_LINE + pages.next_page())
+                if pages.done:
+                    await prompt.terminal.write("--- end of the call ---\n")
+                    prompt.pages = None
+                    return
+
     def _finish(self, request: ApprovalRequest, prompt: _Prompt) -> None:
         """Say how the prompt ended (when we know and have not said it) and restore the tty."""
         term = prompt.terminal
         if not prompt.ended:
             prompt.ended = True
             status = self._settled.get(request.id)
-            if status is None:
+            if status is None and prompt.refused is not None:
+                status = "prompt closed; your vote was not counted"
+            elif status is None:
                 status = (
                     "prompt closed after your vote"
                     if prompt.voted
@@ -386,8 +384,7 @@ class ConsoleChannel:
 def _describe_vote(parsed: ParsedAnswer, who: str) -> str:
     name = escape_text(who)
     if not parsed.approve:
-        why = f": {escape_text(parsed.reason)}" if parsed.reason else ""
-        return f"denied by {name}{why}"
+        return f"denied by {name}: {escape_text(parsed.reason)}"
     if parsed.grant_ttl:
         return f"approved by {name} for {format_duration(parsed.grant_ttl)}"
     return f"approved by {name} (this call only)"

@@ -17,9 +17,43 @@ from agentguard.durations import format_duration
 from agentguard.sanitize import escape_text, render_args
 from agentguard.types import ApprovalRequest, ApprovalSpec, ReauthSpec
 
-__all__ = ["format_call_hash", "render_request", "render_status", "time_left"]
+__all__ = [
+    "ARG_LIMIT",
+    "NO_REASON",
+    "REASON_LIMIT",
+    "arguments_truncated",
+    "denial_reason",
+    "format_call_hash",
+    "render_request",
+    "render_status",
+    "time_left",
+]
 
 _LABEL_WIDTH = 12
+#: Characters of rendered arguments a terminal display shows before cutting (and offering
+#: the whole call some other way: a pager, ``approvals show --full``).
+ARG_LIMIT = 2000
+#: What a denial without a reason records, in every channel.
+NO_REASON = "no reason given"
+#: Longest denial reason any channel accepts.
+REASON_LIMIT = 2000
+
+
+def denial_reason(text: str | None) -> str:
+    """The reason a denial records: the approver's words, or :data:`NO_REASON` when empty.
+
+    Every channel records a denial through this, so the agent reads the same words whether
+    the human typed nothing in Slack, at the console or at the approver terminal.
+    """
+    reason = (text or "").strip()
+    return reason or NO_REASON
+
+
+def arguments_truncated(request: ApprovalRequest, arg_limit: int = ARG_LIMIT) -> bool:
+    """Whether :func:`render_request` with ``arg_limit`` cuts the arguments of ``request``."""
+    call = request.call if isinstance(request.call, Mapping) else {}
+    full, _ = render_args(call.get("args", {}), limit=2**62)
+    return len(full) > arg_limit
 
 
 def format_call_hash(call_hash: str) -> str:
@@ -92,14 +126,15 @@ def _cut(text: str, limit: int) -> str:
     return cut if start + width <= limit else cut[:start]
 
 
-def _arguments(args: Any, limit: int, hash_text: str) -> list[str]:
+def _arguments(args: Any, limit: int, hash_text: str, full_hint: str | None) -> list[str]:
     full, _ = render_args(args, limit=2**62)
     lines: list[str] = []
     if len(full) > limit:
         shown = _cut(full, limit)
+        hint = f"; {full_hint}" if full_hint else ""
         lines.append(
             f"  arguments   (truncated: showing {len(shown)} of {len(full)} characters; "
-            f"full call hash {hash_text})"
+            f"full call hash {hash_text}{hint})"
         )
         body = shown + " ..."
     else:
@@ -123,8 +158,9 @@ def render_request(
     request: ApprovalRequest,
     *,
     width: int = 100,
-    arg_limit: int = 2000,
+    arg_limit: int = ARG_LIMIT,
     now: float | None = None,
+    full_hint: str | None = None,
 ) -> str:
     """Render a held call for a human approver.
 
@@ -138,6 +174,8 @@ def render_request(
         width: Wrap descriptive lines at this many columns (arguments are not wrapped).
         arg_limit: Show at most this many characters of rendered arguments.
         now: Current Unix time (defaults to :func:`time.time`), for the time left.
+        full_hint: Where to read the whole call, added to the truncation note (e.g. "type
+            'v' to read the whole call"); plain text of ours, not escaped.
 
     Returns:
         Multi-line plain text ending without a newline.
@@ -178,7 +216,7 @@ def render_request(
         lines += _field("votes", _votes(request), width)
     if request.status != "pending":
         lines += _field("status", render_status(request), width)
-    lines += _arguments(call.get("args", {}), arg_limit, hash_text)
+    lines += _arguments(call.get("args", {}), arg_limit, hash_text, full_hint)
     lines += _field("call hash", hash_text, width)
     at = datetime.fromtimestamp(request.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     lines += _field("expires", f"{time_left(request, now)} (at {at})", width)

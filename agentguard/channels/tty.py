@@ -119,6 +119,14 @@ class Terminal:
             attrs[6][termios.VTIME] = 0
         termios.tcsetattr(self.fd, termios.TCSAFLUSH, attrs)
 
+    def size(self) -> tuple[int, int]:
+        """(columns, lines) of the terminal; 80 x 24 when it does not say (a fresh pty)."""
+        try:
+            columns, lines = os.get_terminal_size(self.fd)
+        except OSError:
+            columns = lines = 0
+        return columns or 80, lines or 24
+
     def restore(self) -> None:
         """Put back the mode saved by the first :meth:`set_mode` (idempotent, never raises)."""
         if self._saved is None or self._closed:
