@@ -7,13 +7,19 @@ headless agent, the stdio MCP proxy, another terminal.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
+import click
 import typer
 
 from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
 from agentguard.settings import approver_identity, audit_path, store_url
+
+if TYPE_CHECKING:
+    from agentguard.audit.base import AuditSink
+    from agentguard.store.base import Store
+    from agentguard.types import ApprovalRequest
 
 __all__ = ["app"]
 
@@ -56,8 +62,25 @@ def list_(
     wide_console().print(table if requests else "no pending requests")
 
 
+def _full_hint(request_id: str) -> str:
+    return f"see all of it: agentguard approvals show {request_id} --full"
+
+
+def page_whole_call(request: ApprovalRequest) -> None:
+    """Show the whole call, escaped, through ``$PAGER`` (all of it, unpaged, to a pipe)."""
+    from agentguard.channels.render import render_request
+
+    # color=False: the text is escaped plain text, and less must not be told to pass
+    # raw control sequences through (click would set LESS=-R).
+    click.echo_via_pager(render_request(request, arg_limit=2**62), color=False)
+
+
 @app.command()
-def show(request_id: str, store: StoreOpt = None) -> None:
+def show(
+    request_id: str, store: StoreOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Show every argument, through $PAGER "
+                    "on a terminal.")] = False,
+) -> None:
     """Show one request exactly as an approver should read it (arguments escaped)."""
     from agentguard.channels.render import render_request
 
@@ -65,7 +88,18 @@ def show(request_id: str, store: StoreOpt = None) -> None:
     request = run_with_store(store_url(store), lambda s: s.get_request(request_id))
     if request is None:
         raise fail(f"no approval request {request_id!r}")
-    typer.echo(render_request(request))
+    if full:
+        page_whole_call(request)
+    else:
+        typer.echo(render_request(request, full_hint=_full_hint(request.id)))
+
+
+def _counted(verb: str, identity: str, request: ApprovalRequest) -> str:
+    """What a counted vote did, in one line."""
+    if request.status == "pending":
+        got = sum(1 for v in request.votes if v.approve)
+        return f"{verb} as {identity}: {got} of {request.approval.quorum} approvals so far"
+    return f"{verb} as {identity}: request is now {request.status}"
 
 
 def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
@@ -87,12 +121,7 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
         raise fail(problem, code=1)
     assert request is not None
     verb = "approved" if approve else ("edited" if edited_args is not None else "denied")
-    state = request.status
-    if state == "pending":
-        got = sum(1 for v in request.votes if v.approve)
-        typer.echo(f"{verb} as {identity}: {got} of {request.approval.quorum} approvals so far")
-    else:
-        typer.echo(f"{verb} as {identity}: request is now {state}")
+    typer.echo(_counted(verb, identity, request))
 
 
 @app.command()
@@ -116,11 +145,15 @@ def approve(
 def deny(
     request_id: str,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded and shown to the "
-                      "agent).")] = "denied at the approver terminal",
+                      "agent; default: 'no reason given').")] = "",
     store: StoreOpt = None, audit: AuditOpt = None, as_: AsOpt = None,
 ) -> None:
     """Deny a held call."""
-    _vote(request_id, False, store, audit, as_, reason, 0.0)
+    from agentguard.channels.render import REASON_LIMIT, denial_reason
+
+    if len(reason) > REASON_LIMIT:
+        raise fail(f"--reason is longer than {REASON_LIMIT} characters")
+    _vote(request_id, False, store, audit, as_, denial_reason(reason), 0.0)
 
 
 @app.command()
@@ -143,16 +176,16 @@ def edit(
     _vote(request_id, False, store, audit, as_, "arguments edited by the approver", 0.0, edited)
 
 
+_WATCH_PROMPT = "approve [a], approve for N [a 15m], deny [d reason], skip [s]"
+
+
 @app.command()
 def watch(
     store: StoreOpt = None, audit: AuditOpt = None, as_: AsOpt = None,
     interval: Annotated[float, typer.Option(help="Seconds between checks.")] = 0.5,
     once: Annotated[bool, typer.Option(help="Answer what is pending, then exit.")] = False,
 ) -> None:
-    """Live view: show each new request and prompt approve / deny / skip."""
-    from agentguard.approvals import cast_vote
-    from agentguard.channels.render import render_request
-    from agentguard.durations import parse_duration
+    """Live view: show each new request and prompt approve / deny / view all / skip."""
     from agentguard.store import open_store
 
     identity = approver_identity(as_)
@@ -168,24 +201,7 @@ def watch(
                 pending = [r for r in await s.list_requests("pending") if r.id not in seen]
                 for request in reversed(pending):
                     seen.add(request.id)
-                    typer.echo(render_request(request))
-                    answer = (await anyio.to_thread.run_sync(
-                        lambda: typer.prompt("approve [a], approve for N [a 15m], deny [d "
-                                             "reason], skip [s]", default="s"))).strip()
-                    word, _, rest = answer.partition(" ")
-                    if word.lower() in ("a", "approve", "y"):
-                        ttl = parse_duration(rest) if rest.strip() else 0.0
-                        _, problem = await cast_vote(
-                            store=s, audit=sink, request_id=request.id, approver=identity,
-                            approve=True, channel="cli", grant_ttl=ttl)
-                    elif word.lower() in ("d", "deny", "n"):
-                        _, problem = await cast_vote(
-                            store=s, audit=sink, request_id=request.id, approver=identity,
-                            approve=False, channel="cli", reason=rest or "denied at terminal")
-                    else:
-                        typer.echo("skipped")
-                        continue
-                    typer.echo(f"not recorded: {problem}" if problem else "recorded")
+                    await _answer_one(s, sink, request, identity)
                 if once:
                     return
                 await anyio.sleep(interval)
@@ -196,3 +212,42 @@ def watch(
         anyio.run(loop)
     except KeyboardInterrupt:
         typer.echo("stopped")
+
+
+async def _answer_one(
+    store: Store, sink: AuditSink, request: ApprovalRequest, identity: str
+) -> None:
+    """Show one request and ask until it is decided here or skipped."""
+    from agentguard.approvals import cast_vote
+    from agentguard.channels.answers import AnswerRejected, parse_answer, wants_full_view
+    from agentguard.channels.render import arguments_truncated, render_request
+
+    typer.echo(render_request(request, full_hint="type 'v' to read the whole call"))
+    truncated = arguments_truncated(request)
+    viewed = False
+    question = _WATCH_PROMPT + (", view all [v]" if truncated else "")
+    while True:
+        line = (await anyio.to_thread.run_sync(
+            lambda: typer.prompt(question, default="s"))).strip()
+        if line.lower() in ("s", "skip"):
+            typer.echo("skipped")
+            return
+        if wants_full_view(line):
+            await anyio.to_thread.run_sync(page_whole_call, request)
+            viewed = True
+            continue
+        try:
+            answer = parse_answer(line, max_grant=request.approval.max_grant,
+                                  needs_view=truncated and not viewed)
+        except AnswerRejected as exc:
+            typer.echo(str(exc))
+            continue
+        settled, problem = await cast_vote(
+            store=store, audit=sink, request_id=request.id, approver=identity,
+            approve=answer.approve, channel="cli", reason=answer.reason,
+            grant_ttl=answer.grant_ttl)
+        if problem is not None or settled is None:
+            typer.echo(f"not recorded: {problem}")
+        else:
+            typer.echo(_counted("approved" if answer.approve else "denied", identity, settled))
+        return
