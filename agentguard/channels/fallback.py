@@ -65,10 +65,13 @@ class Fallback:
         async with aclosing(self.secondary.ask(request)) as answers:
             async for answer in answers:
                 if answer.kind == "unreachable":
+                    # The guard names the channel that failed (this one) before the reason;
+                    # the primary's name is added only where it differs from ours.
+                    first = (failure if self.name == self.primary.name
+                             else f"{self.primary.name}: {failure}")
                     yield ChannelAnswer(
                         kind="unreachable", channel=self.name,
-                        reason=f"{self.primary.name}: {failure}; "
-                               f"{self.secondary.name}: {answer.reason}")
+                        reason=f"{first}; {self.secondary.name}: {answer.reason}")
                     return
                 yield answer
 

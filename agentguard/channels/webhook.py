@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agentguard.approvals import cast_vote, request_event
 from agentguard.audit.base import AuditSink
 from agentguard.channels.base import ChannelAnswer
-from agentguard.channels.render import render_request, render_status
+from agentguard.channels.render import denial_reason, render_request, render_status
 from agentguard.errors import ConfigError
 from agentguard.sanitize import render_args
 from agentguard.store.base import Store
@@ -299,7 +299,9 @@ class WebhookCallback:
             store=self.store, audit=self.audit, request_id=decision.request_id,
             approver=self.identity_prefix + decision.approver,
             approve=decision.decision == "approve", channel=self.channel,
-            reason=decision.reason, grant_ttl=decision.grant_ttl, now=now)
+            reason=(decision.reason if decision.decision == "approve"
+                    else denial_reason(decision.reason)),
+            grant_ttl=decision.grant_ttl, now=now)
         if problem is not None:
             return 403, {"ok": False, "error": problem,
                          "status": request.status if request else None}

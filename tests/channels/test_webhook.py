@@ -277,6 +277,7 @@ async def test_identity_prefix_keeps_integrations_apart() -> None:
         auth, (first, second) = await held(env, receiver, call("restart", svc="db"), decide)
     assert first[0] == 403 and "portal:ops:alice" in first[1]["error"]
     assert second[0] == 200 and auth.outcome == "denied" and "portal:ops:carol" in auth.reason
+    assert auth.reason.endswith(": no reason given"), "a deny without a reason says so"
 
 
 @pytest.mark.parametrize("status", [500, 404, 302])
