@@ -87,7 +87,7 @@ async def test_a_renamed_fallback_names_its_primary_too() -> None:
     auth, audit = await authorize(Fallback(unreachable("slack", "no route"),
                                            unreachable("console", "no tty"), name="chat"))
     detail = next(e for e in audit.events if e["type"] == "challenge.unreachable")["detail"]
-    assert detail == "chat: slack: no route; console: no tty"
+    assert auth.outcome == "unreachable" and detail == "chat: slack: no route; console: no tty"
 
 
 async def test_fallback_keeps_the_primary_name_so_rules_naming_it_match() -> None:

@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from agentguard.channels.slack.blocks import (
+    approval_route,
     fallback_text,
     mrkdwn_escape,
     outcome_blocks,
@@ -33,7 +34,8 @@ from agentguard.channels.slack.blocks import (
 )
 from agentguard.channels.slack.channel import SlackChannel
 from agentguard.channels.slack.config import SlackSettings
-from agentguard.channels.slack.interactivity import Click, ClickOutcome, SlackInteractions
+from agentguard.channels.slack.interactivity import ClickOutcome, SlackInteractions
+from agentguard.channels.slack.payloads import Click, Submission
 from agentguard.channels.slack.socket_mode import SlackSocketMode
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "SlackInteractions",
     "SlackSettings",
     "SlackSocketMode",
+    "Submission",
+    "approval_route",
     "fallback_text",
     "mrkdwn_escape",
     "outcome_blocks",

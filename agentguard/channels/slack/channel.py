@@ -19,12 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from agentguard.channels.base import ChannelAnswer
-from agentguard.channels.slack.blocks import (
-    ARGS_LIMIT,
-    fallback_text,
-    outcome_blocks,
-    request_blocks,
-)
+from agentguard.channels.slack.blocks import fallback_text, outcome_blocks, request_blocks
 from agentguard.channels.slack.config import SlackSettings
 from agentguard.types import ApprovalRequest
 
@@ -45,8 +40,10 @@ class SlackChannel:
     """Ask approvers in Slack (implements ``ApprovalChannel``; identities are verified).
 
     Each held call is posted (``chat.postMessage``) with its details, escaped arguments and
-    Approve / Approve for N / Deny buttons; when the request settles the message is updated in
-    place (``chat.update``) with who decided and when, or that it expired. A failed post is
+    the decision buttons (see :func:`~agentguard.channels.slack.blocks.request_blocks`: a call
+    the message cannot show in full is approved only from the modal that shows all of it).
+    When the request settles this channel updates the message in place (``chat.update``, the
+    one update per decision) with who decided and when, or that it expired. A failed post is
     ``unreachable``: the call is refused unless another channel answers (wrap in
     :class:`~agentguard.channels.fallback.Fallback` to fall back to the console).
 
@@ -55,7 +52,6 @@ class SlackChannel:
         client: A Web API client (default: built from ``settings``).
         channel: Conversation id to post to (default ``settings.channel``).
         name: Channel name (rules may name it in ``channels:``).
-        arg_limit: Characters of argument text shown before truncating.
         clock: Unix time source.
     """
 
@@ -63,7 +59,7 @@ class SlackChannel:
 
     def __init__(
         self, settings: SlackSettings | None = None, *, client: WebClient | None = None,
-        channel: str | None = None, name: str = "slack", arg_limit: int = ARGS_LIMIT,
+        channel: str | None = None, name: str = "slack",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if settings is None:
@@ -76,7 +72,6 @@ class SlackChannel:
         self.channel = settings.channel
         self.client = client if client is not None else settings.web_client()
         self.name = name
-        self.arg_limit = arg_limit
         self.clock = clock
         self._messages: dict[str, tuple[str, str]] = {}
 
@@ -93,7 +88,7 @@ class SlackChannel:
             response = await self._call(
                 self.client.chat_postMessage, channel=self.channel,
                 text=fallback_text(request), unfurl_links=False, unfurl_media=False,
-                blocks=request_blocks(request, now=self.clock(), arg_limit=self.arg_limit))
+                blocks=request_blocks(request, now=self.clock()))
             where = (str(response["channel"]), str(response["ts"]))
         except Exception as exc:
             reason = describe_slack_error(exc)
@@ -112,7 +107,7 @@ class SlackChannel:
             await self._call(
                 self.client.chat_update, channel=where[0], ts=where[1],
                 text=fallback_text(request),
-                blocks=outcome_blocks(request, now=self.clock(), arg_limit=self.arg_limit))
+                blocks=outcome_blocks(request, now=self.clock()))
         except Exception as exc:
             log.warning("could not update the Slack message of request %s: %s", request.id,
                         describe_slack_error(exc))

@@ -1,129 +1,101 @@
-"""Slack button clicks become votes: the HTTP interactivity endpoint and its shared core.
+"""Slack clicks and modal submissions become votes: the HTTP endpoint and its shared core.
 
-A click reaches us either as a signed HTTP POST (``agentguard serve --slack``, or these routes
-mounted in another server) or over Socket Mode (:mod:`.socket_mode`). Either way the payload
-is authenticated first (HMAC v0 signature within 5 minutes and never seen before; or the
-app-level token that opened the websocket), then :meth:`SlackInteractions.decide` turns the
-click into a vote on the shared store with :func:`~agentguard.approvals.cast_vote`, as the
-Slack user ``slack:<user id>`` (never a display name). A refused vote (not an approver,
-separation of duties, already settled) leaves the request pending and tells the clicker
-privately (``chat.postEphemeral``); a counted vote updates the message in place.
+An interaction reaches us either as a signed HTTP POST (``agentguard serve --slack``, or
+these routes mounted in another server) or over Socket Mode (:mod:`.socket_mode`). Either
+way it is authenticated first (HMAC v0 signature within 5 minutes and never seen before; or
+the app-level token that opened the websocket), then :meth:`SlackInteractions.decide` acts
+on it as the Slack user ``slack:<user id>`` (never a display name):
+
+- **Approve** in a message votes with :func:`~agentguard.approvals.cast_vote` — only when the
+  message showed the whole call (:func:`~.blocks.approval_route`, recomputed here from the
+  stored request, so a stale or forged button approves nothing);
+- **View all arguments**, **Approve for N…** and **Deny…** open a modal (:mod:`.modals`) with
+  the click's ``trigger_id``: the whole call and the decision, the grant to confirm, the
+  reason to give. Their votes come only from the modal's ``view_submission``, checked
+  against the stored request (same call hash; approving from the review modal only when it
+  held the whole call).
+
+A refused vote leaves the request pending, is audited as ``vote.rejected`` and tells the
+clicker privately (``chat.postEphemeral``). A counted vote that leaves the request pending
+updates the message (votes so far); the final update is the guard's
+(:meth:`~.channel.SlackChannel.settled`), so each decision updates the message once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk import WebClient
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from agentguard.approvals import cast_vote, request_event
+from agentguard.approvals import approver_problem, cast_vote, request_event
 from agentguard.audit.base import AuditSink
+from agentguard.channels.render import REASON_LIMIT, denial_reason
 from agentguard.channels.slack.blocks import (
-    ACTION_APPROVE,
-    ACTION_APPROVE_FOR,
-    ACTION_DENY,
+    Route,
+    approval_route,
     fallback_text,
     mrkdwn_escape,
-    outcome_blocks,
-    parse_action_value,
     request_blocks,
+    route_note,
 )
 from agentguard.channels.slack.config import SlackSettings
+from agentguard.channels.slack.modals import (
+    CHOICE_APPROVE_FOR,
+    Form,
+    ModalMetadata,
+    deny_view,
+    grant_view,
+    review_view,
+)
+from agentguard.channels.slack.payloads import Click, Submission, parse_interaction
 from agentguard.channels.webhook import WINDOW, ReplayCache, read_body
 from agentguard.store.base import Store
 from agentguard.types import ApprovalRequest
 
-__all__ = ["Click", "ClickOutcome", "SlackInteractions"]
+__all__ = ["ClickOutcome", "SlackInteractions"]
 
 log = logging.getLogger("agentguard.channels.slack")
 
-MAX_BODY = 64 * 1024
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
-_OUR_ACTIONS = frozenset({ACTION_APPROVE, ACTION_APPROVE_FOR, ACTION_DENY})
-
-
-# --------------------------------------------------------------------------- payload model
-
-
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Id(_Loose):
-    id: str
-
-
-class _Action(_Loose):
-    action_id: str
-    value: str = ""
-
-
-class _Container(_Loose):
-    channel_id: str | None = None
-    message_ts: str | None = None
-
-
-class _Message(_Loose):
-    ts: str | None = None
-
-
-class _BlockActions(_Loose):
-    type: Literal["block_actions"]
-    user: _Id
-    actions: list[_Action] = Field(max_length=5)
-    team: _Id | None = None
-    channel: _Id | None = None
-    container: _Container | None = None
-    message: _Message | None = None
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, slots=True)
-class Click:
-    """One authenticated click on one of our buttons.
-
-    Attributes:
-        user_id: Slack user id of the clicker.
-        request_id: The approval request the button belongs to.
-        approve: Approve (True) or deny.
-        grant_ttl: Seconds of "approve for N" (0: this call only).
-        channel_id: Conversation of the message (for the reply and the update).
-        message_ts: Timestamp of the message (to update it in place).
-    """
-
-    user_id: str
-    request_id: str
-    approve: bool
-    grant_ttl: float
-    channel_id: str | None
-    message_ts: str | None
-
-    @property
-    def approver(self) -> str:
-        """The verified identity: ``slack:<user id>``."""
-        return f"slack:{self.user_id}"
+# A view_submission carries the whole modal back: up to 100 blocks of 3000 characters,
+# JSON-escaped and then form-encoded (each up to 3 bytes per character).
+MAX_BODY = 4 * 1024 * 1024
+_FORM_OF = {"approve_for": "grant", "deny": "deny", "view": "review"}
 
 
 @dataclass(frozen=True, slots=True)
 class ClickOutcome:
-    """What a click did: the request afterwards, or why the vote was refused."""
+    """What one click or submission did.
 
-    click: Click
+    Attributes:
+        click: The click or the modal submission.
+        request: The request afterwards (None if there is no such request).
+        problem: Why nothing was recorded (told to the clicker privately), or None.
+        view: A modal to open with the click's ``trigger_id`` (no vote was cast).
+    """
+
+    click: Click | Submission
     request: ApprovalRequest | None
-    problem: str | None
+    problem: str | None = None
+    view: dict[str, Any] | None = None
+
+    @property
+    def voted(self) -> bool:
+        """Whether a vote was counted."""
+        return self.problem is None and self.view is None
+
+
+def _no_approval_here(request: ApprovalRequest, route: Route) -> str:
+    """Why an approval through the message (or a modal that is not the review) is refused."""
+    return route_note(request, route) or "approve from the message itself"
 
 
 class _Clock(Clock):
@@ -178,80 +150,134 @@ class SlackInteractions:
         return cls(store=store, audit=audit, client=settings.web_client(),
                    signing_secret=secret, team_id=settings.team_id, clock=clock)
 
-    # ------------------------------------------------------------------ clicks -> votes
+    # ------------------------------------------------------------------ interactions
 
-    def parse(self, payload: Mapping[str, Any]) -> list[Click]:
-        """The clicks on our buttons in an authenticated payload (others are ignored)."""
-        if not isinstance(payload, Mapping) or payload.get("type") != "block_actions":
-            return []
-        try:
-            actions = _BlockActions.model_validate(payload)
-        except ValidationError as exc:
-            log.warning("ignored a malformed Slack block_actions payload (%d errors)",
-                        exc.error_count())
-            return []
-        if self.team_id and (actions.team is None or actions.team.id != self.team_id):
-            log.warning("ignored a click from another Slack workspace")
-            return []
-        if not _USER_ID.match(actions.user.id):
-            log.warning("ignored a click with a malformed Slack user id")
-            return []
-        container = actions.container or _Container()
-        channel_id = container.channel_id or (actions.channel.id if actions.channel else None)
-        message_ts = container.message_ts or (actions.message.ts if actions.message else None)
-        clicks = []
-        for action in actions.actions:
-            if action.action_id not in _OUR_ACTIONS:
-                continue
-            parsed = parse_action_value(action.action_id, action.value)
-            if parsed is None:
-                log.warning("ignored a click with a malformed button value")
-                continue
-            clicks.append(Click(
-                user_id=actions.user.id, request_id=parsed[0],
-                approve=action.action_id != ACTION_DENY, grant_ttl=parsed[1],
-                channel_id=channel_id, message_ts=message_ts))
-        return clicks
+    def parse(self, payload: Mapping[str, Any]) -> list[Click | Submission]:
+        """Our clicks and submissions in an authenticated payload (others are ignored)."""
+        return parse_interaction(payload, team_id=self.team_id)
 
     async def decide(self, payload: Mapping[str, Any]) -> list[ClickOutcome]:
-        """Record the votes of an authenticated payload; return what each click did."""
+        """Act on an authenticated payload: count votes, or prepare the modal to open."""
         outcomes = []
-        for click in self.parse(payload):
-            request, problem = await cast_vote(
-                store=self.store, audit=self.audit, request_id=click.request_id,
-                approver=click.approver, approve=click.approve, channel=self.channel,
-                reason="" if click.approve else "denied in Slack", grant_ttl=click.grant_ttl,
-                now=self.clock())
-            if problem is not None:
-                log.info("Slack vote by %s on %s refused: %s", click.approver,
-                         click.request_id, problem)
-            outcomes.append(ClickOutcome(click, request, problem))
+        for item in self.parse(payload):
+            if isinstance(item, Submission):
+                outcome = await self._submitted(item)
+            else:
+                outcome = await self._clicked(item)
+            if outcome.problem is not None:
+                log.info("Slack interaction by %s on %s refused: %s", item.approver,
+                         item.request_id, outcome.problem)
+            outcomes.append(outcome)
         return outcomes
 
-    async def reply(self, outcomes: Sequence[ClickOutcome]) -> None:
-        """Tell refused clickers why (ephemeral); update the message after counted votes.
+    async def _clicked(self, click: Click) -> ClickOutcome:
+        request = await self.store.get_request(click.request_id)
+        if request is None:
+            return ClickOutcome(click, None, f"no approval request {click.request_id!r}")
+        route = approval_route(request)
+        if click.action in ("approve", "approve_for") and route != "message":
+            # Only a stale or crafted button gets here: the message offered no approval.
+            return self._refuse(click, request, _no_approval_here(request, route))
+        if click.action == "approve":
+            return await self._vote(click, approve=True)
+        if request.status != "pending":
+            return ClickOutcome(click, request,
+                                f"request is no longer pending ({request.status})")
+        # Only approvers get a form to fill (cast_vote checks again when it is submitted).
+        problem = approver_problem(request, click.approver)
+        if problem is None and click.action == "approve_for" \
+                and request.approval.max_grant < 1:
+            problem = "this rule allows single-use approval only"
+        elif problem is None and click.action == "view" and route == "elsewhere":
+            problem = route_note(request, route)
+        elif problem is None and not click.trigger_id:
+            problem = "Slack sent no trigger to open a dialog with"
+        if problem is not None:
+            return ClickOutcome(click, request, problem)
+        form: Form = _FORM_OF[click.action]  # type: ignore[assignment]
+        metadata = ModalMetadata(f=form, r=request.id, h=request.call_hash,
+                                 c=click.channel_id, m=click.message_ts)
+        if form == "review":
+            view = review_view(request, metadata, now=self.clock())
+        elif form == "grant":
+            view = grant_view(request, metadata)
+        else:
+            view = deny_view(request, metadata)
+        return ClickOutcome(click, request, view=view)
 
-        Slack API failures are logged, never raised: the vote is already recorded.
+    async def _submitted(self, sub: Submission) -> ClickOutcome:
+        request = await self.store.get_request(sub.request_id)
+        if request is None:
+            return ClickOutcome(sub, None, f"no approval request {sub.request_id!r}")
+        if sub.call_hash != request.call_hash:
+            return self._refuse(sub, request, "the dialog showed another call than this "
+                                              "request's; nothing was recorded")
+        if not sub.approve:
+            if len(sub.reason) > REASON_LIMIT:
+                return ClickOutcome(sub, request, f"the reason is longer than {REASON_LIMIT} "
+                                                  "characters")
+            return await self._vote(sub, approve=False, reason=denial_reason(sub.reason))
+        route = approval_route(request)
+        allowed = route == "message" if sub.form == "grant" else (
+            sub.form == "review" and route != "elsewhere")
+        if not allowed:
+            return self._refuse(sub, request, _no_approval_here(request, route))
+        ttl = request.approval.max_grant if sub.choice == CHOICE_APPROVE_FOR else 0.0
+        return await self._vote(sub, approve=True, grant_ttl=ttl)
+
+    async def _vote(self, item: Click | Submission, *, approve: bool, grant_ttl: float = 0.0,
+                    reason: str = "") -> ClickOutcome:
+        request, problem = await cast_vote(
+            store=self.store, audit=self.audit, request_id=item.request_id,
+            approver=item.approver, approve=approve, channel=self.channel, reason=reason,
+            grant_ttl=grant_ttl, now=self.clock())
+        return ClickOutcome(item, request, problem)
+
+    def _refuse(self, item: Click | Submission, request: ApprovalRequest,
+                problem: str) -> ClickOutcome:
+        """An approval that came the wrong way: audited like any refused vote."""
+        self.audit.append(request_event(request, "vote.rejected", approver=item.approver,
+                                        channel=self.channel, detail=problem))
+        return ClickOutcome(item, request, problem)
+
+    async def reply(self, outcomes: Sequence[ClickOutcome]) -> None:
+        """Open the modals, tell refused clickers why (ephemeral), show votes so far.
+
+        Slack API failures are logged, never raised: votes are already recorded.
         """
         for outcome in outcomes:
-            click = outcome.click
+            item = outcome.click
             try:
-                if outcome.problem is not None:
-                    if click.channel_id:
-                        await self._call(
-                            self.client.chat_postEphemeral, channel=click.channel_id,
-                            user=click.user_id,
-                            text=f"not authorised: {mrkdwn_escape(outcome.problem)}")
-                elif outcome.request is not None and click.channel_id and click.message_ts:
-                    request, now = outcome.request, self.clock()
-                    blocks = (request_blocks(request, now=now) if request.status == "pending"
-                              else outcome_blocks(request, now=now))
-                    await self._call(self.client.chat_update, channel=click.channel_id,
-                                     ts=click.message_ts, text=fallback_text(request),
-                                     blocks=blocks)
+                if outcome.view is not None:
+                    await self._open(outcome)
+                elif outcome.problem is not None:
+                    await self._tell(item, f"not recorded: {mrkdwn_escape(outcome.problem)}")
+                elif (outcome.request is not None and outcome.request.status == "pending"
+                      and item.channel_id and item.message_ts):
+                    request = outcome.request
+                    await self._call(self.client.chat_update, channel=item.channel_id,
+                                     ts=item.message_ts, text=fallback_text(request),
+                                     blocks=request_blocks(request, now=self.clock()))
             except Exception as exc:
-                log.warning("Slack reply for request %s failed: %s: %s", click.request_id,
+                log.warning("Slack reply for request %s failed: %s: %s", item.request_id,
                             type(exc).__name__, exc)
+
+    async def _open(self, outcome: ClickOutcome) -> None:
+        item = outcome.click
+        assert isinstance(item, Click) and outcome.view is not None
+        try:
+            await self._call(self.client.views_open, trigger_id=item.trigger_id,
+                             view=outcome.view)
+        except Exception as exc:
+            log.warning("could not open a Slack dialog for request %s: %s: %s",
+                        item.request_id, type(exc).__name__, exc)
+            await self._tell(item, "could not open the dialog; nothing was recorded. Try "
+                                   "again, or decide with `agentguard approvals`.")
+
+    async def _tell(self, item: Click | Submission, text: str) -> None:
+        if item.channel_id:
+            await self._call(self.client.chat_postEphemeral, channel=item.channel_id,
+                             user=item.user_id, text=text)
 
     async def process(self, payload: Mapping[str, Any]) -> list[ClickOutcome]:
         """:meth:`decide`, then :meth:`reply` (Socket Mode, after the envelope is acked)."""
@@ -312,7 +338,7 @@ class SlackInteractions:
         return 200, await self.decide(payload)
 
     async def _audit_replay(self, payload: Any) -> None:
-        clicks = self.parse(payload) if isinstance(payload, Mapping) else []
+        clicks = self.parse(payload)
         log.warning("ignored a replayed Slack interactivity request (%s)", ", ".join(
             f"{c.approver} on {c.request_id}" for c in clicks) or "no recognised click")
         for click in clicks or [None]:

@@ -2,8 +2,13 @@
 signed interactivity payloads, and an in-process HTTP server for our endpoints.
 
 Nothing here touches the internet. The fake checks what real Slack checks and a test could
-otherwise miss: the bearer token, and Block Kit limits (text lengths, field counts, button
-values), answering ``invalid_blocks`` like Slack does.
+otherwise miss: the bearer token, Block Kit limits (text lengths, field counts, button
+values; 50 blocks in a message, 100 in a modal), answering ``invalid_blocks`` like Slack
+does, and for modals (``views.open``, ``views.update``: JSON bodies) the view limits (title
+and buttons 24 characters, ``private_metadata`` 3000, ``submit`` required with inputs) and
+the trigger: each click's ``trigger_id`` opens one view (``exchanged_trigger_id`` after that,
+``invalid_trigger_id`` for one Slack never issued). A submission (:meth:`FakeSlack.submit`)
+sends back the view as Slack stored it, so a test cannot make up its metadata by accident.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
 import queue
 import socket
 import threading
@@ -55,10 +61,37 @@ def _text_problems(obj: Any, where: str, limit: int, plain_only: bool = False) -
     return problems
 
 
-def block_problems(blocks: Any) -> list[str]:
-    """What real Slack would reject in ``blocks`` (the limits of the Block Kit reference)."""
-    if not isinstance(blocks, list) or not 1 <= len(blocks) <= 50:
-        return ["blocks must be a list of 1..50 blocks"]
+def _input_problems(block: Mapping[str, Any], where: str) -> list[str]:
+    problems = _text_problems(block.get("label"), f"{where}.label", 2000, plain_only=True)
+    if "hint" in block:
+        problems += _text_problems(block["hint"], f"{where}.hint", 2000, plain_only=True)
+    if not 1 <= len(block.get("block_id", "x")) <= 255:
+        problems.append(f"{where}: block_id length must be 1..255")
+    element = block.get("element") or {}
+    if not 1 <= len(element.get("action_id", "")) <= 255:
+        problems.append(f"{where}.element: action_id length must be 1..255")
+    if element.get("type") == "plain_text_input":
+        if not 0 < element.get("max_length", 3000) <= 3000:
+            problems.append(f"{where}.element: max_length must be 1..3000")
+    elif element.get("type") == "radio_buttons":
+        options = element.get("options", [])
+        if not 1 <= len(options) <= 10:
+            problems.append(f"{where}.element: radio_buttons needs 1..10 options")
+        for k, option in enumerate(options):
+            problems += _text_problems(option.get("text"), f"{where}.options[{k}]", 75)
+            if not 1 <= len(option.get("value", "")) <= 150:
+                problems.append(f"{where}.options[{k}]: value length must be 1..150")
+    else:
+        problems.append(f"{where}: unexpected input element {element.get('type')!r}")
+    return problems
+
+
+def block_problems(blocks: Any, *, surface: str = "message") -> list[str]:
+    """What real Slack would reject in ``blocks`` (the limits of the Block Kit reference):
+    50 blocks in a message, 100 in a modal; ``input`` blocks only in a modal."""
+    most = 100 if surface == "modal" else 50
+    if not isinstance(blocks, list) or not 1 <= len(blocks) <= most:
+        return [f"blocks must be a list of 1..{most} blocks"]
     problems: list[str] = []
     for i, block in enumerate(blocks):
         kind = block.get("type")
@@ -87,9 +120,30 @@ def block_problems(blocks: Any) -> list[str]:
                     problems.append(f"{at}: value length must be 1..2000")
                 if not 1 <= len(button.get("action_id", "")) <= 255:
                     problems.append(f"{at}: action_id length must be 1..255")
+        elif kind == "input" and surface == "modal":
+            problems += _input_problems(block, where)
         else:
             problems.append(f"{where}: unexpected block type {kind!r}")
     return problems
+
+
+def view_problems(view: Any) -> list[str]:
+    """What real Slack would reject in a modal view object."""
+    if not isinstance(view, Mapping) or view.get("type") != "modal":
+        return ["view: type must be modal"]
+    problems = _text_problems(view.get("title"), "view.title", 24, plain_only=True)
+    for button in ("submit", "close"):
+        if button in view:
+            problems += _text_problems(view[button], f"view.{button}", 24, plain_only=True)
+    blocks = view.get("blocks")
+    if (isinstance(blocks, list) and any(b.get("type") == "input" for b in blocks)
+            and "submit" not in view):
+        problems.append("view: submit is required with input blocks")
+    if len(view.get("private_metadata", "")) > 3000:
+        problems.append("view: private_metadata longer than 3000")
+    if len(view.get("callback_id", "")) > 255:
+        problems.append("view: callback_id longer than 255")
+    return problems + block_problems(blocks, surface="modal")
 
 
 # --------------------------------------------------------------------------- Web API
@@ -109,7 +163,10 @@ class FakeSlack:
         self.calls: list[dict[str, Any]] = []
         self.fail: dict[str, str] = {}
         self.ws_url: str | None = None
+        self.views: dict[str, dict[str, Any]] = {}
+        self._triggers: dict[str, bool] = {}  # issued trigger id -> already exchanged
         self._ts = itertools.count(1)
+        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         fake = self
 
@@ -171,6 +228,8 @@ class FakeSlack:
             problems = block_problems(params.get("blocks"))
             if problems:
                 return 200, {"ok": False, "error": "invalid_blocks", "errors": problems}
+        if method in ("views.open", "views.update"):
+            return 200, self._view(method, params)
         if method == "chat.postMessage":
             ts = f"{1_700_000_000 + next(self._ts)}.000100"
             return 200, {"ok": True, "channel": params["channel"], "ts": ts,
@@ -183,6 +242,72 @@ class FakeSlack:
         if method == "apps.connections.open":
             return 200, {"ok": True, "url": self.ws_url}
         return 200, {"ok": False, "error": "unknown_method"}
+
+    def _view(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        problems = view_problems(view)
+        if problems:
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": {
+                "messages": [f"[ERROR] {p}" for p in problems]}}
+        with self._lock:
+            if method == "views.open":
+                trigger = params.get("trigger_id")
+                if trigger not in self._triggers:
+                    return {"ok": False, "error": "invalid_trigger_id"}
+                if self._triggers[trigger]:
+                    return {"ok": False, "error": "exchanged_trigger_id"}
+                self._triggers[trigger] = True
+                view_id = f"V{next(self._ids):09d}"
+            else:
+                view_id = params.get("view_id")
+                if view_id not in self.views:
+                    return {"ok": False, "error": "not_found"}
+                if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
+                    return {"ok": False, "error": "hash_conflict"}
+            stored = {**view, "id": view_id, "team_id": TEAM, "app_id": "A0APP",
+                      "hash": f"{time.time():.6f}.{next(self._ids)}",
+                      "private_metadata": view.get("private_metadata", ""),
+                      "callback_id": view.get("callback_id", ""), "state": {"values": {}}}
+            self.views[view_id] = stored
+        return {"ok": True, "view": stored}
+
+    def issue_trigger(self) -> str:
+        """A trigger id as Slack puts in an interaction payload (valid for one view)."""
+        trigger = f"{next(self._ids)}.{int(time.time())}.{hashlib.sha1(os.urandom(8)).hexdigest()}"
+        with self._lock:
+            self._triggers[trigger] = False
+        return trigger
+
+    def click(self, user_id: str, action_id: str, value: str, **kw: Any) -> dict[str, Any]:
+        """A ``block_actions`` payload carrying a trigger id this fake issued."""
+        return block_actions(user_id, action_id, value, trigger_id=self.issue_trigger(), **kw)
+
+    def opened(self) -> dict[str, Any]:
+        """The view of the latest successful ``views.open``, as Slack stored it."""
+        opened = [c for c in self.calls_to("views.open") if c["response"].get("ok")]
+        assert opened, "no view was opened"
+        return opened[-1]["response"]["view"]
+
+    def submit(self, user_id: str, view: Mapping[str, Any], values: Mapping[str, Any] | None
+               = None, *, team: str = TEAM) -> dict[str, Any]:
+        """A ``view_submission`` payload for ``view`` (one this fake opened) with ``values``
+        as the state of its inputs (``{block_id: {action_id: {...}}}``)."""
+        with self._lock:
+            stored = self.views[view["id"]]
+        return {
+            "type": "view_submission",
+            "team": {"id": team, "domain": "example"},
+            "user": {"id": user_id, "username": "display-name", "name": "Display Name",
+                     "team_id": team},
+            "api_app_id": "A0APP",
+            "token": "legacy-verification-token-unused",
+            "trigger_id": self.issue_trigger(),
+            "view": {**stored, "state": {"values": dict(values or {})}},
+            "response_urls": [],
+            "is_enterprise_install": False,
+        }
 
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -286,7 +411,8 @@ class FakeSocketMode:
 
 
 def block_actions(user_id: str, action_id: str, value: str, *, channel: str = CHANNEL,
-                  ts: str = "1700000001.000100", team: str = TEAM) -> dict[str, Any]:
+                  ts: str = "1700000001.000100", team: str = TEAM,
+                  trigger_id: str = "123.456.abc") -> dict[str, Any]:
     """A ``block_actions`` payload as Slack sends it for a button click."""
     return {
         "type": "block_actions",
@@ -297,7 +423,7 @@ def block_actions(user_id: str, action_id: str, value: str, *, channel: str = CH
         "team": {"id": team, "domain": "example"},
         "container": {"type": "message", "message_ts": ts, "channel_id": channel,
                       "is_ephemeral": False},
-        "trigger_id": "123.456.abc",
+        "trigger_id": trigger_id,
         "channel": {"id": channel, "name": "approvals"},
         "message": {"type": "message", "ts": ts, "text": "agentguard", "blocks": []},
         "response_url": "https://hooks.slack.invalid/actions/T0/1/xyz",

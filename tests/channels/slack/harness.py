@@ -13,6 +13,7 @@ from agentguard import Guard, Policy
 from agentguard.audit.memory import MemoryAuditLog
 from agentguard.channels.base import ApprovalChannel
 from agentguard.channels.slack import SlackChannel, SlackInteractions, SlackSettings
+from agentguard.channels.slack.blocks import ACTION_DENY
 from agentguard.store import MemoryStore
 from agentguard.store.base import Store
 from agentguard.types import Authorization, CallContext, Principal, ToolCall
@@ -21,7 +22,6 @@ from tests.channels.slack.fake_slack import (
     CHANNEL,
     SIGNING_SECRET,
     FakeSlack,
-    block_actions,
     buttons,
     http_post,
     serving,
@@ -46,6 +46,17 @@ rules:
 AGENT = Principal("agent:support-bot", "agent")
 
 
+def choice(value: str, reason: str | None = None) -> dict[str, Any]:
+    """The state of the review modal's inputs: the decision picked, the reason typed."""
+    return {"agentguard_choice": {"choice": {"type": "radio_buttons", "selected_option": {
+        "text": {"type": "plain_text", "text": value}, "value": value}}}, **because(reason)}
+
+
+def because(reason: str | None) -> dict[str, Any]:
+    """The state of a modal's reason input (``None``: left empty, as Slack sends it)."""
+    return {"agentguard_reason": {"reason": {"type": "plain_text_input", "value": reason}}}
+
+
 def make_call(tool: str, acting_for: str | None = None, **args: Any) -> ToolCall:
     return ToolCall(tool=tool, args=args, principal=AGENT,
                     context=CallContext(acting_for=acting_for))
@@ -68,7 +79,7 @@ class Pending:
 
     @property
     def request_id(self) -> str:
-        return buttons(self.post)["agentguard_approve"]
+        return buttons(self.post)[ACTION_DENY]  # every pending message can deny
 
     @property
     def ts(self) -> str:
@@ -92,9 +103,31 @@ class Harness:
     async def click(self, user: str, action: str, value: str, *, ts: str = "1.0",
                     **kw: Any) -> int:
         """A signed click, POSTed to the interactivity endpoint; return the HTTP status."""
-        body, headers = signed(block_actions(user, action, value, ts=ts), **kw)
+        return await self.post(self.fake.click(user, action, value, ts=ts), **kw)
+
+    async def post(self, payload: dict[str, Any], **kw: Any) -> int:
+        """Sign ``payload`` like Slack and POST it to the endpoint; return the HTTP status."""
+        body, headers = signed(payload, **kw)
         status, _ = await http_post(self.url, body, headers)
         return status
+
+    async def open_modal(self, user: str, action: str, value: str, *, ts: str = "1.0"
+                         ) -> dict[str, Any]:
+        """Click a button that opens a modal; return the view Slack opened."""
+        before = len(self.fake.calls_to("views.open"))
+        assert await self.click(user, action, value, ts=ts) == 200
+        await self.fake.wait("views.open", before + 1)
+        return self.fake.opened()
+
+    async def submit(self, user: str, view: dict[str, Any],
+                     values: dict[str, Any] | None = None) -> int:
+        """Submit ``view`` (one Slack opened) as ``user`` with ``values``; HTTP status."""
+        return await self.post(self.fake.submit(user, view, values))
+
+    async def deny(self, user: str, pending: Pending, reason: str | None = None) -> None:
+        """Deny… in the message, then the reason modal submitted."""
+        view = await self.open_modal(user, ACTION_DENY, pending.request_id, ts=pending.ts)
+        assert await self.submit(user, view, because(reason)) == 200
 
     @asynccontextmanager
     async def holding(self, call: ToolCall) -> AsyncIterator[Pending]:

@@ -15,6 +15,8 @@ from agentguard.channels.slack.blocks import (
     ACTION_APPROVE,
     ACTION_APPROVE_FOR,
     ACTION_DENY,
+    ACTION_VIEW,
+    approval_route,
     fallback_text,
     mrkdwn_escape,
     outcome_blocks,
@@ -31,7 +33,7 @@ from agentguard.types import (
     ToolCall,
     new_request_id,
 )
-from tests.channels.slack.fake_slack import all_text, block_problems
+from tests.channels.slack.fake_slack import all_text, block_problems, buttons
 
 NOW = 1_700_000_000.0
 INJECTIONS = {
@@ -101,7 +103,8 @@ def test_message_shows_who_what_why_and_the_buttons() -> None:
     assert [(e["action_id"], e["value"]) for e in actions] == [
         (ACTION_APPROVE, request.id), (ACTION_APPROVE_FOR, f"{request.id}:900"),
         (ACTION_DENY, request.id)]
-    assert actions[1]["text"]["text"] == "Approve for 15m"
+    assert actions[1]["text"]["text"] == "Approve for 15m…"
+    assert approval_route(request) == "message"
 
 
 def test_no_grant_button_when_the_rule_allows_single_use_only() -> None:
@@ -166,6 +169,11 @@ def test_long_values_are_cut_with_the_full_call_hash_and_other_arguments_stay_vi
     assert f"truncated — full call hash sha256:{request.call_hash}" in text
     assert "[truncated: 5,000 characters]" in text and "A" * 5000 not in text
     assert '"target": "prod-db"' in text and "&lt;!channel&gt;" in text
+    # What nobody could read here cannot be approved here: the review modal decides.
+    assert approval_route(request) == "modal"
+    assert buttons({"params": {"blocks": blocks}}) == {ACTION_VIEW: request.id,
+                                                       ACTION_DENY: request.id}
+    assert "cannot be approved from here" in all_text(blocks)
 
 
 def test_many_arguments_are_cut_as_a_whole_within_slacks_limits() -> None:
@@ -177,6 +185,11 @@ def test_many_arguments_are_cut_as_a_whole_within_slacks_limits() -> None:
         (text,) = [t for t in mrkdwn_texts(blocks) if t.startswith("*Arguments*")]
         assert "the rest of the arguments truncated" in text and request.call_hash in text
         assert re.findall(r"&(?!amp;|lt;|gt;)", text) == []
+    # Too large even for a modal: Slack offers no approval and says where to read it all.
+    assert approval_route(request) == "elsewhere"
+    blocks = request_blocks(request, now=NOW)
+    assert buttons({"params": {"blocks": blocks}}) == {ACTION_DENY: request.id}
+    assert f"agentguard approvals show {request.id} --full" in all_text(blocks)
 
 
 def test_outcome_message_says_who_when_and_keeps_no_buttons() -> None:

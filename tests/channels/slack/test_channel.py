@@ -92,7 +92,7 @@ async def test_posted_message_passes_slacks_block_checks_with_hostile_arguments(
         assert "<!channel>" not in text and "<https://evil|ok>" not in text
         assert "full call hash" in text and "Z" * 5000 not in text
         assert "&lt;!channel&gt;" not in p.post["params"]["text"]  # the tool name is benign
-        await h.click("UBOB", "agentguard_deny", p.request_id, ts=p.ts)
+        await h.deny("UBOB", p)
         await p.result()
 
 

@@ -16,7 +16,7 @@ from tests.channels.slack.fake_slack import (
     FakeSocketMode,
     block_actions,
 )
-from tests.channels.slack.harness import make_call, settings_for, slack_harness
+from tests.channels.slack.harness import because, make_call, settings_for, slack_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -60,7 +60,7 @@ async def test_socket_mode_refusals_and_redeliveries(
             await socket_server.wait_ack(eve)
             (ephemeral,) = await fake_slack.wait("chat.postEphemeral")
             assert ephemeral["params"]["user"] == "UEVE"
-            assert ephemeral["params"]["text"].startswith("not authorised: ")
+            assert ephemeral["params"]["text"].startswith("not recorded: ")
             # Slack re-delivers an envelope it believes was lost: processed once only.
             alice = block_actions("UALICE", ACTION_APPROVE, p.request_id, ts=p.ts)
             first = socket_server.send_interactive(alice)
@@ -73,10 +73,14 @@ async def test_socket_mode_refusals_and_redeliveries(
             assert request.status == "pending" and len(request.votes) == 1
             assert len(fake_slack.calls_to("chat.postEphemeral")) == 1
             deny = socket_server.send_interactive(
-                block_actions("UBOB", ACTION_DENY, p.request_id, ts=p.ts))
+                fake_slack.click("UBOB", ACTION_DENY, p.request_id, ts=p.ts))
             await socket_server.wait_ack(deny)
+            (opened,) = await fake_slack.wait("views.open")
+            submitted = socket_server.send_interactive(fake_slack.submit(
+                "UBOB", opened["response"]["view"], because("not over a websocket")))
+            assert await socket_server.wait_ack(submitted) == {"envelope_id": submitted}
             auth = await p.result()
-    assert auth.outcome == "denied"
+    assert auth.outcome == "denied" and auth.reason.endswith("not over a websocket")
 
 
 async def test_socket_mode_fails_closed_without_a_connection(fake_slack: FakeSlack) -> None:
