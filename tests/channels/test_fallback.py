@@ -36,6 +36,7 @@ def unreachable(name: str, reason: str = "down") -> ScriptedChannel:
 
 class Broken:
     name = "broken"
+    verified = True  # a verified channel that fails: the fallback must still answer
 
     async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
         raise RuntimeError("socket closed")
