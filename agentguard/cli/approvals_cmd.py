@@ -68,6 +68,20 @@ def show(request_id: str, store: StoreOpt = None) -> None:
     typer.echo(render_request(request))
 
 
+def _signing_key():
+    """The approver's own key (``$AGENTGUARD_APPROVER_KEY`` or
+    ``~/.config/agentguard/approver.key``), when there is one: votes are then signed."""
+    from agentguard.trust import KeyFileError, default_key_path, load_signing_key
+
+    path = default_key_path()
+    if not path.exists():
+        return None
+    try:
+        return load_signing_key(path)
+    except KeyFileError as exc:
+        raise fail(str(exc), code=1) from exc
+
+
 def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
           as_: str | None, reason: str, grant_ttl: float,
           edited_args: dict | None = None) -> None:
@@ -76,11 +90,12 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
     _checked(request_id)
     identity = approver_identity(as_)
     sink = open_audit(audit_path(audit))
+    key = _signing_key()
 
     async def go(s):
         return await cast_vote(store=s, audit=sink, request_id=request_id, approver=identity,
                                approve=approve, channel="cli", reason=reason,
-                               grant_ttl=grant_ttl, edited_args=edited_args)
+                               grant_ttl=grant_ttl, edited_args=edited_args, key=key)
 
     request, problem = run_with_store(store_url(store), go)
     if problem is not None:
@@ -157,6 +172,7 @@ def watch(
 
     identity = approver_identity(as_)
     sink = open_audit(audit_path(audit))
+    key = _signing_key()
     seen: set[str] = set()
 
     async def loop() -> None:
@@ -177,11 +193,12 @@ def watch(
                         ttl = parse_duration(rest) if rest.strip() else 0.0
                         _, problem = await cast_vote(
                             store=s, audit=sink, request_id=request.id, approver=identity,
-                            approve=True, channel="cli", grant_ttl=ttl)
+                            approve=True, channel="cli", grant_ttl=ttl, key=key)
                     elif word.lower() in ("d", "deny", "n"):
                         _, problem = await cast_vote(
                             store=s, audit=sink, request_id=request.id, approver=identity,
-                            approve=False, channel="cli", reason=rest or "denied at terminal")
+                            approve=False, channel="cli", reason=rest or "denied at terminal",
+                            key=key)
                     else:
                         typer.echo("skipped")
                         continue
