@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentguard.audit.base import AuditSink
 from agentguard.errors import ConflictError
-from agentguard.identity import same_identity
 from agentguard.store.base import Store
 from agentguard.types import ApprovalRequest, ApprovalVote
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["approver_problem", "cast_vote", "request_event"]
 
@@ -21,20 +23,17 @@ def approver_problem(request: ApprovalRequest, approver: str) -> str | None:
 
     The approver must be in the request's approver set (groups were expanded when the
     request was made, so the stored request is self-contained); with separation of duties,
-    neither the calling principal nor the human it acts for may decide.
+    neither the calling principal nor the human it acts for may decide. The rule itself is
+    :func:`agentguard.trust.eligibility_problem` (the guard applies it again to signed votes).
     """
-    if not approver:
-        return "the approver's identity is unknown"
-    allowed = request.approval.approvers
-    if allowed and not any(same_identity(approver, a) for a in allowed):
-        return f"{approver!r} is not an approver for this rule"
-    if request.approval.separation_of_duties:
-        principal = str(request.call.get("principal", ""))
-        context = request.call.get("context") or {}
-        acting_for = context.get("acting_for") if isinstance(context, Mapping) else None
-        if same_identity(approver, principal) or same_identity(approver, acting_for):
-            return f"{approver!r} requested this call and may not approve it (separation of duties)"
-    return None
+    from agentguard.trust import eligibility_problem
+
+    context = request.call.get("context") or {}
+    acting_for = context.get("acting_for") if isinstance(context, Mapping) else None
+    return eligibility_problem(
+        approver, approvers=request.approval.approvers,
+        separation_of_duties=request.approval.separation_of_duties,
+        principal=str(request.call.get("principal", "")), acting_for=acting_for)
 
 
 def request_event(request: ApprovalRequest, event_type: str, **extra: Any) -> dict[str, Any]:
@@ -62,8 +61,15 @@ async def cast_vote(
     *, store: Store, audit: AuditSink, request_id: str, approver: str,
     approve: bool, channel: str, reason: str = "", grant_ttl: float = 0.0,
     now: float | None = None, edited_args: Mapping[str, Any] | None = None,
+    key: Ed25519PrivateKey | None = None,
 ) -> tuple[ApprovalRequest | None, str | None]:
     """Check the approver, then record their vote atomically.
+
+    With ``key`` (the approver's own Ed25519 key) the vote is signed: a
+    :class:`~agentguard.trust.VoteStatement` naming this request, its call hash, rule and
+    approval settings, the decision, the grant asked for, the time and the approver. A rule
+    with ``assurance: signed`` refuses approvals without one; the guard verifies the
+    signature against the trust file before it counts the vote.
 
     Returns:
         (request after the vote, None) when counted, or (request or None, problem) when the
@@ -84,9 +90,23 @@ async def cast_vote(
         return request, (
             f"this rule allows approving for at most {request.approval.max_grant:.0f}s"
             if request.approval.max_grant else "this rule allows single-use approval only")
-    vote = ApprovalVote(approver=approver, approve=approve, at=now or time.time(),
+    at = now or time.time()
+    receipt = None
+    if key is not None:
+        from agentguard.trust import VoteStatement, sign
+
+        statement = VoteStatement.for_vote(
+            request_id=request.id, call_hash=request.call_hash, rule_id=request.rule_id,
+            settings_hash=request.settings_hash, approve=approve, approver=approver, at=at,
+            grant_ttl=grant_ttl, reason=reason)
+        receipt = sign(statement, key).to_dict()
+    elif approve and request.approval.assurance == "signed":
+        return request, ("this rule needs a signed vote: make a key with `agentguard approvers "
+                         "keygen`, have it added to the trust file, and approve with it")
+    vote = ApprovalVote(approver=approver, approve=approve, at=at,
                         channel=channel, reason=reason, grant_ttl=grant_ttl,
-                        edited_args=dict(edited_args) if edited_args is not None else None)
+                        edited_args=dict(edited_args) if edited_args is not None else None,
+                        receipt=receipt)
     try:
         result = await store.record_vote(request_id, vote)
     except ConflictError as exc:

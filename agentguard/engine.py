@@ -135,6 +135,7 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
         timeout=_pick("timeout", rule, cls_spec, base_spec) or model.defaults.timeout,
         channels=tuple(_pick("channels", rule, cls_spec, base_spec) or ()),
         max_grant=_pick("max_grant", rule, cls_spec, base_spec) or 0.0,
+        assurance=_pick("assurance", rule, cls_spec, base_spec) or "any",
     )
     return Evaluation(
         RequireApproval(c.rule_id, reason, c, approval, fired_t, reauth, requirement),

@@ -37,6 +37,7 @@ def settings_hash(
         "quorum": approval.quorum,
         "separation_of_duties": approval.separation_of_duties,
         "max_grant": approval.max_grant,
+        "assurance": approval.assurance,
         "reauth": None if reauth is None else {
             "method": reauth.method, "max_age": reauth.max_age, "subject": reauth.subject,
             "acr_values": sorted(reauth.acr_values),

@@ -355,7 +355,10 @@ class Guard:
         approvers: tuple[str, ...] = ()
         grant: Grant | None = None
         request: ApprovalRequest | None = None
-        if held.binding is not None:
+        receipts: tuple[dict[str, Any], ...] = ()
+        # A grant row is the agent's to write; under signed assurance only signed votes on
+        # this very request count, so grants are neither used nor made (see _grant_once).
+        if held.binding is not None and not self._signed(held):
             grant = await self.store.use_grant(held.binding.query(digest), now=self.clock())
         if grant is not None:
             self._append(call, decision, "grant.used", grant_id=grant.id, scope=grant.scope,
@@ -379,6 +382,11 @@ class Guard:
                 return refusal
             assert verdict.request is not None
             approvers = verdict.request.decided_by
+            if self._signed(held):
+                checked = self._check_signatures(held, request, verdict.request, attempt)
+                if isinstance(checked, Authorization):
+                    return checked
+                approvers, receipts = checked
         else:  # re-authentication alone: nobody approves, the request only carries the call
             request = self._new_request(held)
         if decision.reauth is not None and not (grant is not None and grant.scope == "once"):
@@ -393,6 +401,8 @@ class Guard:
                                      f"re-authentication of {subject} failed ({kind}: {reason})",
                                      request.id if request else None, approvers)
         if request is not None and held.approval is not None:
+            if not attempt.claim and self._signed(held):
+                return self._approved_ahead(held, request, approvers)
             if not await self.store.consume(request.id, digest):
                 self._append(call, decision, "call.denied", outcome="denied",
                              request_id=request.id, detail="approval already used")
@@ -406,10 +416,57 @@ class Guard:
         self._append(call, decision, "call.executed", outcome="approved",
                      request_id=request_id, grant_id=grant.id if grant else None,
                      call_hash=digest, approvers=list(approvers),
-                     waited_ms=round((self.clock() - attempt.started) * 1000, 1))
+                     waited_ms=round((self.clock() - attempt.started) * 1000, 1),
+                     **({"receipts": list(receipts)} if receipts else {}))
         who = ", ".join(approvers) or "fresh re-authentication"
         return Authorization(call, decision, "approved", f"approved by {who}: {decision.reason}",
                              request_id, approvers)
+
+    # ------------------------------------------------------------------ signed votes
+    def _signed(self, held: _Held) -> bool:
+        return held.approval is not None and held.approval.assurance == "signed"
+
+    def _check_signatures(
+        self, held: _Held, request: ApprovalRequest, stored: ApprovalRequest,
+        attempt: _Attempt,
+    ) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]] | Authorization:
+        """The approvers whose signed votes meet the quorum, or the refusal when the store
+        says "approved" without them (a forged or unsigned vote: audited, nothing runs)."""
+        from agentguard._signed import settle_signed
+
+        anchors = self.policy.trust
+        assert held.approval is not None and held.binding is not None
+        if anchors is None:  # the policy loader requires a trust file for signed rules
+            problems: tuple[str, ...] = ("no trust file is configured",)
+        else:
+            settled = settle_signed(
+                stored, request_id=request.id, call_hash=held.digest,
+                rule_id=held.decision.rule_id, settings_hash=held.binding.settings_hash,
+                approval=held.approval, principal=held.call.principal.id,
+                acting_for=held.call.context.acting_for, anchors=anchors)
+            if settled.approved:
+                return settled.approvers, settled.receipts
+            problems = settled.problems
+        why = "; ".join(problems) or "no signed approval from an eligible approver"
+        self._append(held.call, held.decision, "challenge.unverified", outcome="denied",
+                     request_id=request.id, call_hash=held.digest, detail=why,
+                     waited_ms=round((self.clock() - attempt.started) * 1000, 1))
+        return Authorization(
+            held.call, held.decision, "denied",
+            f"the store says approved, but the rule needs signed votes and they do not "
+            f"meet the quorum ({why})", request.id)
+
+    def _approved_ahead(
+        self, held: _Held, request: ApprovalRequest, approvers: tuple[str, ...]
+    ) -> Authorization:
+        """Signed and approved ahead of its run: the request itself stays approved for the
+        identical call to claim (its signatures are checked again then)."""
+        self._append(held.call, held.decision, "challenge.approved", outcome="approved",
+                     request_id=request.id, call_hash=held.digest, approvers=list(approvers))
+        who = ", ".join(approvers) or "an approver"
+        return Authorization(held.call, held.decision, "approved",
+                             f"approved by {who} (runs once): {held.decision.reason}",
+                             request.id, approvers)
 
     # ------------------------------------------------------------------ requests
     def _new_request(self, held: _Held, *, durable: bool = False) -> ApprovalRequest:
@@ -434,6 +491,7 @@ class Guard:
             rule_id=decision.rule_id, reason=decision.reason, privilege=c.privilege,
             labels=tuple(sorted(c.labels)), approval=approval or ApprovalSpec(quorum=0),
             reauth=decision.reauth,
+            settings_hash=held.binding.settings_hash if held.binding else "",
         )
 
     async def _request_for(
@@ -621,8 +679,11 @@ class Guard:
 
     async def _maybe_grant(self, held: _Held, request: ApprovalRequest) -> None:
         """"Approve for N": a ``ttl`` grant, never longer than every approver asked for nor
-        than the rule's ``max_grant``, bound to the rule, its settings and the human."""
+        than the rule's ``max_grant``, bound to the rule, its settings and the human. (Not
+        under signed assurance: a grant row proves nothing there.)"""
         assert held.binding is not None and held.approval is not None
+        if self._signed(held):
+            return
         votes = await self._approvals(request)
         ttl = min((v.grant_ttl for v in votes), default=0.0)
         ttl = min(ttl, held.approval.max_grant)

@@ -150,6 +150,8 @@ class ApprovalSpec:
         timeout: Seconds to wait before the request expires (a deny).
         channels: Channel names to ask; empty means every configured channel.
         max_grant: Longest "approve for N seconds" an approver may give (0: single use only).
+        assurance: ``signed``: only votes signed by a key the trust file lists count;
+            ``any``: every verified channel's vote counts.
     """
 
     approvers: tuple[str, ...] = ()
@@ -158,6 +160,7 @@ class ApprovalSpec:
     timeout: float = 300.0
     channels: tuple[str, ...] = ()
     max_grant: float = 0.0
+    assurance: Literal["any", "signed"] = "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +341,8 @@ class ApprovalVote:
         grant_ttl: Seconds of "approve for N" the approver asked for (0: single use).
         edited_args: Arguments the approver proposes instead (a deny vote: the original call
             is refused and the edited call is classified and decided afresh).
+        receipt: The signed vote (:class:`agentguard.trust.SignedVote` as a dict), when the
+            approver signed; the guard verifies it against the trust file, never the row.
     """
 
     approver: str
@@ -347,6 +352,7 @@ class ApprovalVote:
     reason: str = ""
     grant_ttl: float = 0.0
     edited_args: Mapping[str, Any] | None = None
+    receipt: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +375,7 @@ class ApprovalRequest:
         votes: Votes so far, oldest first.
         decided_by: Approvers whose votes settled the request.
         decided_at: Unix time the request left ``pending``.
+        settings_hash: Hash of the rule's approval settings (what a signed vote names).
     """
 
     id: str
@@ -386,6 +393,7 @@ class ApprovalRequest:
     votes: tuple[ApprovalVote, ...] = ()
     decided_by: tuple[str, ...] = ()
     decided_at: float | None = None
+    settings_hash: str = ""
 
     def is_expired(self, now: float | None = None) -> bool:
         """True once the request can no longer be approved."""

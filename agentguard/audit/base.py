@@ -21,6 +21,7 @@ EVENT_TYPES = frozenset({
     "challenge.cancelled",  # the caller gave up (cancelled, disconnected): no vote revives it
     "challenge.pending",    # a durable hold: the caller stopped waiting, the request lives on
     "challenge.approved",   # approved ahead of its run: a single-use grant for the exact call
+    "challenge.unverified",  # the store said approved without enough valid signed votes
     "vote.rejected",      # an approver who is not authorised tried to decide
     "reauth.verified",
     "reauth.failed",

@@ -170,6 +170,15 @@ class JsonlAuditLog:
             raise AuditError(f"cannot read audit log {self.path}: {exc}") from exc
         except ValueError as exc:
             raise AuditError(f"{self.head_path}: {exc}; run `agentguard audit verify`") from exc
+        if self._head is not None and (head is None or head[0] < self._head[0]
+                                       or size < self._head[2]):
+            # We wrote record N; the head (or the log) now says less: someone cut the log and
+            # rewrote its head, or wiped both. Carrying on would start a new chain that
+            # verifies clean, hiding the cut.
+            raise AuditError(
+                f"audit log {self.path} went backwards (this writer wrote record "
+                f"{self._head[0]}, the log now ends at {head[0] if head else 0}): refusing "
+                "to write; run `agentguard audit verify`")
         seq, prev, known = head if head is not None else (0, GENESIS_HASH, 0)
         if size != known:
             seq, prev = self._catch_up(seq, prev, known, size)

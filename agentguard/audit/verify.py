@@ -91,6 +91,8 @@ class _Checker:
         self.last_hash = GENESIS_HASH
         self.watch: int | None = None  # a seq whose hash we must remember (the head's)
         self.watched_hash: str | None = None
+        self.expect: dict[int, str] = {}  # anchors kept elsewhere: seq -> hash
+        self.expected_seen: set[int] = set()
         self._unparsed = 0  # malformed lines since the last record: they may be the "gap"
         self._gaps: deque[list[Any]] = deque(maxlen=_MAX_GAPS)  # [low, high, problem]
 
@@ -115,6 +117,13 @@ class _Checker:
         expected = self.last_seq + 1
         if seq == self.watch:
             self.watched_hash = record["hash"]
+        anchor = self.expect.get(seq)
+        if anchor is not None:
+            self.expected_seen.add(seq)
+            if record["hash"] != anchor:
+                self.add(Problem(seq, line, "anchor_mismatch", (
+                    f"record {seq} has hash {record['hash'][:16]}..., not the "
+                    f"{anchor[:16]}... noted elsewhere: the log was rewritten")))
         if seq == expected:
             if prev != self.last_hash:
                 self.add(Problem(seq, line, "chain_broken", (
@@ -153,6 +162,13 @@ class _Checker:
                 self.problems[self.problems.index(problem)] = fresh
                 gap[2] = fresh
             return
+
+    def check_anchors(self) -> None:
+        """Every anchored record must still be there (a cut or wiped log loses them)."""
+        for seq in sorted(set(self.expect) - self.expected_seen):
+            self.add(Problem(seq, None, "truncated", (
+                f"record {seq}, noted elsewhere with hash {self.expect[seq][:16]}..., is "
+                "gone: the log was cut or replaced")))
 
     def report(self, *, allow_warnings: bool = False) -> VerifyReport:
         bad = [p for p in self.problems if p.severity == "error" or not allow_warnings]
@@ -200,6 +216,7 @@ def _snapshot(path: str, *, lock: bool) -> tuple[bytes | None, int]:
 
 def verify_log(
     path: str | os.PathLike[str], *, allow_missing_head: bool = False, max_problems: int = 1000,
+    expect: Mapping[int, str] | None = None,
 ) -> VerifyReport:
     """Verify a JSONL audit log and its head file, streaming.
 
@@ -208,16 +225,22 @@ def verify_log(
         allow_missing_head: Accept a log without a head file (``head_missing`` is still
             listed, as a warning). A cut tail cannot be detected then.
         max_problems: List at most this many problems; the rest are counted in ``unlisted``.
+        expect: Anchors noted outside the log (``seq -> hash``, e.g. from an earlier
+            ``audit verify`` shipped elsewhere): each record must still be there with that
+            hash. This catches what the chain alone cannot: a tail cut together with its
+            head file, or a log wiped and started again.
 
     Raises:
         AuditError: neither the log nor its head exists, or the log cannot be read.
     """
-    return _verify(os.fspath(path), allow_missing_head, max_problems, lock=True)
+    return _verify(os.fspath(path), allow_missing_head, max_problems, lock=True,
+                   expect=expect)
 
 
 def _verify(target: str, allow_missing_head: bool, max_problems: int, *, lock: bool,
-            ) -> VerifyReport:
+            expect: Mapping[int, str] | None = None) -> VerifyReport:
     checker = _Checker(max_problems)
+    checker.expect = dict(expect or {})
     try:
         try:
             head_data, size = _snapshot(target, lock=lock)
@@ -235,6 +258,7 @@ def _verify(target: str, allow_missing_head: bool, max_problems: int, *, lock: b
         raise AuditError(f"cannot read audit log {target}: {exc}") from exc
     if head is not None:
         _compare_head(checker, head, size)
+    checker.check_anchors()
     return checker.report(allow_warnings=allow_missing_head)
 
 

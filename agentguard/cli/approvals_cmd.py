@@ -7,7 +7,7 @@ headless agent, the stdio MCP proxy, another terminal.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import click
@@ -102,6 +102,20 @@ def _counted(verb: str, identity: str, request: ApprovalRequest) -> str:
     return f"{verb} as {identity}: request is now {request.status}"
 
 
+def _signing_key():
+    """The approver's own key (``$AGENTGUARD_APPROVER_KEY`` or
+    ``~/.config/agentguard/approver.key``), when there is one: votes are then signed."""
+    from agentguard.trust import KeyFileError, default_key_path, load_signing_key
+
+    path = default_key_path()
+    if not path.exists():
+        return None
+    try:
+        return load_signing_key(path)
+    except KeyFileError as exc:
+        raise fail(str(exc), code=1) from exc
+
+
 def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
           as_: str | None, reason: str, grant_ttl: float,
           edited_args: dict | None = None) -> None:
@@ -110,11 +124,12 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
     _checked(request_id)
     identity = approver_identity(as_)
     sink = open_audit(audit_path(audit))
+    key = _signing_key()
 
     async def go(s):
         return await cast_vote(store=s, audit=sink, request_id=request_id, approver=identity,
                                approve=approve, channel="cli", reason=reason,
-                               grant_ttl=grant_ttl, edited_args=edited_args)
+                               grant_ttl=grant_ttl, edited_args=edited_args, key=key)
 
     request, problem = run_with_store(store_url(store), go)
     if problem is not None:
@@ -190,6 +205,7 @@ def watch(
 
     identity = approver_identity(as_)
     sink = open_audit(audit_path(audit))
+    key = _signing_key()
     seen: set[str] = set()
 
     async def loop() -> None:
@@ -201,7 +217,7 @@ def watch(
                 pending = [r for r in await s.list_requests("pending") if r.id not in seen]
                 for request in reversed(pending):
                     seen.add(request.id)
-                    await _answer_one(s, sink, request, identity)
+                    await _answer_one(s, sink, request, identity, key)
                 if once:
                     return
                 await anyio.sleep(interval)
@@ -215,7 +231,7 @@ def watch(
 
 
 async def _answer_one(
-    store: Store, sink: AuditSink, request: ApprovalRequest, identity: str
+    store: Store, sink: AuditSink, request: ApprovalRequest, identity: str, key: Any = None,
 ) -> None:
     """Show one request and ask until it is decided here or skipped."""
     from agentguard.approvals import cast_vote
@@ -245,7 +261,7 @@ async def _answer_one(
         settled, problem = await cast_vote(
             store=store, audit=sink, request_id=request.id, approver=identity,
             approve=answer.approve, channel="cli", reason=answer.reason,
-            grant_ttl=answer.grant_ttl)
+            grant_ttl=answer.grant_ttl, key=key)
         if problem is not None or settled is None:
             typer.echo(f"not recorded: {problem}")
         else:

@@ -37,17 +37,42 @@ def tail(
         pass
 
 
+def _anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.partition(":")
+    digest = digest.strip().lower()
+    if not sep or not seq.strip().isdigit() or len(digest) != 64 or digest.strip(
+            "0123456789abcdef"):
+        raise fail(f"--expect {text!r}: write SEQ:HASH, e.g. 1042:{'0' * 64}")
+    return int(seq), digest
+
+
 @app.command()
-def verify(path: PathArg = None) -> None:
-    """Check the hash chain; exit 1 if any record was edited, deleted, reordered or cut."""
+def verify(
+    path: PathArg = None,
+    expect: Annotated[list[str] | None, typer.Option(
+        "--expect", metavar="SEQ:HASH", help="A record noted outside the log (from an earlier "
+        "verify, kept elsewhere) that must still be there with that hash; repeatable. Catches "
+        "a tail cut together with the head file, or a wiped log.")] = None,
+) -> None:
+    """Check the hash chain; exit 1 if any record was edited, deleted, reordered or cut.
+
+    On success it prints the last record as SEQ:HASH: keep that somewhere the agent cannot
+    write, and pass it back with --expect next time.
+    """
     from agentguard.audit import verify_log
 
     target = audit_path(path)
+    anchors = dict(_anchor(text) for text in expect or ())
     if not target.exists():
+        if anchors:
+            typer.secho(f"FAILED: the audit log {target} is gone, and records "
+                        f"{sorted(anchors)} were expected in it", fg="red", err=True)
+            raise typer.Exit(1)
         raise fail(f"no audit log at {target}")
-    report = verify_log(target)
+    report = verify_log(target, expect=anchors)
     if report.ok:
-        typer.echo(f"ok: {report.records} record(s), chain intact")
+        typer.echo(f"ok: {report.records} record(s), chain intact; last "
+                   f"{report.last_seq}:{report.last_hash}")
         return
     for problem in report.problems:
         typer.secho(f"seq {problem.seq} line {problem.line}: {problem.kind}: {problem.detail}",

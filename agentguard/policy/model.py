@@ -94,6 +94,11 @@ class ApprovalFields(_Strict):
         "mcp-elicitation); default: every configured verified channel."
     )
     reauth: ReauthModel | None = None
+    assurance: Literal["any", "signed"] | None = Field(
+        default=None, description="signed: only votes signed by a key the trust file lists "
+        "count (rules out the in-process console and unsigned terminal votes); any: every "
+        "verified channel's vote counts (default)."
+    )
 
     _v_req = field_validator("require", mode="before")(
         lambda v: v if v is None else _requirement(v)
@@ -370,11 +375,20 @@ class PolicyModel(_Strict):
     signals: dict[str, SignalSpec] = Field(default_factory=dict)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
+    trust: str | None = Field(
+        default=None, description="The trust file (approvers' public keys), relative to the "
+        "policy file; deploy it read-only to the agent. Needed by assurance: signed.")
 
     @model_validator(mode="after")
     def _cross_references(self) -> PolicyModel:
         if not self.classes:
             raise ValueError("classes: at least one privilege class is needed")
+        signed = [name for name, spec in [*self.classes.items(),
+                                          *((r.id, r) for r in self.rules)]
+                  if spec.assurance == "signed"]
+        if signed and not self.trust:
+            raise ValueError(f"assurance: signed ({', '.join(signed)}) needs a trust file: "
+                             "add 'trust: approvers.yaml' naming the approvers' keys")
         seen: set[str] = set()
         for rule in self.rules:
             where = f"rules[{rule.id}]"

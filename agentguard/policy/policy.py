@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentguard.policy.classifier import Classified, Classifier
 from agentguard.policy.loader import parse_policy_text, read_policy_file
 from agentguard.policy.model import PolicyModel
 from agentguard.types import ToolCall, ToolHints
+
+if TYPE_CHECKING:
+    from agentguard.trust import TrustAnchors
 
 __all__ = ["Policy", "load_policy"]
 
@@ -29,6 +32,22 @@ class Policy:
         self._static: dict[tuple[str, str, ToolHints], bool] = {}
         self._rate_labels = frozenset(
             label for spec in model.signals.values() if spec.rate for label in spec.rate.labels)
+        self.trust = self._load_trust()
+
+    def _load_trust(self) -> TrustAnchors | None:
+        """The trust file the policy names, relative to the policy file (read once)."""
+        if not self.model.trust:
+            return None
+        from agentguard.errors import PolicyError
+        from agentguard.trust import TrustAnchors, TrustFileError
+
+        path = Path(self.model.trust).expanduser()
+        if not path.is_absolute() and self.source and Path(self.source).exists():
+            path = Path(self.source).resolve().parent / path
+        try:
+            return TrustAnchors.load(path)
+        except (TrustFileError, OSError) as exc:
+            raise PolicyError(f"trust file: {exc}", file=self.source, field="trust") from exc
 
     @classmethod
     def from_yaml(cls, text: str, source: str | None = None) -> Policy:
