@@ -19,17 +19,30 @@ def enroll(
     name: Annotated[str, typer.Argument(help="Identity to enrol (approver or principal).")],
     store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
     qr: Annotated[bool, typer.Option(help="Show a terminal QR code.")] = True,
+    code: Annotated[str | None, typer.Option(
+        "--code", help="To replace an enrolment: a current code from the authenticator "
+        "already enrolled for NAME.")] = None,
 ) -> None:
-    """Create a TOTP secret for NAME, store it, and show the otpauth URI and QR code ONCE.
+    """Create a TOTP secret for NAME, store it sealed, and show the otpauth URI and QR code
+    ONCE.
 
-    Enrolling again replaces the previous secret.
+    The seed is stored encrypted under the key in $AGENTGUARD_SEED_KEY (default
+    ~/.agentguard/totp-seed.key). Enrolling someone already enrolled needs --code, a current
+    code from their authenticator.
     """
+    from agentguard.cli.runtime import fail
+    from agentguard.reauth.seal import SeedSeal
     from agentguard.reauth.totp import TotpVerifier, render_qr
 
-    async def go(s):
-        return await TotpVerifier(s).enroll(name)
+    seal = SeedSeal.default()
 
-    enrollment = run_with_store(store_url(store), go)
+    async def go(s):
+        return await TotpVerifier(s, seal=seal).enroll(name, proof=code)
+
+    try:
+        enrollment = run_with_store(store_url(store), go)
+    except PermissionError as exc:
+        raise fail(str(exc), code=1) from exc
     typer.echo(f"TOTP enrolled for {name}. Add it to an authenticator app now; it is not "
                "shown again.")
     typer.echo(enrollment.uri)

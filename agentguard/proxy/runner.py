@@ -91,7 +91,10 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
                            "travel in clear; serve the proxy behind https and pass "
                            "--public-url https://...", base)
         links = ReauthLinks(base, ask_code, policy=policy)
-    totp = TotpReauthenticator(TotpVerifier(store), links.ask_code if links else ask_code)
+    from agentguard.reauth.seal import SeedSeal
+
+    totp = TotpReauthenticator(TotpVerifier(store, seal=SeedSeal.default()),
+                               links.ask_code if links else ask_code)
     reauthenticators: dict[str, Any] = {"totp": totp}
     if config.oauth is not None:
         from agentguard.oauth.stepup import OAuthReauthenticator

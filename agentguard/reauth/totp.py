@@ -26,6 +26,7 @@ import pyotp
 import segno
 
 from agentguard.reauth.base import ReauthResult
+from agentguard.reauth.seal import SealError, SeedSeal
 from agentguard.store.base import Store
 from agentguard.types import ApprovalRequest
 
@@ -94,6 +95,8 @@ class TotpVerifier:
         failure_window: Seconds over which failures are counted.
         clock: Source of the current Unix time.
         interval: TOTP step in seconds.
+        seal: Seals seeds at rest (:class:`~agentguard.reauth.seal.SeedSeal`); with one, a
+            plain seed found in the store is refused. The CLI and the proxy always seal.
     """
 
     method = METHOD
@@ -102,10 +105,12 @@ class TotpVerifier:
         self, store: Store, *, issuer: str = "agentguard", window: int = 1,
         max_failures: int = 5, lockout: float = 900.0, failure_window: float = 900.0,
         clock: Callable[[], float] = time.time, interval: int = 30,
+        seal: SeedSeal | None = None,
     ) -> None:
         if window < 0 or max_failures < 1 or interval < 1:
             raise ValueError("window must be >= 0, max_failures >= 1 and interval >= 1")
         self._store = store
+        self._seal = seal
         self._issuer = issuer
         self._window = window
         self._max_failures = max_failures
@@ -114,14 +119,30 @@ class TotpVerifier:
         self._clock = clock
         self._interval = interval
 
-    async def enroll(self, name: str) -> Enrollment:
-        """Create a new secret for ``name``, replacing any previous one.
+    async def enroll(self, name: str, *, proof: str | None = None) -> Enrollment:
+        """Create a new secret for ``name``.
+
+        Replacing an existing enrolment needs ``proof``: a current code from the
+        authenticator already enrolled (otherwise whoever can run this could take over
+        someone's step-up). A first enrolment is trust on first use: enrol people yourself.
 
         Returns:
             The secret and its provisioning URI, to show the human once.
+
+        Raises:
+            PermissionError: ``name`` is enrolled and ``proof`` is missing or wrong.
         """
+        if await self.is_enrolled(name):
+            if proof is None:
+                raise PermissionError(
+                    f"{name} is already enrolled: re-enrolling needs a current code from "
+                    "their authenticator")
+            result = await self.verify(name, proof)
+            if result.kind != "verified":
+                raise PermissionError(f"re-enrolment of {name} refused: {result.reason}")
         secret = pyotp.random_base32()
-        await self._store.set_secret(_key(name), secret)
+        stored = secret if self._seal is None else self._seal.seal(_key(name), secret)
+        await self._store.set_secret(_key(name), stored)
         uri = pyotp.TOTP(secret, interval=self._interval).provisioning_uri(
             name=name, issuer_name=self._issuer
         )
@@ -150,6 +171,12 @@ class TotpVerifier:
         secret = await self._store.get_secret(key)
         if secret is None:
             return ReauthResult("failed", name, METHOD, "not enrolled")
+        if self._seal is not None:
+            try:
+                secret = self._seal.open(key, secret)
+            except SealError as exc:
+                logger.warning("TOTP seed of %r refused: %s", name, exc)
+                return ReauthResult("failed", name, METHOD, f"enrolment refused: {exc}")
         attempts = await self._store.record_failure(key, now, self._failure_window)
         # Another process may have locked the subject since the first check.
         if (until := await self.locked_until(name)) is not None:

@@ -31,6 +31,7 @@ from mcp.types import (
 from agentguard.proxy.askers import PushAsker
 from agentguard.proxy.reauth_url import ReauthLinks, reauth_asker
 from agentguard.reauth import TotpVerifier
+from agentguard.reauth.seal import SeedSeal
 from agentguard.store import SQLiteStore
 from agentguard.types import ApprovalRequest, ApprovalSpec
 from tests.proxy.conftest import (
@@ -75,7 +76,10 @@ async def _setup(tmp_path: Path, policy: str = POLICY) -> tuple[ProxyUnderTest, 
     store = SQLiteStore(str(proxy.db))
     await store.open()
     try:
-        enrollment = await TotpVerifier(store).enroll(SUBJECT)
+        # Sealed under the key the proxy reads from its home, as `agentguard reauth enroll`
+        # would do.
+        seal = SeedSeal.from_file(proxy.home / "totp-seed.key")
+        enrollment = await TotpVerifier(store, seal=seal).enroll(SUBJECT)
     finally:
         await store.close()
     return proxy, pyotp.TOTP(enrollment.secret)
