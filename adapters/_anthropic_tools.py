@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from agentguard.adapters._common import (
     Edge,
     RunContext,
-    edited_args,
+    SchemaArguments,
+    args_to_run,
     fill_schema_defaults,
     refusal_text,
     require,
@@ -37,28 +38,28 @@ def _args(tool: Any, input: object) -> dict[str, Any]:
     if not isinstance(input, Mapping):
         # The tool itself refuses non-object input; the guard must not see a made-up call.
         raise ToolError("agentguard: the tool input must be a JSON object; nothing ran.")
-    schema = tool.input_schema if hasattr(tool, "input_schema") else None
-    return fill_schema_defaults(input, schema)
+    return fill_schema_defaults(input, getattr(tool, "input_schema", None))
 
 
-def _approved_input(auth: Any, sent: dict[str, Any], input: object) -> object:
+def _to_run(auth: Any, sent: dict[str, Any]) -> dict[str, Any]:
+    """The input to run: the snapshot the guard validated and approved (raises ToolError
+    when refused)."""
     refusal = refusal_text(auth)
     if refusal is not None:
         raise ToolError(refusal)
-    edited = edited_args(auth, sent)
-    return input if edited is None else edited
+    return args_to_run(auth, sent)
 
 
-def _check_sync(edge: Edge, tool: Any, input: object) -> object:
+def _check_sync(tool: Any, input: object) -> dict[str, Any]:
     """The input to run (raises ToolError when refused)."""
     sent = _args(tool, input)
-    return _approved_input(edge.authorize_sync(tool.name, sent), sent, input)
+    return _to_run(tool.edge.authorize_sync(tool.name, sent, validator=tool.validator), sent)
 
 
-async def _check(edge: Edge, tool: Any, input: object) -> object:
+async def _check(tool: Any, input: object) -> dict[str, Any]:
     """The input to run (raises ToolError when refused)."""
     sent = _args(tool, input)
-    return _approved_input(await edge.authorize(tool.name, sent), sent, input)
+    return _to_run(await tool.edge.authorize(tool.name, sent, validator=tool.validator), sent)
 
 
 def _adopt(wrapper: Any, inner: Any) -> None:
@@ -76,6 +77,9 @@ class _Guarded:
                          input_schema=inner.input_schema)
         _adopt(self, inner)
         self.edge = edge
+        # Strict JSON Schema, compiled once: the runner's own pydantic validation is lax
+        # ("true" is a bool to it), so the policy must see what survives a strict check.
+        self.validator = SchemaArguments(inner.input_schema)
 
     def to_dict(self) -> Any:
         """The wrapped tool's definition, unchanged."""
@@ -87,7 +91,7 @@ class GuardedBetaTool(_Guarded, BetaFunctionTool[Any]):
 
     def call(self, input: object) -> Any:
         """Authorize, then run the wrapped tool (raises ToolError when refused)."""
-        return self.inner.call(_check_sync(self.edge, self, input))
+        return self.inner.call(_check_sync(self, input))
 
 
 class GuardedAsyncBetaTool(_Guarded, BetaAsyncFunctionTool[Any]):
@@ -95,7 +99,7 @@ class GuardedAsyncBetaTool(_Guarded, BetaAsyncFunctionTool[Any]):
 
     async def call(self, input: object) -> Any:
         """Authorize, then run the wrapped tool (raises ToolError when refused)."""
-        return await self.inner.call(await _check(self.edge, self, input))
+        return await self.inner.call(await _check(self, input))
 
 
 class GuardedBuiltinTool(BetaBuiltinFunctionTool):
@@ -104,6 +108,7 @@ class GuardedBuiltinTool(BetaBuiltinFunctionTool):
     def __init__(self, inner: BetaBuiltinFunctionTool, edge: Edge) -> None:
         _adopt(self, inner)
         self.edge = edge
+        self.validator = None  # the API defines a built-in tool's input; no schema here
 
     def to_dict(self) -> Any:
         """The wrapped tool's definition, unchanged."""
@@ -111,7 +116,7 @@ class GuardedBuiltinTool(BetaBuiltinFunctionTool):
 
     def call(self, input: object) -> Any:
         """Authorize, then run the wrapped tool (raises ToolError when refused)."""
-        return self.inner.call(_check_sync(self.edge, self, input))
+        return self.inner.call(_check_sync(self, input))
 
 
 class GuardedAsyncBuiltinTool(BetaAsyncBuiltinFunctionTool):
@@ -120,6 +125,7 @@ class GuardedAsyncBuiltinTool(BetaAsyncBuiltinFunctionTool):
     def __init__(self, inner: BetaAsyncBuiltinFunctionTool, edge: Edge) -> None:
         _adopt(self, inner)
         self.edge = edge
+        self.validator = None  # the API defines a built-in tool's input; no schema here
 
     def to_dict(self) -> Any:
         """The wrapped tool's definition, unchanged."""
@@ -127,7 +133,7 @@ class GuardedAsyncBuiltinTool(BetaAsyncBuiltinFunctionTool):
 
     async def call(self, input: object) -> Any:
         """Authorize, then run the wrapped tool (raises ToolError when refused)."""
-        return await self.inner.call(await _check(self.edge, self, input))
+        return await self.inner.call(await _check(self, input))
 
 
 _WRAPPERS: tuple[tuple[type, type], ...] = (

@@ -28,11 +28,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from agentguard.arguments import fill_schema_defaults
-from agentguard.canonical import thaw
+from agentguard.canonical import FrozenDict, freeze, thaw
 from agentguard.context import CallerInfo, current_caller, current_guard
-from agentguard.errors import ConfigError
+from agentguard.errors import ArgumentValidationError, ConfigError
 from agentguard.types import ANONYMOUS, Authorization, CallContext, Principal, ToolCall, ToolHints
-from agentguard.validation import ArgumentValidator
+from agentguard.validation import ArgumentValidator, FunctionArguments, JsonSchemaArguments
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_CONTEXT_KEY",
     "Edge",
+    "ModelArguments",
     "RunContext",
+    "SchemaArguments",
     "args_to_run",
-    "edited_args",
     "fill_schema_defaults",
     "principal_from",
     "refusal_text",
@@ -285,18 +286,70 @@ def args_to_run(auth: Authorization | None, sent: Mapping[str, Any]) -> dict[str
     return thaw(auth.call.args)
 
 
-def edited_args(auth: Authorization | None, sent: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The arguments to run instead of ``sent`` when they differ from the approved snapshot;
-    ``None`` when they are the same. (Adapters are moving to :func:`args_to_run`, which
-    always runs the snapshot.)"""
-    if auth is None:
-        return None
-    args = thaw(auth.call.args)
-    return None if args == dict(sent) else args
-
-
 def refusal_text(auth: Authorization | None) -> str | None:
     """``None`` when the call may run; otherwise the one line the model is shown."""
     if auth is None or auth.allowed:
         return None
     return auth.message()
+
+
+class ModelArguments:
+    """What a model sent for a Python function, checked as strict JSON before any rule reads
+    it: bound to parameter names (defaults filled in; a missing or unknown argument is
+    refused), then validated against the annotations (no ``"true"`` or ``1`` for a
+    ``bool``, no JSON text for an object, no NaN or infinity anywhere).
+
+    Args:
+        fn: The tool function (compiled once, when the tool is registered).
+
+    Raises:
+        ConfigError: an annotation cannot be turned into a validator.
+    """
+
+    def __init__(self, fn: Any) -> None:
+        self.function = FunctionArguments(fn, json=True)
+
+    def validate(self, args: Mapping[str, Any]) -> FrozenDict:
+        """The validated arguments, keyed by parameter name, as a frozen snapshot.
+
+        Raises:
+            ArgumentValidationError: they do not fit the function.
+        """
+        # Before pydantic: its JSON mode writes NaN and infinities as null where a value
+        # is typed Any, so a non-finite number would pass as None.
+        freeze(args)
+        return self.function.validate(self.function.named(args))
+
+    def rebuild(self, snapshot: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Positional and keyword arguments to call the function with, made from the
+        snapshot (see :meth:`FunctionArguments.rebuild`)."""
+        return self.function.rebuild(snapshot)
+
+
+class SchemaArguments:
+    """A tool's JSON Schema as a validator: declared defaults filled in, then strict JSON
+    Schema validation (see :class:`~agentguard.validation.JsonSchemaArguments`). A schema
+    that is not a valid JSON Schema refuses every call (they cannot be checked).
+
+    Args:
+        schema: The tool's input schema (``None``: any JSON object).
+    """
+
+    def __init__(self, schema: Mapping[str, Any] | None) -> None:
+        self.schema = schema
+        self._problem: str | None = None
+        self._validator: JsonSchemaArguments | None = None
+        try:
+            self._validator = JsonSchemaArguments(schema if schema is not None else {})
+        except ConfigError as exc:
+            self._problem = str(exc)
+
+    def validate(self, args: Mapping[str, Any]) -> FrozenDict:
+        """The arguments, defaults filled in, as a frozen snapshot once they fit.
+
+        Raises:
+            ArgumentValidationError: they do not fit, or the schema is unusable.
+        """
+        if self._validator is None:
+            raise ArgumentValidationError(self._problem or "the tool has no usable schema")
+        return self._validator.validate(fill_schema_defaults(args, self.schema))

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from agentguard.adapters._common import Edge, RunContext, edited_args, refusal_text
+from agentguard.adapters._common import Edge, ModelArguments, RunContext, refusal_text
 from agentguard.canonical import CanonicalizationError, loads_strict
-from agentguard.errors import ConfigError
+from agentguard.errors import ArgumentValidationError, ConfigError
 
 if TYPE_CHECKING:
     from agentguard.guard import Guard
@@ -37,12 +37,15 @@ class FunctionSpec:
         fn: The function (sync or async).
         description: Shown to the model (first paragraph of the docstring by default).
         parameters: JSON schema of the arguments (from the signature, via pydantic).
+        arguments: Strict JSON validation of what a model sends against the signature
+            (the guard validates with it before any rule reads the arguments).
     """
 
     name: str
     fn: Callable[..., Any]
     description: str
     parameters: dict[str, Any]
+    arguments: ModelArguments
 
     @classmethod
     def of(cls, fn: Callable[..., Any], name: str | None = None) -> FunctionSpec:
@@ -59,7 +62,8 @@ class FunctionSpec:
         schema.setdefault("type", "object")
         schema.setdefault("properties", {})
         doc = inspect.getdoc(fn) or ""
-        return cls(name or fn.__name__, fn, doc.split("\n\n", 1)[0].strip(), schema)
+        return cls(name or fn.__name__, fn, doc.split("\n\n", 1)[0].strip(), schema,
+                   ModelArguments(fn))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +145,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ one call
     def _prepare(
         self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None,
-    ) -> tuple[FunctionSpec, inspect.BoundArguments] | ToolOutcome:
+    ) -> tuple[FunctionSpec, dict[str, Any]] | ToolOutcome:
         spec = self.functions.get(name)
         if spec is None:
             return ToolOutcome(call_id, name, f"error: there is no tool named {name!r}; "
@@ -159,32 +163,25 @@ class Dispatcher:
         if not isinstance(arguments, Mapping):
             return ToolOutcome(call_id, name, "error: the arguments must be a JSON object; "
                                "nothing ran", True, False)
-        try:
-            bound = inspect.signature(spec.fn).bind(**arguments)
-        except TypeError as exc:
-            return ToolOutcome(call_id, name, f"error: invalid arguments for {name!r}: {exc}; "
-                               "nothing ran", True, False)
-        bound.apply_defaults()
-        return spec, bound
+        return spec, dict(arguments)
 
-    def _approved_call(
-        self, call_id: str, spec: FunctionSpec, bound: inspect.BoundArguments,
-        auth: Authorization | None,
-    ) -> inspect.BoundArguments | ToolOutcome:
-        """The bound call to run: as sent, or as an approver edited it."""
+    @staticmethod
+    def _to_run(
+        call_id: str, spec: FunctionSpec, sent: dict[str, Any], auth: Authorization | None,
+    ) -> tuple[list[Any], dict[str, Any]] | ToolOutcome:
+        """The positional and keyword arguments to run: rebuilt from the snapshot the guard
+        validated and approved (an approver's edit included), never the objects sent."""
         refusal = refusal_text(auth)
         if refusal is not None:
             return ToolOutcome(call_id, spec.name, refusal, True, False, auth)
-        edited = edited_args(auth, bound.arguments)
-        if edited is None:
-            return bound
         try:
-            rebound = inspect.signature(spec.fn).bind(**edited)
-        except TypeError as exc:
-            return ToolOutcome(call_id, spec.name, f"error: the arguments an approver chose do "
-                               f"not fit {spec.name!r}: {exc}; nothing ran", True, False, auth)
-        rebound.apply_defaults()
-        return rebound
+            # auth is None only when the policy allows every call to the tool: the guard
+            # validated nothing, so validate here (the tool still gets typed values).
+            snapshot = auth.call.args if auth is not None else spec.arguments.validate(sent)
+            return spec.arguments.rebuild(snapshot)
+        except (ArgumentValidationError, CanonicalizationError) as exc:
+            return ToolOutcome(call_id, spec.name, f"error: invalid arguments for "
+                               f"{spec.name!r}: {exc}; nothing ran", True, False, auth)
 
     def _finish(
         self, call_id: str, name: str, auth: Authorization | None, result: Any,
@@ -206,20 +203,21 @@ class Dispatcher:
         prepared = self._prepare(call_id, name, arguments)
         if isinstance(prepared, ToolOutcome):
             return prepared
-        spec, bound = prepared
-        auth = await self.edge.authorize(name, bound.arguments, RunContext.coerce(run))
-        approved = self._approved_call(call_id, spec, bound, auth)
-        if isinstance(approved, ToolOutcome):
-            return approved
-        bound = approved
+        spec, sent = prepared
+        auth = await self.edge.authorize(name, sent, RunContext.coerce(run),
+                                         validator=spec.arguments)
+        to_run = self._to_run(call_id, spec, sent, auth)
+        if isinstance(to_run, ToolOutcome):
+            return to_run
+        args, kwargs = to_run
         result: Any = None
         error: Exception | None = None
         try:
             if inspect.iscoroutinefunction(spec.fn):
-                result = await spec.fn(*bound.args, **bound.kwargs)
+                result = await spec.fn(*args, **kwargs)
             else:
                 result = await anyio.to_thread.run_sync(
-                    functools.partial(spec.fn, *bound.args, **bound.kwargs))
+                    functools.partial(spec.fn, *args, **kwargs))
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
@@ -235,19 +233,20 @@ class Dispatcher:
         prepared = self._prepare(call_id, name, arguments)
         if isinstance(prepared, ToolOutcome):
             return prepared
-        spec, bound = prepared
-        auth = self.edge.authorize_sync(name, bound.arguments, RunContext.coerce(run))
-        approved = self._approved_call(call_id, spec, bound, auth)
-        if isinstance(approved, ToolOutcome):
-            return approved
-        bound = approved
+        spec, sent = prepared
+        auth = self.edge.authorize_sync(name, sent, RunContext.coerce(run),
+                                        validator=spec.arguments)
+        to_run = self._to_run(call_id, spec, sent, auth)
+        if isinstance(to_run, ToolOutcome):
+            return to_run
+        args, kwargs = to_run
         result: Any = None
         error: Exception | None = None
         try:
             if inspect.iscoroutinefunction(spec.fn):
-                result = anyio.run(functools.partial(spec.fn, *bound.args, **bound.kwargs))
+                result = anyio.run(functools.partial(spec.fn, *args, **kwargs))
             else:
-                result = spec.fn(*bound.args, **bound.kwargs)
+                result = spec.fn(*args, **kwargs)
         except Exception as exc:
             error = exc
         return self._finish(call_id, name, auth, result, error)

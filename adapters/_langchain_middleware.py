@@ -9,12 +9,18 @@ from typing import TYPE_CHECKING, Any
 from agentguard.adapters._common import (
     Edge,
     RunContext,
-    edited_args,
+    args_to_run,
     refusal_text,
     require,
     run_context_from,
 )
-from agentguard.adapters.langchain import ORIGIN, GuardedTool, _config_layers, tool_call_args
+from agentguard.adapters.langchain import (
+    ORIGIN,
+    GuardedTool,
+    ToolArguments,
+    _config_layers,
+    tool_call_args,
+)
 
 require("langchain.agents.middleware", "langchain")
 
@@ -70,10 +76,11 @@ class GuardMiddleware(AgentMiddleware):
         if refusal is not None:
             return ToolMessage(content=refusal, tool_call_id=call["id"], name=call["name"],
                                status="error")
-        edited = edited_args(auth, sent)
-        if edited is None:
+        if auth is None:  # the policy allows every call: nothing was decided on them
             return request
-        return request.override(tool_call={**call, "args": edited})
+        # The snapshot the guard validated and approved runs (injected arguments are
+        # added by the tool node afterwards); never the objects the call arrived with.
+        return request.override(tool_call={**call, "args": args_to_run(auth, sent)})
 
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any],
@@ -82,7 +89,9 @@ class GuardMiddleware(AgentMiddleware):
         if isinstance(request.tool, GuardedTool):
             return handler(request)
         name, args, layers = self._call(request)
-        decided = self._decide(request, self.edge.authorize_sync(name, args, *layers), args)
+        auth = self.edge.authorize_sync(name, args, *layers,
+                                        validator=ToolArguments(request.tool))
+        decided = self._decide(request, auth, args)
         return decided if isinstance(decided, ToolMessage) else handler(decided)
 
     async def awrap_tool_call(
@@ -92,5 +101,7 @@ class GuardMiddleware(AgentMiddleware):
         if isinstance(request.tool, GuardedTool):
             return await handler(request)
         name, args, layers = self._call(request)
-        decided = self._decide(request, await self.edge.authorize(name, args, *layers), args)
+        auth = await self.edge.authorize(name, args, *layers,
+                                         validator=ToolArguments(request.tool))
+        decided = self._decide(request, auth, args)
         return decided if isinstance(decided, ToolMessage) else await handler(decided)

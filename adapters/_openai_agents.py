@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -13,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 from agentguard.adapters._common import (
     Edge,
     RunContext,
-    edited_args,
+    SchemaArguments,
+    args_to_run,
     fill_schema_defaults,
     refusal_text,
     require,
     run_context_from,
 )
-from agentguard.canonical import CanonicalizationError, call_hash, loads_strict
+from agentguard.canonical import CanonicalizationError, loads_strict
 from agentguard.errors import UsageError
 
 require("agents", "openai")
@@ -36,42 +35,6 @@ __all__ = ["guard_function_tool", "guard_function_tools", "resolve_interruptions
            "run_guarded"]
 
 ORIGIN = "openai-agents"
-_LEDGER_SIZE = 10_000
-
-
-_Approved = tuple[str, dict[str, Any] | None]  # (call hash, arguments an approver chose)
-
-
-class _Ledger:
-    """Calls the guard already approved while answering an interruption, so the guarded
-    tool that then runs does not ask the humans a second time. Keyed by the SDK's call id
-    and bound to the exact call (hash); each entry is used once."""
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, _Approved] = OrderedDict()
-
-    def add(self, call_id: str, digest: str, edited: dict[str, Any] | None) -> None:
-        self._entries[call_id] = (digest, edited)
-        while len(self._entries) > _LEDGER_SIZE:
-            self._entries.popitem(last=False)
-
-    def __contains__(self, call_id: str) -> bool:
-        return call_id in self._entries
-
-    def take(self, call_id: str, digest: str) -> _Approved | None:
-        """The approval recorded for this exact call, used up; None if there is none."""
-        entry = self._entries.pop(call_id, None)
-        return entry if entry is not None and entry[0] == digest else None
-
-
-_ledgers: weakref.WeakKeyDictionary[Guard, _Ledger] = weakref.WeakKeyDictionary()
-
-
-def _ledger(guard: Guard) -> _Ledger:
-    ledger = _ledgers.get(guard)
-    if ledger is None:
-        ledger = _ledgers[guard] = _Ledger()
-    return ledger
 
 
 def _parse(arguments: str | None, schema: Mapping[str, Any] | None) -> dict[str, Any] | str:
@@ -84,13 +47,40 @@ def _parse(arguments: str | None, schema: Mapping[str, Any] | None) -> dict[str,
     return fill_schema_defaults(args, schema)
 
 
+async def _ask(edge: Edge, call: ToolCall, validator: SchemaArguments | None, *,
+               ahead: bool) -> Authorization | None:
+    """The guard's answer for ``call`` (``None``: the policy allows every call to the
+    tool). ``ahead``: approved before the run, as a single-use grant in the store."""
+    guard = edge.guard()
+    if guard.static_allow(call.server, call.tool, call.hints):
+        return None
+    if ahead:
+        return await guard.preapprove(call, validator=validator)
+    return await guard.authorize(call, validator=validator)
+
+
+def _edit_refusal(name: str, auth: Authorization | None, asked: ToolCall) -> str | None:
+    """The SDK can only run a paused call as the model made it: when an approver replaced
+    the arguments (the guard decided a new call), this call does not run."""
+    if auth is None or not auth.allowed or auth.call.id == asked.id:
+        return None
+    return (f"agentguard: an approver replaced the arguments of {name!r} with "
+            f"{json.dumps(args_to_run(auth, {}))}; this call did not run. Make the call again "
+            "with those arguments if they still serve the task.")
+
+
 class _GuardedInvoker:
-    """``on_invoke_tool`` that asks the guard before handing the call to the tool's own."""
+    """``on_invoke_tool`` that asks the guard before handing the call to the tool's own.
+
+    The arguments are checked against the tool's ``params_json_schema`` (strict JSON
+    Schema) before any rule reads them, and the tool gets the validated snapshot.
+    """
 
     def __init__(self, inner: Callable[..., Any], edge: Edge, schema: Mapping[str, Any]) -> None:
         self.inner = inner
         self.edge = edge
         self.schema = schema
+        self.validator = SchemaArguments(schema)
 
     def call(self, tool: str, arguments: str | None, context: Any) -> ToolCall | str:
         args = _parse(arguments, self.schema)
@@ -99,31 +89,16 @@ class _GuardedInvoker:
         return self.edge.build_call(tool, args, run_context_from(context))
 
     async def __call__(self, ctx: Any, input: str) -> Any:
-        tool = ctx.tool_name
-        args = _parse(input, self.schema)
-        if isinstance(args, str):
-            return args
-        layer = run_context_from(ctx.context)
-        call_id = getattr(ctx, "tool_call_id", None)
-        ledger = _ledger(self.edge.guard())
-        approved = None
-        if call_id and call_id in ledger:
-            try:
-                approved = ledger.take(call_id, call_hash(self.edge.build_call(tool, args,
-                                                                               layer)))
-            except CanonicalizationError:
-                approved = None  # the guard refuses such arguments itself, below
-        if approved is not None:
-            edited = approved[1]
-        else:
-            auth = await self.edge.authorize(tool, args, layer)
-            refusal = refusal_text(auth)
-            if refusal is not None:
-                return refusal
-            edited = edited_args(auth, args)
-        if edited is not None:
-            input = json.dumps(edited)  # the call an approver chose is the one that runs
-        return await self.inner(ctx, input)
+        call = self.call(ctx.tool_name, input, ctx.context)
+        if isinstance(call, str):
+            return call
+        # A call approved while answering an interruption runs on the single-use grant the
+        # guard stored for exactly this call (audited grant.used, then call.executed).
+        auth = await _ask(self.edge, call, self.validator, ahead=False)
+        refusal = refusal_text(auth)
+        if refusal is not None:
+            return refusal
+        return await self.inner(ctx, json.dumps(args_to_run(auth, call.args)))
 
 
 def guard_function_tool(
@@ -177,38 +152,30 @@ def _find_tool(agent: Any, name: str | None) -> FunctionTool | None:
 async def _decide(item: Any, context: Any, edge: Edge) -> Authorization | str | None:
     tool = _find_tool(getattr(item, "agent", None), item.name)
     invoker = tool.on_invoke_tool if tool is not None else None
+    name = item.name or ""
     if isinstance(invoker, _GuardedInvoker):
-        # Build the call exactly as the guarded tool will, so its ledger entry matches.
-        call = invoker.call(item.name or "", item.arguments, context)
+        # Approved ahead: the guard stores a once grant bound to exactly this call, which
+        # the guarded tool (building the call the same way) uses when the SDK runs it.
+        call = invoker.call(name, item.arguments, context)
         if isinstance(call, str):
             return call
-        auth = await invoker.edge.authorize(call.tool, call.args, run_context_from(context))
-        if (auth is None or auth.allowed) and item.call_id:
-            try:
-                digest = call_hash(call)
-            except CanonicalizationError:
-                return auth  # not recordable: the tool asks the guard again when it runs
-            _ledger(invoker.edge.guard()).add(item.call_id, digest,
-                                              edited_args(auth, call.args))
-        return auth
+        auth = await _ask(invoker.edge, call, invoker.validator, ahead=True)
+        return _edit_refusal(name, auth, call) or auth
     raw = item.raw_item
     label = raw.get("server_label") if isinstance(raw, Mapping) else getattr(
         raw, "server_label", None)
     if isinstance(label, str) and label:
         edge = Edge(edge.origin, guard=edge._guard, server=label, run=edge.run,
                     hints=edge._hints)
-    args = _parse(item.arguments, tool.params_json_schema if tool else None)
+    schema = tool.params_json_schema if tool else None
+    args = _parse(item.arguments, schema)
     if isinstance(args, str):
         return args
-    auth = await edge.authorize(item.name or "", args, run_context_from(context))
-    edited = edited_args(auth, args)
-    if edited is not None:
-        # The SDK can only run a paused call as the model made it; guard the tool itself
-        # (guard_function_tool) for edited arguments to run.
-        return (f"agentguard: an approver replaced the arguments of {item.name!r} with "
-                f"{json.dumps(edited)}; this call did not run. Make the call again with "
-                "those arguments if they still serve the task.")
-    return auth
+    # Nothing guards the run itself here: the approval is claimed now, and the SDK runs
+    # the call as the model made it (the validated snapshot has the same JSON values).
+    call = edge.build_call(name, args, run_context_from(context))
+    auth = await _ask(edge, call, SchemaArguments(schema) if tool else None, ahead=False)
+    return _edit_refusal(name, auth, call) or auth
 
 
 async def resolve_interruptions(

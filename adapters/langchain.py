@@ -39,12 +39,15 @@ from agentguard.adapters._common import (
     RUN_CONTEXT_KEY,
     Edge,
     RunContext,
-    edited_args,
+    SchemaArguments,
+    args_to_run,
     fill_schema_defaults,
     refusal_text,
     require,
     run_context_from,
 )
+from agentguard.canonical import FrozenDict, freeze
+from agentguard.errors import ArgumentValidationError
 
 require("langchain_core", "langchain")
 
@@ -60,8 +63,8 @@ if TYPE_CHECKING:
     from agentguard.guard import Guard
     from agentguard.types import ToolHints
 
-__all__ = ["GuardMiddleware", "GuardedTool", "RunContext", "guard_tool", "guard_tools",
-           "tool_call_args"]
+__all__ = ["GuardMiddleware", "GuardedTool", "RunContext", "ToolArguments", "guard_tool",
+           "guard_tools", "tool_call_args"]
 
 ORIGIN = "langchain"
 _RUNTIME_KEY = "__pregel_runtime"  # where LangGraph keeps the run's Runtime in a config
@@ -80,7 +83,8 @@ def tool_call_args(tool: BaseTool | None, args: Mapping[str, Any]) -> dict[str, 
     """The arguments the guard sees for a call of ``tool``: the ones the model fills in
     (injected state, runtime and ids are left out), validated, with defaults filled in,
     as JSON data — so a guarded tool and the middleware show the policy the same call.
-    Arguments that fail validation are shown as given (the tool will reject them)."""
+    Arguments that fail validation, or hold NaN or an infinity (which JSON data would turn
+    into ``null``), are given as they came: the guard refuses them as invalid."""
     if tool is None:
         return dict(args)
     schema = tool.tool_call_schema
@@ -92,9 +96,40 @@ def tool_call_args(tool: BaseTool | None, args: Mapping[str, Any]) -> dict[str, 
         return dict(args)
     given = {k: v for k, v in args.items() if k in fields}
     try:
-        return schema.model_validate(given).model_dump(mode="json")
-    except ValidationError:
+        model = schema.model_validate(given)
+        freeze(model.model_dump())  # NaN, infinity, unsafe integers anywhere
+    except (ValidationError, ValueError):
         return given
+    return model.model_dump(mode="json")
+
+
+class ToolArguments:
+    """The guard's validator for a LangChain tool: the arguments must fit the tool's
+    ``tool_call_schema`` (as LangChain validates them) and be plain JSON; the snapshot is
+    the validated values as JSON data, which is what the tool then runs with.
+
+    Args:
+        tool: The tool (``None``: any JSON object).
+    """
+
+    def __init__(self, tool: BaseTool | None) -> None:
+        schema = tool.tool_call_schema if tool is not None else None
+        self._model = schema if hasattr(schema, "model_validate") else None
+        self._schema = SchemaArguments(schema if isinstance(schema, Mapping) else None)
+
+    def validate(self, args: Mapping[str, Any]) -> FrozenDict:
+        """The validated arguments as a frozen snapshot.
+
+        Raises:
+            ArgumentValidationError: they do not fit the tool's schema or are not JSON.
+        """
+        freeze(args)  # before pydantic's JSON dump, which writes NaN under Any as null
+        if self._model is None:
+            return self._schema.validate(args)
+        try:
+            return freeze(self._model.model_validate(dict(args)).model_dump(mode="json"))
+        except ValidationError as exc:
+            raise ArgumentValidationError(str(exc).replace("\n", "; ")[:300]) from None
 
 
 def _edited_kwargs(tool: BaseTool, kwargs: Mapping[str, Any],
@@ -143,6 +178,7 @@ class GuardedTool(BaseTool):
 
     inner: BaseTool
     edge: Any
+    validator: Any = None
 
     def __init__(self, inner: BaseTool, edge: Edge) -> None:
         super().__init__(
@@ -155,6 +191,7 @@ class GuardedTool(BaseTool):
         # Set after construction: the handler needs the instance (refusals always become
         # an error result; the wrapped tool's errors follow its own setting).
         self.handle_tool_error = self._handle_tool_error
+        self.validator = ToolArguments(inner)
 
     def _handle_tool_error(self, exc: ToolException) -> Any:
         if isinstance(exc, _Refused):
@@ -174,8 +211,11 @@ class GuardedTool(BaseTool):
         refusal = refusal_text(auth)
         if refusal is not None:
             raise _Refused(refusal)
-        edited = edited_args(auth, sent)
-        return kwargs if edited is None else _edited_kwargs(self.inner, kwargs, edited)
+        if auth is None:  # the policy allows every call: nothing was decided on them
+            return kwargs
+        # The snapshot the guard validated, showed and approved runs; never the objects
+        # the call arrived with (injected arguments are kept).
+        return _edited_kwargs(self.inner, kwargs, args_to_run(auth, sent))
 
     def _inner_kwargs(self, func: Any, kwargs: dict[str, Any], config: RunnableConfig,
                       run_manager: Any) -> dict[str, Any]:
@@ -192,7 +232,8 @@ class GuardedTool(BaseTool):
             # Fail before asking anyone: an approval for a call that cannot run is wasted.
             raise NotImplementedError("StructuredTool does not support sync invocation.")
         sent = tool_call_args(self.inner, kwargs)
-        auth = self.edge.authorize_sync(self.name, sent, *_config_layers(config))
+        auth = self.edge.authorize_sync(self.name, sent, *_config_layers(config),
+                                        validator=self.validator)
         kwargs = self._approved(auth, sent, kwargs)
         inner_run = self.inner._run
         return inner_run(*args, **self._inner_kwargs(inner_run, kwargs, config, run_manager))
@@ -200,7 +241,8 @@ class GuardedTool(BaseTool):
     async def _arun(self, *args: Any, config: RunnableConfig, run_manager: Any = None,
                     **kwargs: Any) -> Any:
         sent = tool_call_args(self.inner, kwargs)
-        auth = await self.edge.authorize(self.name, sent, *_config_layers(config))
+        auth = await self.edge.authorize(self.name, sent, *_config_layers(config),
+                                         validator=self.validator)
         kwargs = self._approved(auth, sent, kwargs)
         inner = self.inner
         # Same choice BaseTool.arun makes: a tool without its own _arun runs _run on a

@@ -34,17 +34,20 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agentguard.adapters._common import (
     Edge,
     RunContext,
-    edited_args,
+    SchemaArguments,
+    args_to_run,
     fill_schema_defaults,
     refusal_text,
 )
-from agentguard.canonical import CanonicalizationError, call_hash
-from agentguard.types import ToolHints
+from agentguard.canonical import CanonicalizationError, call_hash, canonical_bytes
+from agentguard.errors import ArgumentValidationError
+from agentguard.types import ToolCall, ToolHints
 
 try:
     from mcp.server import MCPServer, Server
@@ -88,10 +91,16 @@ def _transport_layer(ctx: Any) -> RunContext | None:
 class _Guarded:
     """The ``tools/call`` handler: asks the guard, then hands the call to the server's own.
 
+    The arguments are checked against the tool's ``inputSchema`` (strict JSON Schema: the
+    SDK's own validation would read ``"true"`` as ``True`` after the policy read a string)
+    before any rule reads them, and the tool gets the validated snapshot the guard decided
+    on (an approver's edit included), never the arguments as sent.
+
     A tool that asks its client for input (2026-07-28 multi-round trips) is called once per
     round; the guard is asked on the first, and the state the tool hands out then lets the
-    follow-up rounds of that same call through once each. When an approver edited the
-    arguments, the edited call is the one handed to the tool.
+    follow-up rounds of that same validated call through once each, with the snapshot that
+    was approved. (These rounds are remembered here, not in the store: the core has no
+    grant for "the same approved execution, continued"; see the adapter notes.)
     """
 
     def __init__(self, inner: Any, edge: Edge, describe: Callable[[str], Any],
@@ -100,36 +109,59 @@ class _Guarded:
         self.edge = edge
         self.describe = describe
         self.context_from = context_from
-        # request state handed out -> (hash of the call as sent, arguments an approver chose)
-        self.rounds: OrderedDict[str, tuple[str, dict[str, Any] | None]] = OrderedDict()
+        # tool name -> (its input schema as canonical JSON, the validator compiled from it)
+        self.validators: dict[str, tuple[bytes, SchemaArguments]] = {}
+        # request state handed out -> (hash of the validated call, the snapshot it ran with)
+        self.rounds: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+
+    def _validator(self, name: str, tool: Any) -> SchemaArguments | None:
+        schema = getattr(tool, "input_schema", None)
+        if tool is None:
+            return None  # a low-level server's tools: no definition to check against
+        try:
+            key = canonical_bytes(schema if isinstance(schema, Mapping) else {"": repr(schema)})
+        except CanonicalizationError:
+            key = repr(schema).encode()
+        cached = self.validators.get(name)
+        if cached is None or cached[0] != key:
+            cached = self.validators[name] = (key, SchemaArguments(
+                schema if isinstance(schema, Mapping) else {"not": {}}))
+        return cached[1]
+
+    @staticmethod
+    def _digest(call: ToolCall, validator: SchemaArguments | None) -> str | None:
+        try:
+            args = validator.validate(call.args) if validator is not None else call.args
+            return call_hash(replace(call, args=args))
+        except (ArgumentValidationError, CanonicalizationError):
+            return None  # the guard refuses such a call itself; nothing to remember
 
     async def __call__(self, ctx: Any, params: CallToolRequestParams) -> Any:
         name = params.name
         tool = await self.describe(name)
         hints = hints_from_annotations(getattr(tool, "annotations", None))
+        validator = self._validator(name, tool)
         args = fill_schema_defaults(params.arguments or {}, getattr(tool, "input_schema", None))
         layers = (RunContext.coerce(self.context_from(ctx)) if self.context_from else None,
                   _transport_layer(ctx))
-        try:
-            sent = call_hash(self.edge.build_call(name, args, *layers, hints=hints))
-        except CanonicalizationError:
-            sent = None  # the guard refuses such a call itself; nothing to remember
+        # The follow-up rounds resend the call as first sent: remember that call's hash.
+        sent = self._digest(self.edge.build_call(name, args, *layers, hints=hints), validator)
         state = params.request_state
         earlier = self.rounds.pop(state, None) if state else None
         if earlier is not None and sent is not None and earlier[0] == sent:
-            edited = earlier[1]  # a later round of a call already approved
+            to_run = earlier[1]  # a later round of a call already approved: same snapshot
         else:
-            auth = await self.edge.authorize(name, args, *layers, hints=hints)
+            auth = await self.edge.authorize(name, args, *layers, hints=hints,
+                                             validator=validator)
             refusal = refusal_text(auth)
             if refusal is not None:
                 return CallToolResult(content=[TextContent(type="text", text=refusal)],
                                       is_error=True)
-            edited = edited_args(auth, args)
-        if edited is not None:
-            params = params.model_copy(update={"arguments": edited})
+            to_run = args_to_run(auth, args)
+        params = params.model_copy(update={"arguments": to_run})
         result = await self.inner(ctx, params)
         if isinstance(result, InputRequiredResult) and result.request_state and sent:
-            self.rounds[result.request_state] = (sent, edited)
+            self.rounds[result.request_state] = (sent, to_run)
             while len(self.rounds) > _LEDGER_SIZE:
                 self.rounds.popitem(last=False)
         return result

@@ -159,7 +159,10 @@ async def test_calls_that_cannot_run_are_answered_without_running(guard: Guard) 
     assert "custom tool calls are not supported" in out[4]
     assert out[5] == "error: RuntimeError: boom"
     assert ran == ["get_boom"]
-    assert events(guard) == []  # nothing reached the guard that could not have run
+    # Unparseable calls never reach the guard; arguments that do not fit the function are
+    # refused by it as invalid (audited) before any rule reads them.
+    assert [(e["type"], e["outcome"], e["args"]) for e in events(guard)] == [
+        ("call.invalid", "invalid", {"nope": 1})]
     raising = ToolDispatcher([get_boom], guard=guard, on_error="raise")
     with pytest.raises(RuntimeError, match="boom"):
         await raising.chat(calls[5:])
@@ -228,7 +231,9 @@ async def test_a_guarded_tool_approved_at_the_interruption_is_not_asked_again(
                                    context=RunContext(principal="agent:once"))
     assert result.final_output == "done" and ran == ["delete /tmp/d"]
     assert len(channel.asked) == 1
-    assert [e["type"] for e in events(guard)] == ["challenge.created", "call.executed"]
+    # The approval became a single-use grant in the store, which the tool's run used.
+    assert [e["type"] for e in events(guard)] == [
+        "challenge.created", "challenge.approved", "grant.used", "call.executed"]
 
 
 def editing_channel() -> ScriptedChannel:
@@ -258,10 +263,13 @@ async def test_arguments_an_approver_edits_at_an_interruption(
         (output,) = [i["output"] for i in llm.requests[1][1]["input"]
                      if i.get("type") == "function_call_output"]
     assert result.final_output == "done"
-    if guarded_tool:  # the guarded tool runs the edited call, without asking again
-        assert ran == ["delete /tmp/narrowed"] and output == "deleted /tmp/narrowed"
-    else:  # the SDK can only run the call as the model made it: nothing runs
-        assert ran == [] and "replaced the arguments of 'delete'" in output
-        assert '{"path": "/tmp/narrowed"}' in output
+    # The SDK can only run the call as the model made it: nothing runs, and the model is
+    # told which arguments were approved instead.
+    assert ran == [] and "replaced the arguments of 'delete'" in output
+    assert '"path": "/tmp/narrowed"' in output
+    # A guarded tool's edited call was approved ahead, as a single-use grant in the store
+    # (the model's next call with exactly those arguments runs on it); an unguarded tool's
+    # approval was claimed at once.
+    last = "challenge.approved" if guarded_tool else "call.executed"
     assert [e["type"] for e in events(guard)] == [
-        "challenge.created", "challenge.edited", "challenge.created", "call.executed"]
+        "challenge.created", "challenge.edited", "challenge.created", last]
