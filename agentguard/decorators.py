@@ -19,6 +19,17 @@ __all__ = ["guarded"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _WithDefaults(FunctionArguments):
+    """The function's arguments, with declared defaults filled in for parameters the
+    arguments leave out (an approver's edit names only what it changes, as a model's call
+    does): the edited call is decided with the defaults the function would run with."""
+
+    def validate(self, args: Any) -> Any:
+        missing = {name: p.default for name, p in self.signature.parameters.items()
+                   if name not in args and p.default is not inspect.Parameter.empty}
+        return super().validate({**missing, **args} if missing else args)
+
+
 @overload
 def guarded(func: F, /) -> F: ...
 
@@ -81,7 +92,7 @@ def guarded(
 
         def validator() -> FunctionArguments:
             if not arguments:
-                arguments.append(FunctionArguments(fn))
+                arguments.append(_WithDefaults(fn))
             return arguments[0]
 
         def build_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall:

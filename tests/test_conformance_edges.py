@@ -111,9 +111,12 @@ NOT_APPLICABLE: dict[tuple[str, int], str] = {
     ("mcp-proxy", 11): "re-authentication of acting_for='user:mallory' fails; nothing tells the "
                        "MCP proxy whom an agent acts for, so it would re-authenticate the agent",
 }
-#: (edge, index in CALLS) -> a known bug that makes that call's audit records differ (none
-#: open: the proxy's schema-default and `local`-trust bugs found by this suite are fixed).
-KNOWN_AUDIT_BUGS: dict[tuple[str, int], str] = {}
+#: (edge, index in CALLS) -> a known bug that makes that call's audit records differ.
+KNOWN_AUDIT_BUGS: dict[tuple[str, int], str] = {
+    ("mcp-proxy", 6): "the proxy does not fill the upstream schema's defaults into an "
+                      "approver's edit (the decorator and the adapters validate the edited "
+                      "call like any other); the proxy is being reworked for issue 13",
+}
 
 
 def script(request: ApprovalRequest) -> list[ChannelAnswer]:
@@ -362,7 +365,8 @@ def test_reference_behaves_as_the_policy_says(reference: Transcript) -> None:
     assert [e["tool"] for e in executed] == ["delete", "delete", "delete", "deploy",
                                              "read_secret"]
     assert executed[0]["args"] == {"path": "/tmp/a", "recursive": False}
-    assert executed[2]["args"] == {"path": "/tmp/x"}
+    # The edited call is validated like any call: the function's defaults are filled in.
+    assert executed[2]["args"] == {"path": "/tmp/x", "recursive": False}
     assert types.count("challenge.edited") == 1
     assert all(e["principal"] == "agent:ops" for e in executed)
 
