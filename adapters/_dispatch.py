@@ -145,6 +145,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ one call
     def _prepare(
         self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None,
+        run: RunContext | Mapping[str, Any] | None,
     ) -> tuple[FunctionSpec, dict[str, Any]] | ToolOutcome:
         spec = self.functions.get(name)
         if spec is None:
@@ -152,17 +153,24 @@ class Dispatcher:
                                f"available: {', '.join(sorted(self.functions))}", True, False)
         if arguments is None or arguments == "":
             arguments = {}
+        problem = None
         if isinstance(arguments, str):
             try:
-                # Strict: duplicate keys or NaN could make what the guard sees differ from
-                # what a lenient parser hands the tool.
+                # Strict: duplicate keys, NaN, infinities and overflowing literals could make
+                # what the guard sees differ from what a lenient parser hands the tool.
                 arguments = loads_strict(arguments)
             except CanonicalizationError as exc:
-                return ToolOutcome(call_id, name, f"error: the arguments are not valid JSON "
-                                   f"({exc}); nothing ran", True, False)
-        if not isinstance(arguments, Mapping):
-            return ToolOutcome(call_id, name, "error: the arguments must be a JSON object; "
-                               "nothing ran", True, False)
+                problem = f"the arguments are not valid JSON ({exc})"
+        if problem is None and not isinstance(arguments, Mapping):
+            problem = "the arguments must be a JSON object"
+        if problem is not None:
+            # Refused like any call whose arguments do not fit the tool: invalid, audited.
+            call = self.edge.build_call(name, {}, RunContext.coerce(run))
+            auth = self.edge.guard().refuse(call, f"{problem}; nothing ran", outcome="invalid",
+                                            event="call.invalid")
+            return ToolOutcome(call_id, name, f"error: {problem}; nothing ran", True, False,
+                               auth)
+        assert isinstance(arguments, Mapping)
         return spec, dict(arguments)
 
     @staticmethod
@@ -200,7 +208,7 @@ class Dispatcher:
     ) -> ToolOutcome:
         """Authorize and run one call (async; the event loop stays free while a human is
         asked, and sync tools run on a worker thread)."""
-        prepared = self._prepare(call_id, name, arguments)
+        prepared = self._prepare(call_id, name, arguments, run)
         if isinstance(prepared, ToolOutcome):
             return prepared
         spec, sent = prepared
@@ -230,7 +238,7 @@ class Dispatcher:
     ) -> ToolOutcome:
         """Synchronous :meth:`call` (a usage error inside a running event loop; async tools
         are run on a private loop)."""
-        prepared = self._prepare(call_id, name, arguments)
+        prepared = self._prepare(call_id, name, arguments, run)
         if isinstance(prepared, ToolOutcome):
             return prepared
         spec, sent = prepared

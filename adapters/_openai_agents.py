@@ -47,6 +47,14 @@ def _parse(arguments: str | None, schema: Mapping[str, Any] | None) -> dict[str,
     return fill_schema_defaults(args, schema)
 
 
+def _refuse_unparsed(edge: Edge, tool: str, problem: str, context: Any) -> str:
+    """Arguments that are not one unambiguous JSON object are refused like any that do not
+    fit the tool: invalid, audited, and no rule reads them."""
+    call = edge.build_call(tool, {}, run_context_from(context))
+    edge.guard().refuse(call, problem, outcome="invalid", event="call.invalid")
+    return problem
+
+
 async def _ask(edge: Edge, call: ToolCall, validator: SchemaArguments | None, *,
                ahead: bool) -> Authorization | None:
     """The guard's answer for ``call`` (``None``: the policy allows every call to the
@@ -85,7 +93,7 @@ class _GuardedInvoker:
     def call(self, tool: str, arguments: str | None, context: Any) -> ToolCall | str:
         args = _parse(arguments, self.schema)
         if isinstance(args, str):
-            return args
+            return _refuse_unparsed(self.edge, tool, args, context)
         return self.edge.build_call(tool, args, run_context_from(context))
 
     async def __call__(self, ctx: Any, input: str) -> Any:
@@ -170,7 +178,7 @@ async def _decide(item: Any, context: Any, edge: Edge) -> Authorization | str | 
     schema = tool.params_json_schema if tool else None
     args = _parse(item.arguments, schema)
     if isinstance(args, str):
-        return args
+        return _refuse_unparsed(edge, name, args, context)
     # Nothing guards the run itself here: the approval is claimed now, and the SDK runs
     # the call as the model made it (the validated snapshot has the same JSON values).
     call = edge.build_call(name, args, run_context_from(context))

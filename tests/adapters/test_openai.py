@@ -159,10 +159,11 @@ async def test_calls_that_cannot_run_are_answered_without_running(guard: Guard) 
     assert "custom tool calls are not supported" in out[4]
     assert out[5] == "error: RuntimeError: boom"
     assert ran == ["get_boom"]
-    # Unparseable calls never reach the guard; arguments that do not fit the function are
-    # refused by it as invalid (audited) before any rule reads them.
+    # Arguments that are not a JSON object, or do not fit the function, are refused as
+    # invalid (audited) before any rule reads them; unknown tools and kinds never get there.
     assert [(e["type"], e["outcome"], e["args"]) for e in events(guard)] == [
-        ("call.invalid", "invalid", {"nope": 1})]
+        ("call.invalid", "invalid", {}), ("call.invalid", "invalid", {}),
+        ("call.invalid", "invalid", {}), ("call.invalid", "invalid", {"nope": 1})]
     raising = ToolDispatcher([get_boom], guard=guard, on_error="raise")
     with pytest.raises(RuntimeError, match="boom"):
         await raising.chat(calls[5:])

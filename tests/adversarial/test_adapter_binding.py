@@ -215,6 +215,28 @@ async def test_numbers_that_are_not_numbers_are_refused_as_invalid(
     assert [e["type"] for e in events(guard)] == ["call.invalid"]
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+async def test_non_finite_json_literals_from_a_model_are_refused_as_invalid(
+    literal: str,
+) -> None:
+    """What a model writes as text: a lenient parser reads these as NaN or an infinity (and
+    a JSON encoder writes them back as ``null``); refused and audited like any call whose
+    arguments do not fit, never silently answered outside the audit log."""
+    guard = make_guard()
+    text = '{"service": "api", "weight": ' + literal + "}"
+    outcome = await OpenAIDispatcher([deploy], guard=guard).call("c1", "deploy", text)
+    assert ran == [] and outcome.is_error and not outcome.ran
+    assert [(e["type"], e["outcome"]) for e in events(guard)] == [("call.invalid", "invalid")]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+async def test_the_agents_sdk_refuses_non_finite_numbers_as_invalid(value: float) -> None:
+    guard = make_guard()
+    output = await via_agents_sdk(guard, {"service": "api", "weight": value})
+    assert ran == [] and "not valid JSON" in output
+    assert [(e["type"], e["outcome"]) for e in events(guard)] == [("call.invalid", "invalid")]
+
+
 @pytest.mark.parametrize("value", [math.nan, -math.inf])
 async def test_langchain_refuses_non_finite_numbers_hidden_under_any(value: float) -> None:
     """LangChain validates first, but its JSON dump writes NaN and infinities under ``Any``
