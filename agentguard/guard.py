@@ -359,6 +359,11 @@ class Guard:
         # A grant row is the agent's to write; under signed assurance only signed votes on
         # this very request count, so grants are neither used nor made (see _grant_once).
         if held.binding is not None and not self._signed(held):
+            if not attempt.claim and await self._grant_covers(held):
+                # Approved ahead, and a grant already covers it: nothing to ask, and the
+                # grant is left for the run that follows (using it here would spend it).
+                return Authorization(call, decision, "approved",
+                                     f"a grant covers this call: {decision.reason}")
             grant = await self.store.use_grant(held.binding.query(digest), now=self.clock())
         if grant is not None:
             self._append(call, decision, "grant.used", grant_id=grant.id, scope=grant.scope,
@@ -673,6 +678,15 @@ class Guard:
                              "no decision before the approval timed out", rid)
 
     # ------------------------------------------------------------------ grants
+    async def _grant_covers(self, held: _Held) -> bool:
+        """Whether a grant covers the call, without using it."""
+        from agentguard.store._rules import grant_covers
+
+        assert held.binding is not None
+        now = self.clock()
+        query = held.binding.query(held.digest)
+        return any(grant_covers(g, query, now) for g in await self.store.list_grants(now))
+
     async def _approvals(self, request: ApprovalRequest) -> list[ApprovalVote]:
         settled = await self.store.get_request(request.id)
         return [v for v in (settled.votes if settled else ()) if v.approve]

@@ -154,9 +154,12 @@ class FunctionArguments:
         try:
             if self._json:
                 try:
-                    raw = orjson.dumps(thaw(args))
+                    # freeze first: orjson would write NaN and infinities as null.
+                    raw = orjson.dumps(freeze(args))
                 except (TypeError, orjson.JSONEncodeError) as exc:
                     raise ArgumentValidationError(f"arguments are not JSON: {exc}") from None
+                except CanonicalizationError as exc:
+                    raise ArgumentValidationError(str(exc)) from None
                 value = self._adapter.validate_json(raw, strict=True)
             else:
                 value = self._adapter.validate_python(dict(args))

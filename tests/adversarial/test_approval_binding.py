@@ -256,6 +256,20 @@ async def test_preapproval_is_a_single_use_grant_for_exactly_that_call() -> None
         == ["grant.used", "call.executed"]
 
 
+async def test_asking_ahead_twice_does_not_spend_the_grant_the_run_needs() -> None:
+    audit = MemoryAuditLog()
+    guard = Guard(Policy.from_yaml(GRANT_POLICY), audit=audit,
+                  channels=[ScriptedChannel([vote("alice")])])
+    assert (await guard.preapprove(deploy_call("staging"))).outcome == "approved"
+    again = await guard.preapprove(deploy_call("staging"))  # the framework asks once more
+    assert again.outcome == "approved" and again.request_id is None
+    quiet = Guard(Policy.from_yaml(GRANT_POLICY.replace("timeout: 5s", "timeout: 1s")),
+                  store=guard.store, audit=audit, channels=[ScriptedChannel([])])
+    assert (await quiet.authorize(deploy_call("staging"))).outcome == "approved"
+    types = [e["type"] for e in audit.events]
+    assert types.count("challenge.created") == 1 and types.count("call.executed") == 1
+
+
 # ------------------------------------------------------------------ 6. one person, one vote
 
 
