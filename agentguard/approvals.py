@@ -101,8 +101,11 @@ async def cast_vote(
             grant_ttl=grant_ttl, reason=reason)
         receipt = sign(statement, key).to_dict()
     elif approve and request.approval.assurance == "signed":
-        return request, ("this rule needs a signed vote: make a key with `agentguard approvers "
-                         "keygen`, have it added to the trust file, and approve with it")
+        problem = ("this rule needs a signed vote: make a key with `agentguard approvers "
+                   "keygen`, have it added to the trust file, and approve with it")
+        audit.append(request_event(request, "vote.rejected", approver=approver,
+                                   channel=channel, detail=problem))
+        return request, problem
     vote = ApprovalVote(approver=approver, approve=approve, at=at,
                         channel=channel, reason=reason, grant_ttl=grant_ttl,
                         edited_args=dict(edited_args) if edited_args is not None else None,
