@@ -61,7 +61,7 @@ async def cast_vote(
     *, store: Store, audit: AuditSink, request_id: str, approver: str,
     approve: bool, channel: str, reason: str = "", grant_ttl: float = 0.0,
     now: float | None = None, edited_args: Mapping[str, Any] | None = None,
-    key: Ed25519PrivateKey | None = None,
+    key: Ed25519PrivateKey | None = None, receipt: Mapping[str, Any] | None = None,
 ) -> tuple[ApprovalRequest | None, str | None]:
     """Check the approver, then record their vote atomically.
 
@@ -69,7 +69,9 @@ async def cast_vote(
     :class:`~agentguard.trust.VoteStatement` naming this request, its call hash, rule and
     approval settings, the decision, the grant asked for, the time and the approver. A rule
     with ``assurance: signed`` refuses approvals without one; the guard verifies the
-    signature against the trust file before it counts the vote.
+    signature against the trust file before it counts the vote. A channel that obtained the
+    proof elsewhere (a passkey assertion made in the approver's browser) passes it as
+    ``receipt`` instead; the guard verifies it the same way.
 
     Returns:
         (request after the vote, None) when counted, or (request or None, problem) when the
@@ -91,7 +93,6 @@ async def cast_vote(
             f"this rule allows approving for at most {request.approval.max_grant:.0f}s"
             if request.approval.max_grant else "this rule allows single-use approval only")
     at = now or time.time()
-    receipt = None
     if key is not None:
         from agentguard.trust import VoteStatement, sign
 
@@ -100,9 +101,14 @@ async def cast_vote(
             settings_hash=request.settings_hash, approve=approve, approver=approver, at=at,
             grant_ttl=grant_ttl, reason=reason)
         receipt = sign(statement, key).to_dict()
+    elif receipt is not None:
+        receipt = dict(receipt)
     elif approve and request.approval.assurance == "signed":
-        return request, ("this rule needs a signed vote: make a key with `agentguard approvers "
-                         "keygen`, have it added to the trust file, and approve with it")
+        problem = ("this rule needs a signed vote: make a key with `agentguard approvers "
+                   "keygen`, have it added to the trust file, and approve with it")
+        audit.append(request_event(request, "vote.rejected", approver=approver,
+                                   channel=channel, detail=problem))
+        return request, problem
     vote = ApprovalVote(approver=approver, approve=approve, at=at,
                         channel=channel, reason=reason, grant_ttl=grant_ttl,
                         edited_args=dict(edited_args) if edited_args is not None else None,

@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,6 +42,9 @@ from agentguard.errors import ConfigError
 from agentguard.sanitize import render_args
 from agentguard.store.base import Store
 from agentguard.types import ApprovalRequest
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -267,11 +270,12 @@ class WebhookCallback:
     def __init__(
         self, *, store: Store, audit: AuditSink, secret: str | bytes, channel: str = "webhook",
         identity_prefix: str = "", clock: Callable[[], float] = time.time,
-        replay_cache: ReplayCache | None = None,
+        replay_cache: ReplayCache | None = None, key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
         self._secret = _key(secret)
+        self.key = key  # serve's own key: signs the votes whose delivery it verified
         self.channel = channel
         self.identity_prefix = identity_prefix
         self.clock = clock
@@ -301,7 +305,7 @@ class WebhookCallback:
             approve=decision.decision == "approve", channel=self.channel,
             reason=(decision.reason if decision.decision == "approve"
                     else denial_reason(decision.reason)),
-            grant_ttl=decision.grant_ttl, now=now)
+            grant_ttl=decision.grant_ttl, now=now, key=self.key)
         if problem is not None:
             return 403, {"ok": False, "error": problem,
                          "status": request.status if request else None}

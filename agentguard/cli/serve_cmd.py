@@ -60,11 +60,17 @@ def _bind(host: str, port: int) -> socket.socket:
 async def _run(
     *, slack: bool, socket_mode: bool, webhook: bool, host: str, port: int, store: str,
     audit_file: str | None, slack_config: str | None, webhook_prefix: str,
+    service_key: str | None = None,
 ) -> None:
     import anyio
 
     from agentguard.store import open_store
 
+    key = None
+    if service_key:
+        from agentguard.trust import load_signing_key
+
+        key = load_signing_key(service_key)
     sink = open_audit(audit_path(audit_file))
     state = open_store(store)
     await state.open()
@@ -80,7 +86,8 @@ async def _run(
 
             settings = SlackSettings.load(slack_config)
             settings.require("bot_token", *(("signing_secret",) if slack else ()))
-            interactions = SlackInteractions.from_settings(settings, store=state, audit=sink)
+            interactions = SlackInteractions.from_settings(settings, store=state, audit=sink,
+                                                           key=key)
             if slack:
                 routes += interactions.routes(SLACK_PATH)
             if socket_mode:
@@ -92,7 +99,8 @@ async def _run(
             if not secret:
                 raise ConfigError("--webhook needs AGENTGUARD_WEBHOOK_SECRET (the shared secret)")
             routes += WebhookCallback(store=state, audit=sink, secret=secret,
-                                      identity_prefix=webhook_prefix).routes(WEBHOOK_PATH)
+                                      identity_prefix=webhook_prefix,
+                                      key=key).routes(WEBHOOK_PATH)
 
         async with anyio.create_task_group() as tg:
             if listener is not None:
@@ -158,6 +166,12 @@ def serve(
     webhook_identity_prefix: Annotated[str, typer.Option(
         "--webhook-identity-prefix", help="Prefix added to approver names sent to the "
         "webhook callback (e.g. 'ops-portal:').")] = "",
+    service_key: Annotated[str | None, typer.Option(
+        "--service-key", envvar="AGENTGUARD_SERVICE_KEY", help="serve's own Ed25519 key "
+        "(`agentguard approvers keygen --out PATH`): each Slack or webhook vote it verified "
+        "is signed with it, so rules with assurance: signed count it. List the public key "
+        "under services: in the trust file; run serve as another OS user so the agent never "
+        "reads this key.")] = None,
 ) -> None:
     """Answer held calls from Slack and/or a webhook; votes go to the shared store."""
     import anyio
@@ -168,7 +182,7 @@ def serve(
         anyio.run(lambda: _run(
             slack=slack, socket_mode=socket_mode, webhook=webhook, host=host, port=port,
             store=store_url(store), audit_file=audit, slack_config=slack_config,
-            webhook_prefix=webhook_identity_prefix))
+            webhook_prefix=webhook_identity_prefix, service_key=service_key))
     except AgentGuardError as exc:
         raise fail(str(exc)) from exc
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agentguard.errors import ConfigError
 from agentguard.identity import canonical_identity
 from agentguard.trust.keys import key_id, parse_public_key
 
@@ -54,7 +55,7 @@ _MAX_FILE = 1024 * 1024
 _PERSON_NAMESPACES = ("user:", "os:", "human:")
 
 
-class TrustFileError(ValueError):
+class TrustFileError(ConfigError, ValueError):
     """A trust file that cannot be used (the message names the file and the field)."""
 
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from agentguard.errors import ConfigError
 from agentguard.trust.statement import SignedVote, VoteStatement
 
 __all__ = [
@@ -43,7 +44,7 @@ _PREFIX = "ed25519:"
 _MAX_KEY_FILE = 16 * 1024
 
 
-class KeyFileError(ValueError):
+class KeyFileError(ConfigError, ValueError):
     """A key that cannot be made, read or trusted (the message says which file and why)."""
 
 

@@ -27,6 +27,7 @@ from agentguard.canonical import (
     canonical_bytes,
     loads_strict,
 )
+from agentguard.errors import ConfigError
 from agentguard.identity import canonical_identity
 
 __all__ = [
@@ -48,7 +49,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _MAX_TEXT = 1024  # ids and identities; a longer one is not ours
 
 
-class StatementError(ValueError):
+class StatementError(ConfigError, ValueError):
     """Bytes or fields that are not a well-formed vote statement."""
 
 

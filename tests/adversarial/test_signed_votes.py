@@ -199,3 +199,69 @@ def test_a_signed_rule_without_a_trust_file_does_not_load() -> None:
 
     with pytest.raises(PolicyError, match="trust"):
         Policy.from_yaml(POLICY.replace("trust: trust.yaml\n", ""))
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[Any]:
+    from tests.channels.slack.fake_slack import FakeSlack
+
+    with FakeSlack() as fake:
+        yield fake
+
+
+SLACK_POLICY = """
+trust: trust.yaml
+defaults: {timeout: 30s}
+classes:
+  read: {require: allow}
+  destructive: {require: approve, approvers: ["slack:UALICE"], assurance: signed}
+rules: [{id: restart, match: {tool: restart}, class: destructive}]
+"""
+
+
+@pytest.mark.parametrize("serve_signs", [True, False])
+async def test_a_slack_click_counts_under_signed_assurance_only_when_serve_signs_it(
+    tmp_path: Path, fake_slack: Any, serve_signs: bool
+) -> None:
+    from agentguard import load_policy
+    from agentguard.channels.slack import SlackChannel, SlackInteractions
+    from agentguard.channels.slack.blocks import ACTION_APPROVE
+    from agentguard.store import MemoryStore
+    from tests.channels.slack.fake_slack import buttons, serving
+    from tests.channels.slack.harness import Harness, settings_for
+
+    service = generate_key(tmp_path / "serve" / "serve.key")
+    trust = {"version": 1, "approvers": [], "services": [
+        {"name": "serve", "key": public_key_text(service.public_key()),
+         "may_vouch_for": ["slack:*"]}]}
+    (tmp_path / "trust.yaml").write_text(yaml.safe_dump(trust))
+    (tmp_path / "policy.yaml").write_text(SLACK_POLICY)
+    settings = settings_for(fake_slack)
+    store, audit = MemoryStore(), MemoryAuditLog()
+    guard = Guard(load_policy(tmp_path / "policy.yaml"), store=store, audit=audit,
+                  channels=[SlackChannel(settings)])
+    interactions = SlackInteractions.from_settings(
+        settings, store=store, audit=audit, key=service if serve_signs else None)
+    async with guard, serving(interactions.app()) as base:
+        harness = Harness(fake_slack, store, audit, guard, interactions,
+                          base + "/slack/interactions")
+        call = ToolCall(tool="restart", args={"service": "api"}, principal=Principal("agent:a"))
+        box: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+            async def run() -> None:
+                box["auth"] = await guard.authorize(call, wait=3)
+            tg.start_soon(run)
+            post = (await fake_slack.wait("chat.postMessage", 1))[0]
+            request_id = buttons(post)[ACTION_APPROVE]
+            assert await harness.click("UALICE", ACTION_APPROVE, request_id,
+                                       ts=post["response"]["ts"]) == 200
+    auth = box["auth"]
+    if serve_signs:
+        assert auth.outcome == "approved" and auth.approvers == ("slack:ualice",)
+        executed = next(e for e in audit.events if e["type"] == "call.executed")
+        assert executed["receipts"][0]["statement"]["approver"] == "slack:ualice"
+    else:  # serve without its key: Slack's signature alone does not meet signed assurance
+        assert auth.outcome == "pending"
+        rejected = [e for e in audit.events if e["type"] == "vote.rejected"]
+        assert not any(e["type"] == "call.executed" for e in audit.events)
+        assert len(rejected) == 1 and "needs a signed vote" in rejected[0]["detail"]

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import anyio
@@ -60,6 +60,9 @@ from agentguard.channels.slack.payloads import Click, Submission, parse_interact
 from agentguard.channels.webhook import WINDOW, ReplayCache, read_body
 from agentguard.store.base import Store
 from agentguard.types import ApprovalRequest
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["ClickOutcome", "SlackInteractions"]
 
@@ -127,11 +130,14 @@ class SlackInteractions:
         self, *, store: Store, audit: AuditSink, client: WebClient,
         signing_secret: str | None = None, team_id: str | None = None,
         clock: Callable[[], float] = time.time, replay_cache: ReplayCache | None = None,
-        channel: str = "slack",
+        channel: str = "slack", key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
         self.client = client
+        # serve's own key: it vouches, by signing, for the Slack user whose click it verified
+        # (rules with assurance: signed count only such votes; the agent never holds the key).
+        self.key = key
         self.team_id = team_id
         self.clock = clock
         self.replay_cache = replay_cache or ReplayCache()
@@ -142,13 +148,13 @@ class SlackInteractions:
     @classmethod
     def from_settings(
         cls, settings: SlackSettings, *, store: Store, audit: AuditSink,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, key: Ed25519PrivateKey | None = None,
     ) -> SlackInteractions:
         """Build from settings (bot token required; signing secret for HTTP)."""
         settings.require("bot_token")
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
         return cls(store=store, audit=audit, client=settings.web_client(),
-                   signing_secret=secret, team_id=settings.team_id, clock=clock)
+                   signing_secret=secret, team_id=settings.team_id, clock=clock, key=key)
 
     # ------------------------------------------------------------------ interactions
 
@@ -230,7 +236,7 @@ class SlackInteractions:
         request, problem = await cast_vote(
             store=self.store, audit=self.audit, request_id=item.request_id,
             approver=item.approver, approve=approve, channel=self.channel, reason=reason,
-            grant_ttl=grant_ttl, now=self.clock())
+            grant_ttl=grant_ttl, now=self.clock(), key=self.key)
         return ClickOutcome(item, request, problem)
 
     def _refuse(self, item: Click | Submission, request: ApprovalRequest,
