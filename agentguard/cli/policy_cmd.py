@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -75,10 +75,22 @@ def _parse_time(text: str | None) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise fail(f"--at: not an ISO 8601 time: {text!r}") from exc
-    if moment.tzinfo is None:
+        raise fail(f"--at: not an ISO 8601 time: {text!r} ({exc})") from exc
+    if moment.tzinfo is None or moment.utcoffset() is None:
         raise fail("--at needs a timezone offset, e.g. 2026-12-01T10:00:00+00:00")
+    try:
+        utc = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    # Windows are evaluated in their own timezone and look a day either side.
+    if utc is None or not _EARLIEST <= utc.replace(tzinfo=None) <= _LATEST:
+        raise fail(f"--at: {text!r} is outside the supported range "
+                   f"{_EARLIEST.date()} to {_LATEST.date()}")
     return moment.timestamp()
+
+
+_EARLIEST = datetime(2, 1, 1)
+_LATEST = datetime(9998, 12, 31, 23, 59, 59)
 
 
 @app.command()
@@ -138,7 +150,10 @@ def explain(
         await store.open()
         return await evaluator.evaluate(names, tool_call, store)
 
-    fired = anyio.run(run)
+    try:
+        fired = anyio.run(run)
+    except ValueError as exc:
+        raise fail(f"--at: {exc}") from exc
     result = evaluate(policy.model, classified, fired)
     d = result.decision
     c = d.classification

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from agentguard.cli import app
@@ -122,3 +123,55 @@ def test_check_names_rule_and_field_of_a_bad_path_pattern(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert str(bad) in result.output and "rule 'secrets'" in result.output
     assert "field 'match.args'" in result.output and "write 'prod'" in result.output
+
+
+def _explain_at(moment: str):
+    call = {"tool": "deploy", "args": {"env": "production"}, "principal": "svc:deploy-bot"}
+    return runner.invoke(app, ["policy", "explain", SCENARIOS, "--call", json.dumps(call),
+                               "--at", moment])
+
+
+@pytest.mark.parametrize("moment", [
+    "0001-01-01T00:00:00+00:00", "0001-01-01T00:00:00-05:00", "9999-12-31T23:59:59+00:00",
+    "9999-12-31T23:59:59-23:59",
+])
+def test_explain_at_calendar_edges_is_a_clear_error(moment: str) -> None:
+    result = _explain_at(moment)
+    assert result.exit_code == 2, result.output
+    assert "outside the supported range" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("moment", "why"), [
+    ("2026-02-30T00:00:00+00:00", "day is out of range"),
+    ("2026-12-01T10:00:00", "needs a timezone offset"),
+])
+def test_explain_at_bad_dates_name_the_problem(moment: str, why: str) -> None:
+    result = _explain_at(moment)
+    assert result.exit_code == 2 and why in result.output, result.output
+
+
+def test_explain_at_the_first_and_last_supported_days_works() -> None:
+    for moment in ("0002-01-01T00:00:00+00:00", "9998-12-31T23:59:59+00:00"):
+        result = _explain_at(moment)
+        assert result.exit_code == 0, result.output
+
+
+def test_explain_evaluates_a_window_crossing_midnight(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "signals:\n"
+        "  night_window: {schedule: {tz: Europe/London, days: [mon], hours: '22:00-02:00'}}\n"
+        "rules:\n"
+        "  - {id: deploys, match: {tool: deploy}, require: allow,\n"
+        "     step_up: [{when: night_window, require: approve}]}\n")
+    call = json.dumps({"tool": "deploy"})
+    fired = {}
+    for moment in ("2026-11-30T21:59:00+00:00", "2026-12-01T01:59:00+00:00",
+                   "2026-12-01T02:00:00+00:00"):
+        result = runner.invoke(app, ["policy", "explain", str(policy), "--call", call,
+                                     "--at", moment, "--json"])
+        assert result.exit_code == 0, result.output
+        fired[moment] = json.loads(result.output)["signals"]["night_window"]
+    assert fired == {"2026-11-30T21:59:00+00:00": False, "2026-12-01T01:59:00+00:00": True,
+                     "2026-12-01T02:00:00+00:00": False}
