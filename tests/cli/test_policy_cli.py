@@ -175,3 +175,61 @@ def test_explain_evaluates_a_window_crossing_midnight(tmp_path: Path) -> None:
         fired[moment] = json.loads(result.output)["signals"]["night_window"]
     assert fired == {"2026-11-30T21:59:00+00:00": False, "2026-12-01T01:59:00+00:00": True,
                      "2026-12-01T02:00:00+00:00": False}
+
+
+def _explain(policy: str, call: dict, *extra: str):
+    return runner.invoke(app, ["policy", "explain", policy, "--call", json.dumps(call), *extra])
+
+
+def test_explain_shows_who_may_approve_quorum_and_separation() -> None:
+    result = _explain(SCENARIOS, {"tool": "iam.update_policy"}, "--json")
+    assert result.exit_code == 0, result.output
+    approval = json.loads(result.output)["approval"]
+    assert approval["approvers"] == ["group:security"]
+    assert approval["groups"] == {"security": ["carol", "dave", "erin"]}
+    assert approval["quorum"] == 2 and approval["separation_of_duties"] is True
+    assert approval["assurance"] == "any" and approval["grant_allowed"] is False
+    text = _explain(SCENARIOS, {"tool": "iam.update_policy"}).output
+    assert "quorum:      2 approvals from 2 different approvers" in text
+    assert "separation:  the principal and the human it acts for may not approve" in text
+    assert "grant:       none: each approval is for this one call" in text
+    assert "approvers:   group:security (" in text
+
+
+def test_explain_shows_grants_assurance_and_reauth(tmp_path: Path) -> None:
+    (tmp_path / "trust.yaml").write_text("approvers: []\n")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "trust: trust.yaml\n"
+        "groups: {ops: [alice, bob]}\n"
+        "rules:\n"
+        "  - {id: deploys, match: {tool: deploy}, require: approve+reauth, approvers: [group:ops,"
+        " carol], max_grant: 30m, assurance: signed, reauth: {method: totp, max_age: 15m}}\n")
+    result = _explain(str(policy), {"tool": "deploy"}, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["approval"]["groups"] == {"ops": ["alice", "bob"]}
+    assert out["approval"]["max_grant"] == 1800 and out["approval"]["grant_allowed"] is True
+    assert out["approval"]["assurance"] == "signed"
+    assert out["reauth"] == {"method": "totp", "subject": "approver", "max_age": 900.0,
+                             "acr_values": []}
+    text = _explain(str(policy), {"tool": "deploy"}).output
+    assert "approvers:   group:ops (alice, bob), carol" in text
+    assert "grant:       an approver may approve for up to 30m" in text
+    assert "assurance:   signed" in text
+    assert "reauth:      totp by the approver, a verification within 15m is reused" in text
+
+
+def test_explain_of_an_allowed_call_has_no_approval() -> None:
+    result = _explain(SCENARIOS, {"tool": "list_services"}, "--json")
+    out = json.loads(result.output)
+    assert out["decision"] == "allow" and out["approval"] is None and out["reauth"] is None
+
+
+def test_explain_says_when_rules_name_the_tool_but_not_these_arguments() -> None:
+    result = _explain(SCENARIOS, {"tool": "deploy", "args": {"env": "qa"}}, "--json")
+    because = json.loads(result.output)["classified_because"]
+    assert because.startswith("no rule matches these arguments of 'deploy'")
+    assert "'prod-deploy'" in because
+    other = _explain(SCENARIOS, {"tool": "no_such_tool"}, "--json")
+    assert json.loads(other.output)["classified_because"] == "no rule covers this tool"
