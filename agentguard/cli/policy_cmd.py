@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from agentguard.cli.runtime import fail
+from agentguard.cli.runtime import fail, say
 from agentguard.errors import PolicyError
 
 __all__ = ["app"]
@@ -33,7 +33,7 @@ def check(path: Annotated[str, typer.Argument(help="Policy YAML file.")]) -> Non
     policy = _load(path)
     m = policy.model
     for warning in _warnings(m):
-        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+        say(f"warning: {warning}", fg="yellow", err=True)
     typer.echo(
         f"ok: {path}: mode {m.mode}, classes {' < '.join(m.classes)}, {len(m.rules)} rule(s), "
         f"{len(m.signals)} signal(s), unknown tools: {m.defaults.unknown_tool}"

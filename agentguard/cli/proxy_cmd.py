@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from agentguard.cli.runtime import fail
+
 __all__ = ["pins_app", "proxy_command", "register", "standalone_app"]
 
 _EPILOG = (
@@ -118,14 +120,12 @@ def proxy_command(
             raise ConfigError("nothing to proxy: give `-- CMD ARGS`, --upstream-url or --config")
         cfg = validate_config(data)
     except (AgentGuardError, ValueError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     try:
         anyio.run(lambda: run_proxy(cfg, fast_path=fast_path),
                   backend_options=_loop_options(http=cfg.listen is not None))
     except AgentGuardError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -153,11 +153,18 @@ pins_app = typer.Typer(help="Tool definition pins of MCP upstreams (rug-pull pro
 def pins_list(
     server: Annotated[str | None, typer.Argument(help="Only this server.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"pins": [...]}.')] = False,
 ) -> None:
     """List pinned tools, and tools whose definition changed or was never approved."""
     from agentguard.proxy.pins import list_pins
 
     rows = _with_store(store, lambda s: list_pins(s, server))
+    if as_json:
+        from agentguard.cli.json_shapes import pin_json
+        from agentguard.cli.runtime import echo_json
+
+        echo_json({"pins": [pin_json(row) for row in rows]})
+        return
     if not rows:
         typer.echo("no pins")
         return
