@@ -28,6 +28,7 @@ app = typer.Typer(
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -103,4 +104,6 @@ _register_optional()
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    from agentguard.cli.helptext import name_metavars
+
+    name_metavars(typer.main.get_command(app))()

@@ -13,12 +13,15 @@ from agentguard.cli.runtime import fail
 __all__ = ["pins_app", "proxy_command", "register", "standalone_app"]
 
 _EPILOG = (
-    "Examples:\n\n"
-    "  agentguard proxy --policy policy.yaml -- python examples/servers/ops_server.py\n\n"
-    "  agentguard proxy --policy policy.yaml --upstream-url http://127.0.0.1:8765/mcp\n\n"
-    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787\n\n"
-    "  agentguard proxy --config proxy.yaml --listen 0.0.0.0:8787"
-    " --public-url https://agentguard.example"
+    # \b keeps click from re-wrapping the examples into broken command lines.
+    "Examples:\n\n\b\n"
+    "  agentguard proxy --policy policy.yaml \\\n"
+    "      -- python examples/servers/ops_server.py\n"
+    "  agentguard proxy --policy policy.yaml \\\n"
+    "      --upstream-url http://127.0.0.1:8765/mcp\n"
+    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787\n"
+    "  agentguard proxy --config proxy.yaml --listen 0.0.0.0:8787 \\\n"
+    "      --public-url https://agentguard.example"
 )
 
 
@@ -222,7 +225,9 @@ def standalone_app() -> None:
     """Entry point of ``python -m agentguard.proxy``."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
-    app()
+    from agentguard.cli.helptext import name_metavars
+
+    name_metavars(typer.main.get_command(app))()
 
 
 def _loop_options(*, http: bool) -> dict[str, Any]:

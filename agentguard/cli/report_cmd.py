@@ -37,13 +37,6 @@ def report(
     enforced; approval latency (min, median, p90, max from hold to decision) per outcome;
     and abnormal-rate (signal.burst) events per principal.
 
-    Options:
-      PATH            the JSONL log (default $AGENTGUARD_AUDIT or ~/.agentguard/audit.jsonl).
-      --out, -o FILE  also write charts: .png, .svg, or .html (self-contained, inline SVG).
-      --top N         rows per table (default 15).
-      --json          machine-readable summary on stdout instead of tables.
-      --no-verify     skip the hash-chain check (faster on very large logs).
-
     Exit status: 0; 1 when the hash chain is broken (the report is still printed, but its
     numbers may be wrong), the log is missing or cannot be read, or the chart cannot be
     written; 2 for a chart file type other than .png, .svg or .html.

@@ -226,3 +226,32 @@ def test_audit_verify_json(home: Path, tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["ok"] is False and report["problems"]
     assert set(report["problems"][0]) == {"seq", "line", "kind", "detail", "severity"}
+
+
+COMMANDS = [
+    [], ["demo"], ["proxy"], ["serve"], ["policy", "check"], ["policy", "explain"],
+    ["approvals", "list"], ["approvals", "show"], ["approvals", "approve"],
+    ["approvals", "deny"], ["approvals", "edit"], ["approvals", "watch"],
+    ["approvers", "keygen"], ["approvers", "list"], ["grants", "list"], ["grants", "revoke"],
+    ["reauth", "enroll"], ["audit", "tail"], ["audit", "verify"], ["audit", "report"],
+    ["pins", "list"], ["pins", "approve"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "agentguard")
+def test_help_fits_80_columns_uncut_with_named_values(home: Path, args: list[str]) -> None:
+    done = cli(*args, "--help", home=home, COLUMNS="80")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if len(line) > 80] == []
+    assert "…" not in done.stdout
+    options = done.stdout.partition("\nOptions:\n")[2]
+    assert "<str>" not in options and "<bool>" not in options and "<int>" not in options
+
+
+def test_help_rewraps_docstrings_instead_of_keeping_their_line_breaks(home: Path) -> None:
+    text = cli("proxy", "--help", home=home, COLUMNS="80").stdout
+    # The docstring breaks after "fronts the"; re-wrapped, no line is left as an orphan.
+    paragraph = text.partition("The proxy is")[2].partition("\n\n")[0]
+    assert all(len(line) > 40 for line in paragraph.splitlines()[:-1])
+    assert "--store URL" in text and "--listen HOST:PORT" in text
