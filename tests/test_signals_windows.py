@@ -132,3 +132,12 @@ def test_days_at_the_calendar_edges_raise_value_error(moment: str) -> None:
     spec = window("22:00-02:00", tz="America/New_York")
     with pytest.raises(ValueError, match="outside the calendar"):
         in_schedule(spec, at(moment))
+
+
+def test_a_window_opening_at_a_midnight_the_clocks_skip() -> None:
+    # Havana: 2026-03-08 00:00 CST (-05:00) jumps to 01:00 CDT (-04:00); midnight never reads.
+    spec = window("00:00-02:00", ["sun"], "America/Havana")
+    assert not in_schedule(spec, at("2026-03-08T04:59:59"))   # Saturday 23:59:59 CST
+    assert in_schedule(spec, at("2026-03-08T05:00:00"))       # the jump: Sunday 01:00 CDT
+    assert in_schedule(spec, at("2026-03-08T05:59:59"))
+    assert not in_schedule(spec, at("2026-03-08T06:00:00"))   # 02:00 CDT

@@ -219,6 +219,8 @@ def _approval_lines(approval: dict[str, Any] | None,
     from agentguard.durations import format_duration
 
     lines: list[tuple[str, str]] = []
+    if approval is None and reauth is None:
+        return lines
     if approval is not None:
         names = []
         for who in approval["approvers"]:

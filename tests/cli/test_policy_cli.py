@@ -233,3 +233,14 @@ def test_explain_says_when_rules_name_the_tool_but_not_these_arguments() -> None
     assert "'prod-deploy'" in because
     other = _explain(SCENARIOS, {"tool": "no_such_tool"}, "--json")
     assert json.loads(other.output)["classified_because"] == "no rule covers this tool"
+
+
+def test_explain_of_a_reauth_only_rule_names_who_reauthenticates(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules:\n  - {id: keys, match: {tool: rotate}, require: reauth}\n")
+    result = _explain(str(policy), {"tool": "rotate"})
+    assert result.exit_code == 0, result.output
+    assert "reauth:      totp by the principal" in result.output
+    assert "approvers:" not in result.output and "quorum:" not in result.output
+    allowed = _explain(SCENARIOS, {"tool": "list_services"})
+    assert "reauth:" not in allowed.output and "approvers:" not in allowed.output
