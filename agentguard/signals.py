@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from agentguard.policy.matchers import compile_principal
@@ -20,13 +20,62 @@ __all__ = ["SignalEvaluator", "in_schedule"]
 
 
 def in_schedule(spec: ScheduleSpec, at: float) -> bool:
-    """True when Unix time ``at`` falls inside the weekly window, in the window's timezone."""
-    local = datetime.fromtimestamp(at, ZoneInfo(spec.tz))
-    if DAYS[local.weekday()] not in spec.days:
-        return False
-    start, end = spec.hours.split("-")
-    now = f"{local.hour:02d}:{local.minute:02d}"
-    return start <= now < end
+    """True when Unix time ``at`` falls inside the weekly window, in the window's timezone.
+
+    A window belongs to the day it starts on: ``days: [mon], hours: "22:00-02:00"`` runs from
+    Monday 22:00 to Tuesday 02:00. Each day's window is one unbroken stretch of time, from the
+    first moment the wall clock reads START to the first moment after it that it reads END:
+    when clocks go back, a window ending at 01:30 ends at the first 01:30; when they go
+    forward past a time, that time is reached the moment the clock jumps over it.
+
+    Raises:
+        ValueError: ``at`` is outside the range the calendar can represent.
+    """
+    zone = ZoneInfo(spec.tz)
+    try:
+        return _inside(spec, zone, at)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise ValueError(f"time {at!r} is outside the calendar's range") from exc
+
+
+def _inside(spec: ScheduleSpec, zone: ZoneInfo, at: float) -> bool:
+    today = datetime.fromtimestamp(at, zone).date()
+    start_text, end_text = spec.hours.split("-")
+    start, end = _clock(start_text), _clock(end_text)
+    for day in (today - timedelta(days=1), today, today + timedelta(days=1)):
+        if DAYS[day.weekday()] not in spec.days:
+            continue
+        end_day = day if start < end else day + timedelta(days=1)
+        opens = _first_reading(zone, datetime.combine(day, time()) + start)
+        closes = _first_reading(zone, datetime.combine(end_day, time()) + end)
+        if opens <= at < closes:
+            return True
+    return False
+
+
+def _clock(text: str) -> timedelta:
+    hours, minutes = (int(part) for part in text.split(":"))
+    return timedelta(hours=hours, minutes=minutes)
+
+
+def _first_reading(zone: ZoneInfo, wall: datetime) -> float:
+    """The first Unix time at which the clock in ``zone`` reads ``wall`` or later."""
+    earlier = wall.replace(tzinfo=zone, fold=0).timestamp()
+    later = wall.replace(tzinfo=zone, fold=1).timestamp()
+    if earlier <= later:
+        # Unambiguous, or read twice (clocks went back): the first reading.
+        return earlier
+    # ``wall`` was skipped (clocks went forward): the clock jumps over it at the transition,
+    # which lies in (later, earlier]; find the first second with the new offset.
+    before = wall.replace(tzinfo=zone, fold=0).utcoffset()
+    low, high = later, earlier
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def _networks(cidrs: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

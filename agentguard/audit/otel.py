@@ -87,7 +87,7 @@ class OTelAuditSink:
             from opentelemetry import trace
         except ImportError as exc:  # pragma: no cover - mcp depends on opentelemetry-api
             raise ConfigError(
-                "OpenTelemetry export needs opentelemetry: pip install agentguard[otel]"
+                "OpenTelemetry export needs opentelemetry: pip install 'agentguard[otel]'"
             ) from exc
         from agentguard import __version__
 

@@ -17,6 +17,7 @@ from agentguard.cli import (
     reauth_cmd,
     report_cmd,
 )
+from agentguard.cli.runtime import EXIT_CODES_HELP, EXIT_OK
 
 __all__ = ["app", "main"]
 
@@ -24,9 +25,28 @@ app = typer.Typer(
     help="agentguard: step-up authentication for AI-agent tool calls.\n\n"
     "Routine calls pass; risky ones are held until a human approves or re-authenticates. "
     "Start with `agentguard demo`.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from agentguard import __version__
+
+        typer.echo(f"agentguard {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Options that apply before any command."""
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(approvals_cmd.app, name="approvals")
 app.add_typer(approvers_cmd.app, name="approvers")
@@ -84,4 +104,6 @@ _register_optional()
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    from agentguard.cli.helptext import name_metavars
+
+    name_metavars(typer.main.get_command(app))()

@@ -13,7 +13,15 @@ import anyio
 import click
 import typer
 
-from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
+from agentguard.cli.runtime import (
+    EXIT_FAILED,
+    echo_json,
+    fail,
+    not_found,
+    open_audit,
+    run_with_store,
+    wide_console,
+)
 from agentguard.settings import approver_identity, audit_path, store_url
 
 if TYPE_CHECKING:
@@ -36,7 +44,7 @@ AsOpt = Annotated[str | None, typer.Option("--as", help="Approver name (default:
 def _checked(request_id: str) -> str:
     """Request ids are printable ASCII; anything else cannot exist (and must not crash)."""
     if not (request_id.isascii() and request_id.isprintable()):
-        raise fail(f"no approval request {request_id!r}")
+        raise not_found(f"no approval request {request_id!r}")
     return request_id
 
 
@@ -44,14 +52,21 @@ def _checked(request_id: str) -> str:
 def list_(
     store: StoreOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="Include settled requests.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='Print {"requests": [...]}, each as `approvals show --json` prints it.')]
+    = False,
 ) -> None:
     """List pending approval requests (newest first)."""
     from rich.table import Table
 
+    from agentguard.cli.json_shapes import request_json
     from agentguard.sanitize import escape_text as esc
 
     requests = run_with_store(store_url(store), lambda s: s.list_requests(
         None if all_ else "pending"))
+    if as_json:
+        echo_json({"requests": [request_json(r) for r in requests]})
+        return
     table = Table("id", "tool", "principal", "class", "status", "expires in", "why")
     now = time.time()
     for r in requests:
@@ -80,6 +95,9 @@ def show(
     request_id: str, store: StoreOpt = None,
     full: Annotated[bool, typer.Option("--full", help="Show every argument, through $PAGER "
                     "on a terminal.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the request as JSON: the whole call, approvers, votes.")]
+    = False,
 ) -> None:
     """Show one request exactly as an approver should read it (arguments escaped)."""
     from agentguard.channels.render import render_request
@@ -87,8 +105,12 @@ def show(
     _checked(request_id)
     request = run_with_store(store_url(store), lambda s: s.get_request(request_id))
     if request is None:
-        raise fail(f"no approval request {request_id!r}")
-    if full:
+        raise not_found(f"no approval request {request_id!r}")
+    if as_json:
+        from agentguard.cli.json_shapes import request_json
+
+        echo_json(request_json(request))
+    elif full:
         page_whole_call(request)
     else:
         typer.echo(render_request(request, full_hint=_full_hint(request.id)))
@@ -113,7 +135,7 @@ def _signing_key():
     try:
         return load_signing_key(path)
     except KeyFileError as exc:
-        raise fail(str(exc), code=1) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
 
 
 def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
@@ -133,7 +155,7 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
 
     request, problem = run_with_store(store_url(store), go)
     if problem is not None:
-        raise fail(problem, code=1)
+        raise fail(problem, EXIT_FAILED)
     assert request is not None
     verb = "approved" if approve else ("edited" if edited_args is not None else "denied")
     typer.echo(_counted(verb, identity, request))

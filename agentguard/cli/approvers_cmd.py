@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from agentguard.cli.runtime import fail, wide_console
+from agentguard.cli.runtime import EXIT_FAILED, fail, say, wide_console
 
 __all__ = ["app"]
 
@@ -58,7 +58,7 @@ def keygen(name: NameOpt = None, out: KeyOpt = None) -> None:
     try:
         key = generate_key(path)
     except KeyFileError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     public = key.public_key()
     typer.echo(f"wrote private key {path} (mode 0600)", err=True)
     typer.echo(_entry(name, text(public), key_id(public)))
@@ -83,7 +83,7 @@ def pubkey(
     try:
         public = load_signing_key(key or default_key_path()).public_key()
     except KeyFileError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     typer.echo(_entry(name, public_key_text(public), key_id(public)))
 
 
@@ -93,9 +93,9 @@ def _load(trust: Path):
     try:
         anchors = TrustAnchors.load(trust)
     except TrustFileError as exc:
-        raise fail(str(exc), code=1) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     for warning in anchors.warnings:
-        typer.secho(f"warning: {warning}", err=True, fg="yellow")
+        say(f"warning: {warning}", err=True, fg="yellow")
     return anchors
 
 

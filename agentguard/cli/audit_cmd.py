@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
-from agentguard.cli.runtime import fail
+from agentguard.cli.runtime import EXIT_FAILED, echo_json, fail, not_found, say
 from agentguard.settings import audit_path
 
 __all__ = ["app"]
@@ -22,17 +23,25 @@ def tail(
     n: Annotated[int, typer.Option("-n", help="How many recent events.")] = 20,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
     = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line (JSON Lines): each record as logged.")]
+    = False,
 ) -> None:
     """Print recent audit events, one escaped line each."""
     from agentguard.audit import format_event
     from agentguard.audit import tail as tail_events
+    from agentguard.errors import AgentGuardError
 
     target = audit_path(path)
     if not target.exists():
-        raise fail(f"no audit log at {target}")
+        raise not_found(f"no audit log at {target}")
     try:
         for event in tail_events(target, n=n, follow=follow):
-            typer.echo(format_event(event))
+            # ensure_ascii: control and bidi characters arrive escaped, as in the text form.
+            typer.echo(json.dumps(event, sort_keys=True, ensure_ascii=True,
+                                  separators=(",", ":")) if as_json else format_event(event))
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
     except KeyboardInterrupt:
         pass
 
@@ -53,6 +62,9 @@ def verify(
         "--expect", metavar="SEQ:HASH", help="A record noted outside the log (from an earlier "
         "verify, kept elsewhere) that must still be there with that hash; repeatable. Catches "
         "a tail cut together with the head file, or a wiped log.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='Print {"ok", "path", "records", "last_seq", "last_hash", "problems"} '
+        "on stdout (the exit status is the same).")] = False,
 ) -> None:
     """Check the hash chain; exit 1 if any record was edited, deleted, reordered or cut.
 
@@ -65,18 +77,34 @@ def verify(
     anchors = dict(_anchor(text) for text in expect or ())
     if not target.exists():
         if anchors:
-            typer.secho(f"FAILED: the audit log {target} is gone, and records "
-                        f"{sorted(anchors)} were expected in it", fg="red", err=True)
-            raise typer.Exit(1)
-        raise fail(f"no audit log at {target}")
+            gone = (f"the audit log {target} is gone, and records {sorted(anchors)} were "
+                    "expected in it")
+            if as_json:
+                echo_json({"ok": False, "path": str(target), "records": 0, "last_seq": None,
+                           "last_hash": None, "problems": [{
+                               "seq": None, "line": None, "kind": "missing", "detail": gone,
+                               "severity": "error"}]})
+            say(f"FAILED: {gone}", fg="red", err=True)
+            raise typer.Exit(EXIT_FAILED)
+        raise not_found(f"no audit log at {target}")
     report = verify_log(target, expect=anchors)
+    if as_json:
+        echo_json({
+            "ok": report.ok, "path": str(target), "records": report.records,
+            "last_seq": report.last_seq, "last_hash": report.last_hash,
+            "problems": [{"seq": p.seq, "line": p.line, "kind": p.kind, "detail": p.detail,
+                          "severity": p.severity} for p in report.problems],
+        })
+        if not report.ok:
+            raise typer.Exit(EXIT_FAILED)
+        return
     if report.ok:
         typer.echo(f"ok: {report.records} record(s), chain intact; last "
                    f"{report.last_seq}:{report.last_hash}")
         return
     for problem in report.problems:
-        typer.secho(f"seq {problem.seq} line {problem.line}: {problem.kind}: {problem.detail}",
-                    fg="red", err=True)
-    typer.secho(f"FAILED: {len(report.problems)} problem(s) in {report.records} record(s)",
-                fg="red", err=True)
-    raise typer.Exit(1)
+        say(f"seq {problem.seq} line {problem.line}: {problem.kind}: {problem.detail}",
+            fg="red", err=True)
+    say(f"FAILED: {len(report.problems)} problem(s) in {report.records} record(s)",
+        fg="red", err=True)
+    raise typer.Exit(EXIT_FAILED)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agentguard.cli.runtime import fail, open_audit, run_with_store, wide_console
+from agentguard.cli.runtime import echo_json, not_found, open_audit, run_with_store, wide_console
 from agentguard.settings import audit_path, store_url
 
 __all__ = ["app"]
@@ -18,13 +18,20 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URL.")]
 
 
 @app.command("list")
-def list_(store: StoreOpt = None) -> None:
+def list_(
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"grants": [...]}.')] = False,
+) -> None:
     """List live grants."""
     from rich.table import Table
 
+    from agentguard.cli.json_shapes import grant_json
     from agentguard.sanitize import escape_text as esc
 
     grants = run_with_store(store_url(store), lambda s: s.list_grants(time.time()))
+    if as_json:
+        echo_json({"grants": [grant_json(g) for g in grants]})
+        return
     table = Table("id", "scope", "principal", "server/tool", "max class rank", "expires in",
                   "granted by", "uses")
     now = time.time()
@@ -43,6 +50,6 @@ def revoke(
     """Revoke a grant immediately."""
     removed = run_with_store(store_url(store), lambda s: s.revoke_grant(grant_id))
     if not removed:
-        raise fail(f"no live grant {grant_id!r}", code=1)
+        raise not_found(f"no live grant {grant_id!r}")
     open_audit(audit_path(audit)).append({"type": "grant.revoked", "grant_id": grant_id})
     typer.echo(f"revoked {grant_id}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
 import typer
 
-from agentguard.cli.runtime import fail
+from agentguard.cli.runtime import fail, say
 from agentguard.errors import PolicyError
 
 __all__ = ["app"]
@@ -33,7 +33,7 @@ def check(path: Annotated[str, typer.Argument(help="Policy YAML file.")]) -> Non
     policy = _load(path)
     m = policy.model
     for warning in _warnings(m):
-        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+        say(f"warning: {warning}", fg="yellow", err=True)
     typer.echo(
         f"ok: {path}: mode {m.mode}, classes {' < '.join(m.classes)}, {len(m.rules)} rule(s), "
         f"{len(m.signals)} signal(s), unknown tools: {m.defaults.unknown_tool}"
@@ -75,10 +75,22 @@ def _parse_time(text: str | None) -> float | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise fail(f"--at: not an ISO 8601 time: {text!r}") from exc
-    if moment.tzinfo is None:
+        raise fail(f"--at: not an ISO 8601 time: {text!r} ({exc})") from exc
+    if moment.tzinfo is None or moment.utcoffset() is None:
         raise fail("--at needs a timezone offset, e.g. 2026-12-01T10:00:00+00:00")
+    try:
+        utc = moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    # Windows are evaluated in their own timezone and look a day either side.
+    if utc is None or not _EARLIEST <= utc.replace(tzinfo=None) <= _LATEST:
+        raise fail(f"--at: {text!r} is outside the supported range "
+                   f"{_EARLIEST.date()} to {_LATEST.date()}")
     return moment.timestamp()
+
+
+_EARLIEST = datetime(2, 1, 1)
+_LATEST = datetime(9998, 12, 31, 23, 59, 59)
 
 
 @app.command()
@@ -138,7 +150,10 @@ def explain(
         await store.open()
         return await evaluator.evaluate(names, tool_call, store)
 
-    fired = anyio.run(run)
+    try:
+        fired = anyio.run(run)
+    except ValueError as exc:
+        raise fail(f"--at: {exc}") from exc
     result = evaluate(policy.model, classified, fired)
     d = result.decision
     c = d.classification
@@ -148,6 +163,8 @@ def explain(
         "classified_because": c.reason, "signals": fired, "fired": list(d.signals),
         "requirement": str(result.requirement), "decision": d.kind, "reason": d.reason,
         "standards": list(c.standards),
+        "approval": _approval_json(d, policy.model.groups),
+        "reauth": _reauth_json(d),
     }
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -164,5 +181,72 @@ def explain(
         typer.echo(f"signal:      {name} = {'FIRED' if value else 'quiet'}")
     typer.echo(f"requirement: {result.requirement}")
     typer.echo(f"decision:    {d.kind}: {esc(d.reason)}")
+    for label, text in _approval_lines(out["approval"], out["reauth"]):
+        typer.echo(f"{label + ':':<13}{esc(text)}")
     if c.standards:
         typer.echo(f"standards:   {', '.join(c.standards)}")
+
+
+def _approval_json(decision: Any, groups: dict[str, list[str]]) -> dict[str, Any] | None:
+    """Who may approve a held call and how, as ``policy explain --json`` shows it."""
+    spec = getattr(decision, "approval", None)
+    if spec is None:
+        return None
+    return {
+        "approvers": list(spec.approvers),
+        "groups": {a.removeprefix("group:"): list(groups.get(a.removeprefix("group:"), []))
+                   for a in spec.approvers if a.startswith("group:")},
+        "quorum": spec.quorum,
+        "separation_of_duties": spec.separation_of_duties,
+        "assurance": spec.assurance,
+        "timeout": spec.timeout,
+        "channels": list(spec.channels),
+        "max_grant": spec.max_grant,
+        "grant_allowed": spec.max_grant > 0,
+    }
+
+
+def _reauth_json(decision: Any) -> dict[str, Any] | None:
+    spec = getattr(decision, "reauth", None)
+    if spec is None:
+        return None
+    return {"method": spec.method, "subject": spec.subject, "max_age": spec.max_age,
+            "acr_values": list(spec.acr_values)}
+
+
+def _approval_lines(approval: dict[str, Any] | None,
+                    reauth: dict[str, Any] | None) -> list[tuple[str, str]]:
+    from agentguard.durations import format_duration
+
+    lines: list[tuple[str, str]] = []
+    if approval is None and reauth is None:
+        return lines
+    if approval is not None:
+        names = []
+        for who in approval["approvers"]:
+            members = approval["groups"].get(who.removeprefix("group:"))
+            names.append(f"{who} ({', '.join(members) or 'no members'})"
+                         if who.startswith("group:") and members is not None else who)
+        lines.append(("approvers", ", ".join(names) if names else
+                      "anyone a verified channel identifies (no approvers listed)"))
+        quorum = approval["quorum"]
+        lines.append(("quorum", "1 approval" if quorum == 1
+                      else f"{quorum} approvals from {quorum} different approvers"))
+        lines.append(("separation", "the principal and the human it acts for may not approve"
+                      if approval["separation_of_duties"] else "off: the principal or the human it "
+                      "acts for may approve"))
+        lines.append(("assurance", "signed: only votes signed by a key in the trust file count"
+                      if approval["assurance"] == "signed" else "any verified channel's vote"))
+        lines.append(("grant", f"an approver may approve for up to "
+                      f"{format_duration(approval['max_grant'])}" if approval["grant_allowed"]
+                      else "none: each approval is for this one call"))
+        lines.append(("timeout", f"{format_duration(approval['timeout'])}, then denied"))
+        if approval["channels"]:
+            lines.append(("channels", ", ".join(approval["channels"])))
+    if reauth is not None:
+        age = (f", a verification within {format_duration(reauth['max_age'])} is reused"
+               if reauth["max_age"] else "")
+        lines.append(("reauth", f"{reauth['method']} by the {reauth['subject']}{age}"))
+    else:
+        lines.append(("reauth", "not required"))
+    return lines

@@ -8,15 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
+from agentguard.cli.runtime import fail
+
 __all__ = ["pins_app", "proxy_command", "register", "standalone_app"]
 
 _EPILOG = (
-    "Examples:\n\n"
-    "  agentguard proxy --policy policy.yaml -- python examples/servers/ops_server.py\n\n"
-    "  agentguard proxy --policy policy.yaml --upstream-url http://127.0.0.1:8765/mcp\n\n"
-    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787\n\n"
-    "  agentguard proxy --config proxy.yaml --listen 0.0.0.0:8787"
-    " --public-url https://agentguard.example"
+    # \b keeps click from re-wrapping the examples into broken command lines.
+    "Examples:\n\n\b\n"
+    "  agentguard proxy --policy policy.yaml \\\n"
+    "      -- python examples/servers/ops_server.py\n"
+    "  agentguard proxy --policy policy.yaml \\\n"
+    "      --upstream-url http://127.0.0.1:8765/mcp\n"
+    "  agentguard proxy --config proxy.yaml --listen 127.0.0.1:8787\n"
+    "  agentguard proxy --config proxy.yaml --listen 0.0.0.0:8787 \\\n"
+    "      --public-url https://agentguard.example"
 )
 
 
@@ -118,14 +123,12 @@ def proxy_command(
             raise ConfigError("nothing to proxy: give `-- CMD ARGS`, --upstream-url or --config")
         cfg = validate_config(data)
     except (AgentGuardError, ValueError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     try:
         anyio.run(lambda: run_proxy(cfg, fast_path=fast_path),
                   backend_options=_loop_options(http=cfg.listen is not None))
     except AgentGuardError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -153,11 +156,18 @@ pins_app = typer.Typer(help="Tool definition pins of MCP upstreams (rug-pull pro
 def pins_list(
     server: Annotated[str | None, typer.Argument(help="Only this server.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print {"pins": [...]}.')] = False,
 ) -> None:
     """List pinned tools, and tools whose definition changed or was never approved."""
     from agentguard.proxy.pins import list_pins
 
     rows = _with_store(store, lambda s: list_pins(s, server))
+    if as_json:
+        from agentguard.cli.json_shapes import pin_json
+        from agentguard.cli.runtime import echo_json
+
+        echo_json({"pins": [pin_json(row) for row in rows]})
+        return
     if not rows:
         typer.echo("no pins")
         return
@@ -215,7 +225,9 @@ def standalone_app() -> None:
     """Entry point of ``python -m agentguard.proxy``."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
-    app()
+    from agentguard.cli.helptext import name_metavars
+
+    name_metavars(typer.main.get_command(app))()
 
 
 def _loop_options(*, http: bool) -> dict[str, Any]:

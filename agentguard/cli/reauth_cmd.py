@@ -30,7 +30,7 @@ def enroll(
     ~/.agentguard/totp-seed.key). Enrolling someone already enrolled needs --code, a current
     code from their authenticator.
     """
-    from agentguard.cli.runtime import fail
+    from agentguard.cli.runtime import EXIT_FAILED, fail
     from agentguard.reauth.seal import SeedSeal
     from agentguard.reauth.totp import TotpVerifier, render_qr
 
@@ -42,7 +42,7 @@ def enroll(
     try:
         enrollment = run_with_store(store_url(store), go)
     except PermissionError as exc:
-        raise fail(str(exc), code=1) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     typer.echo(f"TOTP enrolled for {name}. Add it to an authenticator app now; it is not "
                "shown again.")
     typer.echo(enrollment.uri)

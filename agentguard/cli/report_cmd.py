@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agentguard.cli.runtime import fail
+from agentguard.cli.runtime import EXIT_FAILED, fail, not_found, say
 from agentguard.settings import audit_path
 
 __all__ = ["report"]
@@ -37,15 +37,9 @@ def report(
     enforced; approval latency (min, median, p90, max from hold to decision) per outcome;
     and abnormal-rate (signal.burst) events per principal.
 
-    Options:
-      PATH            the JSONL log (default $AGENTGUARD_AUDIT or ~/.agentguard/audit.jsonl).
-      --out, -o FILE  also write charts: .png, .svg, or .html (self-contained, inline SVG).
-      --top N         rows per table (default 15).
-      --json          machine-readable summary on stdout instead of tables.
-      --no-verify     skip the hash-chain check (faster on very large logs).
-
     Exit status: 0; 1 when the hash chain is broken (the report is still printed, but its
-    numbers may be wrong); 2 when the log cannot be read or the chart cannot be written.
+    numbers may be wrong), the log is missing or cannot be read, or the chart cannot be
+    written; 2 for a chart file type other than .png, .svg or .html.
     """
     from agentguard.audit.report import load_report, render_tables, write_chart
     from agentguard.cli.runtime import wide_console
@@ -53,11 +47,11 @@ def report(
 
     target = audit_path(path)
     if not target.exists():
-        raise fail(f"no audit log at {target}")
+        raise not_found(f"no audit log at {target}")
     try:
         summary = load_report(target, verify=verify)
     except AgentGuardError as exc:
-        raise fail(str(exc)) from exc
+        raise fail(str(exc), EXIT_FAILED) from exc
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
     else:
@@ -65,10 +59,12 @@ def report(
     if out is not None:
         try:
             written = write_chart(summary, out)
-        except (ValueError, OSError, AgentGuardError) as exc:
+        except ValueError as exc:
             raise fail(str(exc)) from exc
+        except (OSError, AgentGuardError) as exc:
+            raise fail(str(exc), EXIT_FAILED) from exc
         typer.echo(f"chart written to {written}", err=as_json)
     if summary.chain is not None and not summary.chain.ok:
-        typer.secho(f"warning: the audit chain is broken ({len(summary.chain.problems)} "
-                    "problem(s)); run `agentguard audit verify`", fg="red", err=True)
-        raise typer.Exit(1)
+        say(f"warning: the audit chain is broken ({len(summary.chain.problems)} "
+            "problem(s)); run `agentguard audit verify`", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)

@@ -11,7 +11,7 @@
   ``WWW-Authenticate`` answer (:func:`request_step_up`) or a URL elicitation.
 
 Needs nothing beyond agentguard's own dependencies (PyJWT and httpx2 come with ``mcp``);
-``pip install agentguard[oauth]`` pins them explicitly.
+``pip install 'agentguard[oauth]'`` pins them explicitly.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ class Classifier:
         elif hinted is not None and trusted:
             base, why = hinted, f"annotations of trusted server {call.server!r}"
         else:
-            base, why = None, "no rule covers this tool"
+            base, why = None, self._why_no_rule(call)
         # Hints only ever add requirements: a higher hinted class replaces the base class;
         # on an unknown tool the hinted class's requirement is added to the unknown default.
         also: str | None = None
@@ -218,6 +218,17 @@ class Classifier:
             also,
             call.hints.unpinned,
         )
+
+    def _why_no_rule(self, call: ToolCall) -> str:
+        """Why no rule matched: none names the tool, or the ones naming it did not match."""
+        named = self.candidates(call.server, call.tool)
+        if not named:
+            return "no rule covers this tool"
+        ids = ", ".join(repr(r.spec.id) for r in named[:3]) + (", ..." if len(named) > 3 else "")
+        what = ("these arguments" if all(not (r.spec.match.principal or r.spec.match.labels
+                                              or r.spec.match.hints) for r in named)
+                else "this call (arguments, principal, labels or annotations)")
+        return f"no rule matches {what} of {call.tool!r} (rules naming it: {ids})"
 
     def _refused(self, call: ToolCall, exc: ArgumentRefused) -> Classified:
         where = f"rule {exc.rule_id!r}" if exc.rule_id else "a rule"

@@ -115,7 +115,14 @@ class ClassSpec(ApprovalFields):
 
 
 class ScheduleSpec(_Strict):
-    """A weekly time window in a named timezone."""
+    """A weekly time window in a named timezone.
+
+    ``hours`` is ``START-END`` on the wall clock of ``tz``. When END is before START the window
+    crosses midnight and runs into the next day: ``days: [mon], hours: "22:00-02:00"`` is
+    Monday 22:00 to Tuesday 02:00 (a window belongs to the day it starts on). On nights the
+    clocks change, the window runs from the first moment the clock reads START to the first
+    moment after it that the clock reads END.
+    """
 
     tz: str = "UTC"
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
@@ -142,8 +149,11 @@ class ScheduleSpec(_Strict):
             hh, mm = (int(x) for x in part.split(":"))
             if hh > 24 or mm > 59 or (hh == 24 and mm):
                 raise ValueError(f"invalid time {part!r}")
-        if start >= end:
-            raise ValueError("hours must be START-END with START before END")
+        if start == end:
+            raise ValueError("hours must be START-END with START and END different (a whole "
+                             "day is 00:00-24:00)")
+        if start == "24:00":
+            raise ValueError("hours: a window cannot start at 24:00 (write 00:00)")
         return value
 
 

@@ -13,6 +13,7 @@ Public API:
 
 from __future__ import annotations
 
+from agentguard import __version__
 from agentguard.proxy.config import ProxyConfig, UpstreamConfig, load_config
 from agentguard.proxy.pins import PinRow, approve_pin, list_pins, tool_definition_hash
 from agentguard.proxy.runner import build_guard, run_proxy
@@ -29,5 +30,3 @@ __all__ = [
     "run_proxy",
     "tool_definition_hash",
 ]
-
-__version__ = "0.1.0"

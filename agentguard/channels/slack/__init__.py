@@ -1,6 +1,6 @@
 """Slack approvals: Block Kit messages, HTTP interactivity and Socket Mode.
 
-Needs ``slack_sdk`` (``pip install agentguard[slack]``). Importing this package without it
+Needs ``slack_sdk`` (``pip install 'agentguard[slack]'``). Importing this package without it
 raises :class:`~agentguard.errors.ConfigError` with that hint.
 
 Typical set-up (tokens from the environment, see :mod:`.config`)::
@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     from agentguard.errors import ConfigError
 
     raise ConfigError(
-        "the Slack channel needs the slack_sdk package: pip install agentguard[slack]"
+        "the Slack channel needs the slack_sdk package: pip install 'agentguard[slack]'"
     ) from exc
 
 from agentguard.channels.slack.blocks import (

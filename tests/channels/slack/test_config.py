@@ -91,7 +91,7 @@ def test_importing_without_slack_sdk_gives_the_install_hint() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.returncode == 0, out.stderr
-    assert "CONFIG-ERROR:" in out.stdout and "pip install agentguard[slack]" in out.stdout
+    assert "CONFIG-ERROR:" in out.stdout and "pip install 'agentguard[slack]'" in out.stdout
     assert "core ok" in out.stdout
 
 
