@@ -481,3 +481,54 @@ async def test_an_upstream_named_local_is_not_trusted_like_in_process_tools(
         await fleet.close()
     assert ran == []
     assert result == reference.results[9]
+
+
+# --------------------------------------------------------------------------- issue 13 attacks
+
+#: The suite's policy with one more rule: paths under prod/ may never be deleted. The path
+#: operator normalises before matching, so no spelling walks round it.
+PATH_POLICY = POLICY.replace(
+    "  - {id: deletes, match: {tool: delete}",
+    "  - {id: no-prod-deletes, match: {tool: delete, args: {path: {path: \"prod/**\"}}}, "
+    "require: deny}\n  - {id: deletes, match: {tool: delete}")
+
+#: Calls no edge may run, whatever its framework does with arguments.
+ATTACKS: list[Call] = [
+    ("delete", {"path": "staging/../prod/db"}, AGENT, "denied: prod in disguise"),
+    ("delete", {"path": "prod//db"}, AGENT, "denied: prod in disguise"),
+    ("delete", {"path": "./prod/db/"}, AGENT, "denied: prod in disguise"),
+    ("delete", {"path": "/tmp/a", "recursive": float("nan")}, AGENT, "invalid"),
+    ("delete", {"path": "/tmp/a", "recursive": float("inf")}, AGENT, "invalid"),
+    ("delete", {"path": "/tmp/a", "recursive": float("-inf")}, AGENT, "invalid"),
+]
+
+
+@pytest.mark.parametrize("edge_name", list(EDGES))
+async def test_no_edge_runs_a_disguised_path_or_a_number_that_is_not_one(
+    edge_name: str
+) -> None:
+    keep = PARTIAL.get(edge_name, lambda run: run)
+    factory, sync, _ = EDGES[edge_name]
+    edge = await factory(sync, SuiteSetup(policy=PATH_POLICY))
+    log = edge.guard.audit
+    per_call: list[list[dict[str, Any]]] = []
+    try:
+        for tool, args, run, _ in ATTACKS:
+            seen = len(log.events)  # type: ignore[attr-defined]
+            try:
+                await edge.call(tool, dict(args), keep(run))
+            except Exception as exc:  # a framework that validates first raises its own error
+                assert "valid" in str(exc), exc
+            per_call.append(list(log.events[seen:]))  # type: ignore[attr-defined]
+    finally:
+        for close in edge.closers:
+            await close()
+    assert edge.ran == []
+    for records in per_call[:3]:
+        assert [(r["type"], r["rule_id"]) for r in records] == [
+            ("call.denied", "no-prod-deletes")], records
+    for records in per_call[3:]:
+        # Refused before any rule, as invalid. (A framework that validates before the tool is
+        # called, like a LangChain tool's own schema, may refuse first: then the guard never
+        # sees the call, and nothing runs either.)
+        assert [r["type"] for r in records] in (["call.invalid"], []), records
