@@ -36,8 +36,14 @@ from agentguard.trust.anchors import PasskeyAnchor, TrustAnchors, TrustFileError
 from agentguard.trust.keys import key_id
 from agentguard.trust.passkey import b64url_decode, b64url_encode
 
-__all__ = ["ENROL_DOMAIN", "EnrolmentGrant", "add_passkey", "make_enrolment_token",
-           "verify_enrolment"]
+__all__ = [
+    "ENROL_DOMAIN",
+    "EnrolmentGrant",
+    "add_passkey",
+    "make_enrolment_token",
+    "registered_passkey",
+    "verify_enrolment",
+]
 
 ENROL_DOMAIN = b"agentguard-enrol-v1\n"
 _MAX_TOKEN = 2048
@@ -105,6 +111,28 @@ def verify_enrolment(token: str, anchors: TrustAnchors,
     if (time.time() if now is None else now) > data["expires"]:
         return "the enrolment token has expired"
     return EnrolmentGrant(approver, binding.key_id, data["expires"], data["nonce"])
+
+
+def registered_passkey(
+    credential: Any, *, challenge: bytes, rp_id: str, origin: str, label: str = "",
+) -> PasskeyAnchor | str:
+    """Check a WebAuthn registration response (user verification required) and return the
+    trust-file entry for the new credential, or a sentence saying why it is refused."""
+    try:
+        from webauthn import verify_registration_response
+    except ImportError:
+        return "passkeys need py_webauthn (pip install 'agentguard[web]')"
+    if not isinstance(credential, dict):
+        return "not a registration response"
+    try:
+        verified = verify_registration_response(
+            credential=credential, expected_challenge=challenge, expected_rp_id=rp_id,
+            expected_origin=origin, require_user_verification=True)
+    except Exception as exc:  # py_webauthn raises several types; any failure refuses
+        return f"the passkey registration does not verify ({exc})"
+    return PasskeyAnchor(credential_id=b64url_encode(verified.credential_id),
+                         public_key=b64url_encode(verified.credential_public_key),
+                         label=label, rp_id=rp_id, origin=origin)
 
 
 def add_passkey(path: str | Path, approver: str, passkey: PasskeyAnchor) -> TrustAnchors:

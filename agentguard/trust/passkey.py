@@ -34,8 +34,15 @@ from typing import Any
 from agentguard.trust.anchors import ApproverAnchor, PasskeyAnchor, TrustAnchors
 from agentguard.trust.statement import StatementError, VoteStatement
 
-__all__ = ["PasskeyVote", "assertion_sign_count", "b64url_decode", "b64url_encode", "passkey_key_id", "passkey_signer",
-           "verify_assertion"]
+__all__ = [
+    "PasskeyVote",
+    "assertion_sign_count",
+    "b64url_decode",
+    "b64url_encode",
+    "passkey_key_id",
+    "passkey_signer",
+    "verify_assertion",
+]
 
 _MAX_ASSERTION = 16 * 1024  # bytes of JSON; a real assertion is well under 2 KiB
 
