@@ -43,9 +43,9 @@ def guard(site: Site, enrolled: dict[str, Any]) -> Any:
 _counter = iter(range(10**6))
 
 
-def call(tool: str = "deploy", **args: Any) -> ToolCall:
+def call(tool: str = "deploy", principal: str = "agent:ops", **args: Any) -> ToolCall:
     args = {"service": "billing", "version": f"v{next(_counter)}"} | args
-    return ToolCall(tool=tool, args=args, principal=Principal("agent:ops"),
+    return ToolCall(tool=tool, args=args, principal=Principal(principal),
                     context=CallContext(acting_for="mallory"))
 
 
@@ -307,7 +307,7 @@ def test_the_pages_show_every_argument_escaped_and_in_full(
     time.sleep(1.1)
     assert page.text_content("#countdown") != left and left.endswith("left")
     if shots:  # a call of ordinary size for the README
-        shown = hold(site, guard, call(service="billing-api", version="v2.14.1",
-                                       note="<script>alert(1)</script> \u202eevil"))
+        shown = hold(site, guard, call(principal="agent:release-bot", service="billing-api",
+                                       version="v2.14.1", note="<script>alert(1)</script> \u202eevil"))
         open_request(page, site, shown)
         page.screenshot(path=str(Path(shots) / "web-request.png"), full_page=True)
