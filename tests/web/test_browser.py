@@ -307,7 +307,8 @@ def test_the_pages_show_every_argument_escaped_and_in_full(
     time.sleep(1.1)
     assert page.text_content("#countdown") != left and left.endswith("left")
     if shots:  # a call of ordinary size for the README
+        note = "<script>alert(1)</script> \u202eevil"
         shown = hold(site, guard, call(principal="agent:release-bot", service="billing-api",
-                                       version="v2.14.1", note="<script>alert(1)</script> \u202eevil"))
+                                       version="v2.14.1", note=note))
         open_request(page, site, shown)
         page.screenshot(path=str(Path(shots) / "web-request.png"), full_page=True)
