@@ -205,6 +205,8 @@ class TrustAnchors:
     warnings: tuple[str, ...] = ()
     _keys: Mapping[str, KeyBinding] = field(default_factory=dict, repr=False)
     admins: tuple[str, ...] = ()
+    _passkeys: Mapping[str, tuple[ApproverAnchor, PasskeyAnchor]] = field(
+        default_factory=dict, repr=False)
 
     def key(self, key_id: str) -> KeyBinding | None:
         """The binding of a listed key, or None when the file does not list it."""
@@ -212,13 +214,7 @@ class TrustAnchors:
 
     def passkey(self, credential_id: str) -> tuple[ApproverAnchor, PasskeyAnchor] | None:
         """The approver owning the passkey ``credential_id`` and its entry, or None."""
-        if not isinstance(credential_id, str):
-            return None
-        for approver in self.approvers:
-            for passkey in approver.passkeys:
-                if passkey.credential_id == credential_id:
-                    return approver, passkey
-        return None
+        return self._passkeys.get(credential_id) if isinstance(credential_id, str) else None
 
     def approver(self, identity: str) -> ApproverAnchor | None:
         """The approver entry of ``identity`` (any spelling), or None."""
@@ -272,8 +268,8 @@ class TrustAnchors:
             approvers.append(anchor)
             for kid, public in pairs:
                 keys[kid] = KeyBinding(kid, public, approver=anchor)
-        credentials = [p.credential_id for a in approvers for p in a.passkeys]
-        if len(set(credentials)) != len(credentials):
+        passkeys = {p.credential_id: (a, p) for a in approvers for p in a.passkeys}
+        if len(passkeys) != sum(len(a.passkeys) for a in approvers):
             raise TrustFileError(f"trust file {source}: approvers: a passkey is listed twice")
         services: list[ServiceAnchor] = []
         for i, entry in enumerate(model.services):
@@ -289,7 +285,8 @@ class TrustAnchors:
             if not any(a.identity == name for a in approvers):
                 raise TrustFileError(f"trust file {source}: admins: {name!r} is not an approver")
         return cls(approvers=tuple(approvers), services=tuple(services), source=source,
-                   _keys=MappingProxyType(keys), admins=admins)
+                   _keys=MappingProxyType(keys), admins=admins,
+                   _passkeys=MappingProxyType(passkeys))
 
     @classmethod
     def load(cls, path: str | Path) -> TrustAnchors:
@@ -312,7 +309,8 @@ class TrustAnchors:
             raise TrustFileError(f"trust file {path}: not valid YAML ({exc})") from None
         anchors = cls.from_mapping(data, source=str(path))
         return TrustAnchors(anchors.approvers, anchors.services, anchors.source,
-                            tuple(writable_warnings(path)), anchors._keys, anchors.admins)
+                            tuple(writable_warnings(path)), anchors._keys, anchors.admins,
+                            anchors._passkeys)
 
 
 def writable_warnings(path: str | Path) -> list[str]:

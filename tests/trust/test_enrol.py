@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentguard.testing.passkey import SoftPasskey
 from agentguard.trust.anchors import PasskeyAnchor, TrustAnchors, TrustFileError
 from agentguard.trust.enrol import (
     EnrolmentGrant,
@@ -17,7 +18,6 @@ from agentguard.trust.enrol import (
     verify_enrolment,
 )
 from tests.trust.conftest import Keys, trust_data
-from tests.trust.passkey_support import SoftPasskey
 
 NOW = 1_765_000_000.0
 

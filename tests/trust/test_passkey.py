@@ -12,13 +12,13 @@ import json
 import pytest
 
 from agentguard._signed import settle_signed
+from agentguard.testing.passkey import SoftPasskey
 from agentguard.trust.anchors import TrustAnchors, TrustFileError
 from agentguard.trust.passkey import PasskeyVote, b64url_decode, b64url_encode
 from agentguard.trust.statement import StatementError
 from agentguard.trust.verify import VerifiedVote, receipt_from_dict, verify_vote
 from agentguard.types import ApprovalRequest, ApprovalSpec, ApprovalVote
 from tests.trust.conftest import Held, Keys, trust_data
-from tests.trust.passkey_support import SoftPasskey
 
 pytest.importorskip("webauthn")
 

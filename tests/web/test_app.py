@@ -16,6 +16,7 @@ import yaml
 from agentguard import Guard, load_policy
 from agentguard.audit import MemoryAuditLog
 from agentguard.store import SQLiteStore
+from agentguard.testing.passkey import ORIGIN, SoftPasskey
 from agentguard.trust import generate_key
 from agentguard.trust.keys import public_key_text
 from agentguard.trust.passkey import b64url_decode
@@ -23,7 +24,6 @@ from agentguard.types import CallContext, Principal, ToolCall
 from agentguard.web import WebApproval
 from agentguard.web.app import COOKIE
 from agentguard.web.ceremonies import Sessions
-from tests.trust.passkey_support import ORIGIN, SoftPasskey
 from tests.web.conftest import POLICY, Mailbox
 
 pytest.importorskip("webauthn")

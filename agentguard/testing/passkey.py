@@ -1,5 +1,6 @@
 """A software authenticator: makes WebAuthn assertions the way a passkey does (ES256, CTAP2
-authenticator data, the browser's client data JSON), for tests that need no browser.
+authenticator data, the browser's client data JSON), for tests and benchmarks that need no
+browser. Needs ``cbor2`` (installed with the ``web`` extra).
 
 The browser tests (``tests/web/test_browser.py``) check the same verifier against assertions
 made by Chromium's virtual authenticator, so this helper is not the only source of truth.
@@ -13,11 +14,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentguard.trust.passkey import b64url_encode
+
+__all__ = ["ORIGIN", "RP_ID", "SoftPasskey"]
 
 RP_ID = "localhost"
 ORIGIN = "http://localhost:8765"
@@ -37,6 +39,8 @@ class SoftPasskey:
 
     def cose_public_key(self) -> str:
         """Base64url of the COSE_Key (EC2, P-256, ES256), as the trust file lists it."""
+        import cbor2
+
         numbers = self.private_key.public_key().public_numbers()
         cose = {1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"),
                 -3: numbers.y.to_bytes(32, "big")}
