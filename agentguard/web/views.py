@@ -10,6 +10,7 @@ script and stylesheet (no inline script), so nothing the agent wrote can run in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -42,7 +43,7 @@ def grant_choices(max_grant: float) -> list[tuple[float, str]]:
 
 
 def _call(request: ApprovalRequest, key: str) -> str:
-    call = request.call if isinstance(request.call, dict) else {}
+    call = request.call if isinstance(request.call, Mapping) else {}
     return escape_text(str(call.get(key, "?")))
 
 
