@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentguard.approvals import cast_vote
+from agentguard.approvals import call_hash_problem, cast_vote
 from agentguard.audit.base import AuditSink
 from agentguard.channels.render import REASON_LIMIT, denial_reason
 from agentguard.store.base import Store
@@ -156,7 +156,8 @@ class WebApproval:
         if held is None:
             return self.views.page("error.html", who=who, message="no such request", status=404)
         return self.views.page("request.html", who=who, request=held, now=time.time(),
-                               grants=grant_choices(held.approval.max_grant))
+                               grants=grant_choices(held.approval.max_grant),
+                               tampered=call_hash_problem(held))
 
     # ------------------------------------------------------------------ sign-in
     async def login_options(self, request: Any) -> Any:
@@ -214,6 +215,9 @@ class WebApproval:
         held = await self.store.get_request(request.path_params["request_id"])
         if held is None or held.status != "pending":
             raise _Refused("this request is not pending", 409)
+        tampered = call_hash_problem(held)
+        if tampered:
+            raise _Refused(tampered, 409)
         approve = body.get("decision") == "approve"
         if body.get("decision") not in ("approve", "deny"):
             raise _Refused("decision is approve or deny", 400)

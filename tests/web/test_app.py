@@ -160,3 +160,24 @@ async def test_an_enrolment_link_from_an_unlisted_key_is_refused(
     async with client(world) as http:
         answer = await http.post("/api/enroll/options", json={"token": token})
         assert answer.status_code == 403 and "not signed by" in answer.json()["error"]
+
+
+async def test_a_call_rewritten_in_the_store_is_not_offered_for_a_vote(
+        world: dict[str, Any], tmp_path: Path) -> None:
+    """The agent rewrites the stored copy of its call (what the page shows) and keeps the
+    hash (what the vote names): the page says so and offers no vote."""
+    import json
+    import sqlite3
+
+    rid = await held(world, deploy("v1"))
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        (doc,) = db.execute("SELECT doc FROM requests WHERE id = ?", (rid,)).fetchone()
+        data = json.loads(doc)
+        data["call"]["args"]["version"] = "v1-harmless-dry-run"
+        db.execute("UPDATE requests SET doc = ? WHERE id = ?", (json.dumps(data), rid))
+    async with client(world) as http:
+        await sign_in(http, "dave", world["passkeys"]["dave"])
+        page = await http.get(f"/requests/{rid}")
+        assert "does not match its call hash" in page.text and 'id="vote-form"' not in page.text
+        answer = await vote(http, rid, world["passkeys"]["dave"])
+        assert answer.status_code == 409 and "call hash" in answer.json()["error"]
