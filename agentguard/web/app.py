@@ -194,13 +194,19 @@ class WebApproval:
         found = self.anchors().passkey(
             credential.get("id") if isinstance(credential, dict) else "")
         if found is None or found[0].identity != ceremony.data["approver"]:
-            raise _Refused("that passkey is not enrolled for this approver", 403)
-        result = verify_assertion(credential, challenge=ceremony.challenge, passkey=found[1])
-        if isinstance(result, str):
-            raise _Refused(result, 403)
-        problem = self.counters.advance(found[1].credential_id, result)
+            problem = "that passkey is not enrolled for this approver"
+        else:
+            result = verify_assertion(credential, challenge=ceremony.challenge,
+                                      passkey=found[1])
+            problem = result if isinstance(result, str) else self.counters.advance(
+                found[1].credential_id, result)
         if problem:
+            self.audit.append({"type": "web.signin_refused",
+                               "approver": ceremony.data["approver"], "detail": problem})
             raise _Refused(problem, 403)
+        assert found is not None
+        self.audit.append({"type": "web.signin", "approver": found[0].identity,
+                           "credential_id": found[1].credential_id})
         return {"ok": True, "identity": found[0].identity}
 
     # ------------------------------------------------------------------ votes

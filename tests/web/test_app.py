@@ -118,6 +118,8 @@ async def test_another_approvers_passkey_cannot_sign_in_as_dave(
         answer = await sign_in(http, "dave", world["passkeys"]["erin"])
         assert answer.status_code == 403 and COOKIE not in answer.cookies
         assert (await sign_in(http, "dave", SoftPasskey())).status_code == 403
+    refused = [e for e in world["audit"].events if e["type"] == "web.signin_refused"]
+    assert len(refused) == 2 and {e["approver"] for e in refused} == {"dave"}
 
 
 async def test_a_vote_signed_by_another_passkey_than_the_session_is_refused(
