@@ -156,7 +156,7 @@ class WebApproval:
         if held is None:
             return self.views.page("error.html", who=who, message="no such request", status=404)
         return self.views.page("request.html", who=who, request=held, now=time.time(),
-                               grants=grant_choices(held.approval.max_grant),
+                               grants=grant_choices(held.approval),
                                tampered=call_hash_problem(held))
 
     # ------------------------------------------------------------------ sign-in
@@ -228,7 +228,8 @@ class WebApproval:
         if body.get("decision") not in ("approve", "deny"):
             raise _Refused("decision is approve or deny", 400)
         grant = body.get("grant_ttl", 0)
-        if type(grant) not in (int, float) or not 0 <= grant <= held.approval.max_grant:
+        allowed = max((s for s, _ in grant_choices(held.approval)), default=0.0)
+        if type(grant) not in (int, float) or not 0 <= grant <= allowed:
             raise _Refused("this rule does not allow approving for that long", 400)
         reason = "" if approve else denial_reason(str(body.get("reason", ""))[:REASON_LIMIT])
         approver = self.anchors().approver(who)

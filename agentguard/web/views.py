@@ -18,7 +18,7 @@ from typing import Any
 from agentguard.channels.render import format_call_hash, render_request, time_left
 from agentguard.durations import format_duration
 from agentguard.sanitize import escape_text
-from agentguard.types import ApprovalRequest
+from agentguard.types import ApprovalRequest, ApprovalSpec
 
 __all__ = ["HEADERS", "Views", "grant_choices"]
 
@@ -34,9 +34,15 @@ HEADERS = {
 _PRESETS = (900.0, 3600.0, 4 * 3600.0, 86400.0)
 
 
-def grant_choices(max_grant: float) -> list[tuple[float, str]]:
-    """The "approve for N" choices a rule allows: presets up to ``max_grant``, and it."""
-    if max_grant <= 0:
+def grant_choices(approval: ApprovalSpec) -> list[tuple[float, str]]:
+    """The "approve for N" choices a rule allows: presets up to its ``max_grant``, and it.
+
+    None under ``assurance: signed``: the guard makes no grant from signed votes yet (a grant
+    row in the agent's store would prove nothing), so offering one would promise more than
+    runs.
+    """
+    max_grant = approval.max_grant
+    if max_grant <= 0 or approval.assurance == "signed":
         return []
     out = [(s, format_duration(s)) for s in _PRESETS if s < max_grant]
     return [*out, (max_grant, format_duration(max_grant))]

@@ -39,11 +39,13 @@ classes:
   read: {require: allow}
   deploy: {require: approve, approvers: [dave, erin, frank], max_grant: 1h,
            separation_of_duties: true, assurance: signed}
+  staging: {require: approve, approvers: [dave, erin, frank], max_grant: 1h}
   privileged: {require: approve, approvers: [dave, erin, frank], quorum: 2,
                separation_of_duties: true, assurance: signed}
 rules:
   - {id: deploy-prod, match: {tool: deploy}, class: deploy,
      description: "production deploys need a human"}
+  - {id: deploy-staging, match: {tool: deploy_staging}, class: staging}
   - {id: rotate-root, match: {tool: rotate_credentials}, class: privileged,
      description: "root credentials: two approvers"}
 """

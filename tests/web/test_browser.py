@@ -197,7 +197,7 @@ def test_deny_with_a_reason(site: Site, guard: Any, enrolled: dict[str, Any]) ->
 
 
 def test_approve_for_15_minutes(site: Site, guard: Any, enrolled: dict[str, Any]) -> None:
-    held_call = call()
+    held_call = call("deploy_staging")  # a rule without assurance: signed
     rid = hold(site, guard, held_call)
     page = enrolled["frank"]
     open_request(page, site, rid)
@@ -208,6 +208,23 @@ def test_approve_for_15_minutes(site: Site, guard: Any, enrolled: dict[str, Any]
     assert vote.grant_ttl == 900.0
     assert receipt_from_dict(vote.receipt).statement.grant_ttl == 900.0  # what frank confirmed
     assert authorize(site, guard, held_call).outcome == "approved"
+    (grant,) = site.loop.run(guard.store.list_grants())
+    assert 850 < grant.expires_at - time.time() <= 900 and grant.tool == "deploy_staging"
+    later = authorize(site, guard, call("deploy_staging"))  # another version, same grant
+    assert later.outcome in ("allowed", "approved") and later.request_id is None, later
+
+
+def test_no_grant_is_offered_where_signed_votes_cannot_make_one(
+        site: Site, guard: Any, enrolled: dict[str, Any]) -> None:
+    rid = hold(site, guard, call(principal="agent:grants"))
+    page = enrolled["frank"]
+    open_request(page, site, rid)
+    assert page.locator("button.grant").count() == 0
+    assert "covers this call only" in page.text_content("#no-grants")
+    answer = page.evaluate("""async (id) => (await window.agentguard.postJSON(
+        `/api/requests/${id}/options`, {decision: "approve", reason: "", grant_ttl: 900}))""",
+                           rid)
+    assert answer["httpStatus"] == 400, answer
 
 
 def test_an_assertion_made_for_another_request_is_refused(
@@ -284,7 +301,7 @@ def test_two_of_three_is_met_only_by_two_approvers(
 def test_the_pages_show_every_argument_escaped_and_in_full(
         site: Site, guard: Any, enrolled: dict[str, Any]) -> None:
     long = "".join(f"{i:04d} " for i in range(1200))  # 6000 characters, never cut
-    held_call = call(note="<script>window.pwned = 1</script>",
+    held_call = call(principal="agent:display", note="<script>window.pwned = 1</script>",
                      file="report\u202egpj.exe", steps=long)
     rid = hold(site, guard, held_call)
     page = enrolled["dave"]
