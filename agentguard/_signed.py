@@ -1,7 +1,8 @@
 """Settling a request under ``assurance: signed``: the store is a mailbox, not an authority.
 
 The store says a request is approved; the agent can write that row. So the guard counts only
-votes whose signature verifies against the trust file, over a statement naming the request
+votes whose signature (an Ed25519 key's, or a passkey assertion over the statement's digest)
+verifies against the trust file, over a statement naming the request
 id, call hash, rule and approval settings the guard holds in memory
 (:func:`agentguard.trust.verify_vote`), and settles them with the rule's approval settings
 from the policy, never the row's (:func:`agentguard.trust.count_quorum`).
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agentguard.trust import SignedVote, TrustAnchors, count_quorum, verify_vote
+from agentguard.trust import TrustAnchors, count_quorum, verify_vote
+from agentguard.trust.verify import receipt_from_dict
 from agentguard.types import ApprovalRequest, ApprovalSpec
 
 __all__ = ["SignedSettlement", "settle_signed"]
@@ -50,7 +52,7 @@ def settle_signed(
             problems.append(f"{vote.approver!r}: not signed")
             continue
         try:
-            signed = SignedVote.from_dict(vote.receipt)
+            signed = receipt_from_dict(vote.receipt)
         except Exception as exc:  # the row is the agent's to write: anything may be there
             problems.append(f"{vote.approver!r}: unreadable signature ({exc})")
             continue

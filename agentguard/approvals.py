@@ -15,7 +15,9 @@ from agentguard.types import ApprovalRequest, ApprovalVote
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["approver_problem", "cast_vote", "request_event"]
+__all__ = ["approver_problem", "call_hash_problem", "cast_vote", "request_event"]
+
+_HASHED = ("server", "tool", "tool_definition_hash", "args", "principal", "session_id")
 
 
 def approver_problem(request: ApprovalRequest, approver: str) -> str | None:
@@ -34,6 +36,27 @@ def approver_problem(request: ApprovalRequest, approver: str) -> str | None:
         approver, approvers=request.approval.approvers,
         separation_of_duties=request.approval.separation_of_duties,
         principal=str(request.call.get("principal", "")), acting_for=acting_for)
+
+
+def call_hash_problem(request: ApprovalRequest) -> str | None:
+    """Why the stored copy of the call may not be shown for approval, or None.
+
+    The store is the agent's to write: it could rewrite the call an approver reads while
+    leaving the hash the vote will name. So a channel recomputes the hash from the fields it
+    shows (:func:`agentguard.canonical.call_to_dict`) and refuses to offer a vote on a
+    mismatch.
+    """
+    from agentguard.canonical import CanonicalizationError, canonical_bytes, sha256_hex
+
+    call = request.call
+    try:
+        recomputed = sha256_hex(canonical_bytes({k: call[k] for k in _HASHED}))
+    except (KeyError, TypeError, CanonicalizationError):
+        return "the stored call is malformed: do not decide it here"
+    if recomputed != request.call_hash:
+        return ("the stored call does not match its call hash (the store was altered): "
+                "what it shows is not what would run; do not decide it here")
+    return None
 
 
 def request_event(request: ApprovalRequest, event_type: str, **extra: Any) -> dict[str, Any]:

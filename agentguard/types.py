@@ -341,8 +341,9 @@ class ApprovalVote:
         grant_ttl: Seconds of "approve for N" the approver asked for (0: single use).
         edited_args: Arguments the approver proposes instead (a deny vote: the original call
             is refused and the edited call is classified and decided afresh).
-        receipt: The signed vote (:class:`agentguard.trust.SignedVote` as a dict), when the
-            approver signed; the guard verifies it against the trust file, never the row.
+        receipt: The signed vote (:class:`agentguard.trust.SignedVote` or, from the web page,
+            :class:`agentguard.trust.PasskeyVote`, as a dict), when the approver signed; the
+            guard verifies it against the trust file, never the row.
     """
 
     approver: str

@@ -14,7 +14,8 @@ def anyio_backend() -> str:
 
 
 def services_required() -> bool:
-    """CI sets AGENTGUARD_REQUIRE_SERVICES=1: a missing PostgreSQL is then a failure, not a skip."""
+    """CI sets AGENTGUARD_REQUIRE_SERVICES=1: a missing PostgreSQL or Chromium is then a
+    failure, not a skip."""
     return os.environ.get("AGENTGUARD_REQUIRE_SERVICES") == "1"
 
 
@@ -23,6 +24,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """With AGENTGUARD_REQUIRE_SERVICES=1 (CI), a skipped service test fails instead."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and services_required() and item.get_closest_marker("postgres"):
+    needs_service = item.get_closest_marker("postgres") or item.get_closest_marker("browser")
+    if report.skipped and services_required() and needs_service:
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid}: skipped, but AGENTGUARD_REQUIRE_SERVICES=1 requires it"

@@ -134,3 +134,35 @@ def verify_file(
                f"services, {keys} keys, {len(anchors.warnings)} warnings")
     if strict and anchors.warnings:
         raise typer.Exit(1)
+
+
+@app.command("enroll-link")
+def enroll_link(
+    name: Annotated[str, typer.Argument(help="The approver id the passkey will belong to.")],
+    url: Annotated[str, typer.Option(
+        "--url", envvar="AGENTGUARD_WEB_URL",
+        help="Base URL of `agentguard serve --web` [env: AGENTGUARD_WEB_URL].")]
+    = "http://localhost:3000",
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="Your private key (default: $AGENTGUARD_APPROVER_KEY or "
+        "~/.config/agentguard/approver.key): NAME's own key, or an admin's.")] = None,
+    ttl: Annotated[str, typer.Option(help="How long the link works.")] = "15m",
+) -> None:
+    """Print a link that lets NAME register a passkey on the web approval page.
+
+    The link carries a token signed with a key the trust file lists (NAME's own, or the key of
+    an approver under `admins:`); serve checks it before writing the new passkey into the
+    trust file. Anyone holding the link can enrol a passkey as NAME until it expires: send it
+    the way you would send a password reset.
+    """
+    from agentguard.durations import parse_duration
+    from agentguard.trust.enrol import make_enrolment_token
+    from agentguard.trust.keys import KeyFileError, default_key_path, load_signing_key
+
+    try:
+        signing = load_signing_key(key or default_key_path())
+        seconds = parse_duration(ttl)
+    except (KeyFileError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    token = make_enrolment_token(name, signing, ttl=seconds)
+    typer.echo(f"{url.rstrip('/')}/enroll#{token}")

@@ -7,6 +7,7 @@ call may live in any other process: an agent, the stdio MCP proxy. Endpoints::
     POST /webhook/callback     decisions from your own tools (--webhook; signed, see
                                agentguard.channels.webhook)
     GET  /healthz              liveness
+    GET  /  (and more)         the web approval page (--web; passkeys, see agentguard.web)
 
 ``--socket-mode`` receives Slack clicks over an outgoing websocket instead (no public URL).
 """
@@ -60,7 +61,8 @@ def _bind(host: str, port: int) -> socket.socket:
 async def _run(
     *, slack: bool, socket_mode: bool, webhook: bool, host: str, port: int, store: str,
     audit_file: str | None, slack_config: str | None, webhook_prefix: str,
-    service_key: str | None = None,
+    service_key: str | None = None, web: bool = False, trust: str | None = None,
+    origin: str | None = None, rp_id: str | None = None,
 ) -> None:
     import anyio
 
@@ -101,6 +103,8 @@ async def _run(
             routes += WebhookCallback(store=state, audit=sink, secret=secret,
                                       identity_prefix=webhook_prefix,
                                       key=key).routes(WEBHOOK_PATH)
+        if web:
+            routes += _web_routes(state, sink, trust, origin, rp_id, port)
 
         async with anyio.create_task_group() as tg:
             if listener is not None:
@@ -108,11 +112,34 @@ async def _run(
                 tg.start_soon(_close_on_cancel, listener)
                 _say("Slack Socket Mode connected")
             if routes:
-                await _serve_http(build_app(routes), host, port, slack, webhook)
+                await _serve_http(build_app(routes), host, port, slack, webhook, web)
                 tg.cancel_scope.cancel()
     finally:
         await state.close()
         sink.close()
+
+
+def _web_routes(state: Any, sink: Any, trust: str | None, origin: str | None,
+                rp_id: str | None, port: int) -> list[Any]:
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from agentguard.trust import TrustAnchors
+    from agentguard.web import WebApproval
+
+    if not trust:
+        raise ConfigError("--web needs --trust (the trust file serve may write passkeys into)")
+    anchors = TrustAnchors.load(trust)  # fail at start, not at the first vote
+    if not origin:
+        if not port:
+            raise ConfigError("--web with --port 0 needs --origin")
+        origin = f"http://localhost:{port}"
+    host = urlsplit(origin).hostname or ""
+    for warning in anchors.warnings:
+        if "writable by group or others" in warning:
+            _say(f"warning: {warning}")
+    return WebApproval(store=state, audit=sink, trust_path=Path(trust).expanduser(),
+                       origin=origin.rstrip("/"), rp_id=rp_id or host).routes()
 
 
 async def _close_on_cancel(listener: Any) -> None:
@@ -127,7 +154,8 @@ async def _close_on_cancel(listener: Any) -> None:
             await listener.__aexit__(None, None, None)
 
 
-async def _serve_http(app: Any, host: str, port: int, slack: bool, webhook: bool) -> None:
+async def _serve_http(app: Any, host: str, port: int, slack: bool, webhook: bool,
+                      web: bool = False) -> None:
     import uvicorn
 
     sock = _bind(host, port)
@@ -136,7 +164,10 @@ async def _serve_http(app: Any, host: str, port: int, slack: bool, webhook: bool
                                            access_log=False, timeout_graceful_shutdown=5))
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     paths = [p for p, on in ((SLACK_PATH, slack), (WEBHOOK_PATH, webhook)) if on]
-    _say(f"listening on http://{shown}:{bound_port} (POST {', '.join(paths)})")
+    served = [f"POST {', '.join(paths)}"] if paths else []
+    if web:
+        served.append("web approval page at /")
+    _say(f"listening on http://{shown}:{bound_port} ({'; '.join(served)})")
     await server.serve(sockets=[sock])
 
 
@@ -172,17 +203,32 @@ def serve(
         "is signed with it, so rules with assurance: signed count it. List the public key "
         "under services: in the trust file; run serve as another OS user so the agent never "
         "reads this key.")] = None,
+    web: Annotated[bool, typer.Option("--web", help="Serve the web approval page: sign in "
+                   "and confirm each vote with a passkey (needs --trust and the 'web' extra)."
+                   )] = False,
+    trust: Annotated[str | None, typer.Option(
+        "--trust", envvar="AGENTGUARD_TRUST", help="Trust file: --web reads approvers' "
+        "passkeys from it and writes newly enrolled ones into it (serve's OS user owns it; "
+        "the agent reads it read-only).")] = None,
+    origin: Annotated[str | None, typer.Option(
+        "--origin", help="The page's origin as browsers see it, e.g. "
+        "https://approvals.example.com (default: http://localhost:PORT).")] = None,
+    rp_id: Annotated[str | None, typer.Option(
+        "--rp-id", help="WebAuthn relying party id (default: the origin's host name).")]
+    = None,
 ) -> None:
-    """Answer held calls from Slack and/or a webhook; votes go to the shared store."""
+    """Answer held calls from Slack, a webhook and/or the web page; votes go to the shared
+    store."""
     import anyio
 
-    if not (slack or socket_mode or webhook):
-        raise fail("choose at least one of --slack, --socket-mode, --webhook")
+    if not (slack or socket_mode or webhook or web):
+        raise fail("choose at least one of --slack, --socket-mode, --webhook, --web")
     try:
         anyio.run(lambda: _run(
             slack=slack, socket_mode=socket_mode, webhook=webhook, host=host, port=port,
             store=store_url(store), audit_file=audit, slack_config=slack_config,
-            webhook_prefix=webhook_identity_prefix, service_key=service_key))
+            webhook_prefix=webhook_identity_prefix, service_key=service_key, web=web,
+            trust=trust, origin=origin, rp_id=rp_id))
     except AgentGuardError as exc:
         raise fail(str(exc)) from exc
     except KeyboardInterrupt:

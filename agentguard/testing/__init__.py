@@ -1,6 +1,8 @@
 """Helpers for testing agentguard and third-party plug-ins.
 
 - :class:`ManualClock` — a clock that moves only when told to.
+- :class:`agentguard.testing.passkey.SoftPasskey` — a software passkey making WebAuthn
+  assertions (import it from its module: it needs the ``web`` extra).
 - :class:`StoreConformance` — the store contract as a pytest suite (imported lazily: it needs
   pytest).
 """

@@ -15,6 +15,8 @@ Parts, one job each:
 - :mod:`~agentguard.trust.keys`: approvers' Ed25519 keys: make, load (0600 like ssh), sign.
 - :mod:`~agentguard.trust.anchors`: the trust file (:class:`TrustAnchors`), with warnings when
   this process could change it.
+- :mod:`~agentguard.trust.passkey`: votes confirmed with a passkey (:class:`PasskeyVote`, a
+  WebAuthn assertion whose challenge is the statement's digest).
 - :mod:`~agentguard.trust.verify`: the one rule (:func:`verify_vote`) and the count
   (:func:`count_quorum`).
 
@@ -40,16 +42,19 @@ from agentguard.trust.keys import (
     load_signing_key,
     sign,
 )
+from agentguard.trust.passkey import PasskeyVote
 from agentguard.trust.statement import SignedVote, StatementError, VoteStatement
 from agentguard.trust.verify import (
     VerifiedVote,
     count_quorum,
     eligibility_problem,
+    receipt_from_dict,
     verify_vote,
 )
 
 __all__ = [
     "KeyFileError",
+    "PasskeyVote",
     "SignedVote",
     "StatementError",
     "TrustAnchors",
@@ -61,6 +66,7 @@ __all__ = [
     "eligibility_problem",
     "generate_key",
     "load_signing_key",
+    "receipt_from_dict",
     "sign",
     "verify_vote",
 ]

@@ -6,11 +6,17 @@ allowed-signers file or ssh's ``authorized_keys``::
     approvers:
       - id: dave
         keys: ["ed25519:Jq3X...="]        # from `agentguard approvers keygen`
-        passkeys: []                     # WebAuthn credentials (verified later)
+        passkeys:                        # WebAuthn credentials (`agentguard serve --web`)
+          - credential_id: "q1Xc..."     # base64url, as the authenticator made it
+            public_key: "pQECAy..."      # base64url of the COSE public key
+            label: "dave's laptop"
+            rp_id: approvals.example.com # the WebAuthn relying party the credential is for
+            origin: https://approvals.example.com  # the page it may be used from
     services:
       - name: serve                      # `agentguard serve`, as its own OS user
         key: "ed25519:9Yk2...="
         may_vouch_for: ["slack:*", "webhook:*"]
+    admins: [dave]                       # may sign passkey enrolment links for others
 
 One key, one person: a key appears once in the whole file (approvers and services alike), and
 an approver id appears once (compared as :func:`~agentguard.identity.canonical_identity`).
@@ -25,6 +31,7 @@ something this process could change: the agent must not be able to write its own
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +59,7 @@ __all__ = [
 ]
 
 _MAX_FILE = 1024 * 1024
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _PERSON_NAMESPACES = ("user:", "os:", "human:")
 
 
@@ -68,6 +76,23 @@ class _Passkey(_Model):
     credential_id: str = Field(min_length=1, max_length=1024)
     public_key: str = Field(min_length=1, max_length=4096)
     label: str = ""
+    rp_id: str = Field(min_length=1, max_length=253)
+    origin: str = Field(min_length=1, max_length=2048)
+
+    @field_validator("credential_id", "public_key")
+    @classmethod
+    def _base64url(cls, value: str) -> str:
+        if not _B64URL.fullmatch(value):
+            raise ValueError("must be base64url text (no padding)")
+        return value
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("https", "http") or not sep or not rest or "/" in rest:
+            raise ValueError("an origin is scheme://host[:port], without a path")
+        return value
 
 
 class _Approver(_Model):
@@ -105,6 +130,7 @@ class _TrustFile(_Model):
     version: int = 1
     approvers: list[_Approver] = []
     services: list[_Service] = []
+    admins: list[str] = []
 
     @field_validator("version")
     @classmethod
@@ -117,11 +143,14 @@ class _TrustFile(_Model):
 # ---------------------------------------------------------------- what the guard uses
 @dataclass(frozen=True, slots=True)
 class PasskeyAnchor:
-    """A WebAuthn credential of an approver (base64url id and COSE public key)."""
+    """A WebAuthn credential of an approver (base64url id and COSE public key), and the
+    relying party id and origin its assertions must name."""
 
     credential_id: str
     public_key: str
     label: str = ""
+    rp_id: str = ""
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +195,8 @@ class TrustAnchors:
         services: Services, in file order.
         source: Where it was read from (for messages).
         warnings: Reasons the agent might be able to change the file (empty when none).
+        admins: Approvers whose keys may sign passkey enrolment links for others
+            (:mod:`agentguard.trust.enrol`).
     """
 
     approvers: tuple[ApproverAnchor, ...]
@@ -173,10 +204,17 @@ class TrustAnchors:
     source: str = "<memory>"
     warnings: tuple[str, ...] = ()
     _keys: Mapping[str, KeyBinding] = field(default_factory=dict, repr=False)
+    admins: tuple[str, ...] = ()
+    _passkeys: Mapping[str, tuple[ApproverAnchor, PasskeyAnchor]] = field(
+        default_factory=dict, repr=False)
 
     def key(self, key_id: str) -> KeyBinding | None:
         """The binding of a listed key, or None when the file does not list it."""
         return self._keys.get(key_id) if isinstance(key_id, str) else None
+
+    def passkey(self, credential_id: str) -> tuple[ApproverAnchor, PasskeyAnchor] | None:
+        """The approver owning the passkey ``credential_id`` and its entry, or None."""
+        return self._passkeys.get(credential_id) if isinstance(credential_id, str) else None
 
     def approver(self, identity: str) -> ApproverAnchor | None:
         """The approver entry of ``identity`` (any spelling), or None."""
@@ -224,13 +262,14 @@ class TrustAnchors:
                      for j, text in enumerate(entry.keys)]
             anchor = ApproverAnchor(
                 identity=ident, key_ids=tuple(kid for kid, _ in pairs),
-                passkeys=tuple(PasskeyAnchor(p.credential_id, p.public_key, p.label)
+                passkeys=tuple(PasskeyAnchor(p.credential_id, p.public_key, p.label,
+                                             p.rp_id, p.origin)
                                for p in entry.passkeys))
             approvers.append(anchor)
             for kid, public in pairs:
                 keys[kid] = KeyBinding(kid, public, approver=anchor)
-        credentials = [p.credential_id for a in approvers for p in a.passkeys]
-        if len(set(credentials)) != len(credentials):
+        passkeys = {p.credential_id: (a, p) for a in approvers for p in a.passkeys}
+        if len(passkeys) != sum(len(a.passkeys) for a in approvers):
             raise TrustFileError(f"trust file {source}: approvers: a passkey is listed twice")
         services: list[ServiceAnchor] = []
         for i, entry in enumerate(model.services):
@@ -241,8 +280,13 @@ class TrustAnchors:
             service = ServiceAnchor(entry.name, kid, tuple(entry.may_vouch_for))
             services.append(service)
             keys[kid] = KeyBinding(kid, public, service=service)
+        admins = tuple(canonical_identity(a) for a in model.admins)
+        for name in admins:
+            if not any(a.identity == name for a in approvers):
+                raise TrustFileError(f"trust file {source}: admins: {name!r} is not an approver")
         return cls(approvers=tuple(approvers), services=tuple(services), source=source,
-                   _keys=MappingProxyType(keys))
+                   _keys=MappingProxyType(keys), admins=admins,
+                   _passkeys=MappingProxyType(passkeys))
 
     @classmethod
     def load(cls, path: str | Path) -> TrustAnchors:
@@ -265,7 +309,8 @@ class TrustAnchors:
             raise TrustFileError(f"trust file {path}: not valid YAML ({exc})") from None
         anchors = cls.from_mapping(data, source=str(path))
         return TrustAnchors(anchors.approvers, anchors.services, anchors.source,
-                            tuple(writable_warnings(path)), anchors._keys)
+                            tuple(writable_warnings(path)), anchors._keys, anchors.admins,
+                            anchors._passkeys)
 
 
 def writable_warnings(path: str | Path) -> list[str]:

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 
 from agentguard.identity import canonical_identity, same_identity
-from agentguard.trust.anchors import TrustAnchors
-from agentguard.trust.statement import SignedVote, VoteStatement
+from agentguard.trust.anchors import ServiceAnchor, TrustAnchors
+from agentguard.trust.passkey import PasskeyVote, passkey_signer
+from agentguard.trust.statement import SignedVote, StatementError, VoteStatement
 
 __all__ = [
     "VerifiedVote",
     "count_quorum",
     "eligibility_problem",
+    "receipt_from_dict",
     "verify_vote",
 ]
 
@@ -43,7 +45,7 @@ class VerifiedVote:
         approve: True to approve, False to deny.
         grant_ttl: Seconds of "approve for N" asked for (0: this call only).
         at: Unix time the approver signed.
-        key_id: Id of the key that signed.
+        key_id: Id of the key that signed (``passkey:<credential id>`` for a passkey).
         service: Name of the service that vouched, or None for the approver's own key.
         signed: The signed vote as received (the receipt to put in the audit log).
     """
@@ -54,7 +56,20 @@ class VerifiedVote:
     at: int
     key_id: str
     service: str | None
-    signed: SignedVote
+    signed: SignedVote | PasskeyVote
+
+
+def receipt_from_dict(data: object) -> SignedVote | PasskeyVote:
+    """Read a stored receipt: an Ed25519 :class:`SignedVote` or a :class:`PasskeyVote`.
+
+    Raises:
+        StatementError: neither, or malformed.
+    """
+    if isinstance(data, dict) and "passkey_assertion" in data:
+        return PasskeyVote.from_dict(data)
+    if isinstance(data, dict):
+        return SignedVote.from_dict(data)
+    raise StatementError("a receipt is a JSON object")
 
 
 def _signature(text: object) -> bytes | None:
@@ -68,14 +83,17 @@ def _signature(text: object) -> bytes | None:
 
 
 def verify_vote(
-    signed: SignedVote, *, request_id: str, call_hash: str, rule_id: str | None,
+    signed: SignedVote | PasskeyVote, *, request_id: str, call_hash: str, rule_id: str | None,
     settings_hash: str, anchors: TrustAnchors,
     signed_between: tuple[float, float] | None = None,
 ) -> VerifiedVote | str:
     """Check one signed vote for the request the guard is holding.
 
     Args:
-        signed: The vote as read from the store or a channel (untrusted).
+        signed: The vote as read from the store or a channel (untrusted): an Ed25519
+            signature, or a passkey assertion over the statement's digest
+            (:func:`agentguard.trust.passkey.passkey_signer`). Either way the statement is then
+            checked the same way.
         request_id: The request id the guard created (in memory).
         call_hash: The hash of the call the guard holds (in memory).
         rule_id: The rule that held it.
@@ -88,19 +106,28 @@ def verify_vote(
         The verified vote, or a sentence saying why it does not count.
     """
     # Exact types: a subclass could sign one set of bytes and show other fields.
-    if type(signed) is not SignedVote or type(signed.statement) is not VoteStatement:
+    if type(signed) is PasskeyVote and type(signed.statement) is VoteStatement:
+        statement = signed.statement
+        signer = passkey_signer(signed, anchors)
+        if isinstance(signer, str):
+            return signer
+        owner, kid = signer
+        vouching: ServiceAnchor | None = None
+    elif type(signed) is SignedVote and type(signed.statement) is VoteStatement:
+        statement = signed.statement
+        binding = anchors.key(signed.key_id)
+        if binding is None:
+            return f"key {signed.key_id!r} is not in the trust file {anchors.source}"
+        signature = _signature(signed.signature_b64)
+        if signature is None:
+            return "the signature is not base64 of 64 bytes"
+        try:
+            binding.public_key.verify(signature, statement.to_bytes())
+        except InvalidSignature:
+            return f"the signature does not verify with key {binding.key_id}"
+        owner, kid, vouching = binding.approver, binding.key_id, binding.service
+    else:
         return "not a signed vote"
-    statement = signed.statement
-    binding = anchors.key(signed.key_id)
-    if binding is None:
-        return f"key {signed.key_id!r} is not in the trust file {anchors.source}"
-    signature = _signature(signed.signature_b64)
-    if signature is None:
-        return "the signature is not base64 of 64 bytes"
-    try:
-        binding.public_key.verify(signature, statement.to_bytes())
-    except InvalidSignature:
-        return f"the signature does not verify with key {binding.key_id}"
     if statement.request_id != request_id:
         return "the vote was signed for another request"
     if statement.call_hash != call_hash:
@@ -112,21 +139,20 @@ def verify_vote(
     if signed_between is not None and not (
             signed_between[0] <= statement.at <= signed_between[1]):
         return "the vote was signed outside the request's lifetime"
-    if binding.approver is not None:
-        identity = binding.approver.identity
+    if owner is not None:
+        identity = owner.identity
         if statement.approver != identity:
-            return (f"key {binding.key_id} belongs to {identity!r}, "
-                    f"not to {statement.approver!r}")
+            return f"key {kid} belongs to {identity!r}, not to {statement.approver!r}"
         service = None
     else:
-        assert binding.service is not None
-        if not binding.service.may_vouch(statement.approver):
-            return (f"service {binding.service.name!r} may not vouch for "
-                    f"{statement.approver!r} (only {list(binding.service.may_vouch_for)})")
-        identity, service = statement.approver, binding.service.name
+        assert vouching is not None
+        if not vouching.may_vouch(statement.approver):
+            return (f"service {vouching.name!r} may not vouch for "
+                    f"{statement.approver!r} (only {list(vouching.may_vouch_for)})")
+        identity, service = statement.approver, vouching.name
     return VerifiedVote(identity=identity, approve=statement.approve,
                         grant_ttl=statement.grant_ttl, at=statement.at,
-                        key_id=binding.key_id, service=service, signed=signed)
+                        key_id=kid, service=service, signed=signed)
 
 
 def eligibility_problem(

@@ -136,3 +136,23 @@ def test_help_explains_each_command() -> None:
         assert command in result.stdout
     result = runner.invoke(app, ["approvers", "keygen", "--help"])
     assert "0600" in result.stdout and "--out" in result.stdout
+
+
+def test_enroll_link_prints_a_link_whose_token_the_trust_file_accepts(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentguard.trust.enrol import verify_enrolment
+
+    entry = keygen("--name", "dave")
+    trust = tmp_path / "trust.yaml"
+    trust.write_text("approvers:\n" + entry + "\n")
+    monkeypatch.delenv("AGENTGUARD_WEB_URL", raising=False)
+    result = runner.invoke(app, ["approvers", "enroll-link", "dave", "--url",
+                                 "https://approvals.example.com/", "--ttl", "5m"])
+    assert result.exit_code == 0, result.output
+    link = result.stdout.strip()
+    assert link.startswith("https://approvals.example.com/enroll#")
+    grant = verify_enrolment(link.split("#", 1)[1], TrustAnchors.load(trust))
+    assert not isinstance(grant, str) and grant.approver == "dave"
+    missing = runner.invoke(app, ["approvers", "enroll-link", "dave", "--key",
+                                  str(tmp_path / "nope.key")])
+    assert missing.exit_code != 0
