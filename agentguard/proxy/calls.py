@@ -31,14 +31,18 @@ from mcp.types import (
 from pydantic import TypeAdapter
 
 from agentguard.arguments import fill_schema_defaults
+from agentguard.canonical import thaw
+from agentguard.errors import ConfigError
 from agentguard.guard import Guard
 from agentguard.proxy.askers import Asker
 from agentguard.proxy.catalog import Collision, Entry, hints_for
 from agentguard.proxy.channels import ElicitationChannel
 from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.pins import tool_definition_hash
 from agentguard.proxy.reauth_url import reauth_asker
 from agentguard.proxy.upstream import Upstream, strip_envelope
 from agentguard.types import Authorization, CallContext, ToolCall
+from agentguard.validation import ArgumentValidator
 
 __all__ = ["CallInfo", "call_info", "clean_result", "refusal_result", "relay", "run_tool_call"]
 
@@ -147,13 +151,15 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
 
 
 async def _authorize(guard: Guard, call: ToolCall, asker: Asker,
-                     wait_message: Callable[[float, float], str]) -> Authorization:
+                     wait_message: Callable[[float, float], str],
+                     validator: ArgumentValidator) -> Authorization:
     async def on_wait(elapsed: float, timeout: float) -> None:
         await asker.progress(elapsed, timeout, wait_message(elapsed, timeout))
 
     # A TOTP step-up may send the client a link (URL-mode elicitation) through this asker.
     with reauth_asker(asker):
-        return await guard.authorize(call, extra_channels=[ElicitationChannel(asker)],
+        return await guard.authorize(call, validator=validator,
+                                     extra_channels=[ElicitationChannel(asker)],
                                      on_wait=on_wait)
 
 
@@ -204,20 +210,33 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
     if pin is not None and pin.state == "changed":
         reason = (f"the definition of tool {entry.name!r} on server {entry.server!r} changed "
                   f"since it was pinned (pinned {str(pin.pinned_hash)[:12]}, now "
-                  f"{pin.hash[:12]}); an operator must review it and run `agentguard pins "
-                  f"approve {entry.server} {entry.name}`")
+                  f"{pin.hash[:12]}); an operator must review it (`agentguard pins show "
+                  f"{entry.server} {entry.name}`) and run `agentguard pins approve "
+                  f"{entry.server} {entry.name} HASH`")
         return refusal_result(guard.refuse(call, reason, event="pin.changed", details={
             "old_hash": pin.pinned_hash, "new_hash": pin.hash}))
+    # Types before rules: the arguments are checked against the tool's listed schema
+    # before any rule reads them (what an SDK upstream would coerce is refused instead).
+    try:
+        validator = core.schemas.validator(
+            entry.server, entry.name, pin.hash if pin is not None
+            else tool_definition_hash(entry.item), entry.item.input_schema)
+    except ConfigError as exc:
+        reason = (f"tool {entry.name!r} on server {entry.server!r} cannot be called: {exc}, "
+                  "so its arguments cannot be checked")
+        return refusal_result(guard.refuse(call, reason, outcome="invalid",
+                                           event="call.invalid"))
     if info.token is not None:
         from agentguard.oauth.stepup import with_token
 
         call = replace(call, context=with_token(call.context, info.token))
-    auth = await _authorize(guard, call, asker, _waiting)
+    auth = await _authorize(guard, call, asker, _waiting, validator)
     if not auth.allowed:
         _maybe_step_up(auth, info)
         return refusal_result(auth)
-    return await forward_tool(core, core.upstreams[entry.server], entry.name, auth.call.args,
-                              meta, asker)
+    # What runs is the validated, frozen snapshot the guard decided, never the raw request.
+    return await forward_tool(core, core.upstreams[entry.server], entry.name,
+                              thaw(auth.call.args), meta, asker)
 
 
 def _maybe_step_up(auth: Authorization, info: CallInfo) -> None:

@@ -43,6 +43,7 @@ from agentguard.proxy.config import ProxyConfig
 from agentguard.proxy.exchange import Ledger
 from agentguard.proxy.notify import Notifier
 from agentguard.proxy.pins import PinBook
+from agentguard.proxy.schemas import SchemaBook
 from agentguard.proxy.upstream import Upstream
 from agentguard.types import Principal, new_request_id
 
@@ -73,6 +74,7 @@ class ProxyCore:
         self.upstreams = {s.name: Upstream(s, self) for s in config.servers}
         self.catalog = Catalog({s.name: config.namespace_of(s) for s in config.servers})
         self.pins = PinBook(guard.store, guard.audit)
+        self.schemas = SchemaBook()
         self.notifier = Notifier(self._subscribe, self._unsubscribe)
         self.ledger: Ledger | None = None
         self._tg: anyio.abc.TaskGroup | None = None
