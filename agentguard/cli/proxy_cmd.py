@@ -179,28 +179,58 @@ def pins_list(
                    f"pinned {row.pinned_hash[:16] or '-'}{pending}")
 
 
+@pins_app.command("show")
+def pins_show(
+    server: Annotated[str, typer.Argument(help="Server name.")],
+    tool: Annotated[str, typer.Argument(help="Tool name on that server (no namespace).")],
+    store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
+) -> None:
+    """Print the pinned and the pending definition of SERVER TOOL in full, and their diff."""
+    from agentguard.proxy.pin_review import load_review
+
+    review = _with_store(store, lambda s: load_review(s, server, tool))
+    if review.pinned is None and review.pending is None:
+        typer.echo(f"no pin and nothing pending for {review.render().splitlines()[0]}",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(review.render())
+    if not review.verified:
+        raise typer.Exit(2)
+
+
 @pins_app.command("approve")
 def pins_approve(
     server: Annotated[str, typer.Argument(help="Server name.")],
     tool: Annotated[str, typer.Argument(help="Tool name on that server (no namespace).")],
-    hash_: Annotated[str | None, typer.Option(
-        "--hash", help="Approve only this pending definition hash (or a 12+ char prefix).")]
-    = None,
+    hash_: Annotated[str, typer.Argument(
+        metavar="HASH", help="The full hash of the pending definition you reviewed "
+        "(`agentguard pins show SERVER TOOL` prints it).")],
     store: Annotated[str | None, typer.Option("--store", help="Store URL.")] = None,
     audit: Annotated[str | None, typer.Option("--audit", help="Audit log path.")] = None,
 ) -> None:
-    """Pin the definition last seen for SERVER TOOL, unblocking it."""
+    """Pin the pending definition of SERVER TOOL, if it is the one you reviewed (HASH)."""
 
+    from agentguard.errors import ConflictError
     from agentguard.proxy.pins import approve_pin
+    from agentguard.sanitize import escape_text
     from agentguard.settings import approver_identity, audit_path, open_audit_log
+
+    async def approve(s: Any) -> Any:
+        try:
+            return await approve_pin(s, server, tool, expected_hash=hash_, audit=sink,
+                                     approver=approver_identity())
+        except ConflictError as exc:  # names hashes from the store: escaped below
+            return exc
 
     sink = open_audit_log(audit_path(audit))
     try:
-        row = _with_store(store, lambda s: approve_pin(
-            s, server, tool, expected_hash=hash_, audit=sink, approver=approver_identity()))
+        row = _with_store(store, approve)
     finally:
         sink.close()
-    typer.echo(f"approved {server}/{tool}: pinned {row.pinned_hash[:16]}")
+    if isinstance(row, ConflictError):
+        typer.secho(f"not approved: {escape_text(str(row))}", err=True, fg="red")
+        raise typer.Exit(1)
+    typer.echo(f"approved {escape_text(server)}/{escape_text(tool)}: pinned {row.pinned_hash}")
 
 
 def _with_store(url: str | None, fn):

@@ -6,12 +6,14 @@ later listing whose hash differs marks that tool *changed*: its calls are refuse
 change is audited with both hashes until ``agentguard pins approve SERVER TOOL`` pins the new
 hash. A tool that appears after the first listing is *unpinned*: calls carry
 ``hints.unpinned`` so the policy's unknown-tool requirement applies, until it is approved too.
+Every definition listed is kept in the store under its hash (``pins show`` prints the pinned
+and the pending one, and their diff); ``pins approve`` takes the hash the operator reviewed.
 
 Pins live in the shared store, so the approval can come from another process while the proxy
 runs. Besides ``(server, tool) -> hash`` the store holds two kinds of bookkeeping entries:
 ``(server, "*")`` marks a server whose first listing was pinned (a server that lists no tools
 at first cannot get a free pass later), and ``("~pending/" + server, tool)`` holds the hash
-seen but not yet approved, which is what ``pins approve`` pins.
+seen in the latest listing but not approved, which is what ``pins approve`` pins.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ __all__ = [
     "PinRow",
     "PinStatus",
     "approve_pin",
+    "definition_text",
     "list_pins",
+    "text_hash",
     "tool_definition_hash",
 ]
 
@@ -48,19 +52,35 @@ PENDING_PREFIX = "~pending/"
 NO_HASH = ""
 
 
-def tool_definition_hash(tool: Tool | Mapping[str, Any]) -> str:
-    """SHA-256 (hex) over the canonical JSON of the full tool object, as it is on the wire.
+def definition_text(tool: Tool | Mapping[str, Any]) -> tuple[str, str]:
+    """The hash of a tool definition and the exact text it is computed over.
 
-    A definition that cannot be canonicalised (an integer beyond 2**53, deeper than 64 levels)
-    is hashed over sorted-key JSON instead, with a ``json:`` prefix so the two never collide.
+    The text is the canonical JSON of the full tool object, as it is on the wire; the hash is
+    its SHA-256 (hex). A definition that cannot be canonicalised (an integer beyond 2**53,
+    deeper than 64 levels) is written as sorted-key JSON instead, and its hash carries a
+    ``json:`` prefix so the two never collide. The store keeps the text under the hash
+    (:meth:`~agentguard.store.base.Store.put_definition`) for ``pins show``.
     """
     data = tool.model_dump(by_alias=True, mode="json", exclude_none=True) \
         if isinstance(tool, Tool) else dict(tool)
     try:
-        return hashlib.sha256(canonical_bytes(data)).hexdigest()
+        text = canonical_bytes(data).decode("utf-8")
+        prefix = ""
     except CanonicalizationError:
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return "json:" + hashlib.sha256(text.encode()).hexdigest()
+        prefix = "json:"
+    return prefix + text_hash(text), text
+
+
+def text_hash(text: str) -> str:
+    """SHA-256 (hex) of a definition text, without the ``json:`` prefix."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tool_definition_hash(tool: Tool | Mapping[str, Any]) -> str:
+    """SHA-256 (hex) over the canonical JSON of the full tool object (see
+    :func:`definition_text`)."""
+    return definition_text(tool)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +110,34 @@ class PinBook:
         self._store = store
         self._audit = audit
         self._pins: dict[str, dict[str, str]] = {}
-        self._reported: set[tuple[str, str, str]] = set()
+        #: What this process last wrote to each pending slot (the store's copy at start).
+        self._pending: dict[str, dict[str, str]] = {}
+        #: Definition hashes already written to the store by this process.
+        self._kept: set[str] = set()
 
     async def _load(self, server: str) -> dict[str, str]:
         pins = self._pins.get(server)
         if pins is None:
-            pins = {t: h for s, t, h in await self._store.list_pins() if s == server}
+            rows = await self._store.list_pins()
+            pins = {t: h for s, t, h in rows if s == server}
             self._pins[server] = pins
+            self._pending[server] = {t: h for s, t, h in rows if s == PENDING_PREFIX + server}
         return pins
 
     async def check_listing(self, server: str, tools: Sequence[Tool]) -> dict[str, PinStatus]:
-        """Compare a full listing with the pins; pin it all if it is the server's first."""
+        """Compare a full listing with the pins; pin it all if it is the server's first.
+
+        Every definition listed is kept in the store under its hash, so an operator can read
+        what a hash stands for (``agentguard pins show``) before approving it.
+        """
         pins = await self._load(server)
-        hashes = {tool.name: tool_definition_hash(tool) for tool in tools}
+        hashes: dict[str, str] = {}
+        for tool in tools:
+            digest, text = definition_text(tool)
+            hashes[tool.name] = digest
+            if digest not in self._kept:
+                await self._store.put_definition(digest, text)
+                self._kept.add(digest)
         if SERVER_MARK not in pins:
             for name, digest in hashes.items():
                 await self._store.set_pin(server, name, digest)
@@ -125,17 +160,23 @@ class PinBook:
 
     async def _status(self, server: str, tool: str, digest: str,
                       pins: dict[str, str]) -> PinStatus:
+        # The pending slot follows the latest listing (A, then B, then A leaves A pending,
+        # and a listing that matches the pin again leaves nothing pending): what `pins
+        # approve` pins is what the upstream serves now, never an earlier variant.
+        pending = self._pending.setdefault(server, {})
         pinned = pins.get(tool) or None
         if pinned == digest:
+            if pending.get(tool):
+                await self._store.set_pin(PENDING_PREFIX + server, tool, NO_HASH)
+                pending[tool] = NO_HASH
             return PinStatus("pinned", digest, pinned)
         state: Literal["changed", "unpinned"] = "changed" if pinned else "unpinned"
-        key = (server, tool, digest)
-        if key not in self._reported:
-            self._reported.add(key)
+        if pending.get(tool) != digest:
             await self._store.set_pin(PENDING_PREFIX + server, tool, digest)
+            pending[tool] = digest
             if state == "changed":
                 logger.warning("tool %r of server %r changed definition (pinned %s, now %s); "
-                               "blocked until `agentguard pins approve %s %s`",
+                               "blocked until reviewed (`agentguard pins show %s %s`) and approved",
                                tool, server, pinned[:12], digest[:12], server, tool)
                 self._append({"type": "pin.changed", "server": server, "tool": tool,
                               "old_hash": pinned, "new_hash": digest,
@@ -199,7 +240,7 @@ async def approve_pin(
     server: str,
     tool: str,
     *,
-    expected_hash: str | None = None,
+    expected_hash: str,
     audit: AuditSink | None = None,
     approver: str | None = None,
 ) -> PinRow:
@@ -209,9 +250,9 @@ async def approve_pin(
         store: The store the proxy uses.
         server: Server name.
         tool: Tool name (without namespace).
-        expected_hash: When given, approve only if the pending hash is exactly this (or a
-            prefix of at least 12 characters), so a definition that changed again after the
-            human looked is not approved blindly.
+        expected_hash: The full hash of the definition the human reviewed (``pins show``):
+            approved only if it is exactly the pending one, so a definition that changed
+            after the human looked is never approved blindly.
         audit: Sink for the ``pin.approved`` event.
         approver: Who approves (default: the OS user).
 
@@ -227,11 +268,11 @@ async def approve_pin(
         state = "already pinned" if current else "unknown"
         raise ConflictError(f"no pending definition for {server}/{tool} ({state}); "
                             "nothing to approve")
-    if expected_hash is not None and not (
-        pending == expected_hash or (len(expected_hash) >= 12 and pending.startswith(expected_hash))
-    ):
-        raise ConflictError(f"{server}/{tool} now has definition {pending[:16]}, not "
-                            f"{expected_hash[:16]}; look again before approving")
+    if pending != expected_hash.strip().lower():
+        raise ConflictError(
+            f"the pending definition of {server}/{tool} is {pending}, not the "
+            f"{expected_hash.strip()[:80]!r} you reviewed; it changed (or the hash is "
+            f"incomplete): review it again with `agentguard pins show {server} {tool}`")
     await store.set_pin(server, tool, pending)
     await store.set_pin(PENDING_PREFIX + server, tool, NO_HASH)
     if audit is not None:

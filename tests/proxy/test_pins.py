@@ -55,12 +55,14 @@ async def test_first_listing_pins_later_changes_block_until_approved(tmp_path: P
         assert rows["fetch_weather"].state == "changed" and rows["debug"].state == "new"
         with pytest.raises(ConflictError):
             await approve_pin(store, "weather", "fetch_weather", expected_hash="0" * 64)
-        row = await approve_pin(store, "weather", "fetch_weather",
-                                expected_hash=status.hash[:16])
+        with pytest.raises(ConflictError):  # a prefix is not the definition reviewed
+            await approve_pin(store, "weather", "fetch_weather",
+                              expected_hash=status.hash[:16])
+        row = await approve_pin(store, "weather", "fetch_weather", expected_hash=status.hash)
         assert row.pinned_hash == status.hash
         assert (await book.recheck("weather", "fetch_weather", status.hash)).state == "pinned"
         with pytest.raises(ConflictError):  # nothing pending any more
-            await approve_pin(store, "weather", "fetch_weather")
+            await approve_pin(store, "weather", "fetch_weather", expected_hash=status.hash)
         # A server whose first listing was empty does not get a free pass later.
         await book.check_listing("empty", [])
         later = await book.check_listing("empty", [_tool()])
@@ -93,7 +95,8 @@ async def test_rug_pull_mid_session_is_blocked_audited_and_approvable(
         assert "changed  weather/fetch_weather" in listed.stdout, listed.stderr
         approved = subprocess.run(
             [PYTHON, "-c", "from agentguard.cli.app import main; main()", "pins", "approve",
-             "weather", "fetch_weather", "--store", proxy.store_url, "--audit",
+             "weather", "fetch_weather", changes[-1]["new_hash"], "--store",
+             proxy.store_url, "--audit",
              str(proxy.audit)], capture_output=True, text=True, cwd=ROOT, env=proxy.env(),
             timeout=60)
         assert approved.returncode == 0, approved.stderr
