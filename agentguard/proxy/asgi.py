@@ -7,6 +7,7 @@ from typing import Any
 from mcp.shared.message import SessionMessage
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCError
 
+from agentguard.proxy.http_cancel import cancellable, serve_cancelling
 from agentguard.proxy.http_fastpath import HttpFastPath
 from agentguard.proxy.http_fastserve import SKIP_FAST_PATH
 from agentguard.proxy.wire import (
@@ -28,6 +29,8 @@ class HardenedASGI:
     UTF-8, duplicate keys...) is answered ``400`` with the same JSON-RPC error the stdio
     transport writes; anything else reaches the SDK's Streamable HTTP app unchanged, unless
     ``fast_path`` answers it first (an unconditionally allowed 2026-07-28 ``tools/call``).
+    A session's ``tools/call`` whose client disconnects before the answer is cancelled
+    (:mod:`agentguard.proxy.http_cancel`).
     """
 
     def __init__(self, app: Any, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -85,6 +88,10 @@ class HardenedASGI:
             to_message(value)
         except WireError as exc:
             await self._refuse(send, 400, exc)
+            return
+        request_id = cancellable(scope, value)
+        if request_id is not None:  # a client that hangs up on a held call cancels it
+            await serve_cancelling(self.app, scope, raw, receive, send, request_id)
             return
         await self.app(scope, replay, send)
 
