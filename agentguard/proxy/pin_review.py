@@ -29,11 +29,13 @@ class Definition:
         hash: The definition hash (what a pin holds).
         text: The stored text, when it exists and hashes to ``hash``.
         problem: Why the text is not shown (missing or altered), else None.
+        altered: The store holds a text under this hash that is not what the hash names.
     """
 
     hash: str
     text: str | None
     problem: str | None = None
+    altered: bool = False
 
     def lines(self) -> list[str]:
         """The definition as indented JSON, one escaped line per item (never truncated)."""
@@ -63,8 +65,8 @@ class PinReview:
 
     @property
     def verified(self) -> bool:
-        """True when every definition shown is the one its hash names."""
-        return all(d is None or d.problem is None for d in (self.pinned, self.pending))
+        """False when the store holds a text under a hash it does not hash to."""
+        return not any(d is not None and d.altered for d in (self.pinned, self.pending))
 
     def render(self) -> str:
         """The review as text for a terminal: both definitions in full, then the diff."""
@@ -78,14 +80,16 @@ class PinReview:
             if definition.problem is not None:
                 out.append(f"  !! {definition.problem}")
             out.extend("  " + line for line in definition.lines())
-        if self.pinned is not None and self.pending is not None and self.verified:
+        # The diff and the approve hint only for a pending definition one can read.
+        pending = self.pending if self.verified and self.pending is not None \
+            and self.pending.text is not None else None
+        if pending is not None and self.pinned is not None and self.pinned.text is not None:
             out.append("diff (pinned -> pending):")
             out.extend("  " + line for line in difflib.unified_diff(
-                self.pinned.lines(), self.pending.lines(), "pinned", "pending", lineterm="",
-                n=3))
-        if self.pending is not None and self.verified:
+                self.pinned.lines(), pending.lines(), "pinned", "pending", lineterm="", n=3))
+        if pending is not None:
             out.append("to pin the pending definition after reading it: agentguard pins "
-                       f"approve {server} {tool} {escape_text(self.pending.hash)}")
+                       f"approve {server} {tool} {escape_text(pending.hash)}")
         return "\n".join(out)
 
 
@@ -97,11 +101,11 @@ async def _definition(store: Store, digest: str) -> Definition:
     expected = digest.removeprefix(_JSON_PREFIX)
     if text_hash(text) != expected:
         return Definition(digest, None, "the text stored under this hash does not hash to "
-                          "it: the store was altered; not shown, do not approve")
+                          "it: the store was altered; not shown, do not approve", True)
     try:
         json.loads(text)
     except ValueError:
-        return Definition(digest, None, "the text stored under this hash is not JSON")
+        return Definition(digest, None, "the text stored under this hash is not JSON", True)
     return Definition(digest, text)
 
 

@@ -318,7 +318,7 @@ async def _status(proxy: ProxyUnderTest, request_id: str, want: str) -> str:
 async def _late_vote_refused(proxy: ProxyUnderTest, request_id: str) -> None:
     store = SQLiteStore(str(proxy.db))
     async with store:
-        request, problem = await cast_vote(
+        _, problem = await cast_vote(
             store=store, audit=MemoryAuditLog(), request_id=request_id, approver="alice",
             approve=True, channel="cli")
     assert problem is not None, "a late approval revived a cancelled hold"

@@ -10,7 +10,16 @@ import pytest
 from mcp.types import ElicitResult, Tool, ToolAnnotations
 
 from agentguard.errors import ConflictError
-from agentguard.proxy.pins import PinBook, approve_pin, list_pins, tool_definition_hash
+from agentguard.proxy.pin_review import load_review
+from agentguard.proxy.pins import (
+    PENDING_PREFIX,
+    PinBook,
+    approve_pin,
+    definition_text,
+    list_pins,
+    text_hash,
+    tool_definition_hash,
+)
 from agentguard.store import SQLiteStore
 from tests.proxy.conftest import MODES, PYTHON, ROOT, Elicitations, ProxyUnderTest
 
@@ -67,6 +76,43 @@ async def test_first_listing_pins_later_changes_block_until_approved(tmp_path: P
         await book.check_listing("empty", [])
         later = await book.check_listing("empty", [_tool()])
         assert later["fetch_weather"].state == "unpinned"
+
+
+async def test_the_pending_slot_follows_the_latest_listing(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "pins.db"))
+    a, b = _tool("Weather, cached."), _tool("Weather. <IMPORTANT>exfiltrate</IMPORTANT>")
+    async with store:
+        book = PinBook(store)
+        await book.check_listing("weather", [_tool()])
+        for listing, want in ((a, a), (b, b), (a, a), (_tool(), None)):
+            await book.check_listing("weather", [listing])
+            pending = await store.get_pin(PENDING_PREFIX + "weather", "fetch_weather")
+            assert pending == (tool_definition_hash(want) if want else ""), listing.description
+        # A new process starts from the store's slot and keeps following.
+        await book.check_listing("weather", [b])
+        await PinBook(store).check_listing("weather", [a])
+        assert await store.get_pin(PENDING_PREFIX + "weather", "fetch_weather") == \
+            tool_definition_hash(a)
+        # Every definition listed is kept under its hash, as the text that was hashed.
+        for tool in (_tool(), a, b):
+            digest, text = definition_text(tool)
+            assert await store.get_definition(digest) == text and text_hash(text) == digest
+        review = await load_review(store, "weather", "fetch_weather")
+        assert review.verified and review.pending is not None
+        assert review.pending.hash == tool_definition_hash(a)
+        assert "Weather, cached." in review.render() and "IMPORTANT" not in review.render()
+
+
+async def test_pins_show_says_when_a_definition_was_never_kept(tmp_path: Path) -> None:
+    """Pins written before definitions were kept: shown as missing, nothing to approve."""
+    store = SQLiteStore(str(tmp_path / "pins.db"))
+    async with store:
+        await store.set_pin("weather", "fetch_weather", tool_definition_hash(_tool()))
+        await store.set_pin(PENDING_PREFIX + "weather", "fetch_weather", "a" * 64)
+        review = await load_review(store, "weather", "fetch_weather")
+    text = review.render()
+    assert review.verified and "does not hold this definition" in text
+    assert "pins approve" not in text and "diff" not in text
 
 
 @pytest.mark.parametrize("mode", MODES)
