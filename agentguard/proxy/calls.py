@@ -5,7 +5,10 @@ upstream tool name, arguments, the configured principal, hints from the cached l
 pinned definition hash), lets the guard decide, and then either forwards the call or renders
 the refusal as a tool result with ``isError: true`` whose text says what happened, by which
 rule, and that retrying will not help. The only refusals made here are the ones no policy can
-lift: a tool whose definition changed since it was pinned, or a name two servers claim.
+lift: a tool whose definition changed since it was pinned, a name two servers claim, or a tool
+whose ``inputSchema`` is not a valid JSON Schema (its arguments cannot be checked). The guard
+validates every call it decides against that schema before any rule reads the arguments, and
+what is forwarded is the frozen snapshot it decided.
 """
 
 from __future__ import annotations
