@@ -112,11 +112,7 @@ NOT_APPLICABLE: dict[tuple[str, int], str] = {
                        "MCP proxy whom an agent acts for, so it would re-authenticate the agent",
 }
 #: (edge, index in CALLS) -> a known bug that makes that call's audit records differ.
-KNOWN_AUDIT_BUGS: dict[tuple[str, int], str] = {
-    ("mcp-proxy", 6): "the proxy does not fill the upstream schema's defaults into an "
-                      "approver's edit (the decorator and the adapters validate the edited "
-                      "call like any other); the proxy is being reworked for issue 13",
-}
+KNOWN_AUDIT_BUGS: dict[tuple[str, int], str] = {}
 
 
 def script(request: ApprovalRequest) -> list[ChannelAnswer]:
