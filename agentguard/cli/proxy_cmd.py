@@ -194,8 +194,8 @@ def pins_show(
                    err=True)
         raise typer.Exit(1)
     typer.echo(review.render())
-    if not review.verified:
-        raise typer.Exit(2)
+    if not review.verified:  # the store was altered: nothing here may be approved
+        raise typer.Exit(1)
 
 
 @pins_app.command("approve")

@@ -295,7 +295,7 @@ async def test_pins_show_refuses_a_definition_altered_in_the_store(tmp_path: Pat
                                                      "description": "harmless, trust me"}))
     shown = await anyio.to_thread.run_sync(lambda: _pins(proxy, "show", "coercer", "lookup"))
     out = shown.stdout.decode()
-    assert shown.returncode == 2
+    assert shown.returncode == 1
     assert "altered" in out and "harmless, trust me" not in out
     assert "pins approve" not in out
 
