@@ -49,8 +49,12 @@ class ElicitationChannel:
 
     async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
         """Show the held call as a form; yield the user's vote."""
+        # The whole call, never cut: a form has no "view all", and approving what nobody
+        # could read is what this channel must not allow (the policy's max_args_bytes bounds
+        # it).
         form = ElicitRequest(params=ElicitRequestFormParams(
-            message=render_request(request, width=80), requested_schema=APPROVAL_SCHEMA))
+            message=render_request(request, width=80, arg_limit=2**62),
+            requested_schema=APPROVAL_SCHEMA))
         answer = await self._asker.ask(form)
         approver = f"mcp-client:{escape_text(self._asker.client_name)}"
         if isinstance(answer, ErrorData):

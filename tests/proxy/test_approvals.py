@@ -72,6 +72,16 @@ async def test_elicitation_channel_asks_the_clients_user(proxy: ProxyUnderTest, 
     assert voters == ([["mcp-client:mcp"]] if approve else [])
 
 
+async def test_the_elicitation_form_shows_the_whole_call_never_a_cut_one(
+        proxy: ProxyUnderTest) -> None:
+    service = "billing-" + "x" * 2_181 + "-end"  # past the 2,000-character display limit
+    answers = Elicitations([ElicitResult(action="accept", content={"approve": False})])
+    async with proxy.client(proxy.ops(), "legacy", elicitation_callback=answers) as client:
+        await client.call_tool("restart_service", {"service": service})
+    assert len(answers.messages) == 1
+    assert service in answers.messages[0] and "truncated" not in answers.messages[0]
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_elicitation_is_never_asked_for_rules_with_approvers(proxy: ProxyUnderTest,
                                                                    mode: str) -> None:
