@@ -97,10 +97,12 @@ class _Guarded:
     on (an approver's edit included), never the arguments as sent.
 
     A tool that asks its client for input (2026-07-28 multi-round trips) is called once per
-    round; the guard is asked on the first, and the state the tool hands out then lets the
-    follow-up rounds of that same validated call through once each, with the snapshot that
-    was approved. (These rounds are remembered here, not in the store: the core has no
-    grant for "the same approved execution, continued"; see the adapter notes.)
+    round. After an approved round hands out request state, the guard issues a single-use
+    grant for one more run of exactly the approved call (``Guard.grant_again``: in the store,
+    audited); the next round of that call, recognised by the state and the hash of the call
+    as first sent, asks the guard again with the approved snapshot (an approver's edit
+    included) and the grant lets it through once. Nothing but "which call does this round
+    continue" is remembered here.
     """
 
     def __init__(self, inner: Any, edge: Edge, describe: Callable[[str], Any],
@@ -111,7 +113,7 @@ class _Guarded:
         self.context_from = context_from
         # tool name -> (its input schema as canonical JSON, the validator compiled from it)
         self.validators: dict[str, tuple[bytes, SchemaArguments]] = {}
-        # request state handed out -> (hash of the validated call, the snapshot it ran with)
+        # request state handed out -> (hash of the call as first sent, the snapshot that ran)
         self.rounds: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
 
     def _validator(self, name: str, tool: Any) -> SchemaArguments | None:
@@ -149,18 +151,21 @@ class _Guarded:
         state = params.request_state
         earlier = self.rounds.pop(state, None) if state else None
         if earlier is not None and sent is not None and earlier[0] == sent:
-            to_run = earlier[1]  # a later round of a call already approved: same snapshot
+            asked = earlier[1]  # a later round: the call that ran, as approved (or edited)
         else:
-            auth = await self.edge.authorize(name, args, *layers, hints=hints,
-                                             validator=validator)
-            refusal = refusal_text(auth)
-            if refusal is not None:
-                return CallToolResult(content=[TextContent(type="text", text=refusal)],
-                                      is_error=True)
-            to_run = args_to_run(auth, args)
+            asked = args
+        auth = await self.edge.authorize(name, asked, *layers, hints=hints,
+                                         validator=validator)
+        refusal = refusal_text(auth)
+        if refusal is not None:
+            return CallToolResult(content=[TextContent(type="text", text=refusal)],
+                                  is_error=True)
+        to_run = args_to_run(auth, asked)
         params = params.model_copy(update={"arguments": to_run})
         result = await self.inner(ctx, params)
         if isinstance(result, InputRequiredResult) and result.request_state and sent:
+            if auth is not None:
+                await self.edge.guard().grant_again(auth)
             self.rounds[result.request_state] = (sent, to_run)
             while len(self.rounds) > _LEDGER_SIZE:
                 self.rounds.popitem(last=False)

@@ -247,6 +247,38 @@ class Guard:
         except Exception as exc:
             return self._fail_closed(call, exc)
 
+    async def grant_again(self, auth: Authorization, *, ttl: float = 600.0) -> str | None:
+        """One more run of exactly the call ``auth`` approved: a single-use ``once`` grant in
+        the store, bound like any grant (rule, its settings, principal and human, the call's
+        hash), audited ``grant.created``. For a tool that runs in several rounds (an MCP
+        tool asking its client for input), whose later rounds repeat the approved call.
+
+        Returns:
+            The grant id; ``None`` when there is nothing to grant (the call needed no
+            approval, or its rule needs signed votes, under which no grant is made).
+        """
+        decision = auth.decision
+        if auth.outcome != "approved" or not isinstance(decision, RequireApproval):
+            return None
+        held = self._held(auth.call, decision, call_hash(auth.call))
+        if self._signed(held):
+            return None
+        binding = held.binding
+        assert binding is not None
+        now = self.clock()
+        grant = Grant(
+            id=new_request_id("grant"), scope="once", principal=binding.principal,
+            acting_for=binding.acting_for, server=glob_literal(binding.server),
+            tool=glob_literal(binding.tool), max_rank=binding.rank, expires_at=now + ttl,
+            granted_by=",".join(auth.approvers), created_at=now, call_hash=held.digest,
+            rule_id=binding.rule_id, settings_hash=binding.settings_hash,
+            request_id=auth.request_id)
+        await self.store.add_grant(grant)
+        self._append(auth.call, decision, "grant.created", grant_id=grant.id, scope="once",
+                     expires_at=grant.expires_at, granted_by=grant.granted_by,
+                     call_hash=held.digest, detail="the next round of the same call")
+        return grant.id
+
     def refuse(
         self, call: ToolCall, reason: str, *, outcome: Outcome = "denied",
         event: str = "call.denied", details: Mapping[str, Any] | None = None,

@@ -134,6 +134,11 @@ async def test_a_guarded_server_refuses_held_calls_on_both_eras(
         ("wipe", {"path": "/tmp/w"})]
     assert {(e["principal"], e["session_id"], e["origin"]) for e in events(guard)} == {
         ("agent:desktop", "s1", "mcp")}
+    # Each further round of wipe ran on a single-use grant in the store, audited.
+    wipes = [e["type"] for e in events(guard) if e["tool"] == "wipe"]
+    if mode == "auto":  # 2026-07-28: the tool's question is a round trip
+        assert "grant.created" in wipes and "grant.used" in wipes
+    assert wipes.count("challenge.created") == 1
 
 
 async def test_tools_registered_after_guarding_are_guarded(make_guard: Any) -> None:
