@@ -628,11 +628,10 @@ class Guard:
         limit on requests; each refusal is audited as ``signal.flood``."""
         defaults = self.policy.model.defaults
         c = decision.classification
-        pending = [r for r in await self.store.list_requests("pending", limit=10_000)
-                   if r.call.get("principal") == call.principal.id and r.privilege == c.privilege]
+        pending = await self.store.count_pending(call.principal.id, c.privilege)
         reason = None
-        if len(pending) >= defaults.pending_per_class:
-            reason = (f"{len(pending)} {c.privilege} call(s) from this principal already wait "
+        if pending >= defaults.pending_per_class:
+            reason = (f"{pending} {c.privilege} call(s) from this principal already wait "
                       "for approval; wait for them to be answered")
         else:
             key = f"flood|{call.principal.id}"
@@ -645,7 +644,7 @@ class Guard:
         if reason is None:
             return None
         self._append(call, decision, "signal.flood", outcome="denied", call_hash=digest,
-                     detail=reason, pending=len(pending))
+                     detail=reason, pending=pending)
         return Authorization(call, decision, "denied", f"approval flood control: {reason}")
 
     async def _decide_edit(

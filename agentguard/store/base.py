@@ -1,5 +1,12 @@
 """The store: shared state of held calls, grants, re-authentication and risk signals.
 
+The contract is five narrow protocols a backend can implement, and be tested against, one at a
+time — :class:`RequestStore` (held calls and votes), :class:`GrantStore`,
+:class:`CredentialStore` (re-authentication freshness, enrolment secrets, used TOTP steps,
+lockouts), :class:`CounterStore` (rate events, first use, cooldowns) and :class:`PinStore`
+(MCP tool pins and definitions) — each with its conformance suite in
+:mod:`agentguard.testing.store_conformance`. :class:`Store` is all five: what the guard needs.
+
 Every method is async. Every state transition that matters for security is atomic in the
 backend (a conditional UPDATE, a lock), never read-then-write in Python: two processes or
 replicas racing on the same request must see exactly one winner.
@@ -12,7 +19,16 @@ from typing import Protocol, runtime_checkable
 
 from agentguard.types import ApprovalRequest, ApprovalVote, Grant, GrantQuery, RequestStatus
 
-__all__ = ["Store", "VoteResult"]
+__all__ = [
+    "CounterStore",
+    "CredentialStore",
+    "GrantStore",
+    "Lifecycle",
+    "PinStore",
+    "RequestStore",
+    "Store",
+    "VoteResult",
+]
 
 
 class VoteResult:
@@ -31,17 +47,20 @@ class VoteResult:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Backend protocol. See ``agentguard.testing.store_conformance`` for its contract."""
+class Lifecycle(Protocol):
+    """Opening and closing a backend (every narrow protocol has it)."""
 
-    # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
         """Create tables / connect. Idempotent."""
 
     async def close(self) -> None:
         """Release resources. Idempotent."""
 
-    # -- approval requests -------------------------------------------------------------
+
+@runtime_checkable
+class RequestStore(Lifecycle, Protocol):
+    """Approval requests and their votes."""
+
     async def create_request(self, request: ApprovalRequest) -> None:
         """Persist a new pending request. Raises ``StoreError`` if the id exists."""
 
@@ -54,6 +73,10 @@ class Store(Protocol):
     ) -> Sequence[ApprovalRequest]:
         """Requests, newest first, optionally filtered by status and by the call hash (a
         retried call finds the request raised for it)."""
+
+    async def count_pending(self, principal: str, privilege: str) -> int:
+        """Pending, unexpired requests raised for ``principal`` at ``privilege`` (flood
+        control: a query in the backend, never a list loaded into Python)."""
 
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         """Atomically add a vote to a pending, unexpired request.
@@ -85,7 +108,11 @@ class Store(Protocol):
     async def cancel(self, request_id: str) -> bool:
         """Atomically move a ``pending`` request to ``cancelled``; True if this call did it."""
 
-    # -- grants ------------------------------------------------------------------------
+
+@runtime_checkable
+class GrantStore(Lifecycle, Protocol):
+    """Grants: approvals that cover later calls (``once``, ``session``, ``ttl``)."""
+
     async def add_grant(self, grant: Grant) -> None:
         """Persist a grant."""
 
@@ -105,7 +132,11 @@ class Store(Protocol):
     async def revoke_grant(self, grant_id: str) -> bool:
         """Delete a grant; True if it existed."""
 
-    # -- re-authentication -------------------------------------------------------------
+
+@runtime_checkable
+class CredentialStore(Lifecycle, Protocol):
+    """Re-authentication state: freshness, enrolment secrets, used TOTP steps, lockouts."""
+
     async def record_reauth(self, subject: str, method: str, at: float) -> None:
         """Remember a successful re-authentication (step-up freshness)."""
 
@@ -133,7 +164,11 @@ class Store(Protocol):
     async def lockout_until(self, subject: str) -> float | None:
         """Time the lockout of ``subject`` ends, if any (past values may be returned)."""
 
-    # -- risk signals ------------------------------------------------------------------
+
+@runtime_checkable
+class CounterStore(Lifecycle, Protocol):
+    """Risk-signal state: rate events, first use of a tool, cooldowns of denied calls."""
+
     async def record_event(self, key: str, at: float) -> None:
         """Count one event (rate signals: key is e.g. ``principal|label``)."""
 
@@ -149,7 +184,11 @@ class Store(Protocol):
     async def get_cooldown(self, key: str, now: float) -> str | None:
         """The reason of an active cooldown for ``key``, if any."""
 
-    # -- MCP tool pins -----------------------------------------------------------------
+
+@runtime_checkable
+class PinStore(Lifecycle, Protocol):
+    """MCP tool pins and the definitions they name."""
+
     async def get_pin(self, server: str, tool: str) -> str | None:
         """Pinned definition hash of a tool."""
 
@@ -166,3 +205,9 @@ class Store(Protocol):
 
     async def get_definition(self, definition_hash: str) -> str | None:
         """The definition kept under ``definition_hash``, if any."""
+
+
+@runtime_checkable
+class Store(RequestStore, GrantStore, CredentialStore, CounterStore, PinStore, Protocol):
+    """Every narrow protocol: what the guard needs. See
+    ``agentguard.testing.store_conformance`` for the contract."""

@@ -107,6 +107,13 @@ class MemoryStore:
         return [r for r in shown if (status is None or r.status == status)
                 and (call_hash is None or r.call_hash == call_hash)][: max(0, limit)]
 
+    async def count_pending(self, principal: str, privilege: str) -> int:
+        now = self._clock()
+        with self._lock:
+            return sum(1 for r in self._requests.values()
+                       if r.status == "pending" and r.expires_at > now
+                       and r.call.get("principal") == principal and r.privilege == privilege)
+
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         with self._lock:
             request = self._requests.get(request_id)

@@ -130,6 +130,9 @@ class PostgresStore:
                          " AND status = 'approved' AND call_hash = %s"),
             "list": q(f"SELECT {_COLUMNS} FROM {{s}}.requests WHERE {{where}}"
                       " ORDER BY created_at DESC, seq DESC LIMIT %s"),
+            "pending": q("SELECT count(*) FROM {s}.requests WHERE status = 'pending'"
+                         " AND expires_at > %s AND (doc::jsonb #>> '{call,principal}') = %s"
+                         " AND (doc::jsonb ->> 'privilege') = %s"),
         }
 
     def __repr__(self) -> str:
@@ -214,6 +217,10 @@ class PostgresStore:
         query = self._sql["list"].replace("{where}", where)
         rows = await self._fetchall(query, *params, max(0, limit))
         return [present(_request(*row), now) for row in rows]
+
+    async def count_pending(self, principal: str, privilege: str) -> int:
+        row = await self._fetchone(self._sql["pending"], self._clock(), principal, privilege)
+        return int(row[0])
 
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         async with self._connection(transaction=True) as conn:

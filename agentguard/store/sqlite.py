@@ -198,6 +198,17 @@ class SQLiteStore:
         )
         return [present(_request(*row), now) for row in rows]
 
+    async def count_pending(self, principal: str, privilege: str) -> int:
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM requests WHERE status = 'pending' AND expires_at > ?"
+                " AND json_extract(doc, '$.call.principal') = ?"
+                " AND json_extract(doc, '$.privilege') = ?",
+                (self._clock(), principal, privilege),
+            ).fetchone()
+        )
+        return int(row[0])
+
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         def vote_tx(conn: sqlite3.Connection) -> tuple[ApprovalRequest, bool]:
             row = conn.execute(

@@ -1,7 +1,11 @@
-"""The :class:`~agentguard.store.Store` contract as a reusable pytest suite.
+"""The store contract as reusable pytest suites, one per narrow protocol.
 
-A backend passes the suite by subclassing :class:`StoreConformance` and providing a ``store``
-fixture that builds the backend with the suite's ``clock``::
+:class:`RequestStoreConformance`, :class:`GrantStoreConformance`,
+:class:`CredentialStoreConformance`, :class:`CounterStoreConformance` and
+:class:`PinStoreConformance` check one protocol of :mod:`agentguard.store.base` each, so a
+backend can be built and tested a protocol at a time; :class:`StoreConformance` is all of them
+(a full :class:`~agentguard.store.Store`). A backend passes a suite by subclassing it and
+providing a ``store`` fixture that builds the backend with the suite's ``clock``::
 
     import pytest
     from agentguard.testing.store_conformance import StoreConformance
@@ -26,30 +30,36 @@ import anyio
 import pytest
 
 from agentguard.errors import ConflictError, StoreError
-from agentguard.store.base import Store
-from agentguard.testing._store_state import StateContract
+from agentguard.store.base import RequestStore, Store
+from agentguard.testing._store_state import (
+    ContractBase,
+    CounterStoreConformance,
+    CredentialStoreConformance,
+    GrantStoreConformance,
+    PinStoreConformance,
+)
 from agentguard.testing.clock import ManualClock
 from agentguard.testing.store_samples import RACERS, race, sample_request, vote
 from agentguard.types import ApprovalRequest, new_request_id
 
-__all__ = ["StoreConformance"]
+__all__ = [
+    "CounterStoreConformance",
+    "CredentialStoreConformance",
+    "GrantStoreConformance",
+    "PinStoreConformance",
+    "RequestStoreConformance",
+    "StoreConformance",
+]
 
 
-class StoreConformance(StateContract):
-    """Contract tests for a store backend. Subclasses provide the ``store`` fixture."""
-
-    pytestmark = pytest.mark.anyio
-
-    @pytest.fixture
-    def clock(self) -> ManualClock:
-        """The clock the ``store`` fixture must hand to the backend."""
-        return ManualClock()
+class RequestStoreConformance(ContractBase):
+    """The :class:`~agentguard.store.base.RequestStore` contract: requests, votes, waiting."""
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def test_satisfies_protocol_and_open_is_idempotent(
-        self, store: Store, clock: ManualClock
+    async def test_satisfies_request_store_and_open_is_idempotent(
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
-        assert isinstance(store, Store)
+        assert isinstance(store, RequestStore)
         await store.open()
         await store.open()
         await store.create_request(request := sample_request(clock))
@@ -57,23 +67,25 @@ class StoreConformance(StateContract):
 
     # -- requests ----------------------------------------------------------------------
     async def test_create_then_get_round_trips_every_field(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
         assert await store.get_request(request.id) == request
 
-    async def test_get_unknown_request_is_none(self, store: Store) -> None:
+    async def test_get_unknown_request_is_none(self, store: RequestStore) -> None:
         assert await store.get_request(new_request_id()) is None
 
-    async def test_duplicate_request_id_is_refused(self, store: Store, clock: ManualClock) -> None:
+    async def test_duplicate_request_id_is_refused(
+        self, store: RequestStore, clock: ManualClock
+    ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
         with pytest.raises(StoreError):
             await store.create_request(sample_request(clock, id=request.id))
 
     async def test_list_newest_first_with_status_filter_and_limit(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         ids = []
         for _ in range(4):
@@ -88,7 +100,7 @@ class StoreConformance(StateContract):
         assert [r.id for r in await store.list_requests("pending")] == [ids[3], ids[2], ids[0]]
 
     async def test_list_by_call_hash_finds_the_requests_of_one_call(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         first = sample_request(clock, call_hash="h-1")
         other = sample_request(clock, call_hash="h-2")
@@ -110,7 +122,7 @@ class StoreConformance(StateContract):
             second.id]
 
     async def test_pending_request_past_its_deadline_reads_as_expired(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock, timeout=60)
         await store.create_request(request)
@@ -120,8 +132,29 @@ class StoreConformance(StateContract):
         assert [r.id for r in await store.list_requests("expired")] == [request.id]
         assert await store.list_requests("pending") == []
 
+    async def test_count_pending_counts_live_requests_of_one_principal_and_class(
+        self, store: RequestStore, clock: ManualClock
+    ) -> None:
+        def held(principal: str, privilege: str = "destructive", **kw: Any) -> ApprovalRequest:
+            call = {"server": "local", "tool": "deploy", "principal": principal, "args": {}}
+            return sample_request(clock, call=call, privilege=privilege, **kw)
+
+        mine = [held("agent:a"), held("agent:a"), held("agent:a", timeout=10.0)]
+        others = [held("agent:b"), held("agent:a", "privileged"), held("agent:a")]
+        for request in mine + others:
+            await store.create_request(request)
+        assert await store.count_pending("agent:a", "destructive") == 4
+        await store.record_vote(others[2].id, vote("alice", approve=False))
+        assert await store.count_pending("agent:a", "destructive") == 3
+        clock.advance(11.0)  # the short one expired, though nobody marked it so
+        assert await store.count_pending("agent:a", "destructive") == 2
+        assert await store.count_pending("agent:b", "destructive") == 1
+        assert await store.count_pending("agent:c", "destructive") == 0
+
     # -- votes -------------------------------------------------------------------------
-    async def test_quorum_needs_distinct_approvers(self, store: Store, clock: ManualClock) -> None:
+    async def test_quorum_needs_distinct_approvers(
+        self, store: RequestStore, clock: ManualClock
+    ) -> None:
         request = sample_request(clock, quorum=2)
         await store.create_request(request)
         first = await store.record_vote(request.id, vote("alice"))
@@ -135,7 +168,7 @@ class StoreConformance(StateContract):
         assert second.request.decided_at == clock()
         assert await store.get_request(request.id) == second.request
 
-    async def test_deny_settles_at_once(self, store: Store, clock: ManualClock) -> None:
+    async def test_deny_settles_at_once(self, store: RequestStore, clock: ManualClock) -> None:
         request = sample_request(clock, quorum=2)
         await store.create_request(request)
         result = await store.record_vote(request.id, vote("bob", False, reason="not now"))
@@ -144,7 +177,7 @@ class StoreConformance(StateContract):
         assert result.request.votes[-1].reason == "not now"
 
     async def test_deny_counts_even_after_the_same_approver_approved(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock, quorum=2)
         await store.create_request(request)
@@ -154,7 +187,7 @@ class StoreConformance(StateContract):
 
     @pytest.mark.parametrize("settle", ["approve", "deny", "expire", "cancel", "consume"])
     async def test_vote_on_a_settled_request_conflicts(
-        self, store: Store, clock: ManualClock, settle: str
+        self, store: RequestStore, clock: ManualClock, settle: str
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -175,7 +208,7 @@ class StoreConformance(StateContract):
         assert await store.get_request(request.id) == before
 
     async def test_vote_after_the_deadline_conflicts(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock, timeout=30)
         await store.create_request(request)
@@ -185,12 +218,12 @@ class StoreConformance(StateContract):
         got = await store.get_request(request.id)
         assert got is not None and got.status == "expired" and got.votes == ()
 
-    async def test_vote_on_unknown_request_conflicts(self, store: Store) -> None:
+    async def test_vote_on_unknown_request_conflicts(self, store: RequestStore) -> None:
         with pytest.raises(ConflictError):
             await store.record_vote(new_request_id(), vote("alice"))
 
     async def test_approve_and_deny_racing_have_exactly_one_winner(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -206,7 +239,7 @@ class StoreConformance(StateContract):
         assert final.status in ("approved", "denied") and len(final.votes) == 1
 
     async def test_quorum_race_counts_exactly_quorum_votes(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock, quorum=3)
         await store.create_request(request)
@@ -220,7 +253,7 @@ class StoreConformance(StateContract):
         assert len(final.decided_by) == 3 and len(final.votes) == 3
 
     async def test_expire_and_approve_racing_have_exactly_one_winner(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         for _ in range(4):
             request = sample_request(clock)
@@ -239,7 +272,7 @@ class StoreConformance(StateContract):
 
     # -- transitions -------------------------------------------------------------------
     async def test_consume_once_and_only_with_the_matching_hash(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -253,7 +286,7 @@ class StoreConformance(StateContract):
         assert not await store.consume(new_request_id(), request.call_hash)
 
     async def test_concurrent_consumers_have_exactly_one_winner(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -264,7 +297,7 @@ class StoreConformance(StateContract):
         assert results.count(True) == 1 and results.count(False) == RACERS - 1
 
     async def test_denied_request_cannot_be_consumed(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -272,7 +305,7 @@ class StoreConformance(StateContract):
         assert not await store.consume(request.id, request.call_hash)
 
     async def test_expire_and_cancel_only_leave_pending(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         first, second, approved = (sample_request(clock) for _ in range(3))
         for request in (first, second, approved):
@@ -293,7 +326,7 @@ class StoreConformance(StateContract):
         assert not await store.cancel(new_request_id())
 
     async def test_expire_persists_a_request_already_past_its_deadline(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock, timeout=10)
         await store.create_request(request)
@@ -303,7 +336,7 @@ class StoreConformance(StateContract):
 
     # -- waiting -----------------------------------------------------------------------
     async def test_wait_returns_at_once_for_settled_and_unknown_requests(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -314,7 +347,7 @@ class StoreConformance(StateContract):
             assert await store.wait_for_change(new_request_id(), timeout=3600) is None
 
     async def test_wait_times_out_returning_the_pending_request(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -322,7 +355,7 @@ class StoreConformance(StateContract):
         assert got == request
 
     async def test_wait_wakes_when_a_vote_settles_the_request(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         request = sample_request(clock)
         await store.create_request(request)
@@ -339,7 +372,7 @@ class StoreConformance(StateContract):
         assert len(seen) == 1 and seen[0] is not None and seen[0].status == "approved"
 
     async def test_wait_wakes_on_expire_and_cancel(
-        self, store: Store, clock: ManualClock
+        self, store: RequestStore, clock: ManualClock
     ) -> None:
         for settle, status in ((store.expire, "expired"), (store.cancel, "cancelled")):
             request = sample_request(clock)
@@ -355,3 +388,13 @@ class StoreConformance(StateContract):
                     await anyio.sleep(0.01)
                     assert await settle(request.id)
             assert seen[0] is not None and seen[0].status == status
+
+
+class StoreConformance(
+    RequestStoreConformance, GrantStoreConformance, CredentialStoreConformance,
+    CounterStoreConformance, PinStoreConformance,
+):
+    """The whole :class:`~agentguard.store.Store` contract (every narrow suite)."""
+
+    async def test_satisfies_the_whole_store_protocol(self, store: Store) -> None:
+        assert isinstance(store, Store)
