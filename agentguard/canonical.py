@@ -23,6 +23,7 @@ from typing import Any
 
 import rfc8785
 
+from agentguard.errors import AgentGuardError
 from agentguard.types import ToolCall
 
 __all__ = [
@@ -43,7 +44,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 64
 
 
-class CanonicalizationError(ValueError):
+class CanonicalizationError(AgentGuardError, ValueError):
     """A value cannot be canonicalised unambiguously, so it cannot be approved."""
 
 

@@ -1,22 +1,46 @@
-"""Exceptions raised by agentguard.
+"""Exceptions raised by agentguard: every one derives from :class:`AgentGuardError`.
 
-The tree::
+This is the one place the tree is written down (``tests/test_public_api.py`` checks that
+every exception class agentguard defines is in it and derives from the root). Most are raised
+to you; the few marked *internal* are caught inside agentguard and turned into a refusal or a
+message, and are listed so that nothing escapes the root unnoticed::
 
     AgentGuardError
-     ├── PolicyError            a policy file is invalid (names file, rule, field)
-     ├── ConfigError            runtime configuration is invalid or a plug-in is missing
-     ├── UsageError             the API was used wrongly (e.g. sync call inside a running loop)
-     ├── StoreError             the store failed; the guard turns this into a refusal
-     │    └── ConflictError     an atomic claim lost (already decided, consumed or expired)
-     ├── AuditError             an audit write failed; privileged calls are refused
+     ├── PolicyError              a policy file is invalid (names file, rule, field)
+     ├── ConfigError              runtime configuration is invalid or a plug-in is missing
+     │    ├── TrustFileError        the trust file is invalid           (agentguard.trust)
+     │    ├── KeyFileError          an approver/service key file is invalid (agentguard.trust)
+     │    └── StatementError        a vote statement is malformed       (agentguard.trust)
+     ├── UsageError               the API was used wrongly (e.g. sync call inside a running loop)
+     ├── StoreError               the store failed; the guard turns this into a refusal
+     │    └── ConflictError       an atomic claim lost (already decided, consumed or expired)
+     ├── AuditError               an audit write failed; privileged calls are refused
+     ├── ChainError               the audit log's hash chain does not verify (agentguard.audit)
+     ├── CanonicalizationError    a value has no unambiguous JSON form   (agentguard.canonical)
      ├── ArgumentValidationError  arguments do not fit the tool's schema (raised by validators)
-     └── ToolCallRefused        the guard refused a call; ``kind`` says why
+     ├── UnsafePath               a path climbs above its root or has a NUL (agentguard.policy)
+     ├── ArgumentRefused          internal: a path operator refuses an argument
+     ├── SealError                a sealed TOTP seed cannot be opened    (agentguard.reauth)
+     ├── TokenError               an OAuth access token is refused       (agentguard.oauth)
+     │    ├── MalformedToken, UnsupportedAlgorithm, UnknownKey, InvalidSignature,
+     │    └── TokenExpired, TokenNotYetValid, InvalidIssuer, InvalidAudience, MissingClaim
+     ├── KeySetUnavailable        the OAuth issuer's key set cannot be fetched
+     ├── AnswerRejected           internal: an approver's typed answer is not understood
+     ├── TerminalUnavailable      internal: no controlling terminal (also an ``OSError``)
+     ├── TerminalClosed           internal: the terminal hung up (also an ``EOFError``)
+     ├── WireError                internal: a malformed JSON-RPC message (agentguard.proxy)
+     ├── UpstreamUnavailable      an MCP upstream is down (also the MCP SDK's ``MCPError``)
+     └── ToolCallRefused          the guard refused a call; ``kind`` says why
           ├── CallDenied            kind == "denied"
           ├── ApprovalExpired       kind == "expired"
           ├── ChannelUnreachable    kind == "unreachable"
           ├── ReauthFailed          kind == "reauth_failed"
           ├── ArgumentsInvalid      kind == "invalid"
           └── ApprovalPending       kind == "pending" (held; retry the identical call later)
+
+Several also derive from the built-in exception callers already catch (``ValueError`` for
+``CanonicalizationError``, ``ChainError``, ``UnsafePath``, ``SealError`` and the trust
+errors), so older ``except ValueError`` code keeps working.
 """
 
 from __future__ import annotations

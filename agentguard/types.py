@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agentguard.errors import refusal_for
+
 __all__ = [
     "Allow",
     "ApprovalRequest",
@@ -562,6 +564,4 @@ class Authorization:
     def raise_for_refusal(self) -> None:
         """Raise the matching :class:`~agentguard.errors.ToolCallRefused` if refused."""
         if not self.allowed:
-            from agentguard.errors import refusal_for
-
             raise refusal_for(self)

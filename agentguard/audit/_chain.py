@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentguard.canonical import MAX_DEPTH, MAX_SAFE_INTEGER
+from agentguard.errors import AgentGuardError
 
 __all__ = [
     "GENESIS_HASH",
@@ -56,7 +57,7 @@ _ENCODER = json.JSONEncoder(
 _HEX = frozenset("0123456789abcdef")
 
 
-class ChainError(ValueError):
+class ChainError(AgentGuardError, ValueError):
     """A stored line is not a well-formed, correctly hashed record.
 
     Attributes:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from agentguard.channels.render import denial_reason
 from agentguard.durations import format_duration, parse_duration
+from agentguard.errors import AgentGuardError
 from agentguard.sanitize import escape_text
 
 __all__ = [
@@ -43,7 +44,7 @@ class ParsedAnswer:
     reason: str = ""
 
 
-class AnswerRejected(ValueError):
+class AnswerRejected(AgentGuardError, ValueError):
     """The typed line is not an acceptable answer; the message says why (shown to the human)."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from agentguard.errors import AgentGuardError
+
 try:
     import termios
 except ImportError:  # pragma: no cover - Windows has no termios; the console is POSIX only
@@ -35,14 +37,14 @@ CLEAR_LINE = "\r\x1b[2K"
 _READ_SIZE = 4096
 
 
-class TerminalUnavailable(OSError):
+class TerminalUnavailable(AgentGuardError, OSError):
     """The terminal cannot be opened or used (no controlling terminal, not a tty...)."""
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
 
 
-class TerminalClosed(EOFError):
+class TerminalClosed(AgentGuardError, EOFError):
     """The terminal hung up while we were reading from it."""
 
 

@@ -23,14 +23,16 @@ know) never satisfies it.
 
 from __future__ import annotations
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["ArgumentRefused", "UnsafePath", "normalise_path", "pattern_problem"]
 
 
-class UnsafePath(ValueError):
+class UnsafePath(AgentGuardError, ValueError):
     """A path that names nothing a rule can reason about (climbs above its root, has a NUL)."""
 
 
-class ArgumentRefused(Exception):
+class ArgumentRefused(AgentGuardError):
     """A rule cannot match this argument safely, so the call must be refused.
 
     Raised by a predicate while a rule is tried; caught once, by the classifier.

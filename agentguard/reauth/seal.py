@@ -22,13 +22,15 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["SEALED_PREFIX", "SealError", "SeedSeal"]
 
 SEALED_PREFIX = "aesgcm:v1:"
 _NONCE = 12
 
 
-class SealError(ValueError):
+class SealError(AgentGuardError, ValueError):
     """A stored seed is not sealed, or does not open under this key and name."""
 
 
