@@ -15,9 +15,21 @@ from agentguard.types import ApprovalRequest, ApprovalVote
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["approver_problem", "call_hash_problem", "cast_vote", "request_event"]
+__all__ = [
+    "approver_problem",
+    "call_hash_problem",
+    "cast_vote",
+    "hashed_call_fields",
+    "redacted_view",
+    "request_event",
+]
 
 _HASHED = ("server", "tool", "tool_definition_hash", "args", "principal", "session_id")
+
+
+def hashed_call_fields(call: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a stored call its call hash covers (``KeyError`` if one is missing)."""
+    return {k: call[k] for k in _HASHED}
 
 
 def approver_problem(request: ApprovalRequest, approver: str) -> str | None:
@@ -48,15 +60,37 @@ def call_hash_problem(request: ApprovalRequest) -> str | None:
     """
     from agentguard.canonical import CanonicalizationError, canonical_bytes, sha256_hex
 
-    call = request.call
     try:
-        recomputed = sha256_hex(canonical_bytes({k: call[k] for k in _HASHED}))
+        recomputed = sha256_hex(canonical_bytes(hashed_call_fields(request.call)))
     except (KeyError, TypeError, CanonicalizationError):
         return "the stored call is malformed: do not decide it here"
-    if recomputed != request.call_hash:
+    if recomputed != request.call_hash and not redacted_view(request):
         return ("the stored call does not match its call hash (the store was altered): "
                 "what it shows is not what would run; do not decide it here")
     return None
+
+
+def redacted_view(request: ApprovalRequest) -> str | None:
+    """A warning when the stored call has arguments the policy redacts, or None.
+
+    The hash covers the real values, which the store never holds, so nobody outside the
+    guard can check such a call against its hash (a known gap: see docs/security.md).
+    """
+    from agentguard.audit.redact import POLICY_MARK
+
+    def marked(value: Any, depth: int = 0) -> bool:
+        if value == POLICY_MARK:
+            return True
+        if depth > 64:
+            return False
+        if isinstance(value, Mapping):
+            value = list(value.values())
+        return isinstance(value, list | tuple) and any(marked(v, depth + 1) for v in value)
+
+    if not marked(request.call.get("args")):
+        return None
+    return ("some arguments are redacted by policy, so the rest of this call cannot be "
+            "checked against its call hash here; decide it only if you trust this store")
 
 
 def request_event(request: ApprovalRequest, event_type: str, **extra: Any) -> dict[str, Any]:
@@ -86,7 +120,11 @@ async def cast_vote(
     now: float | None = None, edited_args: Mapping[str, Any] | None = None,
     key: Ed25519PrivateKey | None = None, receipt: Mapping[str, Any] | None = None,
 ) -> tuple[ApprovalRequest | None, str | None]:
-    """Check the approver, then record their vote atomically.
+    """Check the approver and the stored call, then record their vote atomically.
+
+    An approval of a request whose stored call no longer hashes to its call hash (the store
+    was altered after the call was held) is refused and audited: the approver read something
+    other than what would run. A denial still counts (it can only stop a call).
 
     With ``key`` (the approver's own Ed25519 key) the vote is signed: a
     :class:`~agentguard.trust.VoteStatement` naming this request, its call hash, rule and
@@ -106,6 +144,13 @@ async def cast_vote(
         return None, f"no approval request {request_id!r}"
     problem = approver_problem(request, approver)
     if problem is not None:
+        audit.append(request_event(request, "vote.rejected", approver=approver,
+                                   channel=channel, detail=problem))
+        return request, problem
+    problem = call_hash_problem(request) if approve else None
+    if problem is not None:
+        # The agent rewrote the stored call an approver reads while keeping the hash the vote
+        # would name: whoever reviewed it saw something else than what would run.
         audit.append(request_event(request, "vote.rejected", approver=approver,
                                    channel=channel, detail=problem))
         return request, problem

@@ -106,6 +106,11 @@ def show(
     request = run_with_store(store_url(store), lambda s: s.get_request(request_id))
     if request is None:
         raise not_found(f"no approval request {request_id!r}")
+    from agentguard.approvals import call_hash_problem, redacted_view
+
+    warning = call_hash_problem(request) or redacted_view(request)
+    if warning is not None:
+        typer.echo(f"WARNING: {warning}", err=True)
     if as_json:
         from agentguard.cli.json_shapes import request_json
 

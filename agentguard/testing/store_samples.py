@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from agentguard.types import (
     new_request_id,
 )
 
-__all__ = ["RACERS", "race", "sample_grant", "sample_request", "use_args", "vote"]
+__all__ = ["RACERS", "consistent", "race", "sample_grant", "sample_request", "use_args", "vote"]
 
 T = TypeVar("T")
 
@@ -64,6 +65,17 @@ def sample_grant(clock: Callable[[], float], *, ttl: float = 900.0, **overrides:
     }
     fields.update(overrides)
     return Grant(**fields)
+
+
+def consistent(request: ApprovalRequest) -> ApprovalRequest:
+    """``request`` with a call hash that matches its stored call, as the guard writes them
+    (approver tools refuse to approve a call that does not hash to its call hash)."""
+    from agentguard.approvals import hashed_call_fields
+    from agentguard.canonical import canonical_bytes, sha256_hex
+
+    call = {"tool_definition_hash": None, "session_id": None, **request.call}
+    return dataclasses.replace(request, call=call, call_hash=sha256_hex(canonical_bytes(
+        hashed_call_fields(call))))
 
 
 def vote(approver: str, approve: bool = True, at: float = 0.0, **overrides: Any) -> ApprovalVote:

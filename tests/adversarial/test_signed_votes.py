@@ -265,3 +265,37 @@ async def test_a_slack_click_counts_under_signed_assurance_only_when_serve_signs
         rejected = [e for e in audit.events if e["type"] == "vote.rejected"]
         assert not any(e["type"] == "call.executed" for e in audit.events)
         assert len(rejected) == 1 and "needs a signed vote" in rejected[0]["detail"]
+
+
+async def test_an_approver_never_signs_a_call_the_store_rewrote_under_its_hash(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """The agent holds ``rotate_credentials(account="root")``, then rewrites the stored call
+    an approver reads to ``account="sandbox"``, keeping the call hash its vote would sign.
+    Both approvers read the harmless version and approve with their own keys; nothing counts,
+    both attempts are audited, and ``approvals show`` says the stored call was altered."""
+    import sqlite3
+
+    from agentguard.audit import JsonlAuditLog
+
+    db = tmp_path / "s.db"
+    guard = guard_for(setup, SQLiteStore(db), MemoryAuditLog())
+    rid = await held(guard)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE requests SET doc = json_set(doc, '$.call.args.account', 'sandbox')"
+                     " WHERE id = ?", (rid,))
+    shown = await anyio.to_thread.run_sync(lambda: cli(
+        "approvals", "show", rid, "--store", f"sqlite:///{db}", home=tmp_path / "dave"))
+    assert b"sandbox" in shown.stdout and b"does not match its call hash" in shown.stderr
+    audit = JsonlAuditLog(tmp_path / "approver-audit.jsonl")
+    for who in ("dave", "erin"):
+        request, problem = await cast_vote(store=guard.store, audit=audit, request_id=rid,
+                                           approver=who, approve=True, channel="cli",
+                                           key=setup["keys"][who])
+        assert problem is not None and "does not match its call hash" in problem
+        assert request is not None and request.votes == ()
+    audit.close()
+    rejected = [line for line in (tmp_path / "approver-audit.jsonl").read_text().splitlines()
+                if '"vote.rejected"' in line]
+    assert len(rejected) == 2
+    assert (await guard.authorize(rotate(), wait=0)).outcome == "pending"

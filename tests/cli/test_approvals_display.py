@@ -21,7 +21,7 @@ import pytest
 
 from agentguard.sanitize import render_args
 from agentguard.store import SQLiteStore
-from agentguard.testing.store_samples import sample_request
+from agentguard.testing.store_samples import consistent, sample_request
 from agentguard.types import ApprovalRequest
 from tests.adversarial.helpers import args_from_display, unsafe_chars
 
@@ -42,7 +42,7 @@ def held(tmp_path: Path) -> Iterator[tuple[ApprovalRequest, str]]:
     import anyio
 
     request = sample_request(time.time)
-    request = replace(request, call={**request.call, "args": payload()})
+    request = consistent(replace(request, call={**request.call, "args": payload()}))
     assert len(render_args(request.call["args"], limit=10**9)[0]) == 2181
 
     async def create() -> None:

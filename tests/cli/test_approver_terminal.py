@@ -156,11 +156,11 @@ def test_reauth_enroll_shows_uri_once_and_stores_secret(tmp_path: Path) -> None:
 async def test_edit_records_a_deny_with_proposed_arguments(tmp_path: Path) -> None:
     import time
 
-    from agentguard.testing.store_samples import sample_request
+    from agentguard.testing.store_samples import consistent, sample_request
 
     store = SQLiteStore(tmp_path / "state.db")
     await store.open()
-    request = sample_request(time.time)
+    request = consistent(sample_request(time.time))
     await store.create_request(request)
     url = f"sqlite:///{tmp_path / 'state.db'}"
     bad = cli("approvals", "edit", request.id, "--args", "[1]", "--as", "alice", "--store", url,
@@ -181,11 +181,11 @@ async def test_watch_prompts_for_each_pending_request(tmp_path: Path, typed: str
                                                       status: str) -> None:
     import time
 
-    from agentguard.testing.store_samples import sample_request
+    from agentguard.testing.store_samples import consistent, sample_request
 
     store = SQLiteStore(tmp_path / "state.db")
     await store.open()
-    request = sample_request(time.time)
+    request = consistent(sample_request(time.time))
     await store.create_request(request)
     env = dict(os.environ, AGENTGUARD_HOME=str(tmp_path))
     proc = await anyio.to_thread.run_sync(lambda: subprocess.run(
