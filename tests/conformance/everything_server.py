@@ -24,6 +24,7 @@ import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
@@ -193,6 +194,22 @@ class MemoryEventStore(EventStore):
 # ----------------------------------------------------------------------------- server
 
 
+class _Server(Server[Any]):
+    """Declares ``listChanged`` for tools, resources and prompts, as the suite's reference
+    server does, on every transport (the HTTP session manager asks for the defaults)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        notify = notification_options or NotificationOptions(
+            prompts_changed=True, resources_changed=True, tools_changed=True)
+        return super().create_initialization_options(notify, experimental_capabilities,
+                                                     extensions)
+
+
 def build_server() -> Server[Any]:
     """The conformance target: every tool, resource and prompt the suite's scenarios use."""
 
@@ -201,7 +218,7 @@ def build_server() -> Server[Any]:
 
     with warnings.catch_warnings():  # logging is deprecated only for the 2026-07-28 era
         warnings.simplefilter("ignore", MCPDeprecationWarning)
-        return Server(
+        return _Server(
             "conformance-everything",
             version="1.0.0",
             on_list_tools=list_tools,
@@ -218,12 +235,9 @@ def build_server() -> Server[Any]:
         )
 
 
-_NOTIFY = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
-
-
 async def _serve_stdio(server: Server[Any]) -> None:
     async with stdio_server() as (read, write):
-        await server.run(read, write, server.create_initialization_options(_NOTIFY))
+        await server.run(read, write, server.create_initialization_options())
 
 
 def main(argv: list[str] | None = None) -> None:
