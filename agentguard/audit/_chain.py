@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,25 +86,33 @@ def head_path(path: str | os.PathLike[str]) -> str:
 _second: tuple[int, str] = (-1, "")
 
 
-def utc_now() -> str:
-    """The current time, RFC 3339 UTC with microseconds (``2025-01-31T09:00:00.000000Z``)."""
+def utc_now(clock: Callable[[], float] | None = None) -> str:
+    """The current time, RFC 3339 UTC with microseconds (``2025-01-31T09:00:00.000000Z``).
+
+    Args:
+        clock: Source of Unix time (a sink's injected clock); the system clock when ``None``.
+    """
     global _second
-    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    now_us = time.time_ns() // 1000 if clock is None else round(clock() * 1_000_000)
+    seconds, micros = divmod(now_us, 1_000_000)
     cached = _second
     if cached[0] != seconds:  # format the date once a second, not once a record
         cached = _second = (seconds, f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}")
     return f"{cached[1]}.{micros:06d}Z"
 
 
-def seal(data: dict[str, Any], seq: int, prev_hash: str) -> tuple[dict[str, Any], bytes]:
+def seal(data: dict[str, Any], seq: int, prev_hash: str,
+         clock: Callable[[], float] | None = None) -> tuple[dict[str, Any], bytes]:
     """Chain a JSON-safe event: add ``seq``, ``at``, ``prev_hash`` and ``hash`` in place.
+
+    ``at`` is read from ``clock`` (Unix time) when given, else from the system clock.
 
     Returns:
         The record and its line (chain encoding with the hash, ending in a newline).
     """
     data.pop("hash", None)
     data["seq"] = seq
-    data["at"] = utc_now()
+    data["at"] = utc_now(clock)
     data["prev_hash"] = prev_hash
     body = encode(data)
     digest = hashlib.sha256(body).hexdigest()

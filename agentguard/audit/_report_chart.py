@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentguard.audit.report import OUTCOMES, parse_at, show
+from agentguard.audit.report import OUTCOMES, median_wait, parse_at, show
 from agentguard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from agentguard.audit.report import AuditReport
 
-__all__ = ["OUTCOME_COLOURS", "figure", "write"]
+__all__ = ["OUTCOME_COLOURS", "bucket_seconds", "figure", "write"]
 
 OUTCOME_COLOURS = {"approved": "#2e9e44", "allowed": "#98d8a0", "denied": "#d62728",
                    "expired": "#ff9f1c", "unreachable": "#9467bd", "reauth_failed": "#8c1c13",
@@ -32,7 +32,12 @@ OUTCOME_COLOURS = {"approved": "#2e9e44", "allowed": "#98d8a0", "denied": "#d627
                    "edited": "#1f77b4", "pending": "#aaaaaa", "shadow": "#4c78a8"}
 _WOULD_COLOURS = {"require_approval": "#ff9f1c", "require_reauth": "#9467bd",
                   "deny": "#d62728", "allow": "#dddddd"}
-_STEPS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+# Bucket widths for "over time", in seconds. No bucket under a minute: a log written in a
+# burst (a test, a replay) is one moment to a reader, not forty one-second bars.
+_STEPS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+_MAX_BUCKETS = 40
+# Room above the longest bar, so its end (and the legend) is never cut at the axis edge.
+_HEADROOM = 1.08
 _TOP = 10
 # Text as <text> (small, searchable); no mathtext, so a "$" in a tool name stays a "$";
 # a fixed hash salt so the same report gives the same SVG.
@@ -63,17 +68,31 @@ def _stacked_barh(ax: Axes, groups: dict[str, Counter[str]], title: str) -> None
         rest: Counter[str] = sum((c for _, c in items[_TOP - 1:]), Counter())
         items = [*items[: _TOP - 1], (f"other ({len(items) - _TOP + 1})", rest)]
     labels = [show(name, 36) for name, _ in items][::-1]
-    left = [0] * len(items)
-    for outcome in OUTCOMES:
-        widths = [counts[outcome] for _, counts in items][::-1]
-        if any(widths):
-            ax.barh(labels, widths, left=left, label=outcome,
-                    color=OUTCOME_COLOURS.get(outcome))
-            left = [a + b for a, b in zip(left, widths, strict=True)]
+    _stack(ax, labels, [(o, OUTCOME_COLOURS.get(o), o) for o in OUTCOMES],
+           [counts for _, counts in items][::-1])
     ax.set_title(title, loc="left", fontweight="bold")
     ax.set_xlabel("calls")
-    _integer_ticks(ax.xaxis)
     ax.legend(fontsize=7, loc="lower right", frameon=False)
+
+
+def _stack(ax: Axes, labels: list[str], series: list[tuple[str, str | None, str]],
+           rows: list[Counter[str]]) -> None:
+    """Horizontal stacked bars, one row per label, one segment per (key, colour, legend)."""
+    # A zero-width segment is not drawn: matplotlib makes every bar's base a "sticky" limit,
+    # so an empty segment stacked at the end of the longest bar pinned the axis to that
+    # bar's end and cut it off.
+    ax.set_yticks(range(len(labels)), labels)
+    left = [0] * len(rows)
+    for key, colour, legend in series:
+        widths = [counts[key] for counts in rows]
+        if any(widths):
+            drawn = [i for i, w in enumerate(widths) if w]
+            ax.barh(drawn, [widths[i] for i in drawn], left=[left[i] for i in drawn],
+                    label=legend, color=colour)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_xlim(0, max(max(left), 1) * _HEADROOM)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    _integer_ticks(ax.xaxis)
 
 
 def _integer_ticks(axis: Any) -> None:
@@ -89,8 +108,7 @@ def _over_time(ax: Axes, report: AuditReport) -> None:
         _empty(ax, title, "no interruptions")
         return
     start = min(t for t, _ in points)
-    span = (max(t for t, _ in points) - start).total_seconds()
-    step = next((s for s in _STEPS if span / s <= 40), _STEPS[-1])
+    step = bucket_seconds((max(t for t, _ in points) - start).total_seconds())
     origin = datetime.fromtimestamp(math.floor(start.timestamp() / step) * step, start.tzinfo)
     buckets: dict[str, Counter[int]] = {}
     for t, outcome in points:
@@ -101,9 +119,13 @@ def _over_time(ax: Axes, report: AuditReport) -> None:
     for outcome in OUTCOMES:
         if outcome in buckets:
             heights = [buckets[outcome][i] for i in range(count)]
-            ax.bar(xs, heights, bottom=bottom, width=timedelta(seconds=step * 0.9),
+            drawn = [i for i, h in enumerate(heights) if h]  # see _stack: no empty segments
+            ax.bar([xs[i] for i in drawn], [heights[i] for i in drawn],
+                   bottom=[bottom[i] for i in drawn], width=timedelta(seconds=step * 0.9),
                    align="edge", label=outcome, color=OUTCOME_COLOURS.get(outcome))
             bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+    ax.set_xlim(xs[0] - timedelta(seconds=step * 0.5), xs[-1] + timedelta(seconds=step * 1.5))
+    ax.set_ylim(0, max(bottom) * _HEADROOM)
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     locator = AutoDateLocator()
@@ -114,6 +136,14 @@ def _over_time(ax: Axes, report: AuditReport) -> None:
     ax.set_ylabel("calls")
     _integer_ticks(ax.yaxis)
     ax.legend(fontsize=7, loc="best", frameon=False)
+
+
+def bucket_seconds(span: float) -> int:
+    """The bucket width (seconds) of the "over time" chart for a log spanning ``span``
+    seconds: the narrowest of 1 min, 5 min, 15 min, 1 h, 3 h, 6 h, 12 h, 1 day and 1 week
+    that cuts the span into at most 40 buckets (a week: 6 h; a day: 1 h; a burst of
+    records written within seconds: one 1-minute bucket)."""
+    return next((s for s in _STEPS if span / s <= _MAX_BUCKETS), _STEPS[-1])
 
 
 def _step_name(seconds: int) -> str:
@@ -132,11 +162,15 @@ def _latency(ax: Axes, report: AuditReport) -> None:
         return
     ax.hist([v for _, v in series], bins=20, stacked=True, label=[o for o, _ in series],
             color=[OUTCOME_COLOURS.get(o) for o, _ in series])
-    everything = sorted(x for _, v in series for x in v)
-    median = everything[len(everything) // 2]
+    # The line marks the median time to *approve* (the number people quote), the same
+    # figure as the table's "approved" row and latency_stats(); the label says so, since
+    # the median over every held call (expiries at the timeout, unreachable at 0 s) differs.
+    which, stats = median_wait(report)
+    median = stats["p50"] / 1000
     ax.axvline(median, color="#333333", linestyle="--", linewidth=1)
-    ax.annotate(f"median {median:.1f} s", (median, 0.95), xycoords=("data", "axes fraction"),
-                xytext=(4, 0), textcoords="offset points", fontsize=7, va="top")
+    ax.annotate(f"median {median:.1f} s\n({which}, n={int(stats['count'])})", (median, 0.97),
+                xycoords=("data", "axes fraction"), xytext=(4, 0),
+                textcoords="offset points", fontsize=7, va="top")
     ax.set_title(title, loc="left", fontweight="bold")
     ax.set_xlabel("seconds")
     ax.set_ylabel("held calls")
@@ -151,16 +185,12 @@ def _shadow(ax: Axes, report: AuditReport) -> None:
         _empty(ax, title, "no shadow-mode decisions")
         return
     labels = [show(rule, 36) for rule, _ in groups][::-1]
-    left = [0] * len(groups)
-    for kind, colour in _WOULD_COLOURS.items():
-        widths = [counts[kind] for _, counts in groups][::-1]
-        if any(widths):
-            ax.barh(labels, widths, left=left, color=colour,
-                    label="passes" if kind == "allow" else f"would {kind.replace('_', ' ')}")
-            left = [a + b for a, b in zip(left, widths, strict=True)]
+    _stack(ax, labels, [(kind, colour, "passes" if kind == "allow"
+                         else f"would {kind.replace('_', ' ')}")
+                        for kind, colour in _WOULD_COLOURS.items()],
+           [counts for _, counts in groups][::-1])
     ax.set_title(title, loc="left", fontweight="bold")
     ax.set_xlabel("calls")
-    _integer_ticks(ax.xaxis)
     ax.legend(fontsize=7, loc="lower right", frameon=False)
 
 
@@ -232,8 +262,8 @@ def _html(report: AuditReport, svg: str) -> str:
                     [[rule, c.total(), c.total() - c["allow"], _counts_text(c)]
                      for rule, c in report.shadow_counts().items()])
     latency = _table(["outcome", "held", "min ms", "median ms", "p90 ms", "max ms"],
-                     [[o, int(s["count"]), *(f"{s[k]:.0f}" for k in ("min", "p50", "p90",
-                                                                       "max"))]
+                     [["all held" if o == "all" else o, int(s["count"]),
+                       *(f"{s[k]:.0f}" for k in ("min", "p50", "p90", "max"))]
                       for o, s in report.latency_stats().items()])
     style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0 1.5em}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -72,6 +72,9 @@ class JsonlAuditLog:
             default: a record then survives a process crash but may be lost in a power cut
             or kernel crash (the head can lag then; the next append or ``repair_head``
             re-reads such records, since they are still chained).
+        clock: Source of Unix time for each record's ``at`` (default: the system clock).
+            Give it the guard's clock when the guard runs on simulated time (a notebook, a
+            replay), so the log tells the same time as the decisions it records.
 
     Raises:
         AuditError: the log or its head cannot be opened, or the log has records but no head.
@@ -83,8 +86,10 @@ class JsonlAuditLog:
         *,
         redactor: Redactor | None = None,
         fsync: bool = False,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self._clock = clock
         self.head_path = head_path(self.path)
         self.fsync = fsync
         self._redactor = redactor if redactor is not None else Redactor.ephemeral()
@@ -182,7 +187,7 @@ class JsonlAuditLog:
         seq, prev, known = head if head is not None else (0, GENESIS_HASH, 0)
         if size != known:
             seq, prev = self._catch_up(seq, prev, known, size)
-        record, line = seal(data, seq + 1, prev)
+        record, line = seal(data, seq + 1, prev, self._clock)
         try:
             self._write_all(line)
             if self.fsync:

@@ -30,6 +30,7 @@ __all__ = [
     "AuditReport",
     "CallSummary",
     "load_report",
+    "median_wait",
     "render_tables",
     "summarise",
     "write_chart",
@@ -238,6 +239,20 @@ class AuditReport:
             "who": [r | {"outcomes": dict(r["outcomes"]), "decided_by": dict(r["decided_by"])}
                     for r in self.who()],
         }
+
+
+def median_wait(report: AuditReport) -> tuple[str, dict[str, float]]:
+    """The latency figure the charts quote: ``("approved calls", stats)`` from
+    :meth:`AuditReport.latency_stats`, or ``("all held calls", stats)`` when nothing was
+    approved. ``stats["p50"]`` is the median in milliseconds.
+
+    Raises:
+        KeyError: no call was held for approval.
+    """
+    stats = report.latency_stats()
+    if "approved" in stats:
+        return "approved calls", stats["approved"]
+    return "all held calls", stats["all"]
 
 
 def _plain(groups: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
