@@ -15,6 +15,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 KERNEL = "agentguard-tests"
+#: Pictures a notebook must draw (image/png outputs): a chart that stops rendering fails here.
+PICTURES = {"step_up_signals": 1, "mcp_proxy": 1, "audit_analysis": 4}
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +57,10 @@ def test_runs_top_to_bottom(path: Path, kernel_specs: KernelSpecManager) -> None
     assert all(c.execution_count for c in code)
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors
+    pictures = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) >= PICTURES.get(path.stem, 0)
+    # A warning printed under a cell (matplotlib's, a deprecation...) is a defect to fix at
+    # its cause, not noise for the reader.
+    warned = [o.text for c in code for o in c.outputs
+              if o.output_type == "stream" and o.name == "stderr" and "Warning" in o.text]
+    assert not warned
