@@ -14,12 +14,13 @@ import anyio
 import pytest
 from matplotlib.patches import Rectangle
 from rich.console import Console
+from typer.testing import CliRunner
 
 from agentguard.audit import JsonlAuditLog, read_events, verify_log
 from agentguard.audit._report_chart import bucket_seconds, figure
 from agentguard.audit.report import load_report, median_wait, render_tables, summarise, write_chart
 from agentguard.testing import ManualClock
-from tests.audit.test_report import generate
+from tests.audit.test_report import _cli, generate
 
 HOUR, DAY, WEEK = 3600, 86400, 7 * 86400
 MONDAY = datetime(2026, 1, 12, tzinfo=UTC).timestamp()
@@ -77,8 +78,13 @@ def test_a_week_long_log_written_on_the_guards_clock_is_drawn_per_6_hours(
     assert records[0]["at"] == "2026-01-12T00:00:00.000000Z"  # the sink's clock, not the wall's
     assert records[-1]["at"] == "2026-01-18T23:00:00.000000Z"
     assert verify_log(tmp_path / "audit.jsonl").ok
-    text = _svg_text(load_report(tmp_path / "audit.jsonl"), tmp_path)
-    assert "interruptions over time (per 6 h, UTC)" in text
+    # `agentguard audit report`, as a reader would run it on that log
+    out = tmp_path / "chart.svg"
+    result = CliRunner().invoke(_cli(), ["report", str(tmp_path / "audit.jsonl"), "--out",
+                                         str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2026-01-12 00:00:00 → 2026-01-18 23:00:00 UTC" in result.output
+    assert "interruptions over time (per 6 h, UTC)" in out.read_text()
 
 
 def test_a_log_written_in_one_burst_is_one_minute_not_per_second(
