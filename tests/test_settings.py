@@ -16,7 +16,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agentguard.audit import JsonlAuditLog
-from agentguard.settings import audit_path, default_audit, default_home, default_store, store_url
+from agentguard.settings import (
+    approver_identity,
+    audit_path,
+    default_audit,
+    default_home,
+    default_store,
+    store_url,
+)
 from agentguard.store import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +73,16 @@ def test_home_expands_a_tilde(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("AGENTGUARD_HOME", "~/ag")
     assert default_home() == tmp_path / "ag"
+
+
+def test_approver_identity_flag_then_environment_then_os_user(monkeypatch) -> None:
+    import getpass
+
+    monkeypatch.setenv("AGENTGUARD_APPROVER", "alice")
+    assert approver_identity("bob") == "bob"
+    assert approver_identity() == "alice"
+    monkeypatch.delenv("AGENTGUARD_APPROVER")
+    assert approver_identity() == getpass.getuser()
 
 
 def _readme_snippet() -> str:
