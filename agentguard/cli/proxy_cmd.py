@@ -174,9 +174,11 @@ def pins_list(
     from agentguard.sanitize import escape_text
 
     for row in rows:
-        pending = f"  pending {row.pending_hash[:16]}" if row.state != "pinned" else ""
+        hashes = [f"hash {row.pinned_hash[:16]}"] if row.pinned_hash else []
+        if row.state != "pinned":
+            hashes.append(f"pending {row.pending_hash[:16]}")
         typer.echo(f"{row.state:<8} {escape_text(row.server)}/{escape_text(row.tool)}  "
-                   f"pinned {row.pinned_hash[:16] or '-'}{pending}")
+                   + "  ".join(hashes))
 
 
 @pins_app.command("show")
