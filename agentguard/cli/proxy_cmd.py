@@ -257,9 +257,9 @@ def standalone_app() -> None:
     """Entry point of ``python -m agentguard.proxy``."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
-    from agentguard.cli.helptext import name_metavars
+    from agentguard.cli.helptext import name_arguments, name_metavars
 
-    name_metavars(typer.main.get_command(app))()
+    name_metavars(typer.main.get_command(name_arguments(app)))()
 
 
 def _loop_options(*, http: bool) -> dict[str, Any]:
