@@ -255,7 +255,7 @@ def register(app: typer.Typer) -> None:
 
 def standalone_app() -> None:
     """Entry point of ``python -m agentguard.proxy``."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
     from agentguard.cli.helptext import name_arguments, name_metavars
 
