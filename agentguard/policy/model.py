@@ -303,7 +303,8 @@ class MatchSpec(_Strict):
         "`prod/**` does not match `prod` itself. A path climbing above its root, containing "
         "a NUL or not a string is refused (the call is denied, naming the argument), never "
         "passed on to a later rule. A pattern without a leading `/` also matches the path "
-        "spelled with one; one with a leading `/` matches absolute paths only."
+        "spelled with one; one with a leading `/` matches absolute paths only. Patterns are "
+        "written in normal form (`prod/` and `./prod` are errors)."
     )
     labels: list[str] | None = Field(
         default=None, description="The tool declares any of these labels."
