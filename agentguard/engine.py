@@ -73,7 +73,11 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
         why = [f"rule requires {rule.require}"]
     elif classified.base_class is None:
         requirement = Requirement.parse(model.defaults.unknown_tool)
-        why = [f"unknown tool: default {model.defaults.unknown_tool}"]
+        # Rules that name the tool but match none of its arguments: say so, not "unknown".
+        # Only the classifier's first clause: what follows (annotations) differs by edge.
+        named = c.reason.split("; ", 1)[0] if c.reason.startswith("no rule matches") else None
+        why = [f"{named}: unknown-tool default {model.defaults.unknown_tool}" if named
+               else f"unknown tool: default {model.defaults.unknown_tool}"]
     else:
         assert base_spec is not None
         requirement = Requirement.parse(base_spec.require)

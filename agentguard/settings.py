@@ -1,18 +1,38 @@
 """Where agentguard finds the policy, store and audit log: explicit values, then environment,
-then defaults under ``~/.agentguard`` (``AGENTGUARD_HOME``). Shared by the CLI and the proxy so
-that both always meet in the same store and log."""
+then defaults under ``~/.agentguard`` (``AGENTGUARD_HOME``).
+
+Every entry point resolves through here — the CLI, ``agentguard proxy``, ``agentguard serve``
+and a library guard built with :func:`default_store` and :func:`default_audit` — so a guard in
+one process and ``agentguard approvals`` in another meet in the same store and log without
+naming them:
+
+=====================  =====================================================================
+``AGENTGUARD_HOME``    directory of the defaults below (default ``~/.agentguard``, mode 0700)
+``AGENTGUARD_STORE``   store URL (default ``sqlite:///$AGENTGUARD_HOME/agentguard.db``)
+``AGENTGUARD_AUDIT``   audit log path (default ``$AGENTGUARD_HOME/audit.jsonl``)
+=====================  =====================================================================
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["approver_identity", "audit_path", "default_home", "policy_path", "store_url"]
+__all__ = [
+    "approver_identity",
+    "audit_path",
+    "default_audit",
+    "default_home",
+    "default_store",
+    "open_audit_log",
+    "policy_path",
+    "store_url",
+]
 
 
 def default_home() -> Path:
     """``$AGENTGUARD_HOME`` or ``~/.agentguard`` (created, mode 0700)."""
-    home = Path(os.environ.get("AGENTGUARD_HOME") or Path.home() / ".agentguard")
+    home = Path(os.environ.get("AGENTGUARD_HOME") or Path.home() / ".agentguard").expanduser()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     return home
 
@@ -48,3 +68,42 @@ def open_audit_log(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     key = load_or_create_key(path.with_name(path.name + ".key"))
     return JsonlAuditLog(path, redactor=Redactor(key))
+
+
+def default_store(url: str | None = None):
+    """The store every entry point shares unless told otherwise (not yet opened).
+
+    ``Guard(policy)`` alone keeps its state in memory, visible to no other process; pass
+    ``store=default_store()`` for the store ``agentguard approvals``, ``serve`` and the proxy
+    use by default.
+
+    Args:
+        url: An explicit store URL; default ``$AGENTGUARD_STORE``, else the SQLite file
+            ``agentguard.db`` in :func:`default_home`.
+
+    Returns:
+        A :class:`~agentguard.store.base.Store`; the guard opens it (or ``await store.open()``).
+
+    Raises:
+        ConfigError: the URL names an unknown or unavailable backend.
+    """
+    from agentguard.store import open_store
+
+    return open_store(store_url(url))
+
+
+def default_audit(path: str | Path | None = None):
+    """The audit log every entry point shares unless told otherwise.
+
+    Args:
+        path: An explicit path; default ``$AGENTGUARD_AUDIT``, else ``audit.jsonl`` in
+            :func:`default_home`.
+
+    Returns:
+        A :class:`~agentguard.audit.JsonlAuditLog` redacting with the keyed hash in
+        ``<path>.key``, as the CLI's and the proxy's do.
+
+    Raises:
+        AuditError: the log or its head cannot be opened.
+    """
+    return open_audit_log(audit_path(path))

@@ -49,7 +49,7 @@ def _matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise ConfigError("charts need matplotlib: pip install 'agentguard[notebooks]'") from exc
+        raise ConfigError("charts need matplotlib: pip install 'agentguard[charts]'") from exc
 
 
 def _empty(ax: Axes, title: str, message: str) -> None:

@@ -353,7 +353,7 @@ def write_chart(report: AuditReport, path: str | os.PathLike[str]) -> Path:
 
     ``.png``: a raster image. ``.svg``: a vector image. ``.html`` / ``.htm``: one
     self-contained page (no scripts, nothing fetched) with the tables and the charts as
-    inline SVG. Needs matplotlib (``pip install 'agentguard[notebooks]'``).
+    inline SVG. Needs matplotlib (``pip install 'agentguard[charts]'``).
 
     Raises:
         ValueError: the extension is none of these.

@@ -17,6 +17,7 @@ from agentguard.cli import (
     reauth_cmd,
     report_cmd,
 )
+from agentguard.cli.helptext import name_arguments
 from agentguard.cli.runtime import EXIT_CODES_HELP, EXIT_OK
 
 __all__ = ["app", "main"]
@@ -100,6 +101,7 @@ def _register_optional() -> None:
 
 
 _register_optional()
+name_arguments(app)
 
 
 def main() -> None:

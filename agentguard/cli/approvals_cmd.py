@@ -37,6 +37,7 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URL (defaul
                      "$AGENTGUARD_STORE or sqlite under ~/.agentguard).")]
 AuditOpt = Annotated[str | None, typer.Option("--audit", help="Audit log (default: "
                      "$AGENTGUARD_AUDIT or ~/.agentguard/audit.jsonl).")]
+RequestId = Annotated[str, typer.Argument(help="The request's id (`agentguard approvals list`).")]
 AsOpt = Annotated[str | None, typer.Option("--as", help="Approver name (default: "
                   "$AGENTGUARD_APPROVER or the OS user).")]
 
@@ -92,7 +93,7 @@ def page_whole_call(request: ApprovalRequest) -> None:
 
 @app.command()
 def show(
-    request_id: str, store: StoreOpt = None,
+    request_id: RequestId, store: StoreOpt = None,
     full: Annotated[bool, typer.Option("--full", help="Show every argument, through $PAGER "
                     "on a terminal.")] = False,
     as_json: Annotated[bool, typer.Option(
@@ -168,7 +169,7 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
 
 @app.command()
 def approve(
-    request_id: str,
+    request_id: RequestId,
     for_: Annotated[str | None, typer.Option("--for", help="Also allow the same tool for this "
                     "long (e.g. 15m), if the rule permits.")] = None,
     store: StoreOpt = None, audit: AuditOpt = None, as_: AsOpt = None,
@@ -185,7 +186,7 @@ def approve(
 
 @app.command()
 def deny(
-    request_id: str,
+    request_id: RequestId,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded and shown to the "
                       "agent; default: 'no reason given').")] = "",
     store: StoreOpt = None, audit: AuditOpt = None, as_: AsOpt = None,
@@ -200,7 +201,7 @@ def deny(
 
 @app.command()
 def edit(
-    request_id: str,
+    request_id: RequestId,
     args: Annotated[str, typer.Option("--args", help="The arguments to run instead, as a JSON "
                     "object. The held call is refused; the edited call is decided afresh by "
                     "the policy and may need its own approval.")],

@@ -44,7 +44,8 @@ def list_(
 
 @app.command()
 def revoke(
-    grant_id: str, store: StoreOpt = None,
+    grant_id: Annotated[str, typer.Argument(help="The grant's id (`agentguard grants list`).")],
+    store: StoreOpt = None,
     audit: Annotated[str | None, typer.Option("--audit", help="Audit log path.")] = None,
 ) -> None:
     """Revoke a grant immediately."""

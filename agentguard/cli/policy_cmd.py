@@ -69,6 +69,15 @@ def schema() -> None:
     typer.echo(json.dumps(Policy.json_schema(), indent=2))
 
 
+@app.command()
+def reference() -> None:
+    """Print every policy field with its type, default and meaning (Markdown), generated
+    from the policy model."""
+    from agentguard.policy.reference import render_reference
+
+    typer.echo(render_reference(), nl=False)
+
+
 def _parse_time(text: str | None) -> float | None:
     if text is None:
         return None

@@ -174,9 +174,11 @@ def pins_list(
     from agentguard.sanitize import escape_text
 
     for row in rows:
-        pending = f"  pending {row.pending_hash[:16]}" if row.state != "pinned" else ""
+        hashes = [f"hash {row.pinned_hash[:16]}"] if row.pinned_hash else []
+        if row.state != "pinned":
+            hashes.append(f"pending {row.pending_hash[:16]}")
         typer.echo(f"{row.state:<8} {escape_text(row.server)}/{escape_text(row.tool)}  "
-                   f"pinned {row.pinned_hash[:16] or '-'}{pending}")
+                   + "  ".join(hashes))
 
 
 @pins_app.command("show")
@@ -253,11 +255,11 @@ def register(app: typer.Typer) -> None:
 
 def standalone_app() -> None:
     """Entry point of ``python -m agentguard.proxy``."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     app.command(context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
-    from agentguard.cli.helptext import name_metavars
+    from agentguard.cli.helptext import name_arguments, name_metavars
 
-    name_metavars(typer.main.get_command(app))()
+    name_metavars(typer.main.get_command(name_arguments(app)))()
 
 
 def _loop_options(*, http: bool) -> dict[str, Any]:

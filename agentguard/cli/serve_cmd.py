@@ -14,8 +14,11 @@ call may live in any other process: an agent, the stdio MCP proxy. Endpoints::
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
+import time
 from typing import Annotated, Any
 
 import typer
@@ -160,8 +163,10 @@ async def _serve_http(app: Any, host: str, port: int, slack: bool, webhook: bool
 
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
+    # log_config=None: uvicorn's loggers propagate to the timestamped handler of _logging().
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                           access_log=False, timeout_graceful_shutdown=5))
+                                           access_log=False, timeout_graceful_shutdown=5,
+                                           log_config=None))
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     paths = [p for p, on in ((SLACK_PATH, slack), (WEBHOOK_PATH, webhook)) if on]
     served = [f"POST {', '.join(paths)}"] if paths else []
@@ -171,8 +176,29 @@ async def _serve_http(app: Any, host: str, port: int, slack: bool, webhook: bool
     await server.serve(sockets=[sock])
 
 
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class _UtcFormatter(logging.Formatter):
+    converter = time.gmtime
+
+
 def _say(message: str) -> None:
-    print(f"agentguard serve: {message}", flush=True)
+    stamp = time.strftime(_TIME_FORMAT, time.gmtime())
+    print(f"{stamp} agentguard serve: {message}", flush=True)
+
+
+def _logging() -> None:
+    """Warnings (rejected signatures, replays, channel failures) to stderr, each line with
+    its UTC time; serve runs for days and its log is read after the fact."""
+    root = logging.getLogger()
+    if root.handlers:  # configured by whoever embeds us
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UtcFormatter(
+        "%(asctime)s agentguard serve %(levelname)s %(name)s: %(message)s", _TIME_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def serve(
@@ -223,6 +249,7 @@ def serve(
 
     if not (slack or socket_mode or webhook or web):
         raise fail("choose at least one of --slack, --socket-mode, --webhook, --web")
+    _logging()
     try:
         anyio.run(lambda: _run(
             slack=slack, socket_mode=socket_mode, webhook=webhook, host=host, port=port,

@@ -60,14 +60,18 @@ def _requirement(value: Any) -> str:
 class ReauthModel(_Strict):
     """``reauth: {method: totp, max_age: 15m, subject: principal}``."""
 
-    method: Literal["totp", "oauth"] = "totp"
-    max_age: float = Field(default=0.0, description="A verification this recent is reused.")
+    method: Literal["totp", "oauth"] = Field(
+        default="totp", description="totp: a code from the person's authenticator, typed on "
+        "the terminal; oauth: the bearer token's auth_time and acr (HTTP proxy, RFC 9470).")
+    max_age: float = Field(default=0.0, description="A verification younger than this is "
+                           "reused (step-up freshness); 0: every call re-authenticates.")
     subject: Literal["principal", "approver"] | None = Field(
         default=None,
         description="Who re-authenticates; default: the approver when the call is also "
         "approved, otherwise the principal (or the human it acts for).",
     )
-    acr_values: list[str] = Field(default_factory=list, description="OAuth step-up (RFC 9470).")
+    acr_values: list[str] = Field(default_factory=list, description="OAuth: the token's acr "
+                                  "must be one of these (RFC 9470).")
 
     _v_age = field_validator("max_age", mode="before")(_seconds)
 
@@ -76,24 +80,31 @@ class ApprovalFields(_Strict):
     """Fields shared by classes and rules that describe who approves and how."""
 
     require: str | None = Field(
-        default=None, description="allow | approve | reauth | approve+reauth | deny"
+        default=None, description="allow, approve, reauth, approve+reauth or deny; "
+        "requirements only ever go up (a rule's step-ups add to it)."
     )
     approvers: list[str] | None = Field(
-        default=None, description="Identities or group:NAME allowed to approve."
+        default=None, description="Who may approve: identities (alice, slack:U012ABC) "
+        "or group:NAME; default: defaults.approvers."
     )
-    quorum: int | None = Field(default=None, ge=1, description="Approvals needed (M of N).")
+    quorum: int | None = Field(default=None, ge=1, description="Approvals needed from "
+                               "distinct people (M of N; default 1).")
     separation_of_duties: bool | None = Field(
         default=None, description="The principal and the human it acts for may not approve."
     )
-    timeout: float | None = Field(default=None, description="How long a held call waits.")
+    timeout: float | None = Field(default=None, description="How long a held call waits "
+                                  "(default: defaults.timeout).")
     max_grant: float | None = Field(
-        default=None, description="Longest 'approve for N' an approver may give (0: none)."
+        default=None, description="Longest 'approve for N' an approver may give (0: "
+        "each approval is for this one call)."
     )
     channels: list[str] | None = Field(
         default=None, description="Channels to ask (console, terminal, slack, webhook, "
         "mcp-elicitation); default: every configured verified channel."
     )
-    reauth: ReauthModel | None = None
+    reauth: ReauthModel | None = Field(
+        default=None, description="How re-authentication is done, when the requirement "
+        "includes reauth.")
     assurance: Literal["any", "signed"] | None = Field(
         default=None, description="signed: only votes signed by a key the trust file lists "
         "count (rules out the in-process console and unsigned terminal votes); any: every "
@@ -111,7 +122,8 @@ class ApprovalFields(_Strict):
 class ClassSpec(ApprovalFields):
     """One privilege class, e.g. ``privileged: {require: approve+reauth, quorum: 2}``."""
 
-    require: str = "allow"
+    require: str = Field(default="allow", description="The class's base requirement: allow, "
+                         "approve, reauth, approve+reauth or deny.")
 
 
 class ScheduleSpec(_Strict):
@@ -124,11 +136,17 @@ class ScheduleSpec(_Strict):
     moment after it that the clock reads END.
     """
 
-    tz: str = "UTC"
+    tz: str = Field(default="UTC", description="IANA timezone of the wall clock "
+                    "(Europe/London).")
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(DAYS)
+        default_factory=lambda: list(DAYS), description="Days the window starts on."
     )
-    hours: str = Field(default="00:00-24:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    hours: str = Field(default="00:00-24:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+                       description="START-END on that clock. An END before START crosses "
+                       "midnight and belongs to the day it starts on: days: [mon], hours: "
+                       "22:00-02:00 is Monday 22:00 to Tuesday 02:00. On nights the clocks "
+                       "change it runs from the first moment the clock reads START to the "
+                       "first moment after that it reads END.")
 
     @field_validator("tz")
     @classmethod
@@ -160,9 +178,10 @@ class ScheduleSpec(_Strict):
 class RateSpec(_Strict):
     """More than ``max`` calls carrying any of ``labels`` within ``per``."""
 
-    labels: list[str] = Field(min_length=1)
-    max: int = Field(ge=0)
-    per: float
+    labels: list[str] = Field(min_length=1, description="Calls carrying any of these labels "
+                              "count.")
+    max: int = Field(ge=0, description="Fires when this call makes more than max.")
+    per: float = Field(description="The sliding window.")
 
     _v_per = field_validator("per", mode="before")(_seconds)
 
@@ -171,7 +190,8 @@ class PrincipalMatch(_Strict):
     """Match on the calling principal."""
 
     id: str | list[str] | None = Field(default=None, description="Glob(s) on the id.")
-    kind: str | list[str] | None = None
+    kind: str | list[str] | None = Field(default=None, description="Kind(s): agent, "
+                                         "service, user, ...")
     claims: dict[str, Any] | None = Field(
         default=None, description="Claim conditions (same operators as args but path)."
     )
@@ -198,14 +218,21 @@ class SignalSpec(_Strict):
     true the first time a principal calls a tool; ``principal`` matches the principal.
     """
 
-    schedule: ScheduleSpec | None = None
-    outside_schedule: ScheduleSpec | None = None
-    cidr: list[str] | None = None
-    outside_cidr: list[str] | None = None
-    rate: RateSpec | None = None
-    first_use: bool | None = None
-    principal: PrincipalMatch | None = None
-    description: str = ""
+    schedule: ScheduleSpec | None = Field(default=None, description="True inside the weekly "
+                                          "window.")
+    outside_schedule: ScheduleSpec | None = Field(default=None, description="True outside "
+                                                  "the weekly window.")
+    cidr: list[str] | None = Field(default=None, description="True when the source address "
+                                   "is in one of these networks (false when unknown).")
+    outside_cidr: list[str] | None = Field(default=None, description="True when the source "
+                                           "address is in none of them, or unknown.")
+    rate: RateSpec | None = Field(default=None, description="True when this call makes more "
+                                  "than max calls with the labels within per.")
+    first_use: bool | None = Field(default=None, description="true: fires the first time a "
+                                   "principal calls a tool.")
+    principal: PrincipalMatch | None = Field(default=None, description="True when the "
+                                             "principal matches.")
+    description: str = Field(default="", description="Shown by policy explain.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SignalSpec:
@@ -241,9 +268,12 @@ class StepUp(_Strict):
     (``unless``).
     """
 
-    when: str | list[str] | None = None
-    unless: str | list[str] | None = None
-    require: str
+    when: str | list[str] | None = Field(default=None, description="Signal name, or a list "
+                                         "that must all fire.")
+    unless: str | list[str] | None = Field(default=None, description="Signal name, or a list "
+                                           "none of which fires.")
+    require: str = Field(description="Added to the requirement when the step applies "
+                         "(exactly one of when and unless is given).")
 
     _v_req = field_validator("require", mode="before")(_requirement)
 
@@ -267,11 +297,14 @@ class MatchSpec(_Strict):
     args: dict[str, ArgCondition] | None = Field(
         default=None, description="Dotted argument paths to conditions: a literal (equal), or "
         "operators that must all hold: eq, ne, in, not_in, glob, regex, gt, ge, lt, le, "
-        "exists, and path for file-like arguments ({path: \"prod/**\"}, optionally with "
-        "case: insensitive): the argument is normalised first (\\ is a separator; '.', "
-        "'..', '//' and a trailing '/' resolved), so staging/../prod/db is prod/db; a path "
-        "climbing above its root, containing a NUL or not a string is refused (the call is "
-        "denied). A pattern without a leading '/' also matches the path spelled with one."
+        "exists, and path for file-like arguments (`{path: [prod, \"prod/**\"]}`, optionally "
+        "with `case: insensitive`): the argument is normalised first (`\\` is a separator; "
+        "`.`, `..`, `//` and a trailing `/` resolved), so `staging/../prod/db` is `prod/db`; "
+        "`prod/**` does not match `prod` itself. A path climbing above its root, containing "
+        "a NUL or not a string is refused (the call is denied, naming the argument), never "
+        "passed on to a later rule. A pattern without a leading `/` also matches the path "
+        "spelled with one; one with a leading `/` matches absolute paths only. Patterns are "
+        "written in normal form (`prod/` and `./prod` are errors)."
     )
     labels: list[str] | None = Field(
         default=None, description="The tool declares any of these labels."
@@ -280,7 +313,8 @@ class MatchSpec(_Strict):
         default=None, description="Declared hints (read_only, destructive, idempotent, "
         "open_world) equal to these values."
     )
-    principal: PrincipalMatch | None = None
+    principal: PrincipalMatch | None = Field(default=None, description="Conditions on the "
+                                             "calling principal.")
 
     @field_validator("args")
     @classmethod
@@ -301,14 +335,23 @@ class MatchSpec(_Strict):
 class RuleSpec(ApprovalFields):
     """One rule: match, class, labels, requirement overrides, step-ups."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-    description: str = ""
-    match: MatchSpec
-    class_: str | None = Field(default=None, alias="class")
-    labels: list[str] = Field(default_factory=list)
-    step_up: list[StepUp] = Field(default_factory=list)
-    standards: list[str] = Field(default_factory=list)
-    redact: list[str] = Field(default_factory=list, description="Argument paths to redact.")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", description="Shown in every "
+                    "decision and audit record.")
+    description: str = Field(default="", description="Said in the decision's reason.")
+    match: MatchSpec = Field(description="What the rule matches: every given condition "
+                             "must hold.")
+    class_: str | None = Field(default=None, alias="class", description="The call's privilege "
+                               "class (one of classes).")
+    labels: list[str] = Field(default_factory=list, description="Labels of the call (secret, "
+                              "policy, credential, deploy, ...), read by rate signals.")
+    step_up: list[StepUp] = Field(default_factory=list, description="Requirements added when "
+                                  "signals fire; requirements only go up.")
+    standards: list[str] = Field(default_factory=list, description="Tags such as "
+                                 "OWASP-NHI-02, NIST-800-207 carried into decisions and audit.")
+    redact: list[str] = Field(default_factory=list, description="Argument paths (`dsn`, "
+                              "`auth.*.secret`, `**.ssn`) masked as `redacted:policy` before the "
+                              "audit log, the store or any channel sees them (every rule naming "
+                              "the tool counts).")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -316,14 +359,16 @@ class RuleSpec(ApprovalFields):
 class ServerSpec(_Strict):
     """How far a server's tool annotations are trusted."""
 
-    trust: Literal["trusted", "untrusted"] = "untrusted"
+    trust: Literal["trusted", "untrusted"] = Field(
+        default="untrusted", description="Annotations of untrusted servers may raise a class, "
+        "never lower it (local, the decorator's server, is trusted).")
 
 
 class RateLimit(_Strict):
     """At most ``max`` events per ``per``."""
 
-    max: int = Field(ge=1)
-    per: float
+    max: int = Field(ge=1, description="At most this many.")
+    per: float = Field(description="The sliding window.")
 
     _v_per = field_validator("per", mode="before")(_seconds)
 
@@ -373,18 +418,24 @@ def _default_classes() -> dict[str, ClassSpec]:
 class PolicyModel(_Strict):
     """The whole policy file."""
 
-    version: Literal[1] = 1
+    version: Literal[1] = Field(default=1, description="The policy format.")
     mode: Literal["enforce", "shadow"] = Field(
-        default="enforce", description="shadow: decide and audit, never block."
+        default="enforce", description="shadow: decide and audit (`call.shadow`, "
+        "with `would_be`), never block."
     )
-    defaults: Defaults = Field(default_factory=Defaults)
-    groups: dict[str, list[str]] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults, description="Defaults that apply "
+                               "where classes and rules are silent.")
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="Identities "
+                                         "(alice, slack:U012ABC) named as group:NAME.")
     classes: dict[str, ClassSpec] = Field(
-        default_factory=_default_classes, description="Ordered low to high."
+        default_factory=_default_classes, description="Privilege classes, ordered low to high."
     )
-    signals: dict[str, SignalSpec] = Field(default_factory=dict)
-    servers: dict[str, ServerSpec] = Field(default_factory=dict)
-    rules: list[RuleSpec] = Field(default_factory=list)
+    signals: dict[str, SignalSpec] = Field(default_factory=dict, description="Named risk "
+                                           "signals; each sets exactly one kind.")
+    servers: dict[str, ServerSpec] = Field(default_factory=dict, description="Per server "
+                                           "name (glob, \"*\" for the rest).")
+    rules: list[RuleSpec] = Field(default_factory=list, description="Tried in order; the "
+                                  "first that matches decides.")
     trust: str | None = Field(
         default=None, description="The trust file (approvers' public keys), relative to the "
         "policy file; deploy it read-only to the agent. Needed by assurance: signed.")

@@ -204,6 +204,12 @@ def test_pins_list_json(home: Path) -> None:
         "pending_hash": "2" * 64}]}
 
 
+def test_pins_list_says_the_state_once(home: Path) -> None:
+    done = cli("pins", "list", home=home)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"changed  ops/deploy  hash {'1' * 16}  pending {'2' * 16}\n"
+
+
 def test_audit_tail_json_is_json_lines(home: Path) -> None:
     done = cli("audit", "tail", "--json", home=home)
     assert done.returncode == 0, done.stderr

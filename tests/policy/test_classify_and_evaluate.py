@@ -209,3 +209,19 @@ def test_reason_names_rules_that_name_the_tool_when_none_matches(tmp_path: Path)
                                    "annotations) of 'restart' (rules naming it: 'bots')")
     unnamed = policy.classify(ToolCall(tool="drop_db", args={})).classification
     assert unnamed.reason == "no rule covers this tool" and unnamed.privilege == "unknown"
+
+
+def test_decision_says_no_rule_matches_the_arguments_not_unknown_tool(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "defaults: {unknown_tool: approve}\n"
+        "rules:\n"
+        "  - {id: prod, match: {tool: deploy, args: {env: production}}, class: write}\n")
+    policy = load_policy(path)
+    held = decide(policy, ToolCall(tool="deploy", args={"env": "qa"})).decision
+    assert held.kind == "require_approval" and held.rule_id is None
+    assert "no rule matches these arguments of 'deploy'" in held.reason
+    assert "unknown-tool default approve" in held.reason and "unknown tool:" not in held.reason
+    unnamed = decide(policy, ToolCall(tool="drop_db", args={})).decision
+    assert unnamed.kind == "require_approval"
+    assert "unknown tool: default approve" in unnamed.reason
