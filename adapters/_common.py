@@ -193,9 +193,11 @@ def merge_hints(base: ToolHints, override: ToolHints | None) -> ToolHints:
     if override is None:
         return base
     changes = {f.name: getattr(override, f.name) for f in fields(ToolHints)
-               if f.name not in ("labels", "unpinned") and getattr(override, f.name) is not None}
+               if f.name not in ("labels", "unpinned", "requires_approval")
+               and getattr(override, f.name) is not None}
     return replace(base, **changes, labels=base.labels | override.labels,
-                   unpinned=base.unpinned or override.unpinned)
+                   unpinned=base.unpinned or override.unpinned,
+                   requires_approval=base.requires_approval or override.requires_approval)
 
 
 class Edge:

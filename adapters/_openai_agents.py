@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentguard.adapters._common import (
     Edge,
@@ -18,23 +19,31 @@ from agentguard.adapters._common import (
     require,
     run_context_from,
 )
-from agentguard.canonical import CanonicalizationError, loads_strict
+from agentguard.canonical import CanonicalizationError, call_hash, loads_strict
 from agentguard.errors import UsageError
+from agentguard.types import ToolHints
 
 require("agents", "openai")
 
-from agents import FunctionTool, Runner, function_tool  # noqa: E402
+from agents import FunctionTool, function_tool  # noqa: E402
 
 if TYPE_CHECKING:
     from agents import RunResult, RunState
 
     from agentguard.guard import Guard
-    from agentguard.types import Authorization, ToolCall, ToolHints
+    from agentguard.types import Authorization, ToolCall
 
-__all__ = ["guard_function_tool", "guard_function_tools", "resolve_interruptions",
-           "run_guarded"]
+__all__ = ["Hold", "PendingCall", "answer_interruptions", "guard_function_tool",
+           "guard_function_tools", "resolve_interruptions"]
 
 ORIGIN = "openai-agents"
+
+#: How a guarded tool holds a call: ``wait`` inside the tool call for the verdict (scripts),
+#: or ``interrupt``: the call becomes one of the run's approval interruptions, the run's
+#: state can be saved, and the verdict is applied later, in any process.
+Hold = Literal["wait", "interrupt"]
+
+_MEMOS = 1024
 
 
 def _parse(arguments: str | None, schema: Mapping[str, Any] | None) -> dict[str, Any] | str:
@@ -56,15 +65,17 @@ def _refuse_unparsed(edge: Edge, tool: str, problem: str, context: Any) -> str:
 
 
 async def _ask(edge: Edge, call: ToolCall, validator: SchemaArguments | None, *,
-               ahead: bool) -> Authorization | None:
+               ahead: bool, wait: float | None = None) -> Authorization | None:
     """The guard's answer for ``call`` (``None``: the policy allows every call to the
-    tool). ``ahead``: approved before the run, as a single-use grant in the store."""
+    tool). ``ahead``: approved before the run, as a single-use grant in the store.
+    ``wait``: seconds to wait for a human (``None``: until the request expires; ``0``: a
+    durable hold, answered ``pending`` at once when nobody has decided yet)."""
     guard = edge.guard()
     if guard.static_allow(call.server, call.tool, call.hints):
         return None
     if ahead:
-        return await guard.preapprove(call, validator=validator)
-    return await guard.authorize(call, validator=validator)
+        return await guard.preapprove(call, validator=validator, wait=wait)
+    return await guard.authorize(call, validator=validator, wait=wait)
 
 
 def _edit_refusal(name: str, auth: Authorization | None, asked: ToolCall) -> str | None:
@@ -77,51 +88,137 @@ def _edit_refusal(name: str, auth: Authorization | None, asked: ToolCall) -> str
             "with those arguments if they still serve the task.")
 
 
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """What the approval check decided for one tool call, for the run that follows at once
+    (so the call is neither decided nor counted twice)."""
+
+    digest: str | None
+    answer: Authorization | str | None
+    asked: bool
+
+
 class _GuardedInvoker:
     """``on_invoke_tool`` that asks the guard before handing the call to the tool's own.
 
     The arguments are checked against the tool's ``params_json_schema`` (strict JSON
-    Schema) before any rule reads them, and the tool gets the validated snapshot.
+    Schema) before any rule reads them, and the tool gets the validated snapshot. A call
+    someone asked a human about (the tool's own ``needs_approval``, or an approval recorded
+    in the run) needs an approval from the guard too: the stricter of the two wins.
     """
 
-    def __init__(self, inner: Callable[..., Any], edge: Edge, schema: Mapping[str, Any]) -> None:
+    def __init__(self, inner: Callable[..., Any], edge: Edge, schema: Mapping[str, Any],
+                 needs_approval: Any = False, hold: Hold = "wait") -> None:
         self.inner = inner
         self.edge = edge
         self.schema = schema
         self.validator = SchemaArguments(schema)
+        self.needs_approval = needs_approval
+        self.hold = hold
+        self._memos: OrderedDict[str, _Memo] = OrderedDict()
 
-    def call(self, tool: str, arguments: str | None, context: Any) -> ToolCall | str:
+    def call(self, tool: str, arguments: str | None, context: Any, *,
+             asked: bool = False) -> ToolCall | str:
         args = _parse(arguments, self.schema)
         if isinstance(args, str):
             return _refuse_unparsed(self.edge, tool, args, context)
-        return self.edge.build_call(tool, args, run_context_from(context))
+        hints = ToolHints(requires_approval=True) if asked else None
+        return self.edge.build_call(tool, args, run_context_from(context), hints=hints)
+
+    def remember(self, call_id: str, memo: _Memo) -> None:
+        self._memos[call_id] = memo
+        while len(self._memos) > _MEMOS:
+            self._memos.popitem(last=False)
+
+    def _asked(self, ctx: Any, memo: _Memo | None) -> bool:
+        if self.needs_approval is True or (memo is not None and memo.asked):
+            return True
+        try:
+            return ctx.is_tool_approved(ctx.tool_name, ctx.tool_call_id) is True
+        except Exception:
+            return True
 
     async def __call__(self, ctx: Any, input: str) -> Any:
-        call = self.call(ctx.tool_name, input, ctx.context)
+        memo = self._memos.pop(getattr(ctx, "tool_call_id", "") or "", None)
+        if memo is not None and isinstance(memo.answer, str):
+            return memo.answer  # refused by the approval check (already audited)
+        call = self.call(ctx.tool_name, input, ctx.context, asked=self._asked(ctx, memo))
         if isinstance(call, str):
             return call
-        # A call approved while answering an interruption runs on the single-use grant the
-        # guard stored for exactly this call (audited grant.used, then call.executed).
-        auth = await _ask(self.edge, call, self.validator, ahead=False)
+        if memo is not None and memo.answer is not None and memo.digest == _digest(call):
+            auth: Authorization | None = memo.answer  # decided by the approval check
+        else:
+            # A call approved while answering an interruption runs on the single-use grant
+            # the guard stored for exactly this call (audited grant.used, then
+            # call.executed). Holding by interruption, a call never blocks here.
+            auth = await _ask(self.edge, call, self.validator, ahead=False,
+                              wait=0.0 if self.hold == "interrupt" else None)
         refusal = refusal_text(auth)
         if refusal is not None:
             return refusal
         return await self.inner(ctx, json.dumps(args_to_run(auth, call.args)))
 
 
+def _digest(call: ToolCall) -> str | None:
+    try:
+        return call_hash(call)
+    except CanonicalizationError:
+        return None
+
+
+class _NeedsApproval:
+    """``needs_approval`` of a tool that holds by interruption: the stricter of the
+    developer's own setting and the guard's decision. A held call is raised with the guard
+    (its approvers are told at once) and becomes one of the run's interruptions; a call the
+    guard allows or refuses is answered from this decision when the SDK runs it."""
+
+    def __init__(self, invoker: _GuardedInvoker, name: str) -> None:
+        self.invoker = invoker
+        self.name = name
+
+    async def __call__(self, ctx: Any, params: dict[str, Any], call_id: str) -> bool:
+        own = self.invoker.needs_approval
+        if callable(own):
+            own = own(ctx, params, call_id)
+            if inspect.isawaitable(own):
+                own = await own
+        asked = bool(own)
+        call = self.invoker.call(self.name, json.dumps(params), ctx.context, asked=asked)
+        if isinstance(call, str):
+            self.invoker.remember(call_id, _Memo(None, call, asked))
+            return False
+        auth = await _ask(self.invoker.edge, call, self.invoker.validator, ahead=True,
+                          wait=0.0)
+        if auth is not None and auth.outcome == "pending":
+            return True
+        # Approved ahead (a grant covers it): the run uses the grant. Allowed or refused:
+        # the run answers from this decision.
+        answer = auth if auth is None or auth.outcome != "approved" else None
+        self.invoker.remember(call_id, _Memo(_digest(call), answer, asked))
+        return False
+
+
 def guard_function_tool(
     tool: FunctionTool | Callable[..., Any], *, guard: Guard | None = None,
     server: str = "local", run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, hold: Hold = "wait",
 ) -> FunctionTool:
     """A copy of an Agents SDK function tool whose every call goes through the guard.
 
-    Name, description, JSON schema, ``needs_approval``, guardrails and error handling are
-    kept. A held call waits for approval inside the tool call without blocking the event
-    loop (a ``timeout_seconds`` on the tool includes that wait). A refused call does not
-    run; the model gets the refusal as the tool's output. The caller is read from the run's
-    ``context=`` (a :class:`RunContext`, or an object with an ``agentguard`` attribute or
-    key), then :func:`agentguard.acting_as`, then ``run``.
+    Name, description, JSON schema, guardrails and error handling are kept. A refused call
+    does not run; the model gets the refusal as the tool's output. The caller is read from
+    the run's ``context=`` (a :class:`RunContext`, or an object with an ``agentguard``
+    attribute or key), then :func:`agentguard.acting_as`, then ``run``.
+
+    A held call, with ``hold="wait"`` (the default, for scripts), waits for approval inside
+    the tool call without blocking the event loop (a ``timeout_seconds`` on the tool
+    includes that wait). With ``hold="interrupt"`` it becomes one of the run's approval
+    interruptions at once (its approvers are told through the guard's channels): save the
+    run's state and apply the verdict later, in any process, with :func:`run_durable` /
+    :func:`resume_durable`.
+
+    The tool's own ``needs_approval`` is honoured: a call it asks about needs an approval
+    from the guard even where the policy would allow it (the stricter of the two wins).
 
     Args:
         tool: A ``FunctionTool`` (e.g. from ``@function_tool``) or a plain function.
@@ -129,24 +226,31 @@ def guard_function_tool(
         server: Server name the policy sees (default ``local``).
         run: Default facts about the caller.
         hints: Hints for the tool (``privilege``, ``labels``...).
+        hold: ``wait`` or ``interrupt`` (see above).
     """
     if not isinstance(tool, FunctionTool):
         tool = function_tool(tool)
     if isinstance(tool.on_invoke_tool, _GuardedInvoker):
         return tool
+    if hold not in ("wait", "interrupt"):
+        raise UsageError(f"hold must be 'wait' or 'interrupt', not {hold!r}")
     edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
-    return replace(tool, on_invoke_tool=_GuardedInvoker(tool.on_invoke_tool, edge,
-                                                        tool.params_json_schema))
+    invoker = _GuardedInvoker(tool.on_invoke_tool, edge, tool.params_json_schema,
+                              tool.needs_approval, hold)
+    needs_approval = _NeedsApproval(invoker, tool.name) if hold == "interrupt" else (
+        tool.needs_approval)
+    return replace(tool, on_invoke_tool=invoker, needs_approval=needs_approval)
 
 
 def guard_function_tools(
     tools: Iterable[FunctionTool | Callable[..., Any]], *, guard: Guard | None = None,
     server: str = "local", run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, hold: Hold = "wait",
 ) -> list[Any]:
     """:func:`guard_function_tool` on each function tool; other tools (hosted tools,
     agents as tools...) are returned unchanged."""
-    return [guard_function_tool(t, guard=guard, server=server, run=run, hints=hints)
+    return [guard_function_tool(t, guard=guard, server=server, run=run, hints=hints,
+                                hold=hold)
             if isinstance(t, FunctionTool) or inspect.isfunction(t) else t for t in tools]
 
 
@@ -157,17 +261,21 @@ def _find_tool(agent: Any, name: str | None) -> FunctionTool | None:
     return None
 
 
-async def _decide(item: Any, context: Any, edge: Edge) -> Authorization | str | None:
+async def _decide(item: Any, context: Any, edge: Edge,
+                  wait: float | None) -> Authorization | str | None:
+    """The guard's verdict on one interruption. The run stopped to ask a human (the tool's
+    ``needs_approval``, an MCP server's ``require_approval``, or the guard's hold), so the
+    call needs an approval from the guard, whatever the policy says of it alone."""
     tool = _find_tool(getattr(item, "agent", None), item.name)
     invoker = tool.on_invoke_tool if tool is not None else None
     name = item.name or ""
     if isinstance(invoker, _GuardedInvoker):
         # Approved ahead: the guard stores a once grant bound to exactly this call, which
         # the guarded tool (building the call the same way) uses when the SDK runs it.
-        call = invoker.call(name, item.arguments, context)
+        call = invoker.call(name, item.arguments, context, asked=True)
         if isinstance(call, str):
             return call
-        auth = await _ask(invoker.edge, call, invoker.validator, ahead=True)
+        auth = await _ask(invoker.edge, call, invoker.validator, ahead=True, wait=wait)
         return _edit_refusal(name, auth, call) or auth
     raw = item.raw_item
     label = raw.get("server_label") if isinstance(raw, Mapping) else getattr(
@@ -181,22 +289,77 @@ async def _decide(item: Any, context: Any, edge: Edge) -> Authorization | str | 
         return _refuse_unparsed(edge, name, args, context)
     # Nothing guards the run itself here: the approval is claimed now, and the SDK runs
     # the call as the model made it (the validated snapshot has the same JSON values).
-    call = edge.build_call(name, args, run_context_from(context))
-    auth = await _ask(edge, call, SchemaArguments(schema) if tool else None, ahead=False)
+    call = edge.build_call(name, args, run_context_from(context),
+                           hints=ToolHints(requires_approval=True))
+    auth = await _ask(edge, call, SchemaArguments(schema) if tool else None, ahead=False,
+                      wait=wait)
     return _edit_refusal(name, auth, call) or auth
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    """An interruption no human has decided yet (the run waits for it).
+
+    Attributes:
+        call_id: The model's id of the tool call.
+        tool: Tool name.
+        arguments: The arguments as the model sent them (JSON text).
+        request_id: The guard's approval request (``agentguard approvals show ID``).
+        message: What the guard says of it (held until when, retry later).
+    """
+
+    call_id: str
+    tool: str
+    arguments: str
+    request_id: str | None
+    message: str
+
+
+async def answer_interruptions(
+    result: RunResult, *, guard: Guard | None = None, server: str = "local",
+    run: RunContext | Mapping[str, Any] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, wait: float | None = None,
+) -> tuple[RunState, list[PendingCall]]:
+    """Answer a run's approval interruptions with the guard: :func:`resolve_interruptions`
+    that also says which calls nobody has decided yet (with ``wait``).
+
+    Returns:
+        The run state (allowed calls approved, refused ones rejected with the guard's
+        one-line reason, escaped, as the message the model reads) and the calls still
+        pending, which stay undecided in the state.
+    """
+    edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
+    context = result.context_wrapper.context
+    state = result.to_state()
+    pending: list[PendingCall] = []
+    for item in state.get_interruptions():
+        verdict = await _decide(item, context, edge, wait)
+        if not isinstance(verdict, str) and verdict is not None and verdict.outcome == "pending":
+            pending.append(PendingCall(item.call_id or "", item.name or "",
+                                       item.arguments or "", verdict.request_id,
+                                       verdict.message()))
+            continue
+        refusal = verdict if isinstance(verdict, str) else refusal_text(verdict)
+        if refusal is None:
+            state.approve(item)
+        else:
+            state.reject(item, rejection_message=refusal)
+    return state, pending
 
 
 async def resolve_interruptions(
     result: RunResult, *, guard: Guard | None = None, server: str = "local",
     run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, wait: float | None = None,
 ) -> RunState:
     """Answer a run's approval interruptions with the guard and its channels.
 
-    Each pending ``ToolApprovalItem`` is authorized like any other call (a held call is
-    asked of the guard's approval channels; a policy deny is refused at once). Allowed
-    calls are approved, refused ones rejected with the guard's one-line reason as the
-    message the model sees. Resume with ``Runner.run(agent, state)``.
+    Each pending ``ToolApprovalItem`` is authorized like any other call, and needs a
+    human's approval even where the policy alone would allow it (whoever made the run
+    stop asked for one: the stricter wins). A held call is asked of the guard's approval
+    channels; a policy deny is refused at once. Allowed calls are approved, refused ones
+    rejected with the guard's one-line reason as the message the model sees. Resume with
+    ``Runner.run(agent, state)``.
 
     Args:
         result: The interrupted run's result (``result.interruptions`` non-empty).
@@ -205,51 +368,13 @@ async def resolve_interruptions(
             ``server_label``).
         run: Default facts about the caller (the run's ``context=`` comes first).
         hints: Hints for unguarded tools.
+        wait: Seconds to wait for a verdict (``None``: until each request expires). A call
+            nobody decided in time stays undecided in the state (see
+            :func:`answer_interruptions`, :func:`run_durable`).
 
     Returns:
-        The run state with every interruption decided.
+        The run state with every decided interruption answered.
     """
-    edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
-    context = result.context_wrapper.context
-    state = result.to_state()
-    for item in state.get_interruptions():
-        verdict = await _decide(item, context, edge)
-        refusal = verdict if isinstance(verdict, str) else refusal_text(verdict)
-        if refusal is None:
-            state.approve(item)
-        else:
-            state.reject(item, rejection_message=refusal)
+    state, _ = await answer_interruptions(result, guard=guard, server=server, run=run,
+                                          hints=hints, wait=wait)
     return state
-
-
-async def run_guarded(
-    agent: Any, input: Any, *, guard: Guard | None = None, server: str = "local",
-    run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None, max_rounds: int = 20,
-    **runner_kwargs: Any,
-) -> RunResult:
-    """``Runner.run`` that answers approval interruptions through the guard and resumes,
-    until the run finishes.
-
-    Args:
-        agent: The starting agent.
-        input: The input (or a ``RunState`` to resume).
-        guard, server, run, hints: As for :func:`resolve_interruptions`.
-        max_rounds: Most interruption rounds before giving up.
-        **runner_kwargs: Passed to ``Runner.run`` (``context=``, ``max_turns=``...).
-
-    Raises:
-        UsageError: the run was still interrupted after ``max_rounds`` rounds.
-    """
-    result = await Runner.run(agent, input, **runner_kwargs)
-    resume_kwargs = {k: v for k, v in runner_kwargs.items() if k != "context"}
-    for _ in range(max_rounds):
-        if not result.interruptions:
-            return result
-        state = await resolve_interruptions(result, guard=guard, server=server, run=run,
-                                            hints=hints)
-        result = await Runner.run(agent, state, **resume_kwargs)
-    if result.interruptions:
-        raise UsageError(f"the run was still waiting for approvals after {max_rounds} "
-                         "rounds of answering them")
-    return result

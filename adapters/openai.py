@@ -47,24 +47,37 @@ from agentguard.adapters._dispatch import Dispatcher, ToolOutcome, field_of
 
 if TYPE_CHECKING:
     from agentguard.adapters._openai_agents import (
+        PendingCall,
+        answer_interruptions,
         guard_function_tool,
         guard_function_tools,
         resolve_interruptions,
+    )
+    from agentguard.adapters._openai_agents_runs import (
+        DurableRun,
+        resume_durable,
+        run_durable,
         run_guarded,
     )
 
 __all__ = [
+    "DurableRun",
+    "PendingCall",
     "RunContext",
     "ToolDispatcher",
     "ToolOutcome",
+    "answer_interruptions",
     "guard_function_tool",
     "guard_function_tools",
     "resolve_interruptions",
+    "resume_durable",
+    "run_durable",
     "run_guarded",
 ]
 
-_AGENTS_API = frozenset({"guard_function_tool", "guard_function_tools", "resolve_interruptions",
-                         "run_guarded"})
+_AGENTS_API = frozenset({"PendingCall", "answer_interruptions", "guard_function_tool",
+                         "guard_function_tools", "resolve_interruptions"})
+_RUNS_API = frozenset({"DurableRun", "resume_durable", "run_durable", "run_guarded"})
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +86,10 @@ def __getattr__(name: str) -> Any:
         from agentguard.adapters import _openai_agents
 
         return getattr(_openai_agents, name)
+    if name in _RUNS_API:
+        from agentguard.adapters import _openai_agents_runs
+
+        return getattr(_openai_agents_runs, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -95,6 +95,9 @@ def evaluate(model: PolicyModel, classified: Classified, signals: Mapping[str, b
             why.append(f"new since the server's tools were pinned: unknown-tool default "
                        f"{model.defaults.unknown_tool}")
         requirement = requirement | extra
+    if classified.approval_asked and not requirement.approve:
+        why.append("the application asks for approval of this call (needs_approval)")
+        requirement = requirement | Requirement(approve=True)
 
     fired: list[str] = []
     for step in rule.step_up if rule else ():

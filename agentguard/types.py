@@ -82,6 +82,9 @@ class ToolHints:
         labels: Labels declared by the tool's author (``secret``, ``deploy``...).
         unpinned: The tool appeared after its server's tools were first pinned (MCP); the
             policy's unknown-tool requirement applies at least.
+        requires_approval: The application asks a human to approve this call (the Agents
+            SDK's ``needs_approval``); the policy's requirement is raised to approval at
+            least (the stricter of the two wins).
     """
 
     read_only: bool | None = None
@@ -91,6 +94,7 @@ class ToolHints:
     privilege: str | None = None
     labels: frozenset[str] = frozenset()
     unpinned: bool = False
+    requires_approval: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,8 @@ class Classified:
             added (hints never lower a requirement).
         unpinned: The tool appeared after its server's tools were pinned: the unknown-tool
             requirement is added.
+        approval_asked: The application asks for a human's approval of this call: approval
+            is added.
         refusal: Set when a rule could not read an argument safely (say, a path climbing
             above its root): why the call is refused. The rule is named in
             ``classification.rule_id``; ``rule`` is None, since no rule matched.
@@ -96,6 +98,7 @@ class Classified:
     hinted_class: str | None
     unpinned: bool = False
     refusal: str | None = None
+    approval_asked: bool = False
 
 
 def hint_class(hints: ToolHints, classes: Mapping[str, Any]) -> str | None:
@@ -217,6 +220,7 @@ class Classifier:
             base,
             also,
             call.hints.unpinned,
+            approval_asked=call.hints.requires_approval,
         )
 
     def _why_no_rule(self, call: ToolCall) -> str:

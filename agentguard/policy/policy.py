@@ -102,7 +102,8 @@ class Policy:
         return cached
 
     def _compute_static(self, server: str, tool: str, hints: ToolHints) -> bool:
-        if self.shadow or self.model.defaults.log_allows or hints.unpinned:
+        if (self.shadow or self.model.defaults.log_allows or hints.unpinned
+                or hints.requires_approval):
             return False
         candidates = self.classifier.candidates(server, tool)
         if candidates and not candidates[0].by_name_only:
