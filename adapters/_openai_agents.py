@@ -296,6 +296,15 @@ async def _decide(item: Any, context: Any, edge: Edge,
     return _edit_refusal(name, auth, call) or auth
 
 
+def _same_call(item: Any) -> tuple[str, str] | None:
+    """What makes two interruptions of one turn the same call (tool and arguments)."""
+    try:
+        args = loads_strict(item.arguments or "{}")
+        return (item.name or "", json.dumps(args, sort_keys=True))
+    except (CanonicalizationError, TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class PendingCall:
     """An interruption no human has decided yet (the run waits for it).
@@ -332,13 +341,29 @@ async def answer_interruptions(
     context = result.context_wrapper.context
     state = result.to_state()
     pending: list[PendingCall] = []
+    first: dict[tuple[str, str], PendingCall | str] = {}
     for item in state.get_interruptions():
+        key = _same_call(item)
+        if key is not None and key in first:
+            # Duplicates collapse: one decision, one run, for identical calls in a turn.
+            seen = first[key]
+            if isinstance(seen, PendingCall):
+                pending.append(replace(seen, call_id=item.call_id or ""))
+            else:
+                state.reject(item, rejection_message=(
+                    f"agentguard: an identical call in this turn ({seen}) is the one that is "
+                    "decided and run; this duplicate did not run."))
+            continue
         verdict = await _decide(item, context, edge, wait)
         if not isinstance(verdict, str) and verdict is not None and verdict.outcome == "pending":
-            pending.append(PendingCall(item.call_id or "", item.name or "",
-                                       item.arguments or "", verdict.request_id,
-                                       verdict.message()))
+            held = PendingCall(item.call_id or "", item.name or "", item.arguments or "",
+                               verdict.request_id, verdict.message())
+            pending.append(held)
+            if key is not None:
+                first[key] = held
             continue
+        if key is not None:
+            first[key] = item.call_id or "an earlier call"
         refusal = verdict if isinstance(verdict, str) else refusal_text(verdict)
         if refusal is None:
             state.approve(item)
