@@ -10,7 +10,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -86,11 +86,35 @@ class ToolOutcome:
     is_error: bool
     ran: bool
     authorization: Authorization | None = None
+    pending: bool = False
+    request_id: str | None = None
 
     @property
     def refused(self) -> bool:
-        """True when the guard refused the call."""
-        return self.authorization is not None and not self.authorization.allowed
+        """True when the guard refused the call (a pending call is not refused yet)."""
+        return (self.authorization is not None and not self.authorization.allowed
+                and not self.pending)
+
+    @classmethod
+    def of(cls, call_id: str, name: str, output: str, is_error: bool, ran: bool,
+           auth: Authorization | None) -> ToolOutcome:
+        """An outcome carrying the guard's answer (pending flag and request id from it)."""
+        return cls(call_id, name, output, is_error, ran, auth,
+                   pending=auth is not None and auth.outcome == "pending",
+                   request_id=auth.request_id if auth is not None else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data to keep with a held turn (the guard's full answer is not kept)."""
+        return {"call_id": self.call_id, "name": self.name, "output": self.output,
+                "is_error": self.is_error, "ran": self.ran, "pending": self.pending,
+                "request_id": self.request_id}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolOutcome:
+        """An outcome kept with :meth:`to_dict`."""
+        return cls(str(data["call_id"]), str(data["name"]), str(data["output"]),
+                   bool(data["is_error"]), bool(data["ran"]), None,
+                   pending=bool(data.get("pending")), request_id=data.get("request_id"))
 
 
 def _render(value: Any) -> str:
@@ -168,8 +192,8 @@ class Dispatcher:
             call = self.edge.build_call(name, {}, RunContext.coerce(run))
             auth = self.edge.guard().refuse(call, f"{problem}; nothing ran", outcome="invalid",
                                             event="call.invalid")
-            return ToolOutcome(call_id, name, f"error: {problem}; nothing ran", True, False,
-                               auth)
+            return ToolOutcome.of(call_id, name, f"error: {problem}; nothing ran", True, False,
+                                  auth)
         assert isinstance(arguments, Mapping)
         return spec, dict(arguments)
 
@@ -181,15 +205,15 @@ class Dispatcher:
         validated and approved (an approver's edit included), never the objects sent."""
         refusal = refusal_text(auth)
         if refusal is not None:
-            return ToolOutcome(call_id, spec.name, refusal, True, False, auth)
+            return ToolOutcome.of(call_id, spec.name, refusal, True, False, auth)
         try:
             # auth is None only when the policy allows every call to the tool: the guard
             # validated nothing, so validate here (the tool still gets typed values).
             snapshot = auth.call.args if auth is not None else spec.arguments.validate(sent)
             return spec.arguments.rebuild(snapshot)
         except (ArgumentValidationError, CanonicalizationError) as exc:
-            return ToolOutcome(call_id, spec.name, f"error: invalid arguments for "
-                               f"{spec.name!r}: {exc}; nothing ran", True, False, auth)
+            return ToolOutcome.of(call_id, spec.name, f"error: invalid arguments for "
+                                  f"{spec.name!r}: {exc}; nothing ran", True, False, auth)
 
     def _finish(
         self, call_id: str, name: str, auth: Authorization | None, result: Any,
@@ -198,22 +222,27 @@ class Dispatcher:
         if error is not None:
             if self.on_error == "raise":
                 raise error
-            return ToolOutcome(call_id, name, f"error: {type(error).__name__}: {error}", True,
-                               True, auth)
-        return ToolOutcome(call_id, name, _render(result), False, True, auth)
+            return ToolOutcome.of(call_id, name, f"error: {type(error).__name__}: {error}",
+                                  True, True, auth)
+        return ToolOutcome.of(call_id, name, _render(result), False, True, auth)
 
     async def call(
         self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None, *,
-        run: RunContext | Mapping[str, Any] | None = None,
+        run: RunContext | Mapping[str, Any] | None = None, wait: float | None = None,
     ) -> ToolOutcome:
         """Authorize and run one call (async; the event loop stays free while a human is
-        asked, and sync tools run on a worker thread)."""
+        asked, and sync tools run on a worker thread).
+
+        ``wait``: seconds to wait for a human's verdict (``None``: until the request
+        expires). With ``0`` a held call is answered at once with a *pending* outcome
+        (``outcome.pending``, ``outcome.request_id``); asking again with the identical
+        call later runs it once approved (see :meth:`turn`)."""
         prepared = self._prepare(call_id, name, arguments, run)
         if isinstance(prepared, ToolOutcome):
             return prepared
         spec, sent = prepared
         auth = await self.edge.authorize(name, sent, RunContext.coerce(run),
-                                         validator=spec.arguments)
+                                         validator=spec.arguments, wait=wait)
         to_run = self._to_run(call_id, spec, sent, auth)
         if isinstance(to_run, ToolOutcome):
             return to_run
@@ -234,7 +263,7 @@ class Dispatcher:
 
     def call_sync(
         self, call_id: str, name: str, arguments: str | Mapping[str, Any] | None, *,
-        run: RunContext | Mapping[str, Any] | None = None,
+        run: RunContext | Mapping[str, Any] | None = None, wait: float | None = None,
     ) -> ToolOutcome:
         """Synchronous :meth:`call` (a usage error inside a running event loop; async tools
         are run on a private loop)."""
@@ -243,7 +272,7 @@ class Dispatcher:
             return prepared
         spec, sent = prepared
         auth = self.edge.authorize_sync(name, sent, RunContext.coerce(run),
-                                        validator=spec.arguments)
+                                        validator=spec.arguments, wait=wait)
         to_run = self._to_run(call_id, spec, sent, auth)
         if isinstance(to_run, ToolOutcome):
             return to_run
@@ -258,3 +287,77 @@ class Dispatcher:
         except Exception as exc:
             error = exc
         return self._finish(call_id, name, auth, result, error)
+
+    # ------------------------------------------------------------------ turns
+    async def turn(
+        self, calls: Iterable[tuple[str, str, Any]], *,
+        run: RunContext | Mapping[str, Any] | None = None, wait: float | None = None,
+        settled: Iterable[ToolOutcome] = (),
+    ) -> list[ToolOutcome]:
+        """Authorize and run the calls of one model turn, in order: ``(call_id, name,
+        arguments)`` each.
+
+        With ``wait=0`` a turn can end with held calls marked pending: keep the
+        conversation and the outcomes (:meth:`ToolOutcome.to_dict`), and call again later,
+        in any process, with the same calls and ``settled=`` the kept outcomes. Settled
+        calls are not run again; each pending one is asked again and answered from the
+        store: approved, it runs once with the approved arguments; denied, the refusal
+        says why; undecided, it is still pending. Identical calls in one turn are decided
+        and run once (the duplicates are answered, not run).
+        """
+        kept = {o.call_id: o for o in settled if not o.pending}
+        out: list[ToolOutcome] = []
+        first: dict[str, ToolOutcome] = {}
+        for call_id, name, arguments in calls:
+            key = _same_call(name, arguments)
+            if call_id in kept:
+                outcome = kept[call_id]
+            elif key is not None and key in first:
+                outcome = _duplicate(call_id, first[key])
+            else:
+                outcome = await self.call(call_id, name, arguments, run=run, wait=wait)
+            if key is not None:
+                first.setdefault(key, outcome)
+            out.append(outcome)
+        return out
+
+    def turn_sync(
+        self, calls: Iterable[tuple[str, str, Any]], *,
+        run: RunContext | Mapping[str, Any] | None = None, wait: float | None = None,
+        settled: Iterable[ToolOutcome] = (),
+    ) -> list[ToolOutcome]:
+        """Synchronous :meth:`turn` (a usage error inside a running event loop)."""
+        kept = {o.call_id: o for o in settled if not o.pending}
+        out: list[ToolOutcome] = []
+        first: dict[str, ToolOutcome] = {}
+        for call_id, name, arguments in calls:
+            key = _same_call(name, arguments)
+            if call_id in kept:
+                outcome = kept[call_id]
+            elif key is not None and key in first:
+                outcome = _duplicate(call_id, first[key])
+            else:
+                outcome = self.call_sync(call_id, name, arguments, run=run, wait=wait)
+            if key is not None:
+                first.setdefault(key, outcome)
+            out.append(outcome)
+        return out
+
+
+def _same_call(name: str, arguments: Any) -> str | None:
+    """What makes two calls of one turn the same call (tool and arguments)."""
+    try:
+        args = loads_strict(arguments) if isinstance(arguments, str) else arguments
+        return json.dumps([name, args], sort_keys=True)
+    except (CanonicalizationError, TypeError, ValueError):
+        return None
+
+
+def _duplicate(call_id: str, original: ToolOutcome) -> ToolOutcome:
+    """The answer to a call identical to an earlier one of the same turn."""
+    if original.pending:
+        return replace(original, call_id=call_id)
+    return ToolOutcome(call_id, original.name,
+                       f"agentguard: an identical call in this turn ({original.call_id}) is "
+                       "the one that was decided and run; this duplicate did not run.",
+                       True, False, None, request_id=original.request_id)

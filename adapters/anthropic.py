@@ -33,7 +33,7 @@ Claude Agent SDK is not provided: that SDK is not a dependency of agentguard.)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentguard.adapters._common import RunContext
@@ -91,10 +91,37 @@ class ToolDispatcher(Dispatcher):
 
     async def outcomes(
         self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+        wait: float | None = None, settled: Iterable[ToolOutcome] = (),
     ) -> list[ToolOutcome]:
-        """Authorize and run each ``tool_use`` block, in order."""
-        return [await self.call(use_id, name, args, run=run)
-                for use_id, name, args in self._uses(message_or_blocks)]
+        """Authorize and run each ``tool_use`` block, in order.
+
+        Args:
+            message_or_blocks: The ``Message`` or its ``content`` (objects or dicts).
+            run: Facts about the caller for these calls (override the dispatcher's).
+            wait: Seconds to wait for a human's verdict on a held call (``None``: until
+                the request expires). With ``0`` the turn ends at once with held calls
+                marked pending (``outcome.pending``, ``outcome.request_id``).
+            settled: Outcomes kept from an earlier pass over the same message (see
+                :meth:`Dispatcher.turn`): settled calls are not run again, pending ones are
+                answered from the store.
+        """
+        return await self.turn(self._uses(message_or_blocks), run=run, wait=wait,
+                               settled=settled)
+
+    def outcomes_sync(
+        self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+        wait: float | None = None, settled: Iterable[ToolOutcome] = (),
+    ) -> list[ToolOutcome]:
+        """Synchronous :meth:`outcomes` (a usage error inside a running event loop)."""
+        return self.turn_sync(self._uses(message_or_blocks), run=run, wait=wait,
+                              settled=settled)
+
+    @classmethod
+    def reply_from(cls, outcomes: Iterable[ToolOutcome]) -> dict[str, Any]:
+        """The user message carrying one ``tool_result`` block per outcome. A pending
+        outcome says the call waits for approval (``is_error``); send it only if the model
+        should go on without that result, else wait until no outcome is pending."""
+        return {"role": "user", "content": [cls._result(o) for o in outcomes]}
 
     async def results(
         self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
@@ -112,8 +139,7 @@ class ToolDispatcher(Dispatcher):
         self, message_or_blocks: Any, *, run: RunContext | Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Synchronous :meth:`results` (a usage error inside a running event loop)."""
-        return [self._result(self.call_sync(use_id, name, args, run=run))
-                for use_id, name, args in self._uses(message_or_blocks)]
+        return [self._result(o) for o in self.outcomes_sync(message_or_blocks, run=run)]
 
     async def reply(
         self, message: Any, *, run: RunContext | Mapping[str, Any] | None = None,

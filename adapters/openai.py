@@ -39,7 +39,7 @@ functions need ``pip install 'agentguard[openai]'``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agentguard.adapters._common import RunContext
@@ -139,15 +139,23 @@ class ToolDispatcher(Dispatcher):
 
     async def chat_outcomes(
         self, message_or_calls: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+        wait: float | None = None, settled: Iterable[ToolOutcome] = (),
     ) -> list[ToolOutcome]:
-        """Authorize and run the tool calls of a Chat Completions message, in order."""
-        out = []
-        for call_id, name, arguments, unsupported in self._chat_calls(message_or_calls):
-            if unsupported:
-                out.append(self._unsupported(call_id, name, unsupported))
-            else:
-                out.append(await self.call(call_id, name, arguments, run=run))
-        return out
+        """Authorize and run the tool calls of a Chat Completions message, in order.
+
+        ``wait`` and ``settled`` make a turn whose held calls outlive the process: see
+        :meth:`Dispatcher.turn` (``wait=0`` ends the turn with held calls pending; call
+        again later with ``settled=`` the kept outcomes). :meth:`chat_messages` renders
+        the outcomes."""
+        calls = self._chat_calls(message_or_calls)
+        done = iter(await self.turn([(i, n, a) for i, n, a, u in calls if not u], run=run,
+                                    wait=wait, settled=settled))
+        return [self._unsupported(i, n, u) if u else next(done) for i, n, _, u in calls]
+
+    @classmethod
+    def chat_messages(cls, outcomes: Iterable[ToolOutcome]) -> list[dict[str, Any]]:
+        """The ``{"role": "tool", ...}`` messages for ``outcomes``."""
+        return [cls._chat_message(o) for o in outcomes]
 
     async def chat(
         self, message_or_calls: Any, *, run: RunContext | Mapping[str, Any] | None = None,
@@ -166,12 +174,10 @@ class ToolDispatcher(Dispatcher):
         self, message_or_calls: Any, *, run: RunContext | Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Synchronous :meth:`chat` (a usage error inside a running event loop)."""
-        out = []
-        for call_id, name, arguments, unsupported in self._chat_calls(message_or_calls):
-            outcome = (self._unsupported(call_id, name, unsupported) if unsupported
-                       else self.call_sync(call_id, name, arguments, run=run))
-            out.append(self._chat_message(outcome))
-        return out
+        calls = self._chat_calls(message_or_calls)
+        done = iter(self.turn_sync([(i, n, a) for i, n, a, u in calls if not u], run=run))
+        return self.chat_messages(self._unsupported(i, n, u) if u else next(done)
+                                  for i, n, _, u in calls)
 
     # ------------------------------------------------------------------ responses
     @staticmethod
@@ -189,10 +195,17 @@ class ToolDispatcher(Dispatcher):
 
     async def responses_outcomes(
         self, response_or_items: Any, *, run: RunContext | Mapping[str, Any] | None = None,
+        wait: float | None = None, settled: Iterable[ToolOutcome] = (),
     ) -> list[ToolOutcome]:
-        """Authorize and run the ``function_call`` items of a Responses API output."""
-        return [await self.call(call_id, name, arguments, run=run)
-                for call_id, name, arguments in self._function_calls(response_or_items)]
+        """Authorize and run the ``function_call`` items of a Responses API output
+        (``wait``, ``settled``: see :meth:`chat_outcomes`)."""
+        return await self.turn(self._function_calls(response_or_items), run=run, wait=wait,
+                               settled=settled)
+
+    @classmethod
+    def output_items(cls, outcomes: Iterable[ToolOutcome]) -> list[dict[str, Any]]:
+        """The ``function_call_output`` items for ``outcomes``."""
+        return [cls._output_item(o) for o in outcomes]
 
     async def responses(
         self, response_or_items: Any, *, run: RunContext | Mapping[str, Any] | None = None,
@@ -211,5 +224,5 @@ class ToolDispatcher(Dispatcher):
         self, response_or_items: Any, *, run: RunContext | Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Synchronous :meth:`responses` (a usage error inside a running event loop)."""
-        return [self._output_item(self.call_sync(call_id, name, arguments, run=run))
-                for call_id, name, arguments in self._function_calls(response_or_items)]
+        return self.output_items(self.turn_sync(self._function_calls(response_or_items),
+                                                run=run))
