@@ -21,7 +21,7 @@ from agentguard.adapters._common import (
 )
 from agentguard.canonical import CanonicalizationError, call_hash, loads_strict
 from agentguard.errors import UsageError
-from agentguard.types import ToolHints
+from agentguard.types import Authorization, ToolHints
 
 require("agents", "openai")
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from agents import RunResult, RunState
 
     from agentguard.guard import Guard
-    from agentguard.types import Authorization, ToolCall
+    from agentguard.types import ToolCall
 
 __all__ = ["Hold", "PendingCall", "answer_interruptions", "guard_function_tool",
            "guard_function_tools", "resolve_interruptions"]
@@ -130,6 +130,15 @@ class _GuardedInvoker:
         while len(self._memos) > _MEMOS:
             self._memos.popitem(last=False)
 
+    def just_held(self, call_id: str, call: ToolCall) -> Authorization | None:
+        """The pending answer the approval check gave this very call, once."""
+        memo = self._memos.get(call_id)
+        if (memo is None or not isinstance(memo.answer, Authorization)
+                or memo.answer.outcome != "pending" or memo.digest != _digest(call)):
+            return None
+        del self._memos[call_id]
+        return memo.answer
+
     def _asked(self, ctx: Any, memo: _Memo | None) -> bool:
         if self.needs_approval is True or (memo is not None and memo.asked):
             return True
@@ -145,7 +154,8 @@ class _GuardedInvoker:
         call = self.call(ctx.tool_name, input, ctx.context, asked=self._asked(ctx, memo))
         if isinstance(call, str):
             return call
-        if memo is not None and memo.answer is not None and memo.digest == _digest(call):
+        if (memo is not None and memo.answer is not None and memo.digest == _digest(call)
+                and memo.answer.outcome != "pending"):
             auth: Authorization | None = memo.answer  # decided by the approval check
         else:
             # A call approved while answering an interruption runs on the single-use grant
@@ -190,6 +200,8 @@ class _NeedsApproval:
         auth = await _ask(self.invoker.edge, call, self.invoker.validator, ahead=True,
                           wait=0.0)
         if auth is not None and auth.outcome == "pending":
+            # Kept for answering the interruption at once without asking the store again.
+            self.invoker.remember(call_id, _Memo(_digest(call), auth, asked))
             return True
         # Approved ahead (a grant covers it): the run uses the grant. Allowed or refused:
         # the run answers from this decision.
@@ -275,6 +287,9 @@ async def _decide(item: Any, context: Any, edge: Edge,
         call = invoker.call(name, item.arguments, context, asked=True)
         if isinstance(call, str):
             return call
+        held = invoker.just_held(item.call_id or "", call)
+        if held is not None and wait is not None and wait <= 0:
+            return held  # held a moment ago by the approval check: no verdict to look for
         auth = await _ask(invoker.edge, call, invoker.validator, ahead=True, wait=wait)
         return _edit_refusal(name, auth, call) or auth
     raw = item.raw_item
