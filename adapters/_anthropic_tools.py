@@ -53,17 +53,20 @@ def _to_run(auth: Any, sent: dict[str, Any]) -> dict[str, Any]:
 def _check_sync(tool: Any, input: object) -> dict[str, Any]:
     """The input to run (raises ToolError when refused)."""
     sent = _args(tool, input)
-    return _to_run(tool.edge.authorize_sync(tool.name, sent, validator=tool.validator), sent)
+    return _to_run(tool.edge.authorize_sync(tool.name, sent, validator=tool.validator,
+                                            wait=tool.wait), sent)
 
 
 async def _check(tool: Any, input: object) -> dict[str, Any]:
     """The input to run (raises ToolError when refused)."""
     sent = _args(tool, input)
-    return _to_run(await tool.edge.authorize(tool.name, sent, validator=tool.validator), sent)
+    return _to_run(await tool.edge.authorize(tool.name, sent, validator=tool.validator,
+                                             wait=tool.wait), sent)
 
 
 def _adopt(wrapper: Any, inner: Any) -> None:
     wrapper.inner = inner
+    wrapper.wait = None  # seconds a held call waits for a verdict (None: until it expires)
     for attr in ("close", "_context_manager"):
         if getattr(inner, attr, None) is not None:
             setattr(wrapper, attr, getattr(inner, attr))
@@ -148,7 +151,7 @@ _GUARDED = tuple(w for _, w in _WRAPPERS)
 def guard_beta_tool(
     tool: Any, *, guard: Guard | None = None, server: str = "local",
     run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, wait: float | None = None,
 ) -> Any:
     """A tool for ``client.beta.messages.tool_runner`` that asks the guard first.
 
@@ -164,6 +167,11 @@ def guard_beta_tool(
         server: Server name the policy sees (default ``local``).
         run: Facts about the caller (after :func:`agentguard.acting_as`).
         hints: Hints for the tool (``privilege``, ``labels``...).
+        wait: Seconds a held call waits for a human's verdict (``None``: until the request
+            expires). With ``0`` a held call is answered at once with an ``is_error``
+            result saying it waits for approval under request X and that the same call,
+            made again once approved, runs once (the runner's conversation can end there
+            and the call be made again later, in any process).
 
     Raises:
         TypeError: ``tool`` is not a runnable tool (raw tool dicts are not run by the
@@ -174,7 +182,9 @@ def guard_beta_tool(
     edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
     for kind, wrapper in _WRAPPERS:
         if isinstance(tool, kind):
-            return wrapper(tool, edge)
+            guarded = wrapper(tool, edge)
+            guarded.wait = wait
+            return guarded
     raise TypeError(f"not a runnable Anthropic tool: {type(tool).__name__} (wrap the function "
                     "with anthropic.beta_tool or beta_async_tool first)")
 
@@ -182,10 +192,10 @@ def guard_beta_tool(
 def guard_beta_tools(
     tools: Iterable[Any], *, guard: Guard | None = None, server: str = "local",
     run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, wait: float | None = None,
 ) -> list[Any]:
     """:func:`guard_beta_tool` on each runnable tool; raw definitions (server tools the API
     runs) are returned unchanged."""
     runnable = tuple(k for k, _ in _WRAPPERS)
-    return [guard_beta_tool(t, guard=guard, server=server, run=run, hints=hints)
+    return [guard_beta_tool(t, guard=guard, server=server, run=run, hints=hints, wait=wait)
             if isinstance(t, runnable) else t for t in tools]

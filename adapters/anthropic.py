@@ -25,6 +25,17 @@ your own ``tool_result`` would not stop the runner from running the tool)::
         tools=guard_beta_tools([beta_tool(delete_file)], guard=guard))
     for message in runner: ...
 
+A turn's held calls can outlive the process: with ``wait=0`` the turn ends at once with
+held calls marked pending; keep the conversation and the outcomes, and answer the same
+message later, in any process (settled calls are not run again)::
+
+    outcomes = await tools.outcomes(message, wait=0)
+    if any(o.pending for o in outcomes):
+        save(messages, [o.to_dict() for o in outcomes])          # and exit; later:
+    outcomes = await tools.outcomes(message, wait=0,
+                                    settled=[ToolOutcome.from_dict(d) for d in saved])
+    messages.append(tools.reply_from(outcomes))
+
 A refused tool raises the SDK's ``ToolError`` before the function runs, so the runner sends
 ``is_error: true`` with the reason. The dispatcher needs no Anthropic package; the tool-runner
 functions need ``pip install 'agentguard[anthropic]'``. (A ``can_use_tool`` callback for the

@@ -32,6 +32,12 @@ event loop stays free), and answer the SDK's approval interruptions (tools decla
     result = await run_guarded(agent, "delete /tmp/x", guard=guard,
                                context=RunContext(principal="agent:ops"))
 
+Holds that outlive the process: Agents SDK tools guarded with ``hold="interrupt"`` turn a
+held call into one of the run's approval interruptions; ``run_durable`` returns the run with
+its held calls, ``DurableRun.state()`` is the text to keep, and ``resume_durable`` (in any
+process, after ``agentguard approvals approve|deny``) applies the verdicts and resumes. The
+dispatchers take ``wait=0`` and ``settled=`` (see :meth:`Dispatcher.turn`).
+
 A refused call never runs; the model gets one line saying what happened, which rule decided,
 and that retrying will not help. The dispatcher needs no OpenAI package; the Agents SDK
 functions need ``pip install 'agentguard[openai]'``.

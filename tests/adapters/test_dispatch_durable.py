@@ -153,3 +153,48 @@ async def test_anthropic_reply_from_marks_pending_results_as_errors(tmp_path: Pa
     assert block["tool_use_id"] == "t1" and block["is_error"] is True
     assert "waiting for approval" in block["content"] and ran == []
     await guard.close()
+
+
+async def test_a_runner_tool_that_does_not_wait_answers_held_then_runs_once(
+    tmp_path: Path,
+) -> None:
+    from anthropic import AsyncAnthropic, beta_async_tool
+
+    from agentguard.adapters.anthropic import guard_beta_tools
+
+    from .conftest import scripted_llm
+
+    async def adelete(path: str) -> str:
+        """Delete a file (async)."""
+        ran.append(f"adelete {path}")
+        return f"deleted {path}"
+
+    audit = MemoryAuditLog()
+
+    async def conversation() -> dict[str, object]:
+        guard = guard_on(tmp_path, audit)
+        replies = [scripted_llm.anthropic_tool_uses(("adelete", {"path": "/srv/x"})),
+                   scripted_llm.anthropic_text("done")]
+        with scripted_llm.ScriptedLLM(replies) as llm:
+            client = AsyncAnthropic(base_url=llm.url, api_key="offline", max_retries=0)
+            runner = client.beta.messages.tool_runner(
+                model="m", max_tokens=64, messages=[{"role": "user", "content": "go"}],
+                tools=guard_beta_tools([beta_async_tool(adelete)], guard=guard, wait=0,
+                                       run={"principal": "agent:runner"}))
+            await runner.until_done()
+            (result,) = [b for b in llm.requests[1][1]["messages"][-1]["content"]
+                         if b.get("type") == "tool_result"]
+        await guard.close()
+        return result
+
+    held = await conversation()
+    assert held["is_error"] is True and "Retry later" in str(held["content"]) and ran == []
+    request_id = next(e["request_id"] for e in audit.events if e["type"] == "challenge.created")
+    assert request_id in str(held["content"])
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    await cast_vote(store=store, audit=audit, request_id=request_id, approver="bob",
+                    approve=True, channel="cli")
+    await store.close()
+    done = await conversation()  # the model makes the same call again, later
+    assert done["content"] == "deleted /srv/x" and ran == ["adelete /srv/x"]
