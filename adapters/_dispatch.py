@@ -302,8 +302,8 @@ class Dispatcher:
         in any process, with the same calls and ``settled=`` the kept outcomes. Settled
         calls are not run again; each pending one is asked again and answered from the
         store: approved, it runs once with the approved arguments; denied, the refusal
-        says why; undecided, it is still pending. Identical calls in one turn are decided
-        and run once (the duplicates are answered, not run).
+        says why; undecided, it is still pending. Identical held calls in one turn share
+        one request, one decision and one run (the duplicates are answered, not run).
         """
         kept = {o.call_id: o for o in settled if not o.pending}
         out: list[ToolOutcome] = []
@@ -312,7 +312,7 @@ class Dispatcher:
             key = _same_call(name, arguments)
             if call_id in kept:
                 outcome = kept[call_id]
-            elif key is not None and key in first:
+            elif key is not None and key in first and first[key].request_id is not None:
                 outcome = _duplicate(call_id, first[key])
             else:
                 outcome = await self.call(call_id, name, arguments, run=run, wait=wait)
@@ -334,7 +334,7 @@ class Dispatcher:
             key = _same_call(name, arguments)
             if call_id in kept:
                 outcome = kept[call_id]
-            elif key is not None and key in first:
+            elif key is not None and key in first and first[key].request_id is not None:
                 outcome = _duplicate(call_id, first[key])
             else:
                 outcome = self.call_sync(call_id, name, arguments, run=run, wait=wait)
@@ -354,10 +354,11 @@ def _same_call(name: str, arguments: Any) -> str | None:
 
 
 def _duplicate(call_id: str, original: ToolOutcome) -> ToolOutcome:
-    """The answer to a call identical to an earlier one of the same turn."""
-    if original.pending:
-        return replace(original, call_id=call_id)
+    """The answer to a held call identical to an earlier one of the same turn: one
+    request, one decision, one run."""
+    if not original.ran:
+        return replace(original, call_id=call_id)  # still pending, or the same refusal
     return ToolOutcome(call_id, original.name,
-                       f"agentguard: an identical call in this turn ({original.call_id}) is "
-                       "the one that was decided and run; this duplicate did not run.",
+                       f"agentguard: an identical call in this turn ({original.call_id}) ran "
+                       "on the one approval; this duplicate did not run.",
                        True, False, None, request_id=original.request_id)

@@ -365,9 +365,7 @@ async def answer_interruptions(
             if isinstance(seen, PendingCall):
                 pending.append(replace(seen, call_id=item.call_id or ""))
             else:
-                state.reject(item, rejection_message=(
-                    f"agentguard: an identical call in this turn ({seen}) is the one that is "
-                    "decided and run; this duplicate did not run."))
+                state.reject(item, rejection_message=seen)
             continue
         verdict = await _decide(item, context, edge, wait)
         if not isinstance(verdict, str) and verdict is not None and verdict.outcome == "pending":
@@ -377,13 +375,16 @@ async def answer_interruptions(
             if key is not None:
                 first[key] = held
             continue
-        if key is not None:
-            first[key] = item.call_id or "an earlier call"
         refusal = verdict if isinstance(verdict, str) else refusal_text(verdict)
         if refusal is None:
             state.approve(item)
         else:
             state.reject(item, rejection_message=refusal)
+        if key is not None:
+            # Identical calls share one decision: the same refusal, or one run.
+            first[key] = refusal or (
+                f"agentguard: an identical call in this turn ({item.call_id}) runs on the "
+                "one approval; this duplicate did not run.")
     return state, pending
 
 

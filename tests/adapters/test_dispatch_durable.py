@@ -198,3 +198,18 @@ async def test_a_runner_tool_that_does_not_wait_answers_held_then_runs_once(
     await store.close()
     done = await conversation()  # the model makes the same call again, later
     assert done["content"] == "deleted /srv/x" and ran == ["adelete /srv/x"]
+
+
+async def test_identical_calls_the_policy_allows_each_run(tmp_path: Path) -> None:
+    def get_tick(n: int) -> str:
+        """Advance a counter (the policy allows it)."""
+        ran.append(f"tick {n}")
+        return "ticked"
+
+    guard = guard_on(tmp_path, MemoryAuditLog())
+    tools = OpenAITools([get_tick], guard=guard)
+    calls = [{"id": f"t{i}", "function": {"name": "get_tick", "arguments": '{"n": 1}'}}
+             for i in range(2)]
+    outcomes = await tools.chat_outcomes(calls, wait=0)
+    assert [o.output for o in outcomes] == ["ticked", "ticked"] and ran == ["tick 1", "tick 1"]
+    await guard.close()
