@@ -38,10 +38,10 @@ __all__ = ["Hold", "PendingCall", "answer_interruptions", "guard_function_tool",
 
 ORIGIN = "openai-agents"
 
-#: How a guarded tool holds a call: ``wait`` inside the tool call for the verdict (scripts),
-#: or ``interrupt``: the call becomes one of the run's approval interruptions, the run's
-#: state can be saved, and the verdict is applied later, in any process.
-Hold = Literal["wait", "interrupt"]
+#: How a guarded tool holds a call: ``block``: wait inside the tool call for the verdict
+#: (scripts); ``interrupt``: the call becomes one of the run's approval interruptions, the
+#: run's state can be saved, and the verdict is applied later, in any process.
+Hold = Literal["block", "interrupt"]
 
 _MEMOS = 1024
 
@@ -108,7 +108,7 @@ class _GuardedInvoker:
     """
 
     def __init__(self, inner: Callable[..., Any], edge: Edge, schema: Mapping[str, Any],
-                 needs_approval: Any = False, hold: Hold = "wait") -> None:
+                 needs_approval: Any = False, hold: Hold = "block") -> None:
         self.inner = inner
         self.edge = edge
         self.schema = schema
@@ -213,7 +213,7 @@ class _NeedsApproval:
 def guard_function_tool(
     tool: FunctionTool | Callable[..., Any], *, guard: Guard | None = None,
     server: str = "local", run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None, hold: Hold = "wait",
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, hold: Hold = "block",
 ) -> FunctionTool:
     """A copy of an Agents SDK function tool whose every call goes through the guard.
 
@@ -222,7 +222,7 @@ def guard_function_tool(
     the run's ``context=`` (a :class:`RunContext`, or an object with an ``agentguard``
     attribute or key), then :func:`agentguard.acting_as`, then ``run``.
 
-    A held call, with ``hold="wait"`` (the default, for scripts), waits for approval inside
+    A held call, with ``hold="block"`` (the default, for scripts), waits for approval inside
     the tool call without blocking the event loop (a ``timeout_seconds`` on the tool
     includes that wait). With ``hold="interrupt"`` it becomes one of the run's approval
     interruptions at once (its approvers are told through the guard's channels): save the
@@ -238,14 +238,17 @@ def guard_function_tool(
         server: Server name the policy sees (default ``local``).
         run: Default facts about the caller.
         hints: Hints for the tool (``privilege``, ``labels``...).
-        hold: ``wait`` or ``interrupt`` (see above).
+        hold: ``block`` or ``interrupt`` (see above). ``interrupt`` needs channels that
+            reach approvers without this process waiting (the approver terminal, Slack, the
+            web page): an approver asked in-process (the console) is asked only while the
+            call is first held.
     """
     if not isinstance(tool, FunctionTool):
         tool = function_tool(tool)
     if isinstance(tool.on_invoke_tool, _GuardedInvoker):
         return tool
-    if hold not in ("wait", "interrupt"):
-        raise UsageError(f"hold must be 'wait' or 'interrupt', not {hold!r}")
+    if hold not in ("block", "interrupt"):
+        raise UsageError(f"hold must be 'block' or 'interrupt', not {hold!r}")
     edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
     invoker = _GuardedInvoker(tool.on_invoke_tool, edge, tool.params_json_schema,
                               tool.needs_approval, hold)
@@ -257,7 +260,7 @@ def guard_function_tool(
 def guard_function_tools(
     tools: Iterable[FunctionTool | Callable[..., Any]], *, guard: Guard | None = None,
     server: str = "local", run: RunContext | Mapping[str, Any] | None = None,
-    hints: ToolHints | Mapping[str, ToolHints] | None = None, hold: Hold = "wait",
+    hints: ToolHints | Mapping[str, ToolHints] | None = None, hold: Hold = "block",
 ) -> list[Any]:
     """:func:`guard_function_tool` on each function tool; other tools (hosted tools,
     agents as tools...) are returned unchanged."""
