@@ -213,3 +213,9 @@ async def test_identical_calls_the_policy_allows_each_run(tmp_path: Path) -> Non
     outcomes = await tools.chat_outcomes(calls, wait=0)
     assert [o.output for o in outcomes] == ["ticked", "ticked"] and ran == ["tick 1", "tick 1"]
     await guard.close()
+
+
+def test_the_example_tells_the_whole_story(tmp_path: Path) -> None:
+    out = step(str(EXAMPLE), home=tmp_path)
+    assert "denied by bob: hosts is managed by puppet" in out
+    assert '{"tool": "delete_file", "path": "/tmp/build"}' in out

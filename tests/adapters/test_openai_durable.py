@@ -226,3 +226,9 @@ async def test_a_plain_runner_run_never_blocks_on_an_interrupting_tool(tmp_path:
     after = await Runner.run(agent, state)
     assert ran == [] and "waiting for approval" in str(after.final_output)
     await guard.close()
+
+
+def test_the_example_tells_the_whole_story(tmp_path: Path) -> None:
+    out = step(str(EXAMPLE), home=tmp_path)
+    assert "denied by bob: hosts is managed by puppet" in out
+    assert 'ran: {"tool": "delete_file", "path": "/tmp/build"}' in out
