@@ -190,7 +190,7 @@ async def test_interrupting_tools_hold_only_what_needs_a_human(tmp_path: Path) -
     await guard.close()
     # Allowed calls ran at once; the denied one was refused without a pause (audited once);
     # the deletions and the tool whose developer asked for approval are held.
-    assert ran == ["peek /a", "peek /c"]
+    assert sorted(ran) == ["peek /a", "peek /c"]
     assert [(p.tool, json.loads(p.arguments)) for p in first.pending] == [
         ("delete", {"path": "/b"}), ("delete", {"path": "/b"}), ("get_peek", {"path": "/d"})]
     assert first.pending[0].request_id == first.pending[1].request_id  # duplicates collapse
@@ -209,7 +209,8 @@ async def test_interrupting_tools_hold_only_what_needs_a_human(tmp_path: Path) -
     await restarted.close()
     assert done.finished and not done.pending
     # One approval, one run: the duplicate call in the same turn is answered, not run.
-    assert ran == ["peek /a", "peek /c", "delete /b", "peek /d"]
+    assert sorted(ran[:2]) == ["peek /a", "peek /c"]  # a turn's tools run concurrently
+    assert sorted(ran[2:]) == ["delete /b", "peek /d"]
     assert "an identical call in this turn" in done.final_output
     assert [e["type"] for e in audit.events].count("call.executed") == 2
 
