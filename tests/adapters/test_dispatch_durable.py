@@ -219,3 +219,19 @@ def test_the_example_tells_the_whole_story(tmp_path: Path) -> None:
     out = step(str(EXAMPLE), home=tmp_path)
     assert "denied by bob: hosts is managed by puppet" in out
     assert '{"tool": "delete_file", "path": "/tmp/build"}' in out
+
+
+async def test_a_changed_call_in_a_saved_turn_needs_its_own_approval(tmp_path: Path) -> None:
+    audit = MemoryAuditLog()
+    guard = guard_on(tmp_path, audit)
+    tools = OpenAITools([delete], guard=guard, run={"principal": "agent:chat"})
+    (held,) = await tools.chat_outcomes(chat_calls("/tmp/ok"), wait=0)
+    await cast_vote(store=guard.store, audit=audit, request_id=held.request_id or "",
+                    approver="alice", approve=True, channel="cli")
+    # The saved conversation is edited: same call id, other arguments.
+    (changed,) = await tools.chat_outcomes(chat_calls("/etc/passwd"), wait=0,
+                                           settled=[held])
+    assert changed.pending and changed.request_id != held.request_id and ran == []
+    (approved,) = await tools.chat_outcomes(chat_calls("/tmp/ok"), wait=0, settled=[held])
+    assert approved.ran and ran == ["delete /tmp/ok"]
+    await guard.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from agents import Agent, Model, ModelResponse, Runner, Usage, function_tool
+from agents.exceptions import ModelBehaviorError
 from openai.types.responses import (
     ResponseFunctionToolCall,
     ResponseOutputMessage,
@@ -233,3 +234,33 @@ def test_the_example_tells_the_whole_story(tmp_path: Path) -> None:
     out = step(str(EXAMPLE), home=tmp_path)
     assert "denied by bob: hosts is managed by puppet" in out
     assert 'ran: {"tool": "delete_file", "path": "/tmp/build"}' in out
+
+
+async def test_an_edited_saved_state_cannot_change_the_approved_call(tmp_path: Path) -> None:
+    audit = MemoryAuditLog()
+
+    def agent_on(guard: Guard) -> Agent[Any]:
+        tools = guard_function_tools([delete], guard=guard, hold="interrupt",
+                                     run={"principal": "agent:e"})
+        return Agent(name="ops", model=CallingModel([("delete", {"path": "/tmp/ok"})]),
+                     tools=tools)
+
+    guard = durable_guard(tmp_path, audit)
+    first = await run_durable(agent_on(guard), "go", guard=guard)
+    await guard.close()
+    (held,) = first.pending
+    await cast_vote(store=SQLiteStore(tmp_path / "s.db"), audit=audit,
+                    request_id=held.request_id or "", approver="alice", approve=True,
+                    channel="cli")
+    # Whoever can write the saved state swaps the approved arguments for others.
+    edited = first.state().replace("/tmp/ok", "/etc/passwd")
+    assert edited != first.state()
+    restarted = durable_guard(tmp_path, audit)
+    # The SDK notices the call id now names another invocation and refuses to resume.
+    with pytest.raises(ModelBehaviorError, match="reused a tool call ID"):
+        await resume_durable(agent_on(restarted), edited, guard=restarted)
+    assert ran == []
+    # The approval still binds the call it was given for, which runs once.
+    done = await resume_durable(agent_on(restarted), first.state(), guard=restarted)
+    await restarted.close()
+    assert done.finished and ran == ["delete /tmp/ok"]
