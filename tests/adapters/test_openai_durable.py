@@ -264,3 +264,23 @@ async def test_an_edited_saved_state_cannot_change_the_approved_call(tmp_path: P
     done = await resume_durable(agent_on(restarted), first.state(), guard=restarted)
     await restarted.close()
     assert done.finished and ran == ["delete /tmp/ok"]
+
+
+async def test_a_developers_needs_approval_function_is_honoured_when_interrupting(
+    tmp_path: Path,
+) -> None:
+    async def secret_paths(ctx: Any, params: dict[str, Any], call_id: str) -> bool:
+        return str(params.get("path", "")).startswith("/secret")
+
+    guard = durable_guard(tmp_path, MemoryAuditLog())
+    tools = guard_function_tools(
+        [function_tool(peek, name_override="get_peek", needs_approval=secret_paths)],
+        guard=guard, hold="interrupt")
+    agent = Agent(name="ops", model=CallingModel([("get_peek", {"path": "/pub"}),
+                                                  ("get_peek", {"path": "/secret/k"})]),
+                  tools=tools)
+    run = await run_durable(agent, "go", guard=guard)
+    await guard.close()
+    # The policy allows both; the developer asked about one: that one waits for a human.
+    assert ran == ["peek /pub"]
+    assert [json.loads(p.arguments) for p in run.pending] == [{"path": "/secret/k"}]
