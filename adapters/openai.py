@@ -52,15 +52,12 @@ from agentguard.adapters._common import RunContext
 from agentguard.adapters._dispatch import Dispatcher, ToolOutcome, field_of
 
 if TYPE_CHECKING:
-    from agentguard.adapters._openai_agents import (
-        PendingCall,
-        answer_interruptions,
-        guard_function_tool,
-        guard_function_tools,
-        resolve_interruptions,
-    )
+    from agentguard.adapters._openai_agents import guard_function_tool, guard_function_tools
     from agentguard.adapters._openai_agents_runs import (
         DurableRun,
+        PendingCall,
+        answer_interruptions,
+        resolve_interruptions,
         resume_durable,
         run_durable,
         run_guarded,
@@ -81,9 +78,9 @@ __all__ = [
     "run_guarded",
 ]
 
-_AGENTS_API = frozenset({"PendingCall", "answer_interruptions", "guard_function_tool",
-                         "guard_function_tools", "resolve_interruptions"})
-_RUNS_API = frozenset({"DurableRun", "resume_durable", "run_durable", "run_guarded"})
+_AGENTS_API = frozenset({"guard_function_tool", "guard_function_tools"})
+_RUNS_API = frozenset({"DurableRun", "PendingCall", "answer_interruptions",
+                       "resolve_interruptions", "resume_durable", "run_durable", "run_guarded"})
 
 
 def __getattr__(name: str) -> Any:
