@@ -439,7 +439,7 @@ class Guard:
                                      request.id if request else None, approvers)
         if request is not None and held.approval is not None:
             if not attempt.claim and self._signed(held):
-                return self._approved_ahead(held, request, approvers)
+                return self._approved_ahead(held, request, approvers, receipts)
             if not await self.store.consume(request.id, digest):
                 self._append(call, decision, "call.denied", outcome="denied",
                              request_id=request.id, detail="approval already used")
@@ -494,12 +494,14 @@ class Guard:
             f"meet the quorum ({why})", request.id)
 
     def _approved_ahead(
-        self, held: _Held, request: ApprovalRequest, approvers: tuple[str, ...]
+        self, held: _Held, request: ApprovalRequest, approvers: tuple[str, ...],
+        receipts: tuple[dict[str, Any], ...],
     ) -> Authorization:
         """Signed and approved ahead of its run: the request itself stays approved for the
         identical call to claim (its signatures are checked again then)."""
         self._append(held.call, held.decision, "challenge.approved", outcome="approved",
-                     request_id=request.id, call_hash=held.digest, approvers=list(approvers))
+                     request_id=request.id, call_hash=held.digest, approvers=list(approvers),
+                     receipts=list(receipts))
         who = ", ".join(approvers) or "an approver"
         return Authorization(held.call, held.decision, "approved",
                              f"approved by {who} (runs once): {held.decision.reason}",

@@ -34,6 +34,9 @@ EVENT_TYPES = frozenset({
     "signal.flood",       # approval fatigue: duplicate, too many pending, or too many requests
     "pin.changed",        # an MCP tool definition changed (rug pull)
     "pin.approved",
+    "audit.checkpoint",   # a service-key signature over (first, seq, hash) of this chain
+    "audit.rotated",      # first record of a chain that continues a rotated log
+    "audit.reset",        # first record of a chain that replaced a broken log (documented)
 })
 
 

@@ -1,4 +1,4 @@
-"""``agentguard audit tail|verify``."""
+"""``agentguard audit tail|verify|rotate|reset|checkpoint``."""
 
 from __future__ import annotations
 
@@ -55,6 +55,37 @@ def _anchor(text: str) -> tuple[int, str]:
     return int(seq), digest
 
 
+TrustOpt = Annotated[str | None, typer.Option(
+    "--trust", envvar="AGENTGUARD_TRUST", help="Trust file: also re-check every approval's "
+    "signed receipt and every signed checkpoint against it [env: AGENTGUARD_TRUST].")]
+PolicyOpt = Annotated[str | None, typer.Option(
+    "--policy", help="Use the trust file this policy names (instead of --trust).")]
+
+
+def _anchors(trust: str | None, policy: str | None):
+    """The trust anchors from --trust, or from the policy's ``trust:`` (None if neither)."""
+    from agentguard.errors import AgentGuardError
+
+    try:
+        if trust:
+            from agentguard.trust import TrustAnchors
+
+            anchors = TrustAnchors.load(trust)
+        elif policy:
+            from agentguard.policy import load_policy
+
+            anchors = load_policy(policy).trust
+            if anchors is None:
+                raise fail(f"the policy {policy} names no trust file", EXIT_FAILED)
+        else:
+            return None
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
+    for warning in anchors.warnings:
+        say(f"warning: {warning}", err=True, fg="yellow")
+    return anchors
+
+
 @app.command()
 def verify(
     path: PathArg = None,
@@ -62,23 +93,41 @@ def verify(
         "--expect", metavar="SEQ:HASH", help="A record noted outside the log (from an earlier "
         "verify, kept elsewhere) that must still be there with that hash; repeatable. Catches "
         "a tail cut together with the head file, or a wiped log.")] = None,
+    trust: TrustOpt = None,
+    policy: PolicyOpt = None,
+    checkpoints: Annotated[list[str] | None, typer.Option(
+        "--checkpoints", metavar="FILE", help="Signed checkpoints kept outside the log "
+        "(`audit checkpoint --out`); each must verify with a service key of the trust file "
+        "and name a record still in the log. Needs --trust or --policy; repeatable.")] = None,
+    allow_unsigned: Annotated[bool, typer.Option(
+        "--allow-unsigned", help="With a trust file, report an approval that carries no "
+        "signed receipt (console, grants) as a warning instead of a failure.")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help='Print {"ok", "path", "records", "last_seq", "last_hash", "problems"} '
         "on stdout (the exit status is the same).")] = False,
 ) -> None:
     """Check the hash chain; exit 1 if any record was edited, deleted, reordered or cut.
 
+    With a trust file (--trust, or --policy naming one) it also re-checks every approval's
+    receipt (the signed votes that settled it), every signed checkpoint (in the log, and in
+    --checkpoints files), and the link to a rotated log.
+
     On success it prints the last record as SEQ:HASH: keep that somewhere the agent cannot
     write, and pass it back with --expect next time.
     """
     from agentguard.audit import verify_log
+    from agentguard.errors import AgentGuardError
 
     target = audit_path(path)
     anchors = dict(_anchor(text) for text in expect or ())
+    trusted = _anchors(trust, policy)
+    if checkpoints and trusted is None:
+        raise fail("--checkpoints needs the trust file that lists the service keys (--trust)")
     if not target.exists():
-        if anchors:
-            gone = (f"the audit log {target} is gone, and records {sorted(anchors)} were "
-                    "expected in it")
+        if anchors or checkpoints:
+            gone = (f"the audit log {target} is gone, and "
+                    + (f"records {sorted(anchors)} were expected in it" if anchors
+                       else "signed checkpoints name records of it"))
             if as_json:
                 echo_json({"ok": False, "path": str(target), "records": 0, "last_seq": None,
                            "last_hash": None, "problems": [{
@@ -87,7 +136,16 @@ def verify(
             say(f"FAILED: {gone}", fg="red", err=True)
             raise typer.Exit(EXIT_FAILED)
         raise not_found(f"no audit log at {target}")
-    report = verify_log(target, expect=anchors)
+    try:
+        if trusted is None:
+            report = verify_log(target, expect=anchors)
+        else:
+            from agentguard.audit.anchored import verify_anchored
+
+            report = verify_anchored(target, trusted, checkpoint_files=tuple(checkpoints or ()),
+                                     expect=anchors, allow_unsigned=allow_unsigned)
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
     if as_json:
         echo_json({
             "ok": report.ok, "path": str(target), "records": report.records,
@@ -98,13 +156,97 @@ def verify(
         if not report.ok:
             raise typer.Exit(EXIT_FAILED)
         return
+    for problem in report.problems:
+        say(f"seq {problem.seq} line {problem.line}: {problem.kind}: {problem.detail}"
+            + (" (warning)" if problem.severity == "warning" else ""),
+            fg="yellow" if report.ok else "red", err=True)
     if report.ok:
-        typer.echo(f"ok: {report.records} record(s), chain intact; last "
+        receipts = " and receipts" if trusted is not None else ""
+        typer.echo(f"ok: {report.records} record(s), chain{receipts} intact; last "
                    f"{report.last_seq}:{report.last_hash}")
         return
-    for problem in report.problems:
-        say(f"seq {problem.seq} line {problem.line}: {problem.kind}: {problem.detail}",
-            fg="red", err=True)
-    say(f"FAILED: {len(report.problems)} problem(s) in {report.records} record(s)",
-        fg="red", err=True)
+    errors = sum(p.severity == "error" for p in report.problems) + report.unlisted
+    say(f"FAILED: {errors} problem(s) in {report.records} record(s)", fg="red", err=True)
     raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def rotate(path: PathArg = None) -> None:
+    """Move a log that verifies clean aside and start a new chain that names it.
+
+    The old file becomes <log>.<UTC time> (with its .head); the new chain's first record,
+    audit.rotated, names that file and its final SEQ:HASH, and `audit verify` checks the link.
+    Writers holding the old file fail closed at their next call: rotate while they are
+    stopped, or restart them.
+    """
+    from agentguard.audit.lifecycle import rotate_log
+    from agentguard.errors import AgentGuardError
+
+    try:
+        done = rotate_log(audit_path(path))
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
+    prev = done.record["previous"]
+    typer.echo(f"rotated: {done.archive} ends at {prev['seq']}:{prev['hash']}; new chain "
+               f"starts at 1:{done.record['hash']}")
+
+
+@app.command()
+def reset(
+    path: PathArg = None,
+    reason: Annotated[str, typer.Option(
+        "--reason", help="Why the log is being reset (recorded in the new chain).")] = "",
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Confirm: the broken log is kept aside, not checked again.")] = False,
+) -> None:
+    """Start a new chain after the log broke (deleted, cut, edited), keeping the evidence.
+
+    What is there (log and .head) is moved to <log>.broken-<UTC time>; the new chain's first
+    record, audit.reset, says what verify found and why. Every later `audit verify` reports
+    the reset, and anchors of the old chain no longer verify: a reset is an admission.
+    """
+    from agentguard.audit.lifecycle import rotate_log
+    from agentguard.errors import AgentGuardError
+
+    if not yes or not reason.strip():
+        raise fail("a reset needs --reason TEXT and --yes")
+    try:
+        done = rotate_log(audit_path(path), reset=reason)
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
+    found = done.record["previous"]
+    typer.echo(f"reset: kept {done.archive or 'nothing'} (problems: "
+               f"{', '.join(found.get('problems') or []) or 'none'}); new chain starts at "
+               f"1:{done.record['hash']}")
+
+
+@app.command()
+def checkpoint(
+    path: PathArg = None,
+    key: Annotated[str, typer.Option(
+        "--key", envvar="AGENTGUARD_SERVICE_KEY", help="The service key (serve's "
+        "--service-key), listed under services: in the trust file.")] = "",
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Also append the checkpoint to this file; keep it where the agent "
+        "cannot write.")] = None,
+    into_log: Annotated[bool, typer.Option(
+        "--log/--no-log", help="Append an audit.checkpoint record to the log.")] = True,
+) -> None:
+    """Sign the log's last SEQ:HASH with a service key (run as the serve user, e.g. hourly).
+
+    `audit verify --trust FILE --checkpoints OUT` then detects a cut below any checkpoint in
+    OUT and a rewrite below any checkpoint in the log: the agent cannot sign new ones.
+    """
+    from agentguard.audit.checkpoint import write_checkpoint
+    from agentguard.errors import AgentGuardError
+    from agentguard.trust import load_signing_key
+
+    if not key:
+        raise fail("--key (or $AGENTGUARD_SERVICE_KEY) is needed")
+    try:
+        signed = write_checkpoint(audit_path(path), load_signing_key(key), into_log=into_log,
+                                  out=out)
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
+    c = signed.checkpoint
+    typer.echo(f"checkpoint: {c.seq}:{c.hash} signed by {signed.key_id}")
