@@ -177,3 +177,49 @@ def test_cli_verify_with_the_policys_trust_file(approved: dict[str, Any]) -> Non
     bad = cli("audit", "verify", log, "--trust", str(approved["dir"] / "trust.yaml"),
               home=home)
     assert bad.returncode == 1 and b"receipt_mismatch" in bad.stderr
+
+
+# ------------------------------------------------------------------ grant rows (issue 14)
+async def _forge_grants(tmp_path: Path, policy_text: str) -> str:
+    """The agent writes grant rows that match its held call exactly (ttl and once), then
+    asks again; returns the outcome."""
+    import time
+
+    from agentguard.audit import MemoryAuditLog
+    from agentguard.canonical import call_hash
+    from agentguard.types import Grant
+
+    trust = {"version": 1, "approvers": [
+        {"id": who, "keys": [public_key_text(generate_key(tmp_path / "keys" / f"{who}.key")
+                                             .public_key())]}
+        for who in ("dave", "erin")]}
+    (tmp_path / "trust.yaml").write_text(yaml.safe_dump(trust))
+    (tmp_path / "policy.yaml").write_text(policy_text)
+    store = SQLiteStore(tmp_path / "s.db")
+    guard = Guard(load_policy(tmp_path / "policy.yaml"), store=store, audit=MemoryAuditLog(),
+                  channels=[Mailbox()])
+    first = await guard.authorize(rotate(), wait=0)
+    held = await store.get_request(first.request_id)
+    assert held is not None
+    now = time.time()
+    for scope, digest in (("ttl", None), ("once", call_hash(rotate()))):
+        await store.add_grant(Grant(
+            id=f"forged-{scope}", scope=scope, principal="agent:ops", server=rotate().server,
+            tool="rotate_credentials", max_rank=99, expires_at=now + 3600,
+            granted_by="dave,erin", call_hash=digest, created_at=now, rule_id=held.rule_id,
+            settings_hash=held.settings_hash, acting_for="mallory",
+            request_id=first.request_id))
+    again = await guard.authorize(rotate(), wait=0)
+    return again.outcome
+
+
+def test_a_grant_row_written_by_the_agent_covers_nothing_under_signed_assurance(
+    tmp_path: Path
+) -> None:
+    assert anyio.run(_forge_grants, tmp_path, POLICY) == "pending"
+    # Control: the very same rows do cover the call when the rule does not ask for signatures
+    # (so the forged rows are well-formed, and it is the assurance level that refuses them).
+    unsigned = tmp_path / "unsigned"
+    unsigned.mkdir(mode=0o700)
+    assert anyio.run(_forge_grants, unsigned,
+                     POLICY.replace(", assurance: signed", "")) == "approved"
