@@ -223,3 +223,29 @@ def test_a_grant_row_written_by_the_agent_covers_nothing_under_signed_assurance(
     unsigned.mkdir(mode=0o700)
     assert anyio.run(_forge_grants, unsigned,
                      POLICY.replace(", assurance: signed", "")) == "approved"
+
+
+# ------------------------------------------------------------------ in-process channels
+async def _in_process_votes(tmp_path: Path) -> Any:
+    """A verified in-process channel (like the console) answers "approve" as dave and erin."""
+    from agentguard.audit import MemoryAuditLog
+    from agentguard.channels.scripted import ScriptedChannel
+
+    (tmp_path / "trust.yaml").write_text(yaml.safe_dump({"version": 1, "approvers": [
+        {"id": who, "keys": [public_key_text(generate_key(tmp_path / "keys" / f"{who}.key")
+                                             .public_key())]} for who in ("dave", "erin")]}))
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    channel = ScriptedChannel([ScriptedChannel.vote("dave"), ScriptedChannel.vote("erin")])
+    channel.verified = True  # type: ignore[attr-defined]
+    audit = MemoryAuditLog()
+    guard = Guard(load_policy(tmp_path / "policy.yaml"), store=SQLiteStore(tmp_path / "s.db"),
+                  audit=audit, channels=[channel])
+    return await guard.authorize(rotate(), wait=2), audit.events
+
+
+def test_an_in_process_channel_cannot_approve_a_signed_rule(tmp_path: Path) -> None:
+    result, events = anyio.run(_in_process_votes, tmp_path)
+    assert result.outcome != "approved"
+    assert not any(e["type"] == "call.executed" for e in events)
+    rejected = [e for e in events if e["type"] == "vote.rejected"]
+    assert len(rejected) == 2 and all("needs a signed vote" in str(e) for e in rejected)
