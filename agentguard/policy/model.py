@@ -60,9 +60,10 @@ def _requirement(value: Any) -> str:
 class ReauthModel(_Strict):
     """``reauth: {method: totp, max_age: 15m, subject: principal}``."""
 
-    method: Literal["totp", "oauth"] = Field(
+    method: Literal["totp", "oauth", "passkey"] = Field(
         default="totp", description="totp: a code from the person's authenticator, typed on "
-        "the terminal; oauth: the bearer token's auth_time and acr (HTTP proxy, RFC 9470).")
+        "the terminal; oauth: the bearer token's auth_time and acr (HTTP proxy, RFC 9470); "
+        "passkey: a passkey assertion bound to the held call (agentguard.reauth.passkey).")
     max_age: float = Field(default=0.0, description="A verification younger than this is "
                            "reused (step-up freshness); 0: every call re-authenticates.")
     subject: Literal["principal", "approver"] | None = Field(
