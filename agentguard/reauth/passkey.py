@@ -28,7 +28,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from agentguard.canonical import canonical_bytes
-from agentguard.identity import canonical_identity
 from agentguard.reauth.base import ReauthResult
 from agentguard.trust.anchors import ApproverAnchor, PasskeyAnchor, TrustAnchors
 from agentguard.trust.passkey import verify_assertion
@@ -40,6 +39,7 @@ __all__ = [
     "AskAssertion",
     "PasskeyReauthenticator",
     "ReauthStatement",
+    "StepUpProof",
     "verify_reauth_assertion",
 ]
 
@@ -48,10 +48,15 @@ REAUTH_DOMAIN = b"agentguard-reauth-v1\n"
 
 AskAssertion = Callable[
     [str, ApprovalRequest, "ReauthStatement", tuple[PasskeyAnchor, ...]],
-    Awaitable[Mapping[str, Any] | None]]
+    Awaitable["Mapping[str, Any] | StepUpProof | None"]]
 """``ask(subject, request, statement, passkeys)``: have the human's authenticator assert
-``statement.digest()`` (allowing ``passkeys``), return ``PublicKeyCredential.toJSON()`` of the
-assertion, or ``None`` when nobody could be asked."""
+``statement.digest()`` (allowing ``passkeys``) and return ``PublicKeyCredential.toJSON()`` of
+the assertion; or return a :class:`StepUpProof` whose statement a page made itself (it must
+name this request, call hash and subject, and a time since the guard asked); or ``None`` when
+nobody could be asked."""
+
+#: Seconds a page's clock may be behind the guard's (serve on another host).
+CLOCK_SKEW = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,49 @@ class ReauthStatement:
         """SHA-256 of :meth:`to_bytes`: the WebAuthn challenge."""
         return hashlib.sha256(self.to_bytes()).digest()
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON data."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ReauthStatement:
+        """Read :meth:`to_dict`'s data (untrusted).
+
+        Raises:
+            ValueError: not exactly the fields, or of the wrong types.
+        """
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, Mapping) or set(data) != names:
+            raise ValueError(f"a step-up statement has exactly: {', '.join(sorted(names))}")
+        if any(type(data[n]) is not str for n in ("request_id", "call_hash", "subject")) \
+                or type(data["at"]) is not int:
+            raise ValueError("a step-up statement has three strings and an integer time")
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpProof:
+    """A statement and the assertion over its digest, as a page hands it back."""
+
+    statement: ReauthStatement
+    assertion: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data for the mailbox."""
+        return {"statement": self.statement.to_dict(), "assertion": dict(self.assertion)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StepUpProof:
+        """Read :meth:`to_dict`'s data (untrusted).
+
+        Raises:
+            ValueError: malformed.
+        """
+        if not isinstance(data, Mapping) or set(data) != {"statement", "assertion"} \
+                or not isinstance(data["assertion"], Mapping):
+            raise ValueError("a step-up proof has exactly: statement, assertion")
+        return cls(ReauthStatement.from_dict(data["statement"]), dict(data["assertion"]))
+
 
 def verify_reauth_assertion(
     assertion: Mapping[str, Any], statement: ReauthStatement, subject: ApproverAnchor,
@@ -93,6 +141,22 @@ def verify_reauth_assertion(
                f"{subject.identity!r}"
     result = verify_assertion(assertion, challenge=statement.digest(), passkey=passkey)
     return result if isinstance(result, str) else None
+
+
+def _fits(made: ReauthStatement, expected: ReauthStatement, earliest: float,
+          latest: float) -> str | None:
+    """Why a page's statement is not about this request, call and subject, now."""
+    if type(made) is not ReauthStatement:
+        return "not a step-up statement"
+    if made.request_id != expected.request_id:
+        return "the passkey confirmed another request"
+    if made.call_hash != expected.call_hash:
+        return "the passkey confirmed another call (the call hash differs)"
+    if made.subject != expected.subject:
+        return f"the passkey confirmed {made.subject!r}, not {expected.subject!r}"
+    if not earliest <= made.at <= latest:
+        return "the step-up was made before this one was asked for (a replay?)"
+    return None
 
 
 class PasskeyReauthenticator:
@@ -121,13 +185,18 @@ class PasskeyReauthenticator:
                                 f"no passkey for {subject!r} in the trust file")
         result = ReauthResult("failed", subject, METHOD, "no assertion given")
         for _ in range(self._attempts):
+            asked = int(self._clock())
             statement = ReauthStatement(request_id=request.id, call_hash=request.call_hash,
-                                        subject=canonical_identity(subject),
-                                        at=int(self._clock()))
-            assertion = await self._ask(subject, request, statement, anchor.passkeys)
-            if assertion is None:
+                                        subject=anchor.identity, at=asked)
+            answer = await self._ask(subject, request, statement, anchor.passkeys)
+            if answer is None:
                 return ReauthResult("unreachable", subject, METHOD, "nobody could be asked")
-            why = verify_reauth_assertion(assertion, statement, anchor)
+            if isinstance(answer, StepUpProof):
+                why = _fits(answer.statement, statement, asked - CLOCK_SKEW,
+                            self._clock() + CLOCK_SKEW)
+                why = why or verify_reauth_assertion(answer.assertion, answer.statement, anchor)
+            else:
+                why = verify_reauth_assertion(answer, statement, anchor)
             if why is None:
                 return ReauthResult("verified", subject, METHOD)
             result = ReauthResult("failed", subject, METHOD, why)

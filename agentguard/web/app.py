@@ -11,6 +11,8 @@ calls around each WebAuthn ceremony::
     POST /api/requests/{id}/options   -> the statement to confirm and its WebAuthn options
     POST /api/requests/{id}/vote      -> verify the assertion, then cast_vote(receipt=...)
     POST /api/enroll/options|verify   -> verify the token and the registration, write the file
+    GET  /stepup/{id}, POST /api/stepup/{id}/options|verify   passkey step-up
+                                      (:mod:`agentguard.web.stepup`)
 
 Every decision about a passkey, a statement or an enrolment token is made by
 :mod:`agentguard.trust` (the same functions the guard uses); this module only carries data
@@ -39,6 +41,7 @@ from agentguard.trust.passkey import (
 )
 from agentguard.trust.verify import VerifiedVote, verify_vote
 from agentguard.web.ceremonies import Ceremonies, Sessions, SignCounters
+from agentguard.web.stepup import StepUp
 from agentguard.web.views import Views, grant_choices
 
 __all__ = ["COOKIE", "WebApproval"]
@@ -87,6 +90,7 @@ class WebApproval:
             Route("/api/requests/{request_id}/vote", self.vote, methods=["POST"]),
             Route("/api/enroll/options", self.enrol_options, methods=["POST"]),
             Route("/api/enroll/verify", self.enrol_verify, methods=["POST"]),
+            *StepUp(self).routes(),
         ]
 
     # ------------------------------------------------------------------ helpers

@@ -34,6 +34,15 @@ async function vote(requestId, decision, reason, grantTtl) {
   return postJSON(base + "/vote", {nonce: opened.nonce, credential});
 }
 
+// A passkey step-up for a held call: the server makes the statement, the passkey signs it.
+async function stepUp(requestId) {
+  const base = "/api/stepup/" + encodeURIComponent(requestId);
+  const opened = await postJSON(base + "/options", {});
+  if (!opened.options) return opened;
+  const credential = await getAssertion(opened.options);
+  return postJSON(base + "/verify", {nonce: opened.nonce, credential});
+}
+
 async function login(approver) {
   const opened = await postJSON("/api/login/options", {approver});
   if (!opened.options) return opened;
@@ -72,7 +81,7 @@ function guarded(fn) {
   };
 }
 
-window.agentguard = {postJSON, getAssertion, vote, login, enroll};
+window.agentguard = {postJSON, getAssertion, vote, stepUp, login, enroll};
 
 document.addEventListener("DOMContentLoaded", () => {
   tick();
@@ -97,6 +106,13 @@ document.addEventListener("DOMContentLoaded", () => {
       document.getElementById("request-status").textContent = answer.status;
       if (answer.status !== "pending") voteForm.remove();
     }
+    return answer;
+  }));
+  const stepUpForm = document.getElementById("stepup-form");
+  if (stepUpForm) stepUpForm.addEventListener("submit", guarded(async () => {
+    say("confirm with your passkey...");
+    const answer = await stepUp(stepUpForm.dataset.request);
+    if (answer.ok) { say(answer.message); stepUpForm.remove(); }
     return answer;
   }));
   const enrollForm = document.getElementById("enroll-form");
