@@ -15,6 +15,11 @@ protocol has that notification (see :class:`~agentguard.proxy.askers.CompletionN
 
 Everything else — a stdio proxy, a rule that does not opt in, a client without URL-mode
 elicitation — falls back to the given ``ask_code`` (the console).
+
+Passkey step-up (``reauth: {method: passkey}``) is offered the same way, but the link points
+at ``agentguard serve --web``'s step-up page, where the passkey's relying party lives
+(:meth:`ReauthLinks.offer_passkey`, the ``announce`` hook of
+:class:`~agentguard.reauth.passkey_mailbox.MailboxStepUp`).
 """
 
 from __future__ import annotations
@@ -146,6 +151,32 @@ class ReauthLinks:
             return pending.code
         finally:
             self._pending.pop(token, None)
+
+    async def offer_passkey(self, subject: str, link: str, request: ApprovalRequest,
+                            ) -> bool | None:
+        """Offer a passkey step-up page (``agentguard serve --web``'s ``/stepup/...``) to the
+        client as a URL-mode elicitation: the ``announce`` hook of
+        :class:`~agentguard.reauth.passkey_mailbox.MailboxStepUp`.
+
+        The assertion travels browser -> web page -> store, and the guard verifies it; the
+        client only opens the link. Returns ``True`` when the user agreed to open it,
+        ``False`` when they declined (nobody will confirm), ``None`` when URL mode is not
+        available here (the link must be sent some other way).
+        """
+        asker = _ASKER.get()
+        if asker is None or not _url_capable(asker) or not _opted_in(self._policy, request):
+            return None
+        call = request.call
+        message = (f"agentguard: {escape_text(subject)} must confirm with a passkey to run "
+                   f"{escape_text(str(call.get('tool', '')))} on "
+                   f"{escape_text(str(call.get('server', '')))}. Open the link, read the call "
+                   "and confirm it there.")
+        answer = await asker.ask(ElicitRequest(params=ElicitRequestURLParams(
+            mode="url", message=message, url=link,
+            elicitation_id=secrets.token_urlsafe(16))))
+        if not isinstance(answer, ElicitResult):
+            return None
+        return answer.action == "accept"
 
     def wrap(self, app: Any) -> Any:
         """An ASGI app serving the re-authentication pages and passing the rest to ``app``.

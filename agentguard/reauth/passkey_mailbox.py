@@ -17,6 +17,7 @@ the store, which the agent can write: so the store carries the proof, never the 
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -51,8 +52,9 @@ class MailboxStepUp:
     Args:
         store: The store the page writes to.
         page: The web page's origin (``agentguard serve --web --origin``).
-        announce: Called with ``(subject, link, request)`` so a channel can send the link
-            (the proxy's URL-mode elicitation, a chat message, the terminal).
+        announce: Called (or awaited) with ``(subject, link, request)`` so a channel can send
+            the link (the proxy's URL-mode elicitation, a chat message, the terminal); a
+            ``False`` answer means the human declined, and nobody is waited for.
         poll: Seconds between looks at the store.
         clock: Unix time.
     """
@@ -70,7 +72,11 @@ class MailboxStepUp:
             await self.store.create_request(request)  # what the page shows: the whole call
         link = stepup_link(self.page, request.id)
         if self.announce is not None:
-            self.announce(subject, link, request)
+            said = self.announce(subject, link, request)
+            if inspect.isawaitable(said):
+                said = await said
+            if said is False:
+                return None
         slot = proof_slot(request.id, subject)
         while self.clock() < request.expires_at:
             raw = await self.store.get_secret(slot)
