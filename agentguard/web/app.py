@@ -225,6 +225,8 @@ class WebApproval:
         held = await self.store.get_request(request.path_params["request_id"])
         if held is None or held.status != "pending":
             raise _Refused("this request is not pending", 409)
+        if held.approval.quorum == 0:  # stored by a passkey step-up (reauth alone)
+            raise _Refused("this call waits for a step-up, not a vote", 409)
         tampered = call_hash_problem(held)
         if tampered:
             raise _Refused(tampered, 409)
