@@ -59,8 +59,10 @@ class JsonlAuditLog:
     the guard refuses privileged calls. A write that fails half-way is cut back off the file
     before the error is raised. Safe for threads, and for processes appending to one path.
 
-    Do not rotate the file by renaming or truncating it while writers run: the next append
-    fails (fail closed). Start a new path instead.
+    Do not rename or truncate the file while writers run: the next append fails (fail
+    closed). ``agentguard audit rotate`` is followed: a writer whose file was moved aside
+    carries on in the new chain only if its first record names an archive beside it that
+    holds the last record this writer wrote (see :mod:`agentguard.audit.lifecycle`).
 
     Args:
         path: The log file; created (mode 0600) if missing, with ``<path>.head`` beside it.
@@ -156,14 +158,43 @@ class JsonlAuditLog:
                 # flock belongs to the open file, which a forked child shares: reopen.
                 self._close_fds()
                 self._open()
-            try:
-                fcntl.flock(self._log_fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                raise AuditError(f"cannot lock audit log {self.path}: {exc}") from exc
+            self._lock_current()
             try:
                 return self._append_locked(data)
             finally:
                 fcntl.flock(self._log_fd, fcntl.LOCK_UN)
+
+    def _lock_current(self) -> None:
+        """Take the writers' lock on the file the path names, following an
+        ``agentguard audit rotate`` that continues what this writer wrote."""
+        try:
+            fcntl.flock(self._log_fd, fcntl.LOCK_EX)
+            if not self._replaced():
+                return
+            fcntl.flock(self._log_fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise AuditError(f"cannot lock audit log {self.path}: {exc}") from exc
+        from agentguard.audit.lifecycle import rotation_problem
+
+        problem = rotation_problem(self.path, self._head[:2] if self._head else None)
+        if problem is not None:
+            raise AuditError(f"audit log {self.path} was removed or replaced while in use "
+                             f"({problem}); run `agentguard audit verify`")
+        self._close_fds()
+        self._open()
+        self._head, self._head_raw = None, b""  # a new chain: nothing of it written by us
+        try:
+            fcntl.flock(self._log_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise AuditError(f"cannot lock audit log {self.path}: {exc}") from exc
+
+    def _replaced(self) -> bool:
+        held = os.fstat(self._log_fd)
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return named.st_ino != held.st_ino or named.st_dev != held.st_dev
 
     def _append_locked(self, data: dict[str, Any]) -> dict[str, Any]:
         try:

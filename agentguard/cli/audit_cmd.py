@@ -176,8 +176,7 @@ def rotate(path: PathArg = None) -> None:
 
     The old file becomes <log>.<UTC time> (with its .head); the new chain's first record,
     audit.rotated, names that file and its final SEQ:HASH, and `audit verify` checks the link.
-    Writers holding the old file fail closed at their next call: rotate while they are
-    stopped, or restart them.
+    A running writer follows once it has checked that the archive holds what it wrote.
     """
     from agentguard.audit.lifecycle import rotate_log
     from agentguard.errors import AgentGuardError

@@ -59,10 +59,45 @@ def test_an_archive_edited_after_rotation_breaks_the_link(log_path: Path) -> Non
     assert not report.ok and "rotation_mismatch" in {p.kind for p in report.problems}
 
 
-def test_a_writer_holding_the_rotated_file_fails_closed(log_path: Path) -> None:
+def test_a_writer_holding_the_rotated_file_follows_the_rotation(log_path: Path) -> None:
     log = JsonlAuditLog(log_path)
     log.append({"type": "call.denied"})
     rotate_log(log_path)
+    record = log.append({"type": "call.denied", "tool": "after"})
+    log.close()
+    assert record["seq"] == 2 and [r["type"] for r in map(json.loads, log_path.read_bytes()
+                                                           .splitlines())] == [
+        "audit.rotated", "call.denied"]
+    assert verify_anchored(log_path, NO_TRUST).ok
+
+
+def test_a_writer_does_not_follow_a_rotation_whose_archive_lacks_its_records(
+    log_path: Path
+) -> None:
+    log = JsonlAuditLog(log_path)
+    for _ in range(3):
+        log.append({"type": "call.denied"})
+    # The agent: cut the log to one record (head rewritten), "rotate" that, and hope the
+    # writer carries on in the new chain.
+    lines = log_path.read_bytes().splitlines(keepends=True)
+    log_path.unlink()
+    Path(f"{log_path}.head").unlink()
+    write(log_path, 0)
+    log_path.write_bytes(lines[0])
+    from agentguard.audit.jsonl import format_head
+
+    Path(f"{log_path}.head").write_bytes(format_head(
+        1, json.loads(lines[0])["hash"], len(lines[0])))
+    rotate_log(log_path)
+    with pytest.raises(AuditError, match=r"removed or replaced.*does not"):
+        log.append({"type": "call.denied"})
+    log.close()
+
+
+def test_a_writer_does_not_follow_a_reset(log_path: Path) -> None:
+    log = JsonlAuditLog(log_path)
+    log.append({"type": "call.denied"})
+    rotate_log(log_path, reset="testing")
     with pytest.raises(AuditError, match="removed or replaced"):
         log.append({"type": "call.denied"})
     log.close()
