@@ -7,8 +7,10 @@ itself. :func:`verify_anchored` adds, for a trust file:
 2. every signed checkpoint, in the log (``audit.checkpoint`` records) and in a checkpoint file
    kept elsewhere (:mod:`agentguard.audit.checkpoint`): its signature, and then the record it
    names, which must still be there with that hash (fed to :func:`verify_log` as anchors);
-3. the rotation link: a chain that starts with ``audit.rotated`` must continue the archive it
-   names (when that file is beside it), and one that starts with ``audit.reset`` is reported.
+3. the rotation history: a chain that starts with ``audit.rotated`` must continue the archive
+   it names, which must verify and end where it says; checkpoints of an older chain are
+   checked against that archive (so a wipe dressed up as a rotation, naming an archive that
+   is not there, does not pass); one that starts with ``audit.reset`` is reported.
 
 One streaming pass reads the records (receipts, checkpoints, the first record), a second is
 :func:`verify_log` with the anchors found; memory stays flat except for one entry per
@@ -20,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from agentguard.audit.checkpoint import (
@@ -28,7 +32,7 @@ from agentguard.audit.checkpoint import (
     read_checkpoint_file,
     verify_checkpoint,
 )
-from agentguard.audit.lifecycle import RESET_EVENT, ROTATED_EVENT
+from agentguard.audit.lifecycle import RESET_EVENT, ROTATED_EVENT, first_record
 from agentguard.audit.receipts import check_receipts
 from agentguard.audit.verify import MAX_LINE, Problem, VerifyReport, verify_log
 from agentguard.errors import AuditError
@@ -82,59 +86,85 @@ def _previous(first: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return previous if isinstance(previous, Mapping) else {}
 
 
-def _place(
-    where: str, signed: SignedCheckpoint, first: Mapping[str, Any] | None,
-    expect: dict[int, str], problems: list[Problem],
-) -> None:
-    """Use a verified checkpoint: an anchor of this chain, or one of the chain it rotated."""
+@dataclass
+class _Chain:
+    """One chain in the rotation history: the current log, or an archive it names."""
+
+    first: str | None
+    path: str | None  # None: the archive named is not beside the log
+    via: str  # how it was reached, for messages
+    expect: dict[int, str] = field(default_factory=dict)
+    reset: bool = False  # the chain after it began with audit.reset
+
+
+def _history(target: str, first: Mapping[str, Any] | None) -> list[_Chain]:
+    """The current chain, then each rotated archive its first records name, newest first."""
+    chains = [_Chain(first.get("hash") if first else None, target, "this log")]
+    seen = {os.path.realpath(target)}
+    while len(chains) < 1000:
+        record = first
+        previous = _previous(record)
+        if not previous:
+            break
+        assert record is not None
+        name = previous.get("file")
+        path = os.path.join(os.path.dirname(target), name) if isinstance(name, str) and \
+            name and os.path.basename(name) == name else None
+        if path is not None and (os.path.realpath(path) in seen or not os.path.exists(path)):
+            path = None
+        first_hash = previous.get("first")
+        chains.append(_Chain(first_hash if isinstance(first_hash, str) else None, path,
+                             f"rotated log {name!r}", reset=record.get("type") == RESET_EVENT))
+        if path is None:
+            break
+        seen.add(os.path.realpath(path))
+        first = first_record(path)
+    return chains
+
+
+def _place(where: str, signed: SignedCheckpoint, chains: list[_Chain],
+           problems: list[Problem]) -> None:
+    """File a verified checkpoint under the chain it anchors."""
     c = signed.checkpoint
-    if first is not None and c.first == first.get("hash"):
-        if expect.get(c.seq, c.hash) != c.hash:
-            problems.append(Problem(c.seq, None, "anchor_mismatch", (
-                f"two anchors name record {c.seq} with different hashes ({where})")))
-        expect[c.seq] = c.hash
+    chain = next((ch for ch in chains if ch.first is not None and ch.first == c.first), None)
+    if chain is None:
+        problems.append(Problem(c.seq, None, "foreign_checkpoint", (
+            f"signed checkpoint of record {c.seq} ({where}) belongs to no chain this log "
+            "continues: the log was wiped or replaced without `agentguard audit rotate`")))
         return
-    previous = _previous(first)
-    if previous.get("first") == c.first and first is not None:
-        seq, digest = previous.get("seq"), previous.get("hash")
-        fits = isinstance(seq, int) and (c.seq < seq or (c.seq == seq and c.hash == digest))
-        if first.get("type") == ROTATED_EVENT and fits:
-            return  # the archive is checked on its own (its link is below)
-        if first.get("type") == RESET_EVENT:
-            problems.append(Problem(c.seq, None, "foreign_checkpoint", (
-                f"checkpoint of record {c.seq} ({where}) belongs to the chain reset at record "
-                "1: what it anchored is in the archived broken log"), "warning"))
+    if chain.expect.get(c.seq, c.hash) != c.hash:
+        problems.append(Problem(c.seq, None, "anchor_mismatch", (
+            f"two anchors name record {c.seq} of {chain.via} with different hashes ({where})")))
+    chain.expect[c.seq] = c.hash
+
+
+def _check_history(chains: list[_Chain], problems: list[Problem]) -> None:
+    """Each older chain must be beside the log, verify, end where the next one says, and hold
+    what its checkpoints anchored."""
+    for newer, chain in pairwise(chains):
+        link = _previous(first_record(newer.path) if newer.path else None)
+        if chain.reset:
+            problems.append(Problem(1, None, "reset", (
+                f"{newer.via} was started by a reset; the broken log was kept as "
+                f"{link.get('file')!r} with problems {link.get('problems')}"), "warning"))
+            if chain.expect:
+                problems.append(Problem(None, None, "foreign_checkpoint", (
+                    f"{len(chain.expect)} checkpoint(s) anchor the chain before the reset: "
+                    "what they anchored is only in the broken log"), "warning"))
             return
-    problems.append(Problem(c.seq, None, "foreign_checkpoint", (
-        f"signed checkpoint of record {c.seq} ({where}) belongs to another chain: the log was "
-        "wiped or replaced without `agentguard audit rotate`")))
-
-
-def _link(target: str, first: Mapping[str, Any] | None, problems: list[Problem]) -> None:
-    """Check the rotation link of record 1 against the archive beside the log."""
-    previous = _previous(first)
-    if not previous:
-        return
-    assert first is not None
-    if first.get("type") == RESET_EVENT:
-        problems.append(Problem(first.get("seq"), None, "reset", (
-            f"the chain was reset ({first.get('reason')!r}); the broken log was kept as "
-            f"{previous.get('file')!r} with problems {previous.get('problems')}"), "warning"))
-        return
-    name = previous.get("file")
-    archive = os.path.join(os.path.dirname(target), name) if isinstance(name, str) and \
-        os.path.basename(name) == name else None
-    if archive is None or not os.path.exists(archive):
-        problems.append(Problem(1, None, "previous_missing", (
-            f"the chain continues the rotated log {name!r}, which is not beside it"),
-            "warning"))
-        return
-    old = verify_log(archive)
-    if not old.ok or old.last_seq != previous.get("seq") or old.last_hash != previous.get(
-            "hash"):
-        problems.append(Problem(1, None, "rotation_mismatch", (
-            f"the rotated log {name!r} does not verify or does not end where record 1 says "
-            f"(it ends at {old.last_seq}:{old.last_hash[:16]}...)")))
+        if chain.path is None:
+            severity = "error" if chain.expect else "warning"
+            problems.append(Problem(1, None, "previous_missing", (
+                f"{newer.via} continues the {chain.via}, which is not beside it"
+                + (f", and {len(chain.expect)} signed checkpoint(s) anchor it" if chain.expect
+                   else "")), severity))  # type: ignore[arg-type]
+            return
+        old = verify_log(chain.path, expect=chain.expect)
+        if not old.ok or old.last_seq != link.get("seq") or old.last_hash != link.get("hash"):
+            kinds = sorted({p.kind for p in old.problems})
+            problems.append(Problem(1, None, "rotation_mismatch", (
+                f"the {chain.via} does not verify ({', '.join(kinds) or 'ok'}) or does not end "
+                f"where {newer.via} says (it ends at {old.last_seq}:{old.last_hash[:16]}...)")))
 
 
 def verify_anchored(
@@ -162,16 +192,17 @@ def verify_anchored(
     for file in checkpoint_files:
         for number, item in read_checkpoint_file(file):
             scan.checkpoints.append((f"{os.fspath(file)}:{number}", item))
-    merged = dict(expect or {})
+    chains = _history(target, scan.first)
+    chains[0].expect.update(expect or {})
     for where, item in scan.checkpoints:
         why = item if isinstance(item, str) else verify_checkpoint(item, anchors)
         if why is not None:
             problems.append(Problem(None, None, "checkpoint_invalid", f"{where}: {why}"))
         else:
             assert isinstance(item, SignedCheckpoint)
-            _place(where, item, scan.first, merged, problems)
-    _link(target, scan.first, problems)
-    report = verify_log(target, expect=merged)
+            _place(where, item, chains, problems)
+    _check_history(chains, problems)
+    report = verify_log(target, expect=chains[0].expect)
     report.problems.extend(problems)
     report.ok = report.ok and not any(p.severity == "error" for p in problems)
     return report

@@ -151,3 +151,33 @@ def test_cli_checkpoint_and_verify(world: dict[str, Any]) -> None:
     assert cli("audit", "verify", log, home=home).returncode == 0
     bad = cli("audit", "verify", log, "--trust", trust, "--checkpoints", out, home=home)
     assert bad.returncode == 1 and b"truncated" in bad.stderr
+
+
+def test_a_wipe_dressed_up_as_a_rotation_does_not_meet_the_checkpoints(
+    world: dict[str, Any]
+) -> None:
+    write_checkpoint(world["log"], world["serve"], out=world["out"], into_log=False)
+    first = records(world["log"])[0]
+    world["log"].unlink()
+    Path(f"{world['log']}.head").unlink()
+    with JsonlAuditLog(world["log"]) as writer:  # a new chain claiming to continue the old one
+        writer.append({"type": "audit.rotated", "previous": {
+            "file": "audit.jsonl.gone", "seq": 999, "hash": "f" * 64, "first": first["hash"]}})
+    report = verify_anchored(world["log"], world["trust"], checkpoint_files=(world["out"],))
+    assert not report.ok and "previous_missing" in errors(report)
+
+
+def test_checkpoints_across_two_rotations_are_checked_against_their_archives(
+    world: dict[str, Any]
+) -> None:
+    write_checkpoint(world["log"], world["serve"], out=world["out"])
+    oldest = rotate_log(world["log"]).archive
+    write_checkpoint(world["log"], world["serve"], out=world["out"])
+    rotate_log(world["log"])
+    write_checkpoint(world["log"], world["serve"], out=world["out"])
+    report = verify_anchored(world["log"], world["trust"], checkpoint_files=(world["out"],))
+    assert report.ok, report.problems
+    assert oldest is not None
+    cut_to(Path(oldest), 3)  # the agent cuts the oldest archive below its checkpoint
+    report = verify_anchored(world["log"], world["trust"], checkpoint_files=(world["out"],))
+    assert not report.ok and "rotation_mismatch" in errors(report)
