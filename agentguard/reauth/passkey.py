@@ -34,6 +34,7 @@ from agentguard.trust.passkey import verify_assertion
 from agentguard.types import ApprovalRequest
 
 __all__ = [
+    "CLOCK_SKEW",
     "METHOD",
     "REAUTH_DOMAIN",
     "AskAssertion",

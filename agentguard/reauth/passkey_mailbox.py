@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 
 from agentguard.identity import canonical_identity
-from agentguard.reauth.passkey import ReauthStatement, StepUpProof
+from agentguard.reauth.passkey import CLOCK_SKEW, ReauthStatement, StepUpProof
 from agentguard.store.base import Store
 from agentguard.trust.anchors import PasskeyAnchor
 from agentguard.types import ApprovalRequest
@@ -85,7 +85,7 @@ class MailboxStepUp:
                     proof = StepUpProof.from_dict(json.loads(raw))
                 except (ValueError, TypeError):
                     return _NOT_A_PROOF
-                if proof.statement.at >= statement.at - 30:  # an older proof: keep waiting
+                if proof.statement.at >= statement.at - CLOCK_SKEW:  # older: keep waiting
                     return proof
             await anyio.sleep(self.poll)
         return None
