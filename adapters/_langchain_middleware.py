@@ -1,5 +1,6 @@
 """The ``create_agent`` middleware of :mod:`agentguard.adapters.langchain` (needs the full
-``langchain`` package, loaded on first use)."""
+``langchain`` package, loaded on first use). Built on the public middleware hooks
+``wrap_tool_call``/``awrap_tool_call`` and the public ``ToolCallRequest`` fields."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from agentguard.adapters._common import (
     require,
     run_context_from,
 )
+from agentguard.adapters._langchain_holds import Hold, HoldMode
 from agentguard.adapters.langchain import (
     ORIGIN,
     GuardedTool,
     ToolArguments,
-    _config_layers,
+    config_layers,
     tool_call_args,
 )
 
@@ -41,6 +43,13 @@ class GuardMiddleware(AgentMiddleware):
     pass straight through (they ask the guard themselves). Calls of tools the agent does
     not know are asked about too: a later middleware might run them.
 
+    With ``hold="interrupt"`` a held call pauses the run with a LangGraph ``interrupt``
+    (one per held call, shaped like ``HumanInTheLoopMiddleware``'s per-call
+    ``tool_approval`` request, with the request id); the app's checkpointer keeps the run,
+    and :func:`~agentguard.adapters.langchain.resume_from_store` resumes it, in any
+    process, once the humans have answered through the store. Several held calls of one
+    model turn pause together and are decided one by one.
+
     Args:
         guard: The guard (default: the one in effect at call time).
         server: Server name the policy sees (default ``local``, like the decorator).
@@ -48,22 +57,27 @@ class GuardMiddleware(AgentMiddleware):
             (a :class:`RunContext`, or your context object with an ``agentguard``
             attribute or key).
         hints: Hints for every tool, or per tool name.
+        hold: ``block`` (default: the tool waits for the verdict; for scripts) or
+            ``interrupt`` (the run pauses; needs a checkpointer).
+        wait: With ``interrupt``, seconds to wait for a verdict before pausing.
     """
 
     def __init__(
         self, *, guard: Guard | None = None, server: str = "local",
         run: RunContext | Mapping[str, Any] | None = None,
         hints: ToolHints | Mapping[str, ToolHints] | None = None,
+        hold: HoldMode = "block", wait: float = 0.0,
     ) -> None:
         super().__init__()
         self.edge = Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints)
+        self.hold = Hold(hold, wait)
 
     @staticmethod
     def _call(request: ToolCallRequest) -> tuple[str, dict[str, Any], tuple[RunContext | None,
                                                                              ...]]:
         call = request.tool_call
         runtime = request.runtime
-        layers = (*_config_layers(getattr(runtime, "config", None)),
+        layers = (*config_layers(getattr(runtime, "config", None)),
                   run_context_from(getattr(runtime, "context", None)))
         return call["name"], tool_call_args(request.tool, call.get("args") or {}), layers
 
@@ -85,23 +99,27 @@ class GuardMiddleware(AgentMiddleware):
     def wrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any],
     ) -> Any:
-        """Authorize (blocking this worker thread while humans are asked), then run."""
+        """Authorize (blocking this worker thread while humans are asked, or pausing the
+        run), then run."""
         if isinstance(request.tool, GuardedTool):
             return handler(request)
         name, args, layers = self._call(request)
-        auth = self.edge.authorize_sync(name, args, *layers,
-                                        validator=ToolArguments(request.tool))
+        auth = self.hold.authorize_sync(self.edge, name, args, layers,
+                                        ToolArguments(request.tool),
+                                        request.tool_call.get("id"))
         decided = self._decide(request, auth, args)
         return decided if isinstance(decided, ToolMessage) else handler(decided)
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]],
     ) -> Any:
-        """Authorize (awaiting humans without blocking the loop), then run."""
+        """Authorize (awaiting humans without blocking the loop, or pausing the run), then
+        run."""
         if isinstance(request.tool, GuardedTool):
             return await handler(request)
         name, args, layers = self._call(request)
-        auth = await self.edge.authorize(name, args, *layers,
-                                         validator=ToolArguments(request.tool))
+        auth = await self.hold.authorize(self.edge, name, args, layers,
+                                         ToolArguments(request.tool),
+                                         request.tool_call.get("id"))
         decided = self._decide(request, auth, args)
         return decided if isinstance(decided, ToolMessage) else await handler(decided)

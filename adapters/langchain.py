@@ -31,7 +31,6 @@ Needs ``pip install 'agentguard[langchain]'``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -46,14 +45,21 @@ from agentguard.adapters._common import (
     require,
     run_context_from,
 )
+from agentguard.adapters._langchain_holds import (
+    Hold,
+    HoldMode,
+    aresume_from_store,
+    decision_for,
+    resume_from_store,
+)
 from agentguard.canonical import FrozenDict, freeze
 from agentguard.errors import ArgumentValidationError
 
 require("langchain_core", "langchain")
 
-from langchain_core.runnables import RunnableConfig  # noqa: E402
+from langchain_core.messages import ToolMessage  # noqa: E402
+from langchain_core.runnables import RunnableConfig, patch_config  # noqa: E402
 from langchain_core.tools import BaseTool, StructuredTool, ToolException  # noqa: E402
-from langchain_core.tools.base import _get_runnable_config_param  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -61,13 +67,13 @@ if TYPE_CHECKING:
         GuardMiddleware,
     )
     from agentguard.guard import Guard
-    from agentguard.types import ToolHints
+    from agentguard.types import Authorization, ToolHints
 
-__all__ = ["GuardMiddleware", "GuardedTool", "RunContext", "ToolArguments", "guard_tool",
-           "guard_tools", "tool_call_args"]
+__all__ = ["GuardMiddleware", "GuardedTool", "HoldMode", "RunContext", "ToolArguments",
+           "aresume_from_store", "decision_for", "guard_tool", "guard_tools",
+           "resume_from_store", "tool_call_args"]
 
 ORIGIN = "langchain"
-_RUNTIME_KEY = "__pregel_runtime"  # where LangGraph keeps the run's Runtime in a config
 
 
 def __getattr__(name: str) -> Any:
@@ -77,6 +83,15 @@ def __getattr__(name: str) -> Any:
 
         return GuardMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _visible_keys(tool: BaseTool) -> set[str] | None:
+    """The arguments the model fills in (``None``: the schema does not say)."""
+    schema = tool.tool_call_schema
+    if isinstance(schema, Mapping):
+        return set((schema.get("properties") or {}).keys())
+    fields = getattr(schema, "model_fields", None)
+    return None if fields is None else set(fields)
 
 
 def tool_call_args(tool: BaseTool | None, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,130 +147,161 @@ class ToolArguments:
             raise ArgumentValidationError(str(exc).replace("\n", "; ")[:300]) from None
 
 
-def _edited_kwargs(tool: BaseTool, kwargs: Mapping[str, Any],
-                  edited: Mapping[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with the model-visible arguments replaced by an approver's edit (validated
-    like the tool validates its input; injected arguments are kept)."""
-    schema = tool.tool_call_schema
-    fields = getattr(schema, "model_fields", None)
-    if fields is None:
-        keys = (schema.get("properties") or {}).keys() if isinstance(schema, Mapping) else ()
-        visible = dict(edited)
-    else:
-        keys = fields.keys()
-        model = schema.model_validate(dict(edited))
-        visible = {k: getattr(model, k) for k in edited if k in fields}
-    return {**{k: v for k, v in kwargs.items() if k not in keys}, **visible}
+def approved_args(tool: BaseTool | None, args: Mapping[str, Any], auth: Authorization | None,
+                  sent: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` with the model-visible arguments replaced by the snapshot the guard
+    validated, showed and approved (an approver's edit included), as JSON data for the
+    tool to validate like any model output; injected arguments are kept."""
+    keys = _visible_keys(tool) if tool is not None else None
+    hidden = {} if keys is None else {k: v for k, v in args.items() if k not in keys}
+    return {**hidden, **args_to_run(auth, sent)}
 
 
-def _config_layers(config: Mapping[str, Any] | None) -> tuple[RunContext | None, ...]:
-    """Run contexts carried by a runnable config: ``configurable["agentguard"]``, then
-    the LangGraph run's ``context=``."""
+def config_layers(config: Mapping[str, Any] | None) -> tuple[RunContext | None, ...]:
+    """Run contexts of a call: ``configurable["agentguard"]`` of its runnable config, then
+    the LangGraph run's ``context=`` (read with LangGraph's public ``get_runtime``)."""
     configurable = (config or {}).get("configurable") or {}
-    runtime = configurable.get(_RUNTIME_KEY)
-    return (RunContext.coerce(configurable.get(RUN_CONTEXT_KEY)),
-            run_context_from(getattr(runtime, "context", None)))
+    return (RunContext.coerce(configurable.get(RUN_CONTEXT_KEY)), _graph_context())
+
+
+def _graph_context() -> RunContext | None:
+    try:
+        from langgraph.runtime import get_runtime
+    except ImportError:  # pragma: no cover - langchain-core without langgraph
+        return None
+    try:
+        runtime = get_runtime()
+    except RuntimeError:  # not inside a runnable
+        return None
+    return run_context_from(getattr(runtime, "context", None))
 
 
 class _Refused(ToolException):
-    """The guard refused the call (handled into an error ToolMessage, never raised out)."""
+    """The guard refused the call (handled into an error result, never raised out)."""
 
 
-def _signature_has(func: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
+def _is_tool_call(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("type") == "tool_call"
 
 
 class GuardedTool(BaseTool):
     """A tool that asks the guard before each call of the tool it wraps.
 
     Build with :func:`guard_tool`. Everything the model and the agent see (name,
-    description, argument schema, ``return_direct``, ``response_format``) is the wrapped
-    tool's. The wrapped tool's own ``ToolException`` handling is kept.
+    description, argument schema, ``return_direct``) is the wrapped tool's. A call that may
+    run is handed to the wrapped tool's public ``invoke``/``ainvoke`` with the approved
+    arguments, so its own validation, injected arguments, callbacks, error handling and
+    ``response_format`` apply unchanged; a refused call answers with an error
+    ``ToolMessage`` (or the refusal text when invoked without a tool call id).
     """
 
     inner: BaseTool
     edge: Any
     validator: Any = None
+    hold: Any = None
 
-    def __init__(self, inner: BaseTool, edge: Edge) -> None:
+    def __init__(self, inner: BaseTool, edge: Edge, hold: Hold | None = None) -> None:
         super().__init__(
-            inner=inner, edge=edge, name=inner.name, description=inner.description,
-            args_schema=inner.args_schema, return_direct=inner.return_direct,
-            response_format=inner.response_format, tags=inner.tags, metadata=inner.metadata,
-            extras=inner.extras, verbose=inner.verbose, callbacks=inner.callbacks,
-            handle_validation_error=inner.handle_validation_error,
+            inner=inner, edge=edge, hold=hold or Hold(), name=inner.name,
+            description=inner.description, args_schema=inner.args_schema,
+            return_direct=inner.return_direct, tags=inner.tags, metadata=inner.metadata,
+            extras=inner.extras, handle_validation_error=inner.handle_validation_error,
         )
-        # Set after construction: the handler needs the instance (refusals always become
-        # an error result; the wrapped tool's errors follow its own setting).
-        self.handle_tool_error = self._handle_tool_error
+        # Refusals raised through ``run``/``arun`` become their text.
+        self.handle_tool_error = True
         self.validator = ToolArguments(inner)
 
-    def _handle_tool_error(self, exc: ToolException) -> Any:
-        if isinstance(exc, _Refused):
-            return str(exc)
-        flag = self.inner.handle_tool_error
-        if not flag:
-            raise exc
-        if isinstance(flag, str):
-            return flag
-        if callable(flag) and not isinstance(flag, bool):
-            return flag(exc)
-        return exc.args[0] if exc.args else "Tool execution error"
+    def _split(self, value: Any) -> tuple[dict[str, Any], str | None]:
+        """The arguments of a tool input and its tool call id."""
+        if _is_tool_call(value):
+            return dict(value.get("args") or {}), value.get("id")
+        if isinstance(value, Mapping):
+            return dict(value), None
+        keys = _visible_keys(self.inner)
+        if isinstance(value, str) and keys is not None and len(keys) == 1:
+            return {next(iter(keys)): value}, None
+        raise ValueError(f"{self.name}: a guarded tool takes a dict of arguments or a "
+                         "tool call")
 
-    def _approved(self, auth: Any, sent: dict[str, Any], kwargs: dict[str, Any]
-                  ) -> dict[str, Any]:
-        """The keyword arguments to run the wrapped tool with (raises when refused)."""
+    def _answer(self, value: Any, args: dict[str, Any], call_id: str | None,
+                auth: Authorization | None, sent: dict[str, Any]) -> Any:
+        """The refusal to answer with, or the input the wrapped tool runs with."""
         refusal = refusal_text(auth)
         if refusal is not None:
-            raise _Refused(refusal)
-        if auth is None:  # the policy allows every call: nothing was decided on them
-            return kwargs
-        # The snapshot the guard validated, showed and approved runs; never the objects
-        # the call arrived with (injected arguments are kept).
-        return _edited_kwargs(self.inner, kwargs, args_to_run(auth, sent))
+            if call_id is None:
+                raise _Refused(refusal)
+            return ToolMessage(content=refusal, tool_call_id=call_id, name=self.name,
+                               status="error")
+        if auth is None and not isinstance(value, str):
+            return value  # the policy allows every call: nothing was decided on them
+        run = approved_args(self.inner, args, auth, sent)
+        return {**value, "args": run} if _is_tool_call(value) else run
 
-    def _inner_kwargs(self, func: Any, kwargs: dict[str, Any], config: RunnableConfig,
-                      run_manager: Any) -> dict[str, Any]:
-        kw = dict(kwargs)
-        if run_manager is not None and _signature_has(func, "run_manager"):
-            kw["run_manager"] = run_manager
-        if config_param := _get_runnable_config_param(func):
-            kw[config_param] = config
-        return kw
-
-    def _run(self, *args: Any, config: RunnableConfig, run_manager: Any = None,
-             **kwargs: Any) -> Any:
-        if isinstance(self.inner, StructuredTool) and self.inner.func is None:
+    def _prepare(self, input: Any, config: RunnableConfig | None) -> Any:
+        """Authorize (a held call blocks this thread, or pauses the run); the error
+        message or the wrapped tool's input (raises ``_Refused`` without a call id)."""
+        inner = self.inner
+        if isinstance(inner, StructuredTool) and inner.func is None:
             # Fail before asking anyone: an approval for a call that cannot run is wasted.
             raise NotImplementedError("StructuredTool does not support sync invocation.")
-        sent = tool_call_args(self.inner, kwargs)
-        auth = self.edge.authorize_sync(self.name, sent, *_config_layers(config),
-                                        validator=self.validator)
-        kwargs = self._approved(auth, sent, kwargs)
-        inner_run = self.inner._run
-        return inner_run(*args, **self._inner_kwargs(inner_run, kwargs, config, run_manager))
+        args, call_id = self._split(input)
+        sent = tool_call_args(inner, args)
+        auth = self.hold.authorize_sync(self.edge, self.name, sent, config_layers(config),
+                                        self.validator, call_id)
+        return self._answer(input, args, call_id, auth, sent)
+
+    async def _aprepare(self, input: Any, config: RunnableConfig | None) -> Any:
+        args, call_id = self._split(input)
+        sent = tool_call_args(self.inner, args)
+        auth = await self.hold.authorize(self.edge, self.name, sent, config_layers(config),
+                                         self.validator, call_id)
+        return self._answer(input, args, call_id, auth, sent)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        """Authorize (a held call blocks this thread, or pauses the run with
+        ``hold="interrupt"``), then run the wrapped tool."""
+        try:
+            answer = self._prepare(input, config)
+        except _Refused as exc:
+            return str(exc)
+        if isinstance(answer, ToolMessage):
+            return answer
+        return self.inner.invoke(answer, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
+                      **kwargs: Any) -> Any:
+        """Authorize (awaiting humans without blocking the loop, or pausing the run with
+        ``hold="interrupt"``), then run the wrapped tool."""
+        try:
+            answer = await self._aprepare(input, config)
+        except _Refused as exc:
+            return str(exc)
+        if isinstance(answer, ToolMessage):
+            return answer
+        return await self.inner.ainvoke(answer, config, **kwargs)
+
+    # ``run``/``arun`` (the older entry points) parse the input, then call these; a
+    # refusal raised here is handled into an error result by ``handle_tool_error``.
+    def _run(self, *args: Any, config: RunnableConfig, run_manager: Any = None,
+             **kwargs: Any) -> Any:
+        child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
+        return _content(self.inner.invoke(self._prepare(kwargs, child), child))
 
     async def _arun(self, *args: Any, config: RunnableConfig, run_manager: Any = None,
                     **kwargs: Any) -> Any:
-        sent = tool_call_args(self.inner, kwargs)
-        auth = await self.edge.authorize(self.name, sent, *_config_layers(config),
-                                         validator=self.validator)
-        kwargs = self._approved(auth, sent, kwargs)
-        inner = self.inner
-        # Same choice BaseTool.arun makes: a tool without its own _arun runs _run on a
-        # worker thread, and takes what _run's signature asks for.
-        func = inner._run if type(inner)._arun is BaseTool._arun else inner._arun
-        return await inner._arun(*args, **self._inner_kwargs(func, kwargs, config,
-                                                             run_manager))
+        child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
+        return _content(await self.inner.ainvoke(await self._aprepare(kwargs, child), child))
+
+
+def _content(output: Any) -> Any:
+    return output.content if isinstance(output, ToolMessage) else output
 
 
 def guard_tool(
     tool: BaseTool, *, guard: Guard | None = None, server: str = "local",
     run: RunContext | Mapping[str, Any] | None = None,
     hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hold: HoldMode = "block", wait: float = 0.0,
 ) -> GuardedTool:
     """Wrap a LangChain tool so that every call is authorized by the guard first.
 
@@ -265,18 +311,25 @@ def guard_tool(
         server: Server name the policy sees (default ``local``, like the decorator).
         run: Default facts about the caller.
         hints: Hints for the tool (``privilege``, ``labels``, ``destructive``...).
+        hold: What a held call does: ``block`` waits for the verdict inside the tool
+            (scripts); ``interrupt`` pauses the LangGraph run (needs a checkpointer; resume
+            with :func:`resume_from_store`).
+        wait: With ``interrupt``, seconds to wait for a verdict before pausing.
     """
     if isinstance(tool, GuardedTool):
         return tool
-    return GuardedTool(tool, Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints))
+    return GuardedTool(tool, Edge(ORIGIN, guard=guard, server=server, run=run, hints=hints),
+                       Hold(hold, wait))
 
 
 def guard_tools(
     tools: Iterable[BaseTool], *, guard: Guard | None = None, server: str = "local",
     run: RunContext | Mapping[str, Any] | None = None,
     hints: ToolHints | Mapping[str, ToolHints] | None = None,
+    hold: HoldMode = "block", wait: float = 0.0,
 ) -> list[BaseTool]:
     """:func:`guard_tool` on every tool (``hints`` may map tool names to hints); other
     entries (provider tool dicts the model's API runs) are returned unchanged."""
-    return [guard_tool(t, guard=guard, server=server, run=run, hints=hints)
+    return [guard_tool(t, guard=guard, server=server, run=run, hints=hints, hold=hold,
+                       wait=wait)
             if isinstance(t, BaseTool) else t for t in tools]
