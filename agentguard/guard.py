@@ -12,6 +12,7 @@ approved, audited and returned for the edge to run.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -67,6 +68,22 @@ def _edit_of(request: ApprovalRequest | None) -> ApprovalVote | None:
         return None
     deny = [v for v in request.votes if not v.approve]
     return deny[-1] if deny and deny[-1].edited_args is not None else None
+
+
+class _ThreadLock:
+    """An async lock that also excludes other threads' event loops: sync callers (a sync
+    agent runs the tool calls of one turn on worker threads) each run their own loop, and
+    an ``anyio.Lock`` woken from another loop never wakes its waiter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def __aenter__(self) -> None:
+        while not self._lock.acquire(blocking=False):
+            await anyio.sleep(0.005)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +153,7 @@ class Guard:
         self.clock = clock
         self.signals = SignalEvaluator(policy.model.signals, clock)
         self._opened = False
-        self._request_lock = anyio.Lock()
+        self._request_lock = _ThreadLock()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Guard:
