@@ -34,6 +34,7 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.sqlite import SqliteSaver
+from pydantic import Field
 
 from agentguard import Guard, Policy
 from agentguard.adapters.langchain import (
@@ -75,7 +76,7 @@ class ScriptedChat(GenericFakeChatModel):
     """Stands in for a real chat model: asks to delete the paths it was given, then reports
     what the tools answered (so the refusals it was shown are visible)."""
 
-    paths: list[str] = []
+    paths: list[str] = Field(default_factory=list)
 
     def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChat:
         return self
