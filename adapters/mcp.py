@@ -51,7 +51,7 @@ from agentguard.types import ToolCall, ToolHints
 
 try:
     from mcp.server import MCPServer, Server
-    from mcp.types import CallToolRequestParams, CallToolResult, InputRequiredResult, TextContent
+    from mcp.types import CallToolRequestParams, CallToolResult, TextContent
 except ImportError as exc:  # pragma: no cover - mcp is a core dependency
     from agentguard.errors import ConfigError
 
@@ -89,7 +89,12 @@ def _transport_layer(ctx: Any) -> RunContext | None:
 
 
 class _Guarded:
-    """The ``tools/call`` handler: asks the guard, then hands the call to the server's own.
+    """A server middleware (the SDK's public ``Server.middleware`` / ``MCPServer.middleware``
+    chain) that asks the guard about every ``tools/call`` before the server's own handler
+    sees it, and hands that handler the approved arguments.
+
+    It must be the innermost middleware: one added after it could rewrite the arguments
+    between the decision and the tool, so a call arriving through such a chain is refused.
 
     The arguments are checked against the tool's ``inputSchema`` (strict JSON Schema: the
     SDK's own validation would read ``"true"`` as ``True`` after the policy read a string)
@@ -105,9 +110,9 @@ class _Guarded:
     continue" is remembered here.
     """
 
-    def __init__(self, inner: Any, edge: Edge, describe: Callable[[str], Any],
+    def __init__(self, chain: list[Any], edge: Edge, describe: Callable[[str], Any],
                  context_from: ContextFrom | None) -> None:
-        self.inner = inner
+        self.chain = chain
         self.edge = edge
         self.describe = describe
         self.context_from = context_from
@@ -138,7 +143,16 @@ class _Guarded:
         except (ArgumentValidationError, CanonicalizationError):
             return None  # the guard refuses such a call itself; nothing to remember
 
-    async def __call__(self, ctx: Any, params: CallToolRequestParams) -> Any:
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if ctx.method != "tools/call" or ctx.request_id is None:
+            return await call_next(ctx)
+        if not self.chain or self.chain[-1] is not self:
+            return _refusal("agentguard refused the call: a server middleware added after "
+                            "guard_server() could change the arguments after the decision. "
+                            "Nothing ran; retrying will not help.")
+        raw = dict(ctx.params or {})
+        # Validated as the SDK validates it next (a malformed call fails there too).
+        params = CallToolRequestParams.model_validate(raw, by_name=False)
         name = params.name
         tool = await self.describe(name)
         hints = hints_from_annotations(getattr(tool, "annotations", None))
@@ -158,18 +172,22 @@ class _Guarded:
                                          validator=validator)
         refusal = refusal_text(auth)
         if refusal is not None:
-            return CallToolResult(content=[TextContent(type="text", text=refusal)],
-                                  is_error=True)
+            return _refusal(refusal)
         to_run = args_to_run(auth, asked)
-        params = params.model_copy(update={"arguments": to_run})
-        result = await self.inner(ctx, params)
-        if isinstance(result, InputRequiredResult) and result.request_state and sent:
+        result = await call_next(replace(ctx, params={**raw, "arguments": to_run}))
+        handed = result.get("requestState") if isinstance(result, Mapping) else None
+        if (isinstance(result, Mapping) and result.get("resultType") == "input_required"
+                and isinstance(handed, str) and handed and sent):
             if auth is not None:
                 await self.edge.guard().grant_again(auth)
-            self.rounds[result.request_state] = (sent, to_run)
+            self.rounds[handed] = (sent, to_run)
             while len(self.rounds) > _LEDGER_SIZE:
                 self.rounds.popitem(last=False)
         return result
+
+
+def _refusal(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
 def guard_server(
@@ -195,27 +213,21 @@ def guard_server(
         ``server`` itself.
     """
     if isinstance(server, MCPServer):
-        # MCPServer has no public hook after construction; wrapping the low-level handler
-        # is what it does itself for extensions, and it covers tools registered later.
-        lowlevel: Server = server._lowlevel_server
-
         async def describe(tool: str) -> Any:
             return next((t for t in await server.list_tools() if t.name == tool), None)
     elif isinstance(server, Server):
-        lowlevel = server
-
         async def describe(tool: str) -> Any:
             return None
     else:
         raise TypeError(f"expected an MCPServer or a low-level Server, got "
                         f"{type(server).__name__}")
-    entry = lowlevel.get_request_handler("tools/call")
-    if entry is None:
-        raise TypeError("the server has no tools/call handler to guard")
-    if getattr(entry.handler, _MARK, False):
+    # The SDK's public middleware chain (provisional in mcp 2.x): it wraps every request,
+    # whenever its tools were registered; appended last, so it runs next to the handler.
+    chain = server.middleware
+    if any(getattr(m, _MARK, False) for m in chain):
         return server
-    handler = _Guarded(entry.handler, Edge(ORIGIN, guard=guard, server=server_name, run=run,
-                                           hints=hints), describe, context_from)
-    setattr(handler, _MARK, True)
-    lowlevel.add_request_handler("tools/call", entry.params_type, handler)
+    guarded = _Guarded(chain, Edge(ORIGIN, guard=guard, server=server_name, run=run,
+                                   hints=hints), describe, context_from)
+    setattr(guarded, _MARK, True)
+    chain.append(guarded)
     return server
