@@ -22,6 +22,21 @@ saying what happened, which rule decided, and that retrying will not help. Async
 (``ainvoke``/``astream``) await approvals without blocking the event loop; sync agents run
 tools on worker threads, where the wait blocks only that thread.
 
+A held call waits inside the tool by default (``hold="block"``, for scripts). With
+``hold="interrupt"`` it pauses the LangGraph run instead (a HITL-shaped ``interrupt`` per held
+call, kept by your checkpointer), and :func:`resume_from_store` later builds the
+``Command(resume=...)`` from the verdicts in the store, in any process::
+
+    agent = create_agent(model, tools, checkpointer=saver,
+                         middleware=[GuardMiddleware(guard=guard, hold="interrupt")])
+    out = agent.invoke({"messages": [...]}, config, version="v2")   # out.interrupts: held
+    ...  # later, anywhere: agentguard approvals approve ID
+    command = resume_from_store(agent.get_state(config).interrupts, guard=guard)
+
+Only public LangChain and LangGraph API is used: the wrapped tool's ``invoke``/``ainvoke``,
+``tool_call_schema``, the ``wrap_tool_call`` middleware hooks, ``get_runtime`` and
+``interrupt``.
+
 Who is calling is read per run from ``context=`` (a :class:`RunContext`, or your context
 object with an ``agentguard`` attribute or key) or ``config={"configurable": {"agentguard":
 RunContext(...)}}``, then from :func:`agentguard.acting_as`, then from ``run=``.
