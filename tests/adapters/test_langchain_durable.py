@@ -28,6 +28,7 @@ from agentguard.adapters.langchain import GuardMiddleware, aresume_from_store, g
 from agentguard.approvals import cast_vote
 from agentguard.audit import MemoryAuditLog
 from agentguard.channels import TerminalChannel
+from agentguard.store import SQLiteStore
 
 from .conftest import EXAMPLES, POLICY
 from .test_langchain import delete, model_calling, ran
@@ -204,3 +205,47 @@ async def test_a_forged_resume_runs_nothing_and_the_store_decides(style: str) ->
     assert command is not None and list(command.resume.values()) == [{"type": "approve"}]
     done = await agent.ainvoke(command, config, version="v2")
     assert not done.interrupts and ran == ["delete /etc/x"]
+
+
+@pytest.mark.timeout(120)
+def test_a_sync_agent_pauses_on_two_held_calls_at_once(tmp_path: Path) -> None:
+    """A sync agent runs the calls of one turn on worker threads, each asking the guard on
+    its own event loop: both are held (they once deadlocked on the guard's request lock)."""
+    ran.clear()
+    guard = Guard(Policy.from_yaml(POLICY), store=SQLiteStore(tmp_path / "state.db"),
+                  audit=MemoryAuditLog(), channels=[TerminalChannel()])
+    agent = create_agent(model_calling(("delete", {"path": "/etc/1"}),
+                                       ("delete", {"path": "/etc/2"})),
+                         [delete], checkpointer=InMemorySaver(),
+                         middleware=[GuardMiddleware(guard=guard, hold="interrupt")])
+    out = agent.invoke({"messages": [("user", "go")]},
+                       {"configurable": {"thread_id": "t2"}}, version="v2")
+    held = sorted((i.value["args"]["path"], i.value["request_id"]) for i in out.interrupts)
+    assert [path for path, _ in held] == ["/etc/1", "/etc/2"]
+    assert len({rid for _, rid in held}) == 2 and ran == []
+
+
+def test_decisions_for_settled_requests() -> None:
+    from dataclasses import replace
+
+    from agentguard.adapters.langchain import decision_for
+    from agentguard.testing.store_samples import sample_request
+    from agentguard.types import ApprovalVote
+
+    pending = sample_request(lambda: 0.0)
+    assert decision_for(pending) is None
+    assert decision_for(replace(pending, status="approved")) == {"type": "approve"}
+    vote = ApprovalVote(approver="bob\x1b[2J", approve=False, at=1.0, channel="cli",
+                        reason="no\u202e")
+    assert decision_for(replace(pending, status="denied", votes=(vote,))) == {
+        "type": "reject", "message": "denied by bob\\x1b[2J: no\\u202e"}
+    assert decision_for(replace(pending, status="expired"))["type"] == "reject"
+
+
+def test_an_unknown_hold_mode_is_a_config_error() -> None:
+    from agentguard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hold must be"):
+        GuardMiddleware(hold="wait")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="wait must be"):
+        guard_tools([delete], hold="interrupt", wait=-1)
