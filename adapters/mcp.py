@@ -198,6 +198,10 @@ def guard_server(
 ) -> MCPServer | Server:
     """Make every ``tools/call`` of ``server`` ask the guard first (idempotent).
 
+    The guard joins the server's public middleware chain (``server.middleware``) as its
+    last, innermost entry; call this after adding your own middleware: calls through a
+    middleware added later are refused.
+
     Args:
         server: An ``mcp.server.MCPServer`` or a low-level ``mcp.server.Server``.
         guard: The guard (default: the one in effect at call time).
