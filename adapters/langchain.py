@@ -49,6 +49,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from agentguard.adapters._common import (
     RUN_CONTEXT_KEY,
     Edge,
@@ -126,16 +128,24 @@ def tool_call_args(tool: BaseTool | None, args: Mapping[str, Any]) -> dict[str, 
         return dict(args)
     given = {k: v for k, v in args.items() if k in fields}
     try:
-        model = schema.model_validate(given)
+        model = _strict_json(schema, given)
         freeze(model.model_dump())  # NaN, infinity, unsafe integers anywhere
-    except (ValidationError, ValueError):
+    except (ValidationError, ValueError, TypeError):
         return given
     return model.model_dump(mode="json")
 
 
+def _strict_json(schema: Any, args: Mapping[str, Any]) -> Any:
+    """Validate what a model sent as strict JSON, as every model-facing edge does: no
+    ``"true"`` or ``1`` for a boolean, no JSON text for an object (LangChain's own, lax,
+    validation would convert them, and the policy must never see a raw value the tool reads
+    differently). ``freeze`` first: orjson would write NaN and infinities as null."""
+    return schema.model_validate_json(orjson.dumps(freeze(args)), strict=True)
+
+
 class ToolArguments:
     """The guard's validator for a LangChain tool: the arguments must fit the tool's
-    ``tool_call_schema`` (as LangChain validates them) and be plain JSON; the snapshot is
+    ``tool_call_schema`` as strict JSON (what a model sends) and be plain JSON; the snapshot is
     the validated values as JSON data, which is what the tool then runs with.
 
     Args:
@@ -157,9 +167,11 @@ class ToolArguments:
         if self._model is None:
             return self._schema.validate(args)
         try:
-            return freeze(self._model.model_validate(dict(args)).model_dump(mode="json"))
+            return freeze(_strict_json(self._model, args).model_dump(mode="json"))
         except ValidationError as exc:
             raise ArgumentValidationError(str(exc).replace("\n", "; ")[:300]) from None
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            raise ArgumentValidationError(f"arguments are not JSON: {exc}") from None
 
 
 def approved_args(tool: BaseTool | None, args: Mapping[str, Any], auth: Authorization | None,
