@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,14 +69,17 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
     from agentguard.reauth import TotpReauthenticator, TotpVerifier
     from agentguard.store import open_store
 
-    policy_path = config.policy or os.environ.get("AGENTGUARD_POLICY")
+    policy_path = settings.policy_path(config.policy)
     if not policy_path:
         raise ConfigError("the proxy needs a policy: pass --policy P.yaml (or set "
                           "AGENTGUARD_POLICY, or `policy:` in the proxy config)")
     policy = load_policy(policy_path)
-    store_url = config.store or default_store_url()
+    # One resolver for the proxy and the CLI: a held call is found by `agentguard approvals`
+    # run with the same environment.
+    store_url = settings.store_url(config.store)
+    audit_file = settings.audit_path(config.audit)
     store = open_store(store_url)
-    audit = settings.open_audit_log(settings.audit_path(config.audit))
+    audit = settings.open_audit_log(audit_file)
     # TOTP codes are typed on the controlling terminal, never through the MCP client; a proxy
     # started without one (e.g. by a desktop app) refuses re-authentication as unreachable.
     # Over HTTP, a rule naming mcp-elicitation may instead send the client a link to a page
@@ -100,7 +102,8 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
         from agentguard.oauth.stepup import OAuthReauthenticator
 
         reauthenticators["oauth"] = OAuthReauthenticator()
-    return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)],
+    terminal = TerminalChannel(store_url, audit_hint=str(audit_file))
+    return Guard(policy, store=store, audit=audit, channels=[terminal],
                  reauthenticators=reauthenticators), links
 
 
