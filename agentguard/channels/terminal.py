@@ -46,12 +46,11 @@ class TerminalChannel:
         approvers = request.approval.approvers
         who = (f" (approvers: {escape_text(', '.join(approvers))}; add --as NAME when your "
                "OS user is not the one they name)") if approvers else ""
-        logger.warning("call held: %s on %s (request %s); decide with `%s` or `%s "
-                       "--reason WHY`%s",
+        logger.warning("call held: %s on %s (request %s); decide with `%s` (or `deny` in its "
+                       "place, with --reason WHY)%s",
                        escape_text(str(request.call.get("tool"))),
                        escape_text(str(request.call.get("server"))), request.id,
-                       self.decide_command(request), self.decide_command(request, "deny"),
-                       who)
+                       self.decide_command(request), who)
         await anyio.sleep_forever()
         yield ChannelAnswer(kind="closed", channel=self.name)  # pragma: no cover
 

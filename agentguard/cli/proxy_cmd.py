@@ -71,6 +71,13 @@ def proxy_command(
     mode: Annotated[str, typer.Option(
         "--upstream-mode", help="auto | legacy | 2026-07-28 (protocol towards the upstream).")]
     = "auto",
+    answer_held_after: Annotated[float | None, typer.Option(
+        "--answer-held-after", metavar="SECONDS", min=0,
+        help="Answer a call still held after SECONDS with an isError result saying it waits "
+        "for approval under request ID and runs, once approved, when the identical call is "
+        "made again (the request stays pending for its policy timeout). Below the client's "
+        "own timeout (60 s for most). 0: wait for the verdict. Default: 50, or "
+        "`answer_held_after:` in the config.")] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="Logging level on stderr.")] = "INFO",
     fast_path: Annotated[bool, typer.Option(
@@ -104,6 +111,8 @@ def proxy_command(
         data |= {k: v for k, v in (("policy", policy), ("store", store), ("audit", audit),
                                    ("listen", listen), ("public_url", public_url))
                  if v is not None}
+        if answer_held_after is not None:
+            data["answer_held_after"] = answer_held_after or None
         if trusted_proxy:
             data["trusted_proxies"] = list(trusted_proxy)
         if principal:

@@ -52,6 +52,7 @@ from agentguard.errors import ConfigError
 
 __all__ = [
     "CONFIG_DIR",
+    "DEFAULT_ANSWER_HELD_AFTER",
     "NAMESPACE_SEPARATOR",
     "PrincipalConfig",
     "ProxyConfig",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 NAMESPACE_SEPARATOR = "__"
+DEFAULT_ANSWER_HELD_AFTER = 50.0
+"""Seconds before a held call is answered "waiting for approval, retry later"."""
 CONFIG_DIR = "${config_dir}"
 """Replaced by the config file's folder in a server's ``command``, ``args``, ``env``, ``cwd``."""
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
@@ -195,6 +198,12 @@ class ProxyConfig(_Model):
         max_message_bytes: Largest accepted downstream message (stdio and HTTP).
         max_depth: Deepest accepted JSON nesting of a downstream message.
         oauth: Require OAuth bearer tokens on the HTTP downstream (``--listen`` only).
+        answer_held_after: Seconds a held call waits before the client gets an answer while
+            the request stays pending for its policy timeout: an ``isError`` result saying
+            it waits for approval under request X and runs, once approved, when the identical
+            call is made again. Below the common 60 s client timeout (the TypeScript SDK's,
+            the MCP Inspector's, ``mcp`` 1.x Python clients'), so the client never gives up
+            first. ``None`` (``0`` on the command line): wait for the verdict.
     """
 
     policy: str | None = None
@@ -208,6 +217,7 @@ class ProxyConfig(_Model):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_depth: int = Field(default=100, ge=8, le=900)
     oauth: OAuthConfig | None = None
+    answer_held_after: float | None = Field(default=DEFAULT_ANSWER_HELD_AFTER, gt=0)
 
     @field_validator("servers", mode="before")
     @classmethod
