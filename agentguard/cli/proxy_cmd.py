@@ -61,7 +61,8 @@ def proxy_command(
         "for network signals, and X-Forwarded-For is ignored.")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="Server name of the single upstream, as policies and pins see it "
-        "(default: derived from the command or URL host).")] = None,
+        "(default: the name the server gives itself, serverInfo.name, remembered per command "
+        "in the store; a server the policy trusts needs --name).")] = None,
     principal: Annotated[str | None, typer.Option(
         "--principal", help="Principal the proxied calls run as (default agent:mcp-client).")]
     = None,
@@ -123,7 +124,8 @@ def proxy_command(
         if command or upstream_url:
             target = upstream_url or command[0]
             single = UpstreamConfig(
-                name=name or default_server_name(target), url=upstream_url,
+                name=name or default_server_name(target), name_from_server=name is None,
+                url=upstream_url,
                 command=None if upstream_url else command[0],
                 args=[] if upstream_url else command[1:],
                 env=dict(_pair(e) for e in env or []), mode=mode)  # type: ignore[arg-type]

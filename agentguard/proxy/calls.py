@@ -26,6 +26,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
+    LOG_LEVEL_META_KEY,
     CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
@@ -144,6 +145,9 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
                        asker: Asker) -> CallToolResult:
     """Send a (guarded) call upstream, relaying progress and input requests."""
     fwd_meta = strip_envelope(meta)
+    if upstream.modern and core.log_level is not None:
+        # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel there).
+        fwd_meta = {**(fwd_meta or {}), LOG_LEVEL_META_KEY: core.log_level}
 
     async def send(responses: dict[str, Any] | None, state: str | None) -> Any:
         request = CallToolRequest(params=CallToolRequestParams(

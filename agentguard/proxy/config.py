@@ -93,6 +93,9 @@ class UpstreamConfig(_Model):
             the server name when several upstreams are configured, none for a single one.
         request_timeout: Seconds to wait for an upstream answer (None: no limit).
         max_restarts: Restarts of a crashed stdio upstream before it is refused for good.
+        name_from_server: ``name`` is a placeholder: the upstream goes by its own
+            ``serverInfo.name`` (see :mod:`agentguard.proxy.naming`). Set by the command line
+            when ``--name`` is not given.
     """
 
     name: str
@@ -106,6 +109,7 @@ class UpstreamConfig(_Model):
     namespace: str | None = None
     request_timeout: float | None = None
     max_restarts: int = Field(default=5, ge=0)
+    name_from_server: bool = False
 
     @field_validator("name")
     @classmethod

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import NotificationParams
 
 from agentguard import settings
 from agentguard.channels.terminal import TerminalChannel
@@ -159,6 +159,8 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
     async with guard, ProxyCore(config, guard, fast_lane=fast_path) as core:
         await core.started()
         server = build_server(core)
+        server.add_notification_handler("notifications/initialized", NotificationParams,
+                                        core.notifier.initialized)
         names = ", ".join(f"{u.name} ({u.config.describe()})" for u in core.upstreams.values())
         if config.listen:
             host, port = parse_listen(config.listen)
@@ -166,9 +168,7 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
             await _serve_http(server, core, host, port, config, links)
         else:
             logger.info("agentguard proxy for %s on stdio", names)
-            options = server.create_initialization_options(
-                NotificationOptions(prompts_changed=True, resources_changed=True,
-                                    tools_changed=True))
+            options = server.create_initialization_options()  # as the upstreams declare
             stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
             fast = FastPath(core, lambda: stamp) if fast_path else None
             async with stdio_transport(max_message_bytes=config.max_message_bytes,
