@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import StdioServerParameters
 from mcp.types import ListRootsResult, Root
@@ -121,3 +122,26 @@ def test_a_server_cannot_name_itself_into_trust(proxy: ProxyUnderTest) -> None:
     assert "a server cannot name itself into trust" in done.stderr
     assert "--name ops" in done.stderr
     assert _pinned_servers(proxy) == set()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(120)
+async def test_over_streamable_http_roots_and_logging_reach_the_first_client(
+        proxy: ProxyUnderTest) -> None:
+    from tests.proxy.conftest import free_port, running
+
+    port = free_port()
+    argv = [PYTHON, *proxy.params(PYTHON, SERVER, extra=(
+        "--upstream-mode", "legacy", "--listen", f"127.0.0.1:{port}")).args]
+    logs = Logs()
+    async with running(argv, proxy.env(), port), \
+            proxy.client(f"http://127.0.0.1:{port}/mcp", "legacy", list_roots_callback=_roots,
+                         logging_callback=logs) as client:
+        report = await client.call_tool("report", {})
+        assert "roots at start: file:///work/project" in report.content[0].text, \
+            report.content[0].text
+        await client.set_logging_level("warning")
+        await client.call_tool("chatty", {"text": "over http"})
+        with anyio.fail_after(10):
+            while ("warning", {"said": "over http", "at": "warning"}) not in logs.seen:
+                await anyio.sleep(0.05)

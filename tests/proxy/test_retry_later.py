@@ -120,3 +120,25 @@ async def test_zero_waits_for_the_verdict(proxy: ProxyUnderTest) -> None:
             tg.start_soon(proxy.decide, True)
             result = await client.call_tool("deploy", DEPLOY)
         assert not result.is_error, result.content[0].text
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", MODES)
+async def test_over_streamable_http_the_retry_runs_once_approved(proxy: ProxyUnderTest,
+                                                                 mode: str) -> None:
+    from tests.proxy.conftest import OPS_SERVER, free_port, running
+
+    port = free_port()
+    argv = [PYTHON, *proxy.params(PYTHON, OPS_SERVER, "--root", str(proxy.sandbox), name="ops",
+                                  extra=("--listen", f"127.0.0.1:{port}", *WINDOW)).args]
+    async with running(argv, proxy.env(), port), \
+            proxy.client(f"http://127.0.0.1:{port}/mcp", mode) as client:
+        request_id = _held_id(await client.call_tool("deploy", DEPLOY))
+        approved = _cli(proxy, "approvals", "approve", request_id, "--as", "alice")
+        assert approved.returncode == 0, approved.stderr
+        ran = await client.call_tool("deploy", DEPLOY)
+        assert "deployed api 1.2 to production" in ran.content[0].text
+        assert _held_id(await client.call_tool("deploy", DEPLOY)) != request_id
+    executed = [e for e in proxy.audit_events("call.executed") if e.get("tool") == "deploy"]
+    assert [e["request_id"] for e in executed] == [request_id]
