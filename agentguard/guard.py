@@ -525,7 +525,8 @@ class Guard:
                              request.id, approvers)
 
     # ------------------------------------------------------------------ requests
-    def _new_request(self, held: _Held, *, durable: bool = False) -> ApprovalRequest:
+    def _new_request(self, held: _Held, *, durable: bool = False,
+                     window: float | None = None) -> ApprovalRequest:
         call, decision = held.call, held.decision
         c = decision.classification
         now = self.clock()
@@ -540,6 +541,7 @@ class Guard:
         }
         if durable:  # raised by a caller that may not wait for the verdict
             call_data["durable"] = True
+            call_data["hold_window"] = window  # how long that caller waited (heard it?)
         approval = held.approval
         return ApprovalRequest(
             id=new_request_id(), call=call_data, call_hash=held.digest, created_at=now,
@@ -569,7 +571,8 @@ class Guard:
             flood = await self._flood_check(call, decision, held.digest)
             if flood is not None:
                 return flood
-            request = self._new_request(held, durable=attempt.wait is not None)
+            request = self._new_request(held, durable=attempt.wait is not None,
+                                        window=attempt.wait)
             await self.store.create_request(request)
         assert held.approval is not None
         self._append(call, decision, "challenge.created", request_id=request.id,
@@ -603,6 +606,10 @@ class Guard:
                 if not request.call.get("durable"):
                     return None
                 settled = request.decided_at or request.expires_at
+                window = request.call.get("hold_window")
+                if isinstance(window, int | float) and \
+                        settled <= request.created_at + window:
+                    return None  # settled while its caller still waited: it heard it
                 if now < max(request.expires_at, settled + cooldown):
                     return request
                 return None

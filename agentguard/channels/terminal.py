@@ -9,6 +9,7 @@ cannot prompt on their own terminal.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import AsyncIterator
 
 import anyio
@@ -28,17 +29,28 @@ class TerminalChannel:
     name = "terminal"
     verified = True
 
-    def __init__(self, store_hint: str | None = None) -> None:
-        self._store_hint = store_hint
+    def __init__(self, store_hint: str | None = None, *, audit_hint: str | None = None) -> None:
+        self._options: list[str] = []
+        if store_hint:
+            self._options += ["--store", store_hint]
+        if audit_hint:
+            self._options += ["--audit", audit_hint]
+
+    def decide_command(self, request: ApprovalRequest, verb: str = "approve") -> str:
+        """The command an approver pastes to decide ``request`` (shell-quoted, escaped)."""
+        return escape_text(shlex.join(["agentguard", "approvals", verb, request.id,
+                                       *self._options]))
 
     async def ask(self, request: ApprovalRequest) -> AsyncIterator[ChannelAnswer]:
         """Say where to approve, then wait; the guard settles the call from the store."""
-        store = f" --store {self._store_hint}" if self._store_hint else ""
-        logger.warning("call held: %s on %s (request %s); decide with `agentguard approvals "
-                       "approve %s%s` or `... deny`",
+        approvers = request.approval.approvers
+        who = (f" (approvers: {escape_text(', '.join(approvers))}; add --as NAME when your "
+               "OS user is not the one they name)") if approvers else ""
+        logger.warning("call held: %s on %s (request %s); decide with `%s` (or `deny` in its "
+                       "place, with --reason WHY)%s",
                        escape_text(str(request.call.get("tool"))),
-                       escape_text(str(request.call.get("server"))), request.id, request.id,
-                       store)
+                       escape_text(str(request.call.get("server"))), request.id,
+                       self.decide_command(request), who)
         await anyio.sleep_forever()
         yield ChannelAnswer(kind="closed", channel=self.name)  # pragma: no cover
 

@@ -48,6 +48,15 @@ def _warnings(model: Any) -> list[str]:
     if Requirement.parse(model.defaults.unknown_tool).rank == 0:
         out.append("defaults.unknown_tool is allow: tools no rule covers (and look-alike tool "
                    "names) run without asking")
+        destructive = model.classes.get("destructive")
+        if destructive is not None and destructive.require and \
+                Requirement.parse(destructive.require).rank > 0:
+            out.append(
+                "defaults.unknown_tool is allow, but an MCP tool no rule covers and without "
+                "annotations counts as destructive (the MCP default), and classes.destructive "
+                f"requires {destructive.require}: behind `agentguard proxy` every such tool is "
+                "still held. Write rules for the tools you mean to allow (or check one with "
+                "`agentguard policy explain --annotations '{}'`)")
     owners = [(f"classes.{name}", spec, None) for name, spec in model.classes.items()]
     owners += [(f"rules[{rule.id}]", rule, model.classes.get(rule.class_ or ""))
                for rule in model.rules]
@@ -111,19 +120,32 @@ def explain(
         '"acting_for": "alice", "session_id": "s1", "claims": {...}}')],
     at: Annotated[str | None, typer.Option(
         help="Evaluate time-window signals at this ISO 8601 time (default: now).")] = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help='Server the tool is on (overrides "server" in --call).')] = None,
+    annotations: Annotated[str | None, typer.Option(
+        "--annotations", metavar="JSON",
+        help='The MCP tool\'s annotations, e.g. \'{"readOnlyHint": true}\' ({} for none): '
+        "explain the call as the proxy decides it (missing hints count as destructive and "
+        "open-world).")] = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Read the tool's annotations from its pinned definition in this "
+        "store (the proxy's; $AGENTGUARD_STORE when given as an empty string), and its pin "
+        "state.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Explain what the policy decides for one call, without running anything.
 
     Prints the classification, each signal the matched rule refers to (fired or not), the
     requirement and the rule that decided. Rate and first-use signals are evaluated against
-    an empty history.
+    an empty history. With --annotations or --store it answers for an MCP tool behind
+    `agentguard proxy`: the tool's hints count as the proxy counts them, and it says whether
+    the proxy forwards the call without the guard, holds it, or refuses it (a changed pin).
     """
     from agentguard.canonical import CanonicalizationError, loads_strict
     from agentguard.engine import evaluate, signals_needed
     from agentguard.signals import SignalEvaluator
     from agentguard.store import MemoryStore
-    from agentguard.types import CallContext, Principal, ToolCall
+    from agentguard.types import CallContext, Principal, ToolCall, ToolHints
 
     policy = _load(path)
     try:
@@ -142,8 +164,18 @@ def explain(
             raise fail(f'--call: "{key}" must be {what}')
     when = _parse_time(at)
     principal_id = str(data.get("principal", "anonymous"))
+    server_name = server or data.get("server", "local")
+    proxy = None
+    if annotations is not None or store is not None:
+        from agentguard.cli.explain_proxy import proxy_view
+
+        try:
+            proxy = proxy_view(server_name, data["tool"], annotations, store)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
     tool_call = ToolCall(
-        tool=data["tool"], args=data.get("args") or {}, server=data.get("server", "local"),
+        tool=data["tool"], args=data.get("args") or {}, server=server_name,
+        hints=proxy.hints if proxy is not None else ToolHints(),
         principal=Principal(principal_id, data.get("principal_kind", "agent"),
                             data.get("claims") or {}),
         session_id=data.get("session_id"), origin="explain",
@@ -175,6 +207,8 @@ def explain(
         "approval": _approval_json(d, policy.model.groups),
         "reauth": _reauth_json(d),
     }
+    if proxy is not None:
+        out["proxy"] = proxy.verdict(policy, tool_call, d.kind)
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
@@ -190,6 +224,9 @@ def explain(
         typer.echo(f"signal:      {name} = {'FIRED' if value else 'quiet'}")
     typer.echo(f"requirement: {result.requirement}")
     typer.echo(f"decision:    {d.kind}: {esc(d.reason)}")
+    if proxy is not None:
+        typer.echo(f"hints:       {esc(out['proxy']['hints_from'])}")
+        typer.echo(f"proxy:       {esc(out['proxy']['summary'])}")
     for label, text in _approval_lines(out["approval"], out["reauth"]):
         typer.echo(f"{label + ':':<13}{esc(text)}")
     if c.standards:

@@ -61,7 +61,8 @@ def proxy_command(
         "for network signals, and X-Forwarded-For is ignored.")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="Server name of the single upstream, as policies and pins see it "
-        "(default: derived from the command or URL host).")] = None,
+        "(default: the name the server gives itself, serverInfo.name, remembered per command "
+        "in the store; a server the policy trusts needs --name).")] = None,
     principal: Annotated[str | None, typer.Option(
         "--principal", help="Principal the proxied calls run as (default agent:mcp-client).")]
     = None,
@@ -71,6 +72,13 @@ def proxy_command(
     mode: Annotated[str, typer.Option(
         "--upstream-mode", help="auto | legacy | 2026-07-28 (protocol towards the upstream).")]
     = "auto",
+    answer_held_after: Annotated[float | None, typer.Option(
+        "--answer-held-after", metavar="SECONDS", min=0,
+        help="Answer a call still held after SECONDS with an isError result saying it waits "
+        "for approval under request ID and runs, once approved, when the identical call is "
+        "made again (the request stays pending for its policy timeout). Below the client's "
+        "own timeout (60 s for most). 0: wait for the verdict. Default: 50, or "
+        "`answer_held_after:` in the config.")] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="Logging level on stderr.")] = "INFO",
     fast_path: Annotated[bool, typer.Option(
@@ -104,6 +112,8 @@ def proxy_command(
         data |= {k: v for k, v in (("policy", policy), ("store", store), ("audit", audit),
                                    ("listen", listen), ("public_url", public_url))
                  if v is not None}
+        if answer_held_after is not None:
+            data["answer_held_after"] = answer_held_after or None
         if trusted_proxy:
             data["trusted_proxies"] = list(trusted_proxy)
         if principal:
@@ -114,7 +124,8 @@ def proxy_command(
         if command or upstream_url:
             target = upstream_url or command[0]
             single = UpstreamConfig(
-                name=name or default_server_name(target), url=upstream_url,
+                name=name or default_server_name(target), name_from_server=name is None,
+                url=upstream_url,
                 command=None if upstream_url else command[0],
                 args=[] if upstream_url else command[1:],
                 env=dict(_pair(e) for e in env or []), mode=mode)  # type: ignore[arg-type]

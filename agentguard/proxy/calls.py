@@ -4,11 +4,14 @@ The proxy never decides policy. It builds the :class:`~agentguard.types.ToolCall
 upstream tool name, arguments, the configured principal, hints from the cached listing, the
 pinned definition hash), lets the guard decide, and then either forwards the call or renders
 the refusal as a tool result with ``isError: true`` whose text says what happened, by which
-rule, and that retrying will not help. The only refusals made here are the ones no policy can
-lift: a tool whose definition changed since it was pinned, a name two servers claim, or a tool
-whose ``inputSchema`` is not a valid JSON Schema (its arguments cannot be checked). The guard
-validates every call it decides against that schema before any rule reads the arguments, and
-what is forwarded is the frozen snapshot it decided.
+rule, and that retrying will not help. A call still held when ``answer_held_after`` runs out
+(50 s by default, before common clients give up at 60 s) is answered the same way, saying
+instead that it waits for approval under request X and runs once approved if the identical call
+is made again; that retry joins the request. The only refusals made here are the ones no policy
+can lift: a tool whose definition changed since it was pinned, a name two servers claim, or a
+tool whose ``inputSchema`` is not a valid JSON Schema (its arguments cannot be checked). The
+guard validates every call it decides against that schema before any rule reads the arguments,
+and what is forwarded is the frozen snapshot it decided.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
+    LOG_LEVEL_META_KEY,
     CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
@@ -141,6 +145,9 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
                        asker: Asker) -> CallToolResult:
     """Send a (guarded) call upstream, relaying progress and input requests."""
     fwd_meta = strip_envelope(meta)
+    if upstream.modern and core.log_level is not None:
+        # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel there).
+        fwd_meta = {**(fwd_meta or {}), LOG_LEVEL_META_KEY: core.log_level}
 
     async def send(responses: dict[str, Any] | None, state: str | None) -> Any:
         request = CallToolRequest(params=CallToolRequestParams(
@@ -155,15 +162,18 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
 
 async def _authorize(guard: Guard, call: ToolCall, asker: Asker,
                      wait_message: Callable[[float, float], str],
-                     validator: ArgumentValidator) -> Authorization:
+                     validator: ArgumentValidator, answer_after: float | None) -> Authorization:
     async def on_wait(elapsed: float, timeout: float) -> None:
         await asker.progress(elapsed, timeout, wait_message(elapsed, timeout))
 
     # A TOTP step-up may send the client a link (URL-mode elicitation) through this asker.
+    # A durable hold (``answer_after``) answers ``pending`` before the client's own timeout;
+    # the request lives on, and the identical call made again joins it (runs once approved,
+    # hears the refusal otherwise): the guard's join and claim, not a second copy here.
     with reauth_asker(asker):
         return await guard.authorize(call, validator=validator,
                                      extra_channels=[ElicitationChannel(asker)],
-                                     on_wait=on_wait)
+                                     on_wait=on_wait, wait=answer_after)
 
 
 def _waiting(elapsed: float, timeout: float) -> str:
@@ -233,7 +243,8 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
         from agentguard.oauth.stepup import with_token
 
         call = replace(call, context=with_token(call.context, info.token))
-    auth = await _authorize(guard, call, asker, _waiting, validator)
+    auth = await _authorize(guard, call, asker, _waiting, validator,
+                            core.config.answer_held_after)
     if not auth.allowed:
         _maybe_step_up(auth, info)
         return refusal_result(auth)

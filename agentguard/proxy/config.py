@@ -4,8 +4,8 @@ A config file declares several upstreams; the command line (``-- CMD ARGS`` or
 ``--upstream-url``) declares one. Example::
 
     policy: policy.yaml                      # relative paths are relative to this file
-    store: sqlite:///~/.agentguard/agentguard.db
-    audit: ~/.agentguard/audit.jsonl
+    store: sqlite:///~/.agentguard/agentguard.db   # default: $AGENTGUARD_STORE, then the home's
+    audit: ~/.agentguard/audit.jsonl               # default: $AGENTGUARD_AUDIT, then the home's
     principal: {id: "agent:claude-desktop", kind: agent}
     listen: 0.0.0.0:8787                     # serve Streamable HTTP instead of stdio
     public_url: https://agentguard.example   # where browsers reach it (re-authentication links)
@@ -13,6 +13,18 @@ A config file declares several upstreams; the command line (``-- CMD ARGS`` or
       ops: {command: python, args: [examples/servers/ops_server.py]}
       git: {command: mcp-server-git, args: [--repository, .]}
       wiki: {url: "http://127.0.0.1:8765/mcp"}
+
+Paths in a config file mean the same from any working directory: ``policy``, ``audit``, a
+SQLite ``store`` and a server's ``cwd`` are relative to the file, and a stdio server **starts
+in the file's folder** unless ``cwd:`` says otherwise, so relative ``args`` (a script, or
+``--repository ../..``) resolve against the file too. ``${config_dir}`` in ``command``,
+``args``, ``env`` values and ``cwd`` is replaced by the file's folder, for an argument that
+must stay right under another ``cwd``. A ``command`` with a ``/`` in it is a path, resolved
+against the server's ``cwd``; a bare name is looked up on ``PATH``. A server given on the
+command line (``-- CMD ARGS``) starts in the proxy's own working directory, as a shell would.
+Store, audit and policy not set anywhere come from :mod:`agentguard.settings`
+(``$AGENTGUARD_STORE``, ``$AGENTGUARD_AUDIT``, ``$AGENTGUARD_POLICY``, ``$AGENTGUARD_HOME``),
+exactly as for ``agentguard approvals``, so both always meet in the same store.
 
 Naming: with several upstreams every tool and prompt is exposed as ``SERVER__NAME`` (two
 underscores). Dots would read better, but the model APIs the names end up in (OpenAI's and
@@ -39,7 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agentguard.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_STORE",
+    "CONFIG_DIR",
+    "DEFAULT_ANSWER_HELD_AFTER",
     "NAMESPACE_SEPARATOR",
     "PrincipalConfig",
     "ProxyConfig",
@@ -52,7 +65,10 @@ __all__ = [
 ]
 
 NAMESPACE_SEPARATOR = "__"
-DEFAULT_STORE = "sqlite:///" + str(Path("~/.agentguard/agentguard.db").expanduser())
+DEFAULT_ANSWER_HELD_AFTER = 50.0
+"""Seconds before a held call is answered "waiting for approval, retry later"."""
+CONFIG_DIR = "${config_dir}"
+"""Replaced by the config file's folder in a server's ``command``, ``args``, ``env``, ``cwd``."""
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
 
 
@@ -77,6 +93,9 @@ class UpstreamConfig(_Model):
             the server name when several upstreams are configured, none for a single one.
         request_timeout: Seconds to wait for an upstream answer (None: no limit).
         max_restarts: Restarts of a crashed stdio upstream before it is refused for good.
+        name_from_server: ``name`` is a placeholder: the upstream goes by its own
+            ``serverInfo.name`` (see :mod:`agentguard.proxy.naming`). Set by the command line
+            when ``--name`` is not given.
     """
 
     name: str
@@ -90,6 +109,7 @@ class UpstreamConfig(_Model):
     namespace: str | None = None
     request_timeout: float | None = None
     max_restarts: int = Field(default=5, ge=0)
+    name_from_server: bool = False
 
     @field_validator("name")
     @classmethod
@@ -165,8 +185,9 @@ class ProxyConfig(_Model):
 
     Attributes:
         policy: Path of the policy file.
-        store: Store URL shared with approvers (default: SQLite under ``~/.agentguard``).
-        audit: Path of the JSONL audit log (None: the store's default sink).
+        store: Store URL shared with approvers (None: ``$AGENTGUARD_STORE``, else SQLite in
+            ``$AGENTGUARD_HOME``, see :func:`agentguard.settings.store_url`).
+        audit: Path of the JSONL audit log (None: ``$AGENTGUARD_AUDIT``, else in the home).
         principal: Principal of every call made through this proxy.
         servers: Upstreams, by name.
         listen: ``HOST:PORT`` to serve Streamable HTTP instead of stdio.
@@ -181,10 +202,16 @@ class ProxyConfig(_Model):
         max_message_bytes: Largest accepted downstream message (stdio and HTTP).
         max_depth: Deepest accepted JSON nesting of a downstream message.
         oauth: Require OAuth bearer tokens on the HTTP downstream (``--listen`` only).
+        answer_held_after: Seconds a held call waits before the client gets an answer while
+            the request stays pending for its policy timeout: an ``isError`` result saying
+            it waits for approval under request X and runs, once approved, when the identical
+            call is made again. Below the common 60 s client timeout (the TypeScript SDK's,
+            the MCP Inspector's, ``mcp`` 1.x Python clients'), so the client never gives up
+            first. ``None`` (``0`` on the command line): wait for the verdict.
     """
 
     policy: str | None = None
-    store: str = DEFAULT_STORE
+    store: str | None = None
     audit: str | None = None
     principal: PrincipalConfig = Field(default_factory=PrincipalConfig)
     servers: list[UpstreamConfig] = Field(default_factory=list)
@@ -194,6 +221,7 @@ class ProxyConfig(_Model):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_depth: int = Field(default=100, ge=8, le=900)
     oauth: OAuthConfig | None = None
+    answer_held_after: float | None = Field(default=DEFAULT_ANSWER_HELD_AFTER, gt=0)
 
     @field_validator("servers", mode="before")
     @classmethod
@@ -349,6 +377,28 @@ def _resolve(base: Path, value: str | None) -> str | None:
     return str(path if path.is_absolute() else base / path)
 
 
+def _in_folder(server: UpstreamConfig, base: Path) -> UpstreamConfig:
+    """A config file's server, with ``${config_dir}`` expanded and started in the file's
+    folder (or its own ``cwd:``, relative to the file)."""
+    if server.url is not None:
+        return server
+    folder = str(base)
+
+    def sub(text: str) -> str:
+        return text.replace(CONFIG_DIR, folder)
+
+    cwd = _resolve(base, sub(server.cwd)) if server.cwd else folder
+    assert cwd is not None and server.command is not None
+    command = sub(server.command)
+    if "/" in command and not Path(command).expanduser().is_absolute():
+        # A relative path is the file's, not the proxy's: the OS would look it up against
+        # the proxy's working directory, not the child's cwd.
+        command = str(Path(cwd) / command)
+    return server.model_copy(update={
+        "cwd": cwd, "command": command, "args": [sub(a) for a in server.args],
+        "env": {k: sub(v) for k, v in server.env.items()}})
+
+
 def validate_config(data: dict[str, Any], *, source: str | None = None) -> ProxyConfig:
     """Validate a proxy config from a mapping (a file's or the command line's).
 
@@ -388,12 +438,8 @@ def load_config(path: str | Path) -> ProxyConfig:
     base = path.parent.resolve()
     updates: dict[str, Any] = {"policy": _resolve(base, config.policy),
                                "audit": _resolve(base, config.audit)}
-    if config.store.startswith("sqlite:///") and not config.store.startswith("sqlite:////"):
-        rel = config.store.removeprefix("sqlite:///")
-        updates["store"] = "sqlite:///" + str(_resolve(base, rel))
-    servers = []
-    for server in config.servers:
-        cwd = _resolve(base, server.cwd) if server.cwd else None
-        servers.append(server.model_copy(update={"cwd": cwd}))
-    updates["servers"] = servers
+    store = config.store
+    if store and store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
+        updates["store"] = "sqlite:///" + str(_resolve(base, store.removeprefix("sqlite:///")))
+    updates["servers"] = [_in_folder(server, base) for server in config.servers]
     return config.model_copy(update=updates)

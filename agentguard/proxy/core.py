@@ -23,7 +23,7 @@ from mcp.types import (
     ErrorData,
     InputRequest,
     InputResponse,
-    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
     PromptListChangedNotification,
     ResourceListChangedNotification,
     ResourceUpdatedNotification,
@@ -51,6 +51,9 @@ __all__ = ["ProxyCore"]
 
 logger = logging.getLogger(__name__)
 
+CLIENT_WAIT = 30.0
+"""Seconds an upstream's request waits for a first client to ask, before it fails."""
+
 
 class ProxyCore:
     """Everything the downstream handlers share.
@@ -77,6 +80,8 @@ class ProxyCore:
         self.schemas = SchemaBook()
         self.notifier = Notifier(self._subscribe, self._unsubscribe)
         self.ledger: Ledger | None = None
+        #: The level a handshake-era client asked for with ``logging/setLevel``.
+        self.log_level: str | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._locks: dict[str, anyio.Lock] = {name: anyio.Lock() for name in self.upstreams}
         self._askers: dict[str, list[Asker]] = {name: [] for name in self.upstreams}
@@ -108,22 +113,68 @@ class ProxyCore:
         Raises:
             ConfigError: no upstream came up, or two upstreams claim the same tool name.
         """
-        async def first(upstream: Upstream) -> None:
+        async def connect(upstream: Upstream) -> None:
             try:
                 await upstream.wait_connected(timeout)
+            except MCPError as exc:
+                logger.error("%s", exc.error.message)
+
+        async def first(upstream: Upstream) -> None:
+            try:
                 await self.refresh_tools(upstream)
             except MCPError as exc:
                 logger.error("%s", exc.error.message)
 
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
-                tg.start_soon(first, upstream)
+                tg.start_soon(connect, upstream)
+        await self._adopt_names()
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                if upstream.client is not None:
+                    tg.start_soon(first, upstream)
         if not any(u.client is not None for u in self.upstreams.values()):
             raise ConfigError("no upstream server could be started: " + "; ".join(
                 f"{u.name}: {u.failure or 'did not connect'}" for u in self.upstreams.values()))
         if self.catalog.tools.collisions:
             raise ConfigError("; ".join(c.message() for c in
                                         self.catalog.tools.collisions.values()))
+
+    async def _adopt_names(self) -> None:
+        """Upstreams without an explicit name take their own (``serverInfo.name``), before
+        anything is listed, pinned or served under the placeholder."""
+        from agentguard.proxy.naming import adopt_name
+
+        renamed: dict[str, str] = {}
+        for upstream in self.upstreams.values():
+            cfg = upstream.config
+            if not cfg.name_from_server or upstream.client is None:
+                continue
+            info = upstream.client.server_info
+            taken = {renamed.get(u.name, u.name) for u in self.upstreams.values()
+                     if u is not upstream}
+            name = await adopt_name(self.guard.store, self.guard.policy, cfg,
+                                    info.name if info is not None else None, taken)
+            if name != cfg.name:
+                renamed[cfg.name] = name
+        if not renamed:
+            return
+        servers = [s.model_copy(update={"name": renamed.get(s.name, s.name)})
+                   for s in self.config.servers]
+        self.config = self.config.model_copy(update={"servers": servers})
+        upstreams: dict[str, Upstream] = {}
+        for cfg in servers:
+            upstream = next(u for u in self.upstreams.values()
+                            if renamed.get(u.name, u.name) == cfg.name)
+            upstream.config, upstream.name = cfg, cfg.name
+            upstreams[cfg.name] = upstream
+        self.upstreams = upstreams
+        self.catalog = Catalog({s.name: self.config.namespace_of(s) for s in servers})
+        for table in (self._locks, self._askers, self.resources, self.templates):
+            for old, new in renamed.items():
+                table[new] = table.pop(old)  # type: ignore[attr-defined]
+        for old, new in renamed.items():
+            logger.info("upstream %r goes by its own name %r", old, new)
 
     def spawn(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` in the proxy's task group."""
@@ -210,23 +261,32 @@ class ProxyCore:
                 await self.notifier.list_changed("resources")
             elif isinstance(root, ResourceUpdatedNotification):
                 await self.notifier.resource_updated(str(root.params.uri))
-            elif isinstance(root, LoggingMessageNotification):
-                logger.info("upstream %r log (%s): %s", upstream.name, root.params.level,
-                            str(root.params.data)[:500])
         except Exception as exc:
             logger.warning("handling a notification from %r failed: %s", upstream.name, exc)
+
+    async def log(self, upstream: Upstream, params: LoggingMessageNotificationParams) -> None:
+        """Carry an upstream's log message to the clients (debug on the proxy's stderr)."""
+        logger.debug("upstream %r log (%s): %s", upstream.name, params.level,
+                     str(params.data)[:500])
+        try:
+            await self.notifier.log(params)
+        except Exception as exc:
+            logger.warning("forwarding a log message from %r failed: %s", upstream.name, exc)
 
     async def ask(self, upstream: Upstream, request: InputRequest) -> InputResponse | ErrorData:
         """Route an old-era upstream's request to the client request that caused it.
 
         The stdio wire does not say which of our requests an upstream request belongs to; with
         one call in flight on that upstream it is that call's client, with several the latest.
-        With none (e.g. ``roots/list`` at start-up), the latest handshake-era client is asked.
+        With none (e.g. ``roots/list`` at start-up), the latest handshake-era client is asked,
+        once one has finished its handshake (waiting up to :data:`CLIENT_WAIT` for it).
         """
         stack = self._askers.get(upstream.name) or []
         if stack:
             return await stack[-1].ask(request)
-        session = self.notifier.latest_session()
+        # Asked before any client finished its handshake (an upstream asking for roots as it
+        # starts): wait for the first one, as a direct connection would have had one.
+        session = await self.notifier.wait_for_client(CLIENT_WAIT)
         if session is None:
             return ErrorData(code=METHOD_NOT_FOUND, message="no MCP client is connected to ask")
         try:

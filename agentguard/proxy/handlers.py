@@ -13,7 +13,6 @@ import warnings
 from typing import Any
 
 import anyio
-from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.types import (
@@ -50,6 +49,12 @@ from agentguard.proxy.askers import Asker, PushAsker, client_name_of
 from agentguard.proxy.calls import call_info, clean_result, relay, run_tool_call
 from agentguard.proxy.catalog import Collision
 from agentguard.proxy.core import ProxyCore
+from agentguard.proxy.declared import (
+    DeclaredServer,
+    declared_kinds,
+    logging_handlers,
+    notification_options,
+)
 from agentguard.proxy.exchange import binding_for
 from agentguard.proxy.fastpath import relay_allowed, unconditionally_allowed
 from agentguard.proxy.notify import session_key
@@ -336,7 +341,7 @@ class Handlers:
         await self._each(tell)
 
 
-def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> Server[Any]:
+def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> DeclaredServer:
     """The downstream server, with handlers for what the connected upstreams offer."""
     from agentguard.proxy import __version__
 
@@ -368,7 +373,8 @@ def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> Server[A
     with warnings.catch_warnings():
         # Roots are deprecated in 2026-07-28 but old-era clients still send the notification.
         warnings.simplefilter("ignore", MCPDeprecationWarning)
-        server: Server[Any] = Server(
+        kwargs |= logging_handlers(core)
+        server = DeclaredServer(
             name, version=__version__,
             instructions="\n\n".join(instructions) or None,
             # Without this the SDK runs tools/list (an upstream round trip) for every 2026 HTTP
@@ -387,5 +393,7 @@ def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> Server[A
         return await call_next(ctx)
 
     server.middleware.append(remember_session)
+    server.notification_options = notification_options(core)
+    core.notifier.announce = declared_kinds(server.notification_options)
     return server
 

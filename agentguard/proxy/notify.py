@@ -27,7 +27,11 @@ from mcp.shared.subscriptions import (
     ServerEvent,
     ToolsListChanged,
 )
-from mcp.types import SubscriptionsListenRequestParams, SubscriptionsListenResult
+from mcp.types import (
+    LoggingMessageNotificationParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+)
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 __all__ = ["Notifier", "session_key"]
@@ -63,6 +67,12 @@ class Notifier:
         self._subscribe = subscribe
         self._unsubscribe = unsubscribe
         self._listen_ids = 0
+        #: List kinds whose changes handshake-era clients are told of (as the upstreams
+        #: declare ``listChanged``); 2026 listen streams get every event they asked for.
+        self.announce: set[str] = {"tools", "prompts", "resources"}
+        #: Set once a handshake-era client has finished its handshake: an upstream's own
+        #: requests (``roots/list`` during its start) wait for it instead of failing.
+        self.client_ready = anyio.Event()
 
     # ------------------------------------------------------------------ sessions
 
@@ -73,6 +83,19 @@ class Notifier:
         key = session_key(ctx)
         if key is not None:
             self._sessions[key] = ctx.session
+
+    async def initialized(self, ctx: ServerRequestContext[Any, Any], params: Any) -> None:
+        """``notifications/initialized``: this client can now be asked (roots, sampling...)."""
+        self.seen(ctx)
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            self.client_ready.set()
+
+    async def wait_for_client(self, timeout: float) -> ServerSession | None:
+        """The latest handshake-era session, waiting (bounded) for a first client."""
+        if self.latest_session() is None:
+            with anyio.move_on_after(timeout):
+                await self.client_ready.wait()
+        return self.latest_session()
 
     def latest_session(self) -> ServerSession | None:
         """The most recently active handshake-era session, if any."""
@@ -94,16 +117,26 @@ class Notifier:
     async def list_changed(self, kind: str) -> None:
         """Tell every client that the tool, prompt or resource list changed."""
         event: ServerEvent
+        push = kind in self.announce
         if kind == "tools":
             event = ToolsListChanged()
-            await self._push(lambda s: s.send_tool_list_changed())
+            if push:
+                await self._push(lambda s: s.send_tool_list_changed())
         elif kind == "prompts":
             event = PromptsListChanged()
-            await self._push(lambda s: s.send_prompt_list_changed())
+            if push:
+                await self._push(lambda s: s.send_prompt_list_changed())
         else:
             event = ResourcesListChanged()
-            await self._push(lambda s: s.send_resource_list_changed())
+            if push:
+                await self._push(lambda s: s.send_resource_list_changed())
         await self.bus.publish(event)
+
+    async def log(self, params: LoggingMessageNotificationParams) -> None:
+        """An upstream's ``notifications/message``, to every handshake-era client (the level
+        each asked for was forwarded upstream, which filters)."""
+        await self._push(lambda s: s.send_log_message(params.level, params.data,
+                                                      params.logger))
 
     async def resource_updated(self, uri: str) -> None:
         """Tell the subscribers of ``uri`` that it changed."""

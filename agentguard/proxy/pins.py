@@ -31,6 +31,7 @@ from mcp.types import Tool
 from agentguard.audit.base import AuditSink
 from agentguard.canonical import CanonicalizationError, canonical_bytes
 from agentguard.errors import ConflictError
+from agentguard.proxy.naming import NAMES
 from agentguard.store.base import Store
 
 __all__ = [
@@ -223,7 +224,7 @@ async def list_pins(store: Store, server: str | None = None) -> list[PinRow]:
     pinned: dict[tuple[str, str], str] = {}
     pending: dict[tuple[str, str], str] = {}
     for s, t, h in await store.list_pins():
-        if t == SERVER_MARK:
+        if t == SERVER_MARK or s == NAMES:
             continue
         if s.startswith(PENDING_PREFIX):
             pending[(s.removeprefix(PENDING_PREFIX), t)] = h

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import NotificationParams
 
 from agentguard import settings
 from agentguard.channels.terminal import TerminalChannel
@@ -70,14 +69,17 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
     from agentguard.reauth import TotpReauthenticator, TotpVerifier
     from agentguard.store import open_store
 
-    policy_path = config.policy or os.environ.get("AGENTGUARD_POLICY")
+    policy_path = settings.policy_path(config.policy)
     if not policy_path:
         raise ConfigError("the proxy needs a policy: pass --policy P.yaml (or set "
                           "AGENTGUARD_POLICY, or `policy:` in the proxy config)")
     policy = load_policy(policy_path)
-    store_url = config.store or default_store_url()
+    # One resolver for the proxy and the CLI: a held call is found by `agentguard approvals`
+    # run with the same environment.
+    store_url = settings.store_url(config.store)
+    audit_file = settings.audit_path(config.audit)
     store = open_store(store_url)
-    audit = settings.open_audit_log(settings.audit_path(config.audit))
+    audit = settings.open_audit_log(audit_file)
     # TOTP codes are typed on the controlling terminal, never through the MCP client; a proxy
     # started without one (e.g. by a desktop app) refuses re-authentication as unreachable.
     # Over HTTP, a rule naming mcp-elicitation may instead send the client a link to a page
@@ -100,7 +102,8 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
         from agentguard.oauth.stepup import OAuthReauthenticator
 
         reauthenticators["oauth"] = OAuthReauthenticator()
-    return Guard(policy, store=store, audit=audit, channels=[TerminalChannel(store_url)],
+    terminal = TerminalChannel(store_url, audit_hint=str(audit_file))
+    return Guard(policy, store=store, audit=audit, channels=[terminal],
                  reauthenticators=reauthenticators), links
 
 
@@ -156,6 +159,8 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
     async with guard, ProxyCore(config, guard, fast_lane=fast_path) as core:
         await core.started()
         server = build_server(core)
+        server.add_notification_handler("notifications/initialized", NotificationParams,
+                                        core.notifier.initialized)
         names = ", ".join(f"{u.name} ({u.config.describe()})" for u in core.upstreams.values())
         if config.listen:
             host, port = parse_listen(config.listen)
@@ -163,9 +168,7 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
             await _serve_http(server, core, host, port, config, links)
         else:
             logger.info("agentguard proxy for %s on stdio", names)
-            options = server.create_initialization_options(
-                NotificationOptions(prompts_changed=True, resources_changed=True,
-                                    tools_changed=True))
+            options = server.create_initialization_options()  # as the upstreams declare
             stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
             fast = FastPath(core, lambda: stamp) if fast_path else None
             async with stdio_transport(max_message_bytes=config.max_message_bytes,

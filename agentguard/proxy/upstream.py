@@ -31,6 +31,7 @@ from mcp.types import (
     ErrorData,
     InputRequest,
     InputResponse,
+    LoggingMessageNotificationParams,
 )
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -66,6 +67,9 @@ class UpstreamEvents(Protocol):
 
     async def ask(self, upstream: Upstream, request: InputRequest) -> InputResponse | ErrorData:
         """A server-to-client request (elicitation, sampling, roots) on a legacy upstream."""
+
+    async def log(self, upstream: Upstream, params: LoggingMessageNotificationParams) -> None:
+        """A ``notifications/message`` from the upstream."""
 
 
 def strip_envelope(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -171,6 +175,7 @@ class Upstream:
             elicitation_callback=self._on_elicit,
             sampling_callback=self._on_sample,
             list_roots_callback=self._on_roots,
+            logging_callback=self._on_log,
         )
 
     async def run(self) -> None:
@@ -295,6 +300,9 @@ class Upstream:
             logger.warning("upstream %r transport error: %s", self.name, message)
             return
         await self._events.notification(self, message)
+
+    async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
+        await self._events.log(self, params)
 
     async def _on_elicit(self, ctx: Any, params: Any) -> Any:
         from mcp.types import ElicitRequest

@@ -143,11 +143,15 @@ def executed(log: Path) -> list[dict[str, Any]]:
 
 
 def write_config(proxy: ProxyUnderTest, servers: Mapping[str, Any], **extra: Any) -> Path:
-    """A proxy config file (several upstreams) using ``proxy``'s policy, store and audit."""
+    """A proxy config file (several upstreams) using ``proxy``'s policy, store and audit.
+
+    Its servers start in the repository (``python -m tests...`` upstreams), not in the
+    file's folder where a config file's servers start by default."""
     path = proxy.home.parent / "proxy.yaml"
     path.write_text(yaml.safe_dump({
         "policy": str(proxy.policy), "store": proxy.store_url, "audit": str(proxy.audit),
-        "servers": dict(servers), **extra}))
+        "servers": {name: {"cwd": str(ROOT), **spec} for name, spec in servers.items()},
+        **extra}))
     return path
 
 
