@@ -75,6 +75,11 @@ def _adopt(wrapper: Any, inner: Any) -> None:
 class _Guarded:
     """What the sync and async guarded tools share: wrapping, and the unchanged definition."""
 
+    inner: Any
+    wait: float | None
+    edge: Edge
+    validator: Any
+
     def __init__(self, inner: Any, edge: Edge) -> None:
         super().__init__(inner.func, name=inner.name, description=inner.description,  # type: ignore[call-arg]
                          input_schema=inner.input_schema)
@@ -108,6 +113,11 @@ class GuardedAsyncBetaTool(_Guarded, BetaAsyncFunctionTool[Any]):
 class GuardedBuiltinTool(BetaBuiltinFunctionTool):
     """A sync built-in tool (memory, ...) that asks the guard before each call."""
 
+    inner: Any
+    wait: float | None
+    edge: Edge
+    validator: Any
+
     def __init__(self, inner: BetaBuiltinFunctionTool, edge: Edge) -> None:
         _adopt(self, inner)
         self.edge = edge
@@ -124,6 +134,11 @@ class GuardedBuiltinTool(BetaBuiltinFunctionTool):
 
 class GuardedAsyncBuiltinTool(BetaAsyncBuiltinFunctionTool):
     """An async built-in tool that asks the guard before each call."""
+
+    inner: Any
+    wait: float | None
+    edge: Edge
+    validator: Any
 
     def __init__(self, inner: BetaAsyncBuiltinFunctionTool, edge: Edge) -> None:
         _adopt(self, inner)

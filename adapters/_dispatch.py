@@ -57,7 +57,7 @@ class FunctionSpec:
             )
         import pydantic
 
-        schema = pydantic.TypeAdapter(pydantic.validate_call(fn)).json_schema()
+        schema = pydantic.TypeAdapter(pydantic.validate_call(fn)).json_schema()  # type: ignore[arg-type]
         schema.pop("additionalProperties", None)
         schema.setdefault("type", "object")
         schema.setdefault("properties", {})

@@ -147,14 +147,16 @@ class _GuardedInvoker:
 
     async def __call__(self, ctx: Any, input: str) -> Any:
         memo = self._memos.pop(getattr(ctx, "tool_call_id", "") or "", None)
-        if memo is not None and isinstance(memo.answer, str):
-            return memo.answer  # refused by the approval check (already audited)
+        decided = memo.answer if memo is not None else None
+        if isinstance(decided, str):
+            return decided  # refused by the approval check (already audited)
         call = self.call(ctx.tool_name, input, ctx.context, asked=self._asked(ctx, memo))
         if isinstance(call, str):
             return call
-        if (memo is not None and memo.answer is not None and memo.digest == _digest(call)
-                and memo.answer.outcome != "pending"):
-            auth: Authorization | None = memo.answer  # decided by the approval check
+        auth: Authorization | None
+        if (memo is not None and decided is not None and memo.digest == _digest(call)
+                and decided.outcome != "pending"):
+            auth = decided  # decided by the approval check
         else:
             # A call approved while answering an interruption runs on the single-use grant
             # the guard stored for exactly this call (audited grant.used, then

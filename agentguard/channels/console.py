@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -174,7 +174,7 @@ class ConsoleChannel:
 
     async def _converse(
         self, request: ApprovalRequest, prompt: _Prompt, who: str
-    ) -> AsyncIterator[ChannelAnswer]:
+    ) -> AsyncGenerator[ChannelAnswer, None]:
         term = prompt.terminal
         max_grant = request.approval.max_grant if self.allow_grants else 0.0
         prompt.truncated = arguments_truncated(request)

@@ -23,7 +23,9 @@ def _columns(ch: str) -> int:
 
 def _rows(line: str, columns: int) -> list[str]:
     """``line`` cut into rows of at most ``columns`` terminal cells."""
-    rows, row, used = [], [], 0
+    rows: list[str] = []
+    row: list[str] = []
+    used = 0
     for ch in line:
         width = _columns(ch)
         if used + width > columns and row:

@@ -135,7 +135,8 @@ def request_payload(request: ApprovalRequest) -> dict[str, Any]:
     """The JSON describing a held call. ``args`` are the exact values that will run; show
     ``args_display`` (escaped) or ``text`` to humans, never raw ``args``."""
     call = request.call
-    context = call.get("context") if isinstance(call.get("context"), Mapping) else {}
+    raw_context = call.get("context")
+    context: Mapping[str, Any] = raw_context if isinstance(raw_context, Mapping) else {}
     spec = request.approval
     return {
         "id": request.id,

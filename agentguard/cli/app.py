@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from agentguard.cli import (
 )
 from agentguard.cli.helptext import name_arguments
 from agentguard.cli.runtime import EXIT_CODES_HELP, EXIT_OK
+
+if TYPE_CHECKING:
+    from agentguard.channels.base import ApprovalChannel
 
 __all__ = ["app", "main"]
 
@@ -72,6 +75,7 @@ def demo(
     from agentguard.channels.scripted import ScriptedChannel
     from agentguard.demo import run_demo
 
+    channels: list[ApprovalChannel]
     if answer == "console":
         from agentguard.channels.console import ConsoleChannel
 

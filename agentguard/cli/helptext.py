@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 from typer.core import TyperCommand
 
 __all__ = ["ARG_METAVARS", "METAVARS", "NamedArgsCommand", "name_arguments", "name_metavars"]
@@ -41,7 +40,7 @@ def name_metavars(command: Any) -> Any:
     return command
 
 
-def _arg_name(param: click.Parameter) -> str:
+def _arg_name(param: Any) -> str:
     name = param.metavar or ARG_METAVARS.get(param.name or "", (param.name or "ARG").upper())
     return name + ("..." if param.nargs != 1 else "")
 
@@ -50,7 +49,9 @@ class NamedArgsCommand(TyperCommand):
     """A command whose help names positional arguments (``ID``, ``PATH``) instead of showing
     their Python type (``request_id <str>``); options are listed as Typer lists them."""
 
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+    # ``ctx``, ``formatter`` and parameters are Typer's own click-like classes (Typer vendors
+    # click privately), so they are typed by what is read of them.
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         """``[OPTIONS] ID`` with optional arguments in brackets."""
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
@@ -61,7 +62,7 @@ class NamedArgsCommand(TyperCommand):
                 pieces.extend(param.get_usage_pieces(ctx))
         return pieces
 
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_options(self, ctx: Any, formatter: Any) -> None:
         """The Arguments and Options sections."""
         args: list[tuple[str, str]] = []
         opts: list[tuple[str, str]] = []

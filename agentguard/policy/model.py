@@ -39,7 +39,8 @@ __all__ = [
     "StepUp",
 ]
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class _Strict(BaseModel):
@@ -139,7 +140,7 @@ class ScheduleSpec(_Strict):
 
     tz: str = Field(default="UTC", description="IANA timezone of the wall clock "
                     "(Europe/London).")
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+    days: list[Day] = Field(
         default_factory=lambda: list(DAYS), description="Days the window starts on."
     )
     hours: str = Field(default="00:00-24:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",

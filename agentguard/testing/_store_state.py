@@ -5,6 +5,8 @@ re-authentication state, counters, pins). Public through
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agentguard.errors import StoreError
@@ -124,7 +126,8 @@ class GrantStoreConformance(ContractBase):
     async def test_grant_covers_only_its_rule_settings_and_human(
         self, store: GrantStore, clock: ManualClock
     ) -> None:
-        bound = {"rule_id": "staging-deploy", "settings_hash": "s-1", "acting_for": "alice"}
+        bound: dict[str, Any] = {
+            "rule_id": "staging-deploy", "settings_hash": "s-1", "acting_for": "alice"}
         await store.add_grant(sample_grant(clock, **bound))
         for miss in (
             {**bound, "rule_id": "prod-deploy"},

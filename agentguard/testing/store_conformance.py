@@ -23,6 +23,7 @@ exactly one may win.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -244,7 +245,8 @@ class RequestStoreConformance(ContractBase):
         request = sample_request(clock, quorum=3)
         await store.create_request(request)
         results = await race(
-            [(lambda i=i: store.record_vote(request.id, vote(f"user{i}"))) for i in range(RACERS)]
+            [functools.partial(store.record_vote, request.id, vote(f"user{i}"))
+             for i in range(RACERS)]
         )
         counted = [r for r in results if not isinstance(r, ConflictError)]
         assert len(counted) == 3 and all(r.counted for r in counted)
@@ -259,8 +261,8 @@ class RequestStoreConformance(ContractBase):
             request = sample_request(clock)
             await store.create_request(request)
             calls: list[Callable[[], Awaitable[object]]] = [
-                lambda rid=request.id: store.expire(rid),
-                lambda rid=request.id: store.record_vote(rid, vote("alice")),
+                functools.partial(store.expire, request.id),
+                functools.partial(store.record_vote, request.id, vote("alice")),
             ] * (RACERS // 2)
             results = await race(calls)
             expired = sum(1 for r in results if r is True)

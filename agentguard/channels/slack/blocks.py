@@ -293,7 +293,7 @@ def _actions(request: ApprovalRequest, route: Route) -> list[dict[str, Any]]:
     else:
         elements = []
     elements.append(_button("Deny…", ACTION_DENY, request.id, "danger"))
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     note = route_note(request, route)
     if note:
         blocks.append({"type": "section", "text": plain(note)})

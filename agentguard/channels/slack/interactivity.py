@@ -347,7 +347,8 @@ class SlackInteractions:
         clicks = self.parse(payload)
         log.warning("ignored a replayed Slack interactivity request (%s)", ", ".join(
             f"{c.approver} on {c.request_id}" for c in clicks) or "no recognised click")
-        for click in clicks or [None]:
+        seen: list[Any] = [*clicks] or [None]
+        for click in seen:
             request = await self.store.get_request(click.request_id) if click else None
             event = (request_event(request, "vote.rejected") if request is not None
                      else {"type": "vote.rejected",

@@ -19,6 +19,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 from slack_sdk import WebClient
 from slack_sdk.socket_mode.builtin import SocketModeClient
+from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
@@ -122,7 +123,7 @@ class SlackSocketMode:
         if portal is not None:
             await portal.__aexit__(None, None, None)
 
-    def _on_request(self, client: SocketModeClient, request: SocketModeRequest) -> None:
+    def _on_request(self, client: BaseSocketModeClient, request: SocketModeRequest) -> None:
         """Called in a Socket Mode worker thread for each envelope."""
         client.send_socket_mode_response(SocketModeResponse(envelope_id=request.envelope_id))
         if request.type != "interactive":
