@@ -3,7 +3,8 @@
 The store says a request is approved; the agent can write that row. So the guard counts only
 votes whose signature (an Ed25519 key's, or a passkey assertion over the statement's digest)
 verifies against the trust file, over a statement naming the request
-id, call hash, rule and approval settings the guard holds in memory
+id, call hash, rule and approval settings the guard holds in memory, and the hash of the call
+as the guard stored it for approvers (``shown_hash``, redacted values masked)
 (:func:`agentguard.trust.verify_vote`), and settles them with the rule's approval settings
 from the policy, never the row's (:func:`agentguard.trust.count_quorum`).
 """
@@ -40,7 +41,7 @@ class SignedSettlement:
 def settle_signed(
     stored: ApprovalRequest, *, request_id: str, call_hash: str, rule_id: str | None,
     settings_hash: str, approval: ApprovalSpec, principal: str, acting_for: str | None,
-    anchors: TrustAnchors,
+    anchors: TrustAnchors, shown_hash: str,
 ) -> SignedSettlement:
     """Verify every approving vote in ``stored`` and count them (see the module docstring)."""
     verified = []
@@ -57,7 +58,8 @@ def settle_signed(
             problems.append(f"{vote.approver!r}: unreadable signature ({exc})")
             continue
         result = verify_vote(signed, request_id=request_id, call_hash=call_hash,
-                             rule_id=rule_id, settings_hash=settings_hash, anchors=anchors)
+                             rule_id=rule_id, settings_hash=settings_hash, anchors=anchors,
+                             shown_hash=shown_hash)
         if isinstance(result, str):
             problems.append(f"{vote.approver!r}: {result}")
         else:

@@ -24,9 +24,9 @@ import anyio
 from agentguard._events import args_size, call_event
 from agentguard._humans import OnWait, Verdict, wait_for_verdict
 from agentguard._stepup import reauthenticate
-from agentguard.approvals import cast_vote
+from agentguard.approvals import cast_vote, shown_call, shown_hash
 from agentguard.audit.base import AuditSink
-from agentguard.canonical import CanonicalizationError, call_hash, call_to_dict, freeze
+from agentguard.canonical import CanonicalizationError, call_hash, freeze
 from agentguard.channels.base import ApprovalChannel, ChannelAnswer
 from agentguard.engine import evaluate, signals_needed
 from agentguard.errors import AgentGuardError, ArgumentValidationError, UsageError
@@ -493,11 +493,14 @@ class Guard:
         if anchors is None:  # the policy loader requires a trust file for signed rules
             problems: tuple[str, ...] = ("no trust file is configured",)
         else:
+            # What approvers were shown, rebuilt from the real call (never the store's copy):
+            # a vote on a rewritten call, redacted arguments or not, names another hash.
+            shown = shown_hash(_shown_view(held)) or "unshowable"
             settled = settle_signed(
                 stored, request_id=request.id, call_hash=held.digest,
                 rule_id=held.decision.rule_id, settings_hash=held.binding.settings_hash,
                 approval=held.approval, principal=held.call.principal.id,
-                acting_for=held.call.context.acting_for, anchors=anchors)
+                acting_for=held.call.context.acting_for, anchors=anchors, shown_hash=shown)
             if settled.approved:
                 return settled.approvers, settled.receipts
             problems = settled.problems
@@ -532,13 +535,7 @@ class Guard:
         now = self.clock()
         # What the store keeps and channels show: the call with the policy's redact paths
         # masked (the hash is over the real call, which only this process holds).
-        redacted = replace(call, args=_masked(call.args, held.redact))
-        call_data = call_to_dict(redacted) | {
-            "call_id": call.id, "origin": call.origin,
-            "context": {"source_ip": call.context.source_ip,
-                        "acting_for": call.context.acting_for,
-                        "extra": dict(call.context.extra)},
-        }
+        call_data = shown_call(call, held.redact) | {"call_id": call.id, "origin": call.origin}
         if durable:  # raised by a caller that may not wait for the verdict
             call_data["durable"] = True
             call_data["hold_window"] = window  # how long that caller waited (heard it?)
@@ -813,6 +810,14 @@ class Guard:
                 continue
             out.append(ch)
         return out
+
+
+def _shown_view(held: _Held) -> dict[str, Any]:
+    """What approvers were shown of ``held`` (:func:`agentguard.approvals.shown_view`),
+    rebuilt from the real call and its classification, never read from the store."""
+    c = held.decision.classification
+    return {"call": shown_call(held.call, held.redact), "privilege": c.privilege,
+            "labels": sorted(c.labels)}
 
 
 def _masked(args: Mapping[str, Any], paths: tuple[str, ...]) -> Any:

@@ -38,7 +38,8 @@ def best_us(fn, number: int = 2_000, repeat: int = 7) -> float:
 
 def main() -> None:
     h = hashlib.sha256(b"call").hexdigest()
-    terms = {"request_id": "req_1", "call_hash": h, "rule_id": "prod", "settings_hash": h}
+    terms = {"request_id": "req_1", "call_hash": h, "rule_id": "prod", "settings_hash": h,
+             "shown_hash": h}
     people = [Ed25519PrivateKey.generate() for _ in range(1000)]
 
     def anchors(n: int) -> TrustAnchors:

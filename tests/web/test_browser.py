@@ -73,11 +73,20 @@ def status_after(page: Any, selector: str) -> str:
     return page.text_content("#status")
 
 
+# What the request page displays: the hash of the call it showed, which a vote names.
+SHOWN_OF = """const shownOf = async (id) => new DOMParser().parseFromString(
+    await (await fetch(`/requests/${id}`)).text(), "text/html")
+  .getElementById("vote-form").dataset.shown;
+"""
+
 SCRIPT_OTHER_REQUEST = """async ([a, b]) => {
   const ag = window.agentguard;
-  const body = {decision: "approve", reason: "", grant_ttl: 0};
-  const forA = await ag.postJSON(`/api/requests/${a}/options`, body);
-  const forB = await ag.postJSON(`/api/requests/${b}/options`, body);
+  """ + SHOWN_OF + """
+  const body = () => ({decision: "approve", reason: "", grant_ttl: 0});
+  const forA = await ag.postJSON(`/api/requests/${a}/options`,
+                                 {...body(), shown: await shownOf(a)});
+  const forB = await ag.postJSON(`/api/requests/${b}/options`,
+                                 {...body(), shown: await shownOf(b)});
   const assertionForA = await ag.getAssertion(forA.options);
   return await ag.postJSON(`/api/requests/${b}/vote`,
                            {nonce: forB.nonce, credential: assertionForA});
@@ -85,7 +94,8 @@ SCRIPT_OTHER_REQUEST = """async ([a, b]) => {
 
 SCRIPT_REPLAY = """async (id) => {
   const ag = window.agentguard;
-  const body = {decision: "approve", reason: "", grant_ttl: 0};
+  """ + SHOWN_OF + """
+  const body = {decision: "approve", reason: "", grant_ttl: 0, shown: await shownOf(id)};
   const opened = await ag.postJSON(`/api/requests/${id}/options`, body);
   const credential = await ag.getAssertion(opened.options);
   const first = await ag.postJSON(`/api/requests/${id}/vote`, {nonce: opened.nonce, credential});
@@ -99,8 +109,9 @@ SCRIPT_REPLAY = """async (id) => {
 
 SCRIPT_WITHOUT_UV = """async (id) => {
   const ag = window.agentguard;
+  """ + SHOWN_OF + """
   const opened = await ag.postJSON(`/api/requests/${id}/options`,
-                                   {decision: "approve", reason: "", grant_ttl: 0});
+      {decision: "approve", reason: "", grant_ttl: 0, shown: await shownOf(id)});
   opened.options.userVerification = "discouraged";  // the page asks for "required"
   const credential = await ag.getAssertion(opened.options);
   return await ag.postJSON(`/api/requests/${id}/vote`, {nonce: opened.nonce, credential});
@@ -113,8 +124,9 @@ SCRIPT_OWN_PASSKEY = """async (id) => {
     user: {id: new Uint8Array([1, 2, 3]), name: "dave", displayName: "dave"},
     pubKeyCredParams: [{type: "public-key", alg: -7}],
     authenticatorSelection: {residentKey: "required", userVerification: "required"}}});
+  """ + SHOWN_OF + """
   const opened = await ag.postJSON(`/api/requests/${id}/options`,
-                                   {decision: "approve", reason: "", grant_ttl: 0});
+      {decision: "approve", reason: "", grant_ttl: 0, shown: await shownOf(id)});
   opened.options.allowCredentials = [];  // let the agent's own discoverable passkey answer
   const credential = await ag.getAssertion(opened.options);
   return await ag.postJSON(`/api/requests/${id}/vote`, {nonce: opened.nonce, credential});
