@@ -226,17 +226,30 @@ def test_approve_for_15_minutes(site: Site, guard: Any, enrolled: dict[str, Any]
     assert later.outcome in ("allowed", "approved") and later.request_id is None, later
 
 
-def test_no_grant_is_offered_where_signed_votes_cannot_make_one(
+def test_a_signed_approve_for_15m_covers_the_same_rule_caller_and_human_only(
         site: Site, guard: Any, enrolled: dict[str, Any]) -> None:
-    rid = hold(site, guard, call(principal="agent:grants"))
+    """Under assurance: signed the passkey signs the grant asked for; the guard's grant
+    carries that signature and covers later deploys of the same caller for the same human,
+    and nobody else's."""
+    held_call = call(principal="agent:grants")
+    rid = hold(site, guard, held_call)
     page = enrolled["frank"]
     open_request(page, site, rid)
-    assert page.locator("button.grant").count() == 0
-    assert "covers this call only" in page.text_content("#no-grants")
-    answer = page.evaluate("""async (id) => (await window.agentguard.postJSON(
-        `/api/requests/${id}/options`, {decision: "approve", reason: "", grant_ttl: 900}))""",
-                           rid)
-    assert answer["httpStatus"] == 400, answer
+    labels = page.locator("button.grant").all_text_contents()
+    assert labels == ["Approve for 15m", "Approve for 1h"]
+    assert "request is approved" in status_after(page, "button.grant >> nth=0")
+    assert authorize(site, guard, held_call).outcome == "approved"
+    (grant,) = site.loop.run(guard.store.list_grants())
+    assert len(grant.receipts) == 1 and grant.shown is not None
+    later = authorize(site, guard, call(principal="agent:grants"))  # another version
+    assert later.outcome == "approved" and later.request_id is None, later
+    assert later.approvers == ("frank",)
+    other = authorize(site, guard, call(principal="agent:other"))
+    assert other.outcome == "pending", other
+    too_long = page.evaluate("""async (id) => (await window.agentguard.postJSON(
+        `/api/requests/${id}/options`, {decision: "approve", reason: "", grant_ttl: 7200}))""",
+                             other.request_id)
+    assert too_long["httpStatus"] == 400, too_long
 
 
 def test_an_assertion_made_for_another_request_is_refused(
