@@ -139,7 +139,6 @@ async def test_a_vote_signed_by_another_passkey_than_the_session_is_refused(
 
 
 @pytest.mark.parametrize("body, status", [
-    ({"grant_ttl": 900}, 400),  # signed votes make no grant: none is offered
     ({"grant_ttl": 7200}, 400),  # longer than max_grant: 1h
     ({"grant_ttl": float("nan")}, 400),
     ({"grant_ttl": True}, 400),
