@@ -812,8 +812,8 @@ class Guard:
 
     async def _maybe_grant(self, held: _Held, request: ApprovalRequest) -> None:
         """"Approve for N": a ``ttl`` grant, never longer than every approver asked for nor
-        than the rule's ``max_grant``, bound to the rule, its settings and the human. (Not
-        under signed assurance: a grant row proves nothing there.)"""
+        than the rule's ``max_grant``, bound to the rule, its settings and the human. (Under
+        signed assurance a grant row proves nothing: see :meth:`_signed_ttl_grant`.)"""
         assert held.binding is not None and held.approval is not None
         if self._signed(held):
             return
