@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from agentguard import Guard, load_policy
 from agentguard.approvals import cast_vote
 from agentguard.audit import MemoryAuditLog
 from agentguard.store import SQLiteStore
+from agentguard.store.base import Store
 from agentguard.trust import generate_key
 from agentguard.trust.keys import public_key_text
 from agentguard.types import CallContext, Grant, Principal, ToolCall
 from tests.adversarial.test_signed_votes import Mailbox
+from tests.pg_support import fresh_schema, reachable_dsn
 
 pytestmark = pytest.mark.anyio
 
@@ -49,17 +52,31 @@ class Clock:
         return time.time() + self.offset
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> dict[str, Any]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The guard on SQLite and on PostgreSQL (the grant row, receipts included, round-trips
+    through each store)."""
+    if request.param == "sqlite":
+        yield _world(tmp_path, SQLiteStore(tmp_path / "s.db"), "sqlite")
+        return
+    request.applymarker(pytest.mark.postgres)
+    from agentguard.store.postgres import PostgresStore
+
+    dsn = reachable_dsn()
+    with fresh_schema(dsn) as schema:
+        yield _world(tmp_path, PostgresStore(dsn, schema=schema), "postgres")
+
+
+def _world(tmp_path: Path, store: Store, kind: str) -> dict[str, Any]:
     keys = {who: generate_key(tmp_path / "keys" / f"{who}.key") for who in ("dave", "erin")}
     trust = {"version": 1, "approvers": [
         {"id": who, "keys": [public_key_text(k.public_key())]} for who, k in keys.items()]}
     (tmp_path / "trust.yaml").write_text(yaml.safe_dump(trust))
     (tmp_path / "policy.yaml").write_text(POLICY)
     audit, clock = MemoryAuditLog(), Clock()
-    guard = Guard(load_policy(tmp_path / "policy.yaml"), store=SQLiteStore(tmp_path / "s.db"),
+    guard = Guard(load_policy(tmp_path / "policy.yaml"), store=store,
                   audit=audit, channels=[Mailbox()], clock=clock)
-    return {"keys": keys, "guard": guard, "audit": audit, "clock": clock}
+    return {"keys": keys, "guard": guard, "audit": audit, "clock": clock, "kind": kind}
 
 
 def call(tool: str = "rotate_credentials", account: str = "root",
@@ -196,11 +213,11 @@ async def test_a_grant_from_once_only_votes_pasted_into_a_row_covers_nothing(
     assert (await guard.authorize(call(account="other"), wait=0)).outcome == "pending"
 
 
-async def test_approve_for_15m_on_the_cli_with_each_approvers_key(
-    setup: dict[str, Any], tmp_path: Path,
-) -> None:
+async def test_approve_for_15m_on_the_cli_with_each_approvers_key(tmp_path: Path) -> None:
     """The real CLI, each approver with their own key: `approvals approve ID --for 15m`."""
     import anyio
+
+    setup = _world(tmp_path, SQLiteStore(tmp_path / "s.db"), "sqlite")
 
     from tests.adversarial.helpers import cli
 
