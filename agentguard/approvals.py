@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from agentguard.audit.base import AuditSink
 from agentguard.errors import ConflictError
 from agentguard.store.base import Store
-from agentguard.types import ApprovalRequest, ApprovalVote
+from agentguard.types import ApprovalRequest, ApprovalVote, ToolCall
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,9 +22,67 @@ __all__ = [
     "hashed_call_fields",
     "redacted_view",
     "request_event",
+    "shown_call",
+    "shown_hash",
+    "shown_view",
 ]
 
 _HASHED = ("server", "tool", "tool_definition_hash", "args", "principal", "session_id")
+_SHOWN_CONTEXT = ("acting_for", "source_ip", "extra")
+
+
+def shown_call(call: ToolCall, redact: tuple[str, ...]) -> dict[str, Any]:
+    """What the store keeps of ``call`` for approvers, and they are shown: the fields the
+    call hash covers with the policy's ``redact`` paths masked, and the call's context.
+
+    The guard stores exactly this (plus ids) and can rebuild it from the real call at any
+    time, so it knows the :func:`shown_hash` an honest approver's vote must name.
+    """
+    from dataclasses import replace
+
+    from agentguard.audit.redact import mask_paths
+    from agentguard.canonical import call_to_dict
+
+    masked = replace(call, args=mask_paths(call.args, redact))
+    return call_to_dict(masked) | {"context": {
+        "source_ip": call.context.source_ip, "acting_for": call.context.acting_for,
+        "extra": dict(call.context.extra)}}
+
+
+def shown_view(request: ApprovalRequest) -> dict[str, Any]:
+    """What an approver's tool displays of a stored request and a vote names: the stored
+    call, and the class and labels it was held under (see :func:`shown_hash`)."""
+    return {"call": request.call, "privilege": request.privilege,
+            "labels": list(request.labels)}
+
+
+def shown_hash(view: Mapping[str, Any]) -> str | None:
+    """SHA-256 (hex) of a held call as an approver is shown it, or None if malformed.
+
+    ``view`` is :func:`shown_view` of the stored request (or, in the guard, the same built
+    from the real call: :func:`shown_call`). Covers the call-hash fields as stored (redacted
+    values masked: no one outside the guard holds the real ones), the context an approver
+    reads (acting for, source, extra), and the class and labels. An approver's tool computes
+    it from the very request it displayed and signs it in the
+    :class:`~agentguard.trust.VoteStatement`; the guard counts no vote naming another. So a
+    call the agent rewrote in the store, redacted or not, gets no vote that counts.
+    """
+    import json
+
+    from agentguard.canonical import CanonicalizationError, canonical_bytes, sha256_hex
+
+    try:
+        call, context = view["call"], view["call"]["context"]
+        if not isinstance(context, Mapping):
+            return None
+        fields = hashed_call_fields(call) | {
+            "context": {k: context.get(k) for k in _SHOWN_CONTEXT},
+            "privilege": view["privilege"], "labels": view["labels"]}
+        # The form a store hands back (JSON), so both sides hash the same data.
+        plain = json.loads(json.dumps(fields, allow_nan=False))
+        return sha256_hex(canonical_bytes(plain))
+    except (KeyError, TypeError, ValueError, CanonicalizationError):
+        return None
 
 
 def hashed_call_fields(call: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,10 +129,12 @@ def call_hash_problem(request: ApprovalRequest) -> str | None:
 
 
 def redacted_view(request: ApprovalRequest) -> str | None:
-    """A warning when the stored call has arguments the policy redacts, or None.
+    """A note when the stored call has arguments the policy redacts, or None.
 
-    The hash covers the real values, which the store never holds, so nobody outside the
-    guard can check such a call against its hash (a known gap: see docs/security.md).
+    The call hash covers the real values, which the store never holds, so nobody outside the
+    guard can check such a call against it. A signed vote names the :func:`shown_hash` of
+    what its approver read, which the guard checks against the call it holds: a rewritten
+    call gets no vote that counts under ``assurance: signed``.
     """
     from agentguard.audit.redact import POLICY_MARK
 
@@ -89,8 +149,12 @@ def redacted_view(request: ApprovalRequest) -> str | None:
 
     if not marked(request.call.get("args")):
         return None
+    if request.approval.assurance == "signed":
+        return ("some arguments are redacted by policy; the guard checks that your signed "
+                "vote names exactly the call shown here, so a rewritten call gets no vote")
     return ("some arguments are redacted by policy, so the rest of this call cannot be "
-            "checked against its call hash here; decide it only if you trust this store")
+            "checked against its call hash here; decide it only if you trust this store "
+            "(rules with `assurance: signed` check it)")
 
 
 def request_event(request: ApprovalRequest, event_type: str, **extra: Any) -> dict[str, Any]:
@@ -119,6 +183,7 @@ async def cast_vote(
     approve: bool, channel: str, reason: str = "", grant_ttl: float = 0.0,
     now: float | None = None, edited_args: Mapping[str, Any] | None = None,
     key: Ed25519PrivateKey | None = None, receipt: Mapping[str, Any] | None = None,
+    shown: str | None = None,
 ) -> tuple[ApprovalRequest | None, str | None]:
     """Check the approver and the stored call, then record their vote atomically.
 
@@ -133,6 +198,11 @@ async def cast_vote(
     signature against the trust file before it counts the vote. A channel that obtained the
     proof elsewhere (a passkey assertion made in the approver's browser) passes it as
     ``receipt`` instead; the guard verifies it the same way.
+
+    ``shown`` is the :func:`shown_hash` of the request the approver's tool displayed (a prefix
+    of at least 12 hex digits will do when a person typed it): an approval is refused if
+    the stored call no longer hashes to it (it changed after the approver read it).
+    Without it, the stored call as read now is what a signature names.
 
     Returns:
         (request after the vote, None) when counted, or (request or None, problem) when the
@@ -154,6 +224,14 @@ async def cast_vote(
         audit.append(request_event(request, "vote.rejected", approver=approver,
                                    channel=channel, detail=problem))
         return request, problem
+    seen = shown_hash(shown_view(request))
+    if approve and shown is not None and (
+            seen is None or len(shown) < 12 or not seen.startswith(shown)):
+        problem = ("the stored call changed since it was shown to you (or the hash given "
+                   "is not the one shown): read it again before deciding")
+        audit.append(request_event(request, "vote.rejected", approver=approver,
+                                   channel=channel, detail=problem))
+        return request, problem
     if edited_args is not None and (approve or not isinstance(edited_args, Mapping)):
         return request, "an edit is a deny of this call with proposed arguments (an object)"
     if grant_ttl > request.approval.max_grant:
@@ -164,10 +242,13 @@ async def cast_vote(
     if key is not None:
         from agentguard.trust import VoteStatement, sign
 
+        if seen is None:
+            return request, "the stored call is malformed: it cannot be signed"
+
         statement = VoteStatement.for_vote(
             request_id=request.id, call_hash=request.call_hash, rule_id=request.rule_id,
             settings_hash=request.settings_hash, approve=approve, approver=approver, at=at,
-            grant_ttl=grant_ttl, reason=reason)
+            shown_hash=seen, grant_ttl=grant_ttl, reason=reason)
         receipt = sign(statement, key).to_dict()
     elif receipt is not None:
         receipt = dict(receipt)

@@ -24,9 +24,9 @@ import anyio
 from agentguard._events import args_size, call_event
 from agentguard._humans import OnWait, Verdict, wait_for_verdict
 from agentguard._stepup import reauthenticate
-from agentguard.approvals import cast_vote
+from agentguard.approvals import cast_vote, shown_call, shown_hash
 from agentguard.audit.base import AuditSink
-from agentguard.canonical import CanonicalizationError, call_hash, call_to_dict, freeze
+from agentguard.canonical import CanonicalizationError, call_hash, freeze
 from agentguard.channels.base import ApprovalChannel, ChannelAnswer
 from agentguard.engine import evaluate, signals_needed
 from agentguard.errors import AgentGuardError, ArgumentValidationError, UsageError
@@ -405,8 +405,9 @@ class Guard:
         grant: Grant | None = None
         request: ApprovalRequest | None = None
         receipts: tuple[dict[str, Any], ...] = ()
-        # A grant row is the agent's to write; under signed assurance only signed votes on
-        # this very request count, so grants are neither used nor made (see _grant_once).
+        signers: tuple[str, ...] = ()
+        # A grant row is the agent's to write; under signed assurance only a grant carrying
+        # the signed votes that made it, verified again now, covers anything (_signed_grant).
         if held.binding is not None and not self._signed(held):
             if not attempt.claim and await self._grant_covers(held):
                 # Approved ahead, and a grant already covers it: nothing to ask, and the
@@ -414,10 +415,19 @@ class Guard:
                 return Authorization(call, decision, "approved",
                                      f"a grant covers this call: {decision.reason}")
             grant = await self.store.use_grant(held.binding.query(digest), now=self.clock())
+        elif held.binding is not None:
+            found = await self._signed_grant(held)
+            if found is not None and not attempt.claim:
+                return Authorization(call, decision, "approved",
+                                     f"a signed grant covers this call: {decision.reason}")
+            if found is not None:
+                grant, signers = found
         if grant is not None:
             self._append(call, decision, "grant.used", grant_id=grant.id, scope=grant.scope,
-                         granted_by=grant.granted_by, call_hash=digest)
-            approvers = tuple(grant.granted_by.split(","))
+                         granted_by=grant.granted_by, call_hash=digest,
+                         **({"grant_receipts": list(grant.receipts),
+                             "grant_shown": grant.shown} if signers else {}))
+            approvers = signers or tuple(grant.granted_by.split(","))
         elif held.approval is not None:
             found = await self._request_for(held, attempt)
             if isinstance(found, Authorization):
@@ -465,13 +475,18 @@ class Guard:
                                      request.id)
             if not attempt.claim:
                 return await self._grant_once(held, request, approvers)
-            await self._maybe_grant(held, request)
+            if self._signed(held):
+                await self._signed_ttl_grant(held, request, receipts)
+            else:
+                await self._maybe_grant(held, request)
         request_id = request.id if request is not None else None
+        signed_grant = ({"grant_receipts": list(grant.receipts), "grant_shown": grant.shown}
+                        if grant is not None and signers else {})
         self._append(call, decision, "call.executed", outcome="approved",
                      request_id=request_id, grant_id=grant.id if grant else None,
                      call_hash=digest, approvers=list(approvers),
                      waited_ms=round((self.clock() - attempt.started) * 1000, 1),
-                     **({"receipts": list(receipts)} if receipts else {}))
+                     **({"receipts": list(receipts)} if receipts else {}), **signed_grant)
         who = ", ".join(approvers) or "fresh re-authentication"
         return Authorization(call, decision, "approved", f"approved by {who}: {decision.reason}",
                              request_id, approvers)
@@ -493,11 +508,14 @@ class Guard:
         if anchors is None:  # the policy loader requires a trust file for signed rules
             problems: tuple[str, ...] = ("no trust file is configured",)
         else:
+            # What approvers were shown, rebuilt from the real call (never the store's copy):
+            # a vote on a rewritten call, redacted arguments or not, names another hash.
+            shown = shown_hash(_shown_view(held)) or "unshowable"
             settled = settle_signed(
                 stored, request_id=request.id, call_hash=held.digest,
                 rule_id=held.decision.rule_id, settings_hash=held.binding.settings_hash,
                 approval=held.approval, principal=held.call.principal.id,
-                acting_for=held.call.context.acting_for, anchors=anchors)
+                acting_for=held.call.context.acting_for, anchors=anchors, shown_hash=shown)
             if settled.approved:
                 return settled.approvers, settled.receipts
             problems = settled.problems
@@ -509,6 +527,56 @@ class Guard:
             held.call, held.decision, "denied",
             f"the store says approved, but the rule needs signed votes and they do not "
             f"meet the quorum ({why})", request.id)
+
+    async def _signed_grant(self, held: _Held) -> tuple[Grant, tuple[str, ...]] | None:
+        """A grant covering ``held`` under signed assurance, with the approvers whose
+        signatures it carries: only grants whose receipts verify again now, against the trust
+        file and the rule the guard holds (:func:`agentguard._signed.verify_grant`)."""
+        from agentguard._signed import verify_grant
+        from agentguard.store._rules import grant_covers
+
+        anchors = self.policy.trust
+        assert held.binding is not None and held.approval is not None
+        if anchors is None or held.approval.max_grant <= 0:
+            return None
+        now = self.clock()
+        query = held.binding.query(held.digest)
+        for grant in await self.store.list_grants(now):
+            if not grant.receipts or not grant_covers(grant, query, now):
+                continue  # the row's own fields only narrow the search; signatures decide
+            checked = verify_grant(
+                grant, held.call, rank=held.decision.classification.rank,
+                rank_of=self.policy.classifier.rank, rule_id=held.decision.rule_id,
+                settings_hash=held.binding.settings_hash, approval=held.approval,
+                anchors=anchors, now=now)
+            if not isinstance(checked, str):
+                return grant, checked
+        return None
+
+    async def _signed_ttl_grant(
+        self, held: _Held, request: ApprovalRequest, receipts: tuple[dict[str, Any], ...],
+    ) -> None:
+        """"Approve for N" by signed votes: a grant carrying those votes and the view they
+        name, so the guard can verify it again each time it is used."""
+        from agentguard.trust.verify import receipt_from_dict
+
+        assert held.binding is not None and held.approval is not None
+        statements = [receipt_from_dict(r).statement for r in receipts]
+        ttl = min((s.grant_ttl for s in statements), default=0.0)
+        ttl = min(ttl, held.approval.max_grant)
+        if ttl <= 0 or not statements:
+            return
+        until = min(s.at + min(s.grant_ttl, held.approval.max_grant) for s in statements)
+        grant = replace(self._grant(held, request, [], scope="ttl", ttl=0.0),
+                        expires_at=until, granted_by=",".join(
+                            s.approver for s in statements),
+                        receipts=tuple(receipts), shown=_shown_view(held))
+        if until <= self.clock():
+            return
+        await self.store.add_grant(grant)
+        self._append(held.call, held.decision, "grant.created", grant_id=grant.id,
+                     scope="ttl", expires_at=grant.expires_at, granted_by=grant.granted_by,
+                     signed=True)
 
     def _approved_ahead(
         self, held: _Held, request: ApprovalRequest, approvers: tuple[str, ...],
@@ -532,13 +600,7 @@ class Guard:
         now = self.clock()
         # What the store keeps and channels show: the call with the policy's redact paths
         # masked (the hash is over the real call, which only this process holds).
-        redacted = replace(call, args=_masked(call.args, held.redact))
-        call_data = call_to_dict(redacted) | {
-            "call_id": call.id, "origin": call.origin,
-            "context": {"source_ip": call.context.source_ip,
-                        "acting_for": call.context.acting_for,
-                        "extra": dict(call.context.extra)},
-        }
+        call_data = shown_call(call, held.redact) | {"call_id": call.id, "origin": call.origin}
         if durable:  # raised by a caller that may not wait for the verdict
             call_data["durable"] = True
             call_data["hold_window"] = window  # how long that caller waited (heard it?)
@@ -750,8 +812,8 @@ class Guard:
 
     async def _maybe_grant(self, held: _Held, request: ApprovalRequest) -> None:
         """"Approve for N": a ``ttl`` grant, never longer than every approver asked for nor
-        than the rule's ``max_grant``, bound to the rule, its settings and the human. (Not
-        under signed assurance: a grant row proves nothing there.)"""
+        than the rule's ``max_grant``, bound to the rule, its settings and the human. (Under
+        signed assurance a grant row proves nothing: see :meth:`_signed_ttl_grant`.)"""
         assert held.binding is not None and held.approval is not None
         if self._signed(held):
             return
@@ -813,6 +875,14 @@ class Guard:
                 continue
             out.append(ch)
         return out
+
+
+def _shown_view(held: _Held) -> dict[str, Any]:
+    """What approvers were shown of ``held`` (:func:`agentguard.approvals.shown_view`),
+    rebuilt from the real call and its classification, never read from the store."""
+    c = held.decision.classification
+    return {"call": shown_call(held.call, held.redact), "privilege": c.privilege,
+            "labels": sorted(c.labels)}
 
 
 def _masked(args: Mapping[str, Any], paths: tuple[str, ...]) -> Any:

@@ -440,6 +440,12 @@ class Grant:
             (:func:`agentguard.grants.settings_hash`).
         acting_for: The human the principal acted for (``None``: nobody).
         request_id: The approval request the grant came from.
+        receipts: Under ``assurance: signed``, the signed votes that made it ("approve for
+            N"): the guard uses such a grant only after verifying them again
+            (:func:`agentguard._signed.verify_grant`), and never a signed rule's grant
+            without them.
+        shown: With ``receipts``: the held call as its approvers were shown it
+            (:func:`agentguard.approvals.shown_view`), whose hash the receipts name.
     """
 
     id: str
@@ -459,6 +465,8 @@ class Grant:
     settings_hash: str = ""
     acting_for: str | None = None
     request_id: str | None = None
+    receipts: tuple[dict[str, Any], ...] = ()
+    shown: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

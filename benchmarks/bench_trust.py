@@ -7,6 +7,8 @@
    ``VoteStatement.to_bytes`` (canonical JSON) alone.
 4. ``verify_vote`` of a passkey vote (a WebAuthn ES256 assertion over the statement digest,
    checked by py_webauthn) against 3 and 1,000 approvers with one passkey each.
+5. ``verify_grant`` of a signed "approve for 15m" grant of a 2-of-N rule (two receipts, the
+   shown view hashed once): what a call a signed grant covers costs the guard.
 
 Run: python benchmarks/bench_trust.py
 """
@@ -38,7 +40,8 @@ def best_us(fn, number: int = 2_000, repeat: int = 7) -> float:
 
 def main() -> None:
     h = hashlib.sha256(b"call").hexdigest()
-    terms = {"request_id": "req_1", "call_hash": h, "rule_id": "prod", "settings_hash": h}
+    terms = {"request_id": "req_1", "call_hash": h, "rule_id": "prod", "settings_hash": h,
+             "shown_hash": h}
     people = [Ed25519PrivateKey.generate() for _ in range(1000)]
 
     def anchors(n: int) -> TrustAnchors:
@@ -79,11 +82,46 @@ def main() -> None:
         ("floor: Ed25519 verify alone", best_us(lambda: public.verify(sig, data))),
         ("floor: statement to_bytes alone", best_us(vote.statement.to_bytes)),
     ]
+    rows.append(("verify_grant, 2 receipts (quorum 2)", _grant_case(people, small)))
     for name, us in rows:
         print(f"{name:40s} {us:8.1f} µs")
     worst = max(us for name, us in rows if name.startswith("verify_vote"))
     print(f"verify_vote worst {worst:.1f} µs: {'meets' if worst < 1000 else 'MISSES'} "
           "the 1 ms target")
+
+
+def _grant_case(people: list[Ed25519PrivateKey], anchors: TrustAnchors) -> float:
+    import time
+
+    from agentguard._signed import verify_grant
+    from agentguard.approvals import shown_hash
+    from agentguard.types import ApprovalSpec, CallContext, Grant, Principal, ToolCall
+
+    call = ToolCall(tool="rotate", args={"account": "root"}, principal=Principal("agent:ops"),
+                    context=CallContext(acting_for="mallory"))
+    view = {"call": {"server": call.server, "tool": "rotate", "tool_definition_hash": None,
+                     "args": {"account": "root"}, "principal": "agent:ops", "session_id": None,
+                     "context": {"acting_for": "mallory", "source_ip": None, "extra": {}}},
+            "privilege": "privileged", "labels": []}
+    h = hashlib.sha256(b"settings").hexdigest()
+    shown = shown_hash(view)
+    assert shown is not None
+    receipts = tuple(sign(VoteStatement.for_vote(
+        request_id="req_1", call_hash=h, rule_id="prod", settings_hash=h, approve=True,
+        approver=f"p{i}", at=time.time(), shown_hash=shown, grant_ttl=900.0),
+        people[i]).to_dict() for i in range(2))
+    grant = Grant(id="g", scope="ttl", principal="agent:ops", server=call.server,
+                  tool="rotate", max_rank=1, expires_at=time.time() + 900, granted_by="p0,p1",
+                  receipts=receipts, shown=view)
+    approval = ApprovalSpec(approvers=("p0", "p1", "p2"), quorum=2, max_grant=3600)
+
+    def check() -> object:
+        return verify_grant(grant, call, rank=1, rank_of={"privileged": 1}, rule_id="prod",
+                            settings_hash=h, approval=approval, anchors=anchors,
+                            now=time.time())
+
+    assert not isinstance(check(), str), check()
+    return best_us(check, number=500)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ def _check_one(record: Mapping[str, Any], anchors: TrustAnchors, allow_unsigned:
     approvers = _names(record.get("approvers"))
     if approvers is None:
         return [("receipt_mismatch", "the record's approvers are not a list of names", "error")]
+    if record.get("grant_receipts") is not None:
+        return _check_grant(record, approvers, anchors)
     receipts = record.get("receipts")
     if receipts is None:
         if not approvers:
@@ -88,6 +90,45 @@ def _check_one(record: Mapping[str, Any], anchors: TrustAnchors, allow_unsigned:
     if not out and (named != set(proven) or len(proven) != len(set(proven))):
         out.append(("receipt_mismatch", f"the record names approvers {sorted(named)}; its "
                     f"receipts prove {sorted(proven)}", "error"))
+    return out
+
+
+def _check_grant(record: Mapping[str, Any], approvers: list[str], anchors: TrustAnchors,
+                 ) -> list[tuple[str, str, str]]:
+    """A call a signed grant covered: the grant's receipts name the request that made it and
+    the view its approvers were shown (``grant_shown``), of this record's principal."""
+    from agentguard.approvals import shown_hash
+
+    view = record.get("grant_shown")
+    shown = shown_hash(view) if isinstance(view, Mapping) else None
+    receipts = record.get("grant_receipts")
+    if shown is None or not isinstance(receipts, list) or not receipts:
+        return [("receipt_invalid", "a signed grant's receipts or view are missing", "error")]
+    assert isinstance(view, Mapping)
+    if view["call"].get("principal") != record.get("principal"):
+        return [("receipt_mismatch", "the grant's approvers were shown another caller",
+                 "error")]
+    out: list[tuple[str, str, str]] = []
+    proven: list[str] = []
+    for i, data in enumerate(receipts):
+        try:
+            signed = receipt_from_dict(data)
+        except Exception as exc:  # the log is the agent's to write: anything may be there
+            out.append(("receipt_invalid", f"grant receipt {i} is unreadable ({exc})", "error"))
+            continue
+        st = signed.statement
+        result = verify_vote(signed, request_id=st.request_id, call_hash=st.call_hash,
+                             rule_id=record.get("rule_id"), settings_hash=st.settings_hash,
+                             anchors=anchors, shown_hash=shown)
+        if isinstance(result, str):
+            out.append(("receipt_invalid", f"grant receipt {i}: {result}", "error"))
+        elif not result.approve or result.grant_ttl <= 0:
+            out.append(("receipt_mismatch", f"grant receipt {i} grants nothing", "error"))
+        else:
+            proven.append(result.identity)
+    if not out and set(approvers) != set(proven):
+        out.append(("receipt_mismatch", f"the record names approvers {sorted(approvers)}; "
+                    f"its grant's receipts prove {sorted(proven)}", "error"))
     return out
 
 

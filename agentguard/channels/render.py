@@ -108,8 +108,7 @@ def _requirement(spec: ApprovalSpec, reauth: ReauthSpec | None) -> str:
 
 
 def _grants(spec: ApprovalSpec) -> str:
-    # The guard makes no grant from signed votes (a grant row in the store proves nothing).
-    if spec.max_grant > 0 and spec.assurance != "signed":
+    if spec.max_grant > 0:
         return f"this call only, or approve for up to {format_duration(spec.max_grant)}"
     return "this call only (single use)"
 

@@ -120,6 +120,15 @@ def show(
         page_whole_call(request)
     else:
         typer.echo(render_request(request, full_hint=_full_hint(request.id)))
+    if not as_json:
+        from agentguard.approvals import shown_hash, shown_view
+
+        seen = shown_hash(shown_view(request))
+        if seen is not None:
+            # What a signed vote names: approving with --shown refuses if the call changes
+            # between this view and the vote.
+            typer.echo(f"shown as {seen[:16]} (approve exactly this view: agentguard approvals"
+                       f" approve {request.id} --shown {seen[:16]})")
 
 
 def _counted(verb: str, identity: str, request: ApprovalRequest) -> str:
@@ -146,7 +155,7 @@ def _signing_key():
 
 def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
           as_: str | None, reason: str, grant_ttl: float,
-          edited_args: dict | None = None) -> None:
+          edited_args: dict | None = None, shown: str | None = None) -> None:
     from agentguard.approvals import cast_vote
 
     _checked(request_id)
@@ -157,7 +166,8 @@ def _vote(request_id: str, approve: bool, store: str | None, audit: str | None,
     async def go(s):
         return await cast_vote(store=s, audit=sink, request_id=request_id, approver=identity,
                                approve=approve, channel="cli", reason=reason,
-                               grant_ttl=grant_ttl, edited_args=edited_args, key=key)
+                               grant_ttl=grant_ttl, edited_args=edited_args, key=key,
+                               shown=shown)
 
     request, problem = run_with_store(store_url(store), go)
     if problem is not None:
@@ -173,6 +183,8 @@ def approve(
     for_: Annotated[str | None, typer.Option("--for", help="Also allow the same tool for this "
                     "long (e.g. 15m), if the rule permits.")] = None,
     store: StoreOpt = None, audit: AuditOpt = None, as_: AsOpt = None,
+    shown: Annotated[str | None, typer.Option("--shown", help="The 'shown as' hash `show` "
+                     "printed: refuse if the stored call changed since you read it.")] = None,
 ) -> None:
     """Approve a held call (the exact call shown by `show`, nothing else)."""
     from agentguard.durations import parse_duration
@@ -181,7 +193,7 @@ def approve(
         ttl = parse_duration(for_) if for_ else 0.0
     except ValueError as exc:
         raise fail(f"--for: {exc}") from exc
-    _vote(request_id, True, store, audit, as_, "", ttl)
+    _vote(request_id, True, store, audit, as_, "", ttl, shown=shown)
 
 
 @app.command()
@@ -262,7 +274,7 @@ async def _answer_one(
     store: Store, sink: AuditSink, request: ApprovalRequest, identity: str, key: Any = None,
 ) -> None:
     """Show one request and ask until it is decided here or skipped."""
-    from agentguard.approvals import cast_vote
+    from agentguard.approvals import cast_vote, shown_hash, shown_view
     from agentguard.channels.answers import AnswerRejected, parse_answer, wants_full_view
     from agentguard.channels.render import arguments_truncated, render_request
 
@@ -289,7 +301,7 @@ async def _answer_one(
         settled, problem = await cast_vote(
             store=store, audit=sink, request_id=request.id, approver=identity,
             approve=answer.approve, channel="cli", reason=answer.reason,
-            grant_ttl=answer.grant_ttl, key=key)
+            grant_ttl=answer.grant_ttl, key=key, shown=shown_hash(shown_view(request)))
         if problem is not None or settled is None:
             typer.echo(f"not recorded: {problem}")
         else:

@@ -54,6 +54,11 @@ def proxy_command(
         "/agentguard/reauth/TOKEN here. Needs --listen. Default: http://HOST:PORT of --listen "
         "(127.0.0.1 for 0.0.0.0 or ::). Use https:// beyond loopback: over http:// the codes "
         "travel in clear.")] = None,
+    passkey_page: Annotated[str | None, typer.Option(
+        "--passkey-page", metavar="URL",
+        help="Origin of `agentguard serve --web`: rules with reauth: {method: passkey} send "
+        "the human to URL/stepup/REQUEST (a URL-mode elicitation where the rule names "
+        "mcp-elicitation). Needs trust: in the policy.")] = None,
     trusted_proxy: Annotated[list[str] | None, typer.Option(
         "--trusted-proxy", metavar="ADDR",
         help="IP or CIDR of a reverse proxy whose X-Forwarded-For names the caller "
@@ -110,7 +115,8 @@ def proxy_command(
     try:
         data = (load_config(config) if config else ProxyConfig()).model_dump()
         data |= {k: v for k, v in (("policy", policy), ("store", store), ("audit", audit),
-                                   ("listen", listen), ("public_url", public_url))
+                                   ("listen", listen), ("public_url", public_url),
+                                   ("passkey_page", passkey_page))
                  if v is not None}
         if answer_held_after is not None:
             data["answer_held_after"] = answer_held_after or None

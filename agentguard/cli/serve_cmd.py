@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -66,6 +67,7 @@ async def _run(
     audit_file: str | None, slack_config: str | None, webhook_prefix: str,
     service_key: str | None = None, web: bool = False, trust: str | None = None,
     origin: str | None = None, rp_id: str | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> None:
     import anyio
 
@@ -110,6 +112,8 @@ async def _run(
             routes += _web_routes(state, sink, trust, origin, rp_id, port)
 
         async with anyio.create_task_group() as tg:
+            if key is not None and checkpoints is not None and checkpoints.every > 0:
+                tg.start_soon(checkpoint_loop, checkpoints, key)
             if listener is not None:
                 await listener.__aenter__()
                 tg.start_soon(_close_on_cancel, listener)
@@ -120,6 +124,48 @@ async def _run(
     finally:
         await state.close()
         sink.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoints:
+    """Signed checkpoints serve writes itself (see :func:`checkpoint_loop`).
+
+    Attributes:
+        log: The audit log to checkpoint (the agents' guards write it).
+        every: Seconds between checkpoints (0: none).
+        out: File the checkpoints are also appended to (serve's own, where the agent cannot
+            write); None: only into the log.
+        into_log: Also append an ``audit.checkpoint`` record to the log.
+    """
+
+    log: str
+    every: float
+    out: str | None
+    into_log: bool = True
+
+
+async def checkpoint_loop(checkpoints: Checkpoints, key: Any) -> None:
+    """Sign a checkpoint of the log now and then every ``checkpoints.every`` seconds, with
+    :func:`agentguard.audit.checkpoint.write_checkpoint` (what ``audit checkpoint`` runs).
+
+    A log that does not verify (or cannot be read) is not signed: serve says so and tries
+    again next time, and keeps answering votes meanwhile.
+    """
+    import anyio
+
+    from agentguard.audit.checkpoint import write_checkpoint
+    from agentguard.errors import AgentGuardError
+
+    while True:
+        try:
+            signed = await anyio.to_thread.run_sync(lambda: write_checkpoint(
+                checkpoints.log, key, into_log=checkpoints.into_log, out=checkpoints.out))
+        except (AgentGuardError, OSError) as exc:
+            _say(f"warning: no checkpoint of {checkpoints.log}: {exc}")
+        else:
+            c = signed.checkpoint
+            _say(f"checkpoint {c.seq}:{c.hash[:16]} of {checkpoints.log} signed")
+        await anyio.sleep(checkpoints.every)
 
 
 def _web_routes(state: Any, sink: Any, trust: str | None, origin: str | None,
@@ -242,20 +288,41 @@ def serve(
     rp_id: Annotated[str | None, typer.Option(
         "--rp-id", help="WebAuthn relying party id (default: the origin's host name).")]
     = None,
+    checkpoint_every: Annotated[str, typer.Option(
+        "--checkpoint-every", metavar="DURATION", help="With --service-key, sign a "
+        "checkpoint of the audit log this often (as `agentguard audit checkpoint` does); "
+        "0 turns it off.")] = "1h",
+    checkpoint_log: Annotated[str | None, typer.Option(
+        "--checkpoint-log", help="The audit log to checkpoint (default: --audit's; the "
+        "agents' guards write it, serve's user needs read and append access).")] = None,
+    checkpoint_out: Annotated[str | None, typer.Option(
+        "--checkpoint-out", help="Also append each checkpoint to this file, where the agent "
+        "cannot write (default: checkpoints.jsonl under $AGENTGUARD_HOME of serve's user).")]
+    = None,
 ) -> None:
     """Answer held calls from Slack, a webhook and/or the web page; votes go to the shared
     store."""
     import anyio
 
+    from agentguard.durations import parse_duration
+    from agentguard.settings import default_home
+
     if not (slack or socket_mode or webhook or web):
         raise fail("choose at least one of --slack, --socket-mode, --webhook, --web")
+    try:
+        every = parse_duration(checkpoint_every)
+    except ValueError as exc:
+        raise fail(f"--checkpoint-every: {exc}") from exc
+    checkpoints = Checkpoints(
+        log=str(audit_path(checkpoint_log or audit)), every=every,
+        out=checkpoint_out or str(default_home() / "checkpoints.jsonl"))
     _logging()
     try:
         anyio.run(lambda: _run(
             slack=slack, socket_mode=socket_mode, webhook=webhook, host=host, port=port,
             store=store_url(store), audit_file=audit, slack_config=slack_config,
             webhook_prefix=webhook_identity_prefix, service_key=service_key, web=web,
-            trust=trust, origin=origin, rp_id=rp_id))
+            trust=trust, origin=origin, rp_id=rp_id, checkpoints=checkpoints))
     except AgentGuardError as exc:
         raise fail(str(exc)) from exc
     except KeyboardInterrupt:

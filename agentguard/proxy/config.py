@@ -208,6 +208,11 @@ class ProxyConfig(_Model):
             call is made again. Below the common 60 s client timeout (the TypeScript SDK's,
             the MCP Inspector's, ``mcp`` 1.x Python clients'), so the client never gives up
             first. ``None`` (``0`` on the command line): wait for the verdict.
+        passkey_page: Origin of ``agentguard serve --web`` (its ``--origin``): rules with
+            ``reauth: {method: passkey}`` send the human to its ``/stepup/...`` page (as a
+            URL-mode elicitation where the client supports it and the rule names
+            ``mcp-elicitation``; the page's inbox lists it either way). Needs ``trust:`` in
+            the policy. Without it, passkey step-up fails closed here.
     """
 
     policy: str | None = None
@@ -222,6 +227,7 @@ class ProxyConfig(_Model):
     max_depth: int = Field(default=100, ge=8, le=900)
     oauth: OAuthConfig | None = None
     answer_held_after: float | None = Field(default=DEFAULT_ANSWER_HELD_AFTER, gt=0)
+    passkey_page: str | None = None
 
     @field_validator("servers", mode="before")
     @classmethod

@@ -102,9 +102,24 @@ def _build_guard(config: ProxyConfig) -> tuple[Guard, ReauthLinks | None]:
         from agentguard.oauth.stepup import OAuthReauthenticator
 
         reauthenticators["oauth"] = OAuthReauthenticator()
+    if config.passkey_page:
+        reauthenticators["passkey"] = _passkey(policy, store, config.passkey_page, links)
     terminal = TerminalChannel(store_url, audit_hint=str(audit_file))
     return Guard(policy, store=store, audit=audit, channels=[terminal],
                  reauthenticators=reauthenticators), links
+
+
+def _passkey(policy: Any, store: Any, page: str, links: ReauthLinks | None) -> Any:
+    """Passkey step-up through ``serve --web``'s page and the store: the link goes to the
+    client as a URL-mode elicitation (HTTP only), and the guard verifies the proof the page
+    leaves against the policy's trust file."""
+    from agentguard.reauth.passkey import PasskeyReauthenticator
+    from agentguard.reauth.passkey_mailbox import MailboxStepUp
+
+    if policy.trust is None:
+        raise ConfigError("--passkey-page needs `trust:` in the policy (the passkeys)")
+    return PasskeyReauthenticator(policy.trust, MailboxStepUp(
+        store, page, announce=links.offer_passkey if links else None))
 
 
 def _public_base(config: ProxyConfig) -> str:

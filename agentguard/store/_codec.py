@@ -122,4 +122,4 @@ def grant_to_dict(grant: Grant) -> dict[str, Any]:
 
 def grant_from_dict(data: Mapping[str, Any]) -> Grant:
     """Decode a :class:`Grant`."""
-    return _load(Grant, data)
+    return _load(Grant, data, ("receipts",))

@@ -1,12 +1,17 @@
 """What an approver signs: one vote on one held call, as unambiguous, domain-separated bytes.
 
 A signature is only worth the statement it covers. :class:`VoteStatement` names the request,
-the exact call (its hash), the rule and that rule's approval settings, the decision, the grant
-asked for, the time, the approver and (as a hash) the reason. :meth:`VoteStatement.to_bytes`
-is ``b"agentguard-vote-v1\\n"`` followed by RFC 8785 canonical JSON, so no other message of
+the exact call (its hash), what the approver was shown of it (its ``shown_hash``: the stored
+call with the policy's redactions, which is all an approver outside the guard can read), the
+rule and that rule's approval settings, the decision, the grant asked for, the time, the
+approver and (as a hash) the reason. :meth:`VoteStatement.to_bytes` is
+``b"agentguard-vote-v2\\n"`` followed by RFC 8785 canonical JSON, so no other message of
 agentguard or anyone else can be mistaken for a vote, and two different votes never share
-bytes. :meth:`VoteStatement.from_bytes` accepts exactly the bytes ``to_bytes`` makes (any other
-spelling of the same JSON is refused), so parsing and signing agree one to one.
+bytes. Statements without ``shown_hash`` are version 1 (``b"agentguard-vote-v1\\n"``, the
+bytes earlier releases signed): they still verify, so old receipts in an audit log stay
+checkable, but the guard no longer counts them. :meth:`VoteStatement.from_bytes` accepts
+exactly the bytes ``to_bytes`` makes (any other spelling of the same JSON is refused), so
+parsing and signing agree one to one.
 
 :class:`SignedVote` is the envelope that travels through the store (a mailbox): the statement,
 the id of the key that signed it and the signature. It proves nothing until
@@ -32,6 +37,7 @@ from agentguard.identity import canonical_identity
 
 __all__ = [
     "DOMAIN",
+    "DOMAIN_V1",
     "Decision",
     "SignedVote",
     "StatementError",
@@ -39,8 +45,10 @@ __all__ = [
     "reason_digest",
 ]
 
-DOMAIN = b"agentguard-vote-v1\n"
-"""Prefix of every vote statement: the purpose and version of the bytes being signed."""
+DOMAIN = b"agentguard-vote-v2\n"
+"""Prefix of a vote statement: the purpose and version of the bytes being signed."""
+DOMAIN_V1 = b"agentguard-vote-v1\n"
+"""Prefix of a version-1 statement (no ``shown_hash``): verifiable, no longer counted."""
 
 Decision = Literal["approve", "deny"]
 
@@ -86,6 +94,8 @@ class VoteStatement:
         at: Unix time (whole seconds) the approver signed.
         approver: Who signs, as :func:`agentguard.identity.canonical_identity` spells it.
         reason_hash: :func:`reason_digest` of the reason given (of ``""`` when none).
+        shown_hash: :func:`agentguard.approvals.shown_hash` of the call as the approver's
+            tool displayed it (redacted values masked); None only in version-1 statements.
 
     Raises:
         StatementError: a field has the wrong type or form (checked on construction).
@@ -100,6 +110,7 @@ class VoteStatement:
     at: int
     approver: str
     reason_hash: str
+    shown_hash: str | None = None
 
     def __post_init__(self) -> None:
         _text("request_id", self.request_id)
@@ -126,31 +137,44 @@ class VoteStatement:
                 f"approver must be a canonical identity "
                 f"({canonical_identity(self.approver)!r}, not {self.approver!r})")
         _hex64("reason_hash", self.reason_hash)
+        if self.shown_hash is not None:
+            _hex64("shown_hash", self.shown_hash)
 
     @classmethod
     def for_vote(
         cls, *, request_id: str, call_hash: str, rule_id: str | None, settings_hash: str,
-        approve: bool, approver: str, at: float, grant_ttl: float = 0.0, reason: str = "",
+        approve: bool, approver: str, at: float, shown_hash: str, grant_ttl: float = 0.0,
+        reason: str = "",
     ) -> VoteStatement:
         """A statement from the terms a channel speaks in (a bool, a free-text reason, an
         approver in any spelling, a float time)."""
         return cls(request_id=request_id, call_hash=call_hash, rule_id=rule_id,
                    settings_hash=settings_hash, decision="approve" if approve else "deny",
                    grant_ttl=float(grant_ttl), at=int(at),
-                   approver=canonical_identity(approver), reason_hash=reason_digest(reason))
+                   approver=canonical_identity(approver), reason_hash=reason_digest(reason),
+                   shown_hash=shown_hash)
 
     @property
     def approve(self) -> bool:
         """True for an approval, False for a deny."""
         return self.decision == "approve"
 
+    @property
+    def version(self) -> int:
+        """2, or 1 for a statement without ``shown_hash`` (made by an earlier release)."""
+        return 1 if self.shown_hash is None else 2
+
     def to_dict(self) -> dict[str, Any]:
-        """The fields as plain JSON data."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The fields as plain JSON data (a version-1 statement has no ``shown_hash``)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.shown_hash is None:
+            del data["shown_hash"]
+        return data
 
     def to_bytes(self) -> bytes:
-        """``DOMAIN`` + RFC 8785 canonical JSON of the fields: the bytes a key signs."""
-        return DOMAIN + canonical_bytes(self.to_dict())
+        """The version's domain + RFC 8785 canonical JSON of the fields: the bytes a key
+        signs."""
+        return (DOMAIN if self.version == 2 else DOMAIN_V1) + canonical_bytes(self.to_dict())
 
     def digest(self) -> bytes:
         """SHA-256 of :meth:`to_bytes` (32 bytes; the challenge of a WebAuthn assertion)."""
@@ -166,6 +190,8 @@ class VoteStatement:
         if not isinstance(data, Mapping):
             raise StatementError("a vote statement is a JSON object")
         names = {f.name for f in fields(cls)}
+        if "shown_hash" not in data:
+            names.discard("shown_hash")  # version 1
         if set(data) != names:
             missing, extra = sorted(names - set(data)), sorted(set(data) - names)
             raise StatementError(f"vote statement fields: missing {missing}, unknown {extra}")
@@ -179,7 +205,8 @@ class VoteStatement:
             StatementError: the bytes lack the domain prefix, are not strict JSON, do not
                 hold exactly the statement's fields, or are not the canonical spelling.
         """
-        if not isinstance(data, bytes | bytearray) or not data.startswith(DOMAIN):
+        if not isinstance(data, bytes | bytearray) or not (
+                data.startswith(DOMAIN) or data.startswith(DOMAIN_V1)):
             raise StatementError("not an agentguard vote statement (domain prefix missing)")
         try:
             statement = cls.from_dict(loads_strict(bytes(data[len(DOMAIN):])))

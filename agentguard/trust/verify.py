@@ -85,7 +85,7 @@ def _signature(text: object) -> bytes | None:
 def verify_vote(
     signed: SignedVote | PasskeyVote, *, request_id: str, call_hash: str, rule_id: str | None,
     settings_hash: str, anchors: TrustAnchors,
-    signed_between: tuple[float, float] | None = None,
+    signed_between: tuple[float, float] | None = None, shown_hash: str | None = None,
 ) -> VerifiedVote | str:
     """Check one signed vote for the request the guard is holding.
 
@@ -101,6 +101,12 @@ def verify_vote(
         anchors: The trust anchors (read from the file the policy names).
         signed_between: When given, ``(earliest, latest)`` unix times the statement's ``at``
             must lie within (e.g. the request's creation and expiry, with some clock skew).
+        shown_hash: When given (the guard always gives it), the hash of the call as the
+            guard stored it for approvers (:func:`agentguard.approvals.shown_hash`, computed
+            from the real call and the rule's redact paths): the statement must name exactly
+            it, so a vote on a call the store rewrote under its call hash does not count, and
+            neither does a version-1 statement (which names nothing shown). Without it (an
+            audit of old receipts) the statement's ``shown_hash`` is not checked.
 
     Returns:
         The verified vote, or a sentence saying why it does not count.
@@ -136,6 +142,12 @@ def verify_vote(
         return "the vote was signed under another rule"
     if statement.settings_hash != settings_hash:
         return "the vote was signed under other approval settings (the policy changed)"
+    if shown_hash is not None and statement.shown_hash is None:
+        return ("the vote does not name what its approver was shown (a version-1 statement "
+                "from an older approver tool)")
+    if shown_hash is not None and statement.shown_hash != shown_hash:
+        return ("the approver was shown another call than the one held (the stored call was "
+                "rewritten): the vote does not count")
     if signed_between is not None and not (
             signed_between[0] <= statement.at <= signed_between[1]):
         return "the vote was signed outside the request's lifetime"

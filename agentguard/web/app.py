@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentguard.approvals import call_hash_problem, cast_vote
+from agentguard.approvals import call_hash_problem, cast_vote, shown_hash, shown_view
 from agentguard.audit.base import AuditSink
 from agentguard.channels.render import REASON_LIMIT, denial_reason
 from agentguard.store.base import Store
@@ -161,7 +161,8 @@ class WebApproval:
             return self.views.page("error.html", who=who, message="no such request", status=404)
         return self.views.page("request.html", who=who, request=held, now=time.time(),
                                grants=grant_choices(held.approval),
-                               tampered=call_hash_problem(held))
+                               tampered=call_hash_problem(held),
+                               shown=shown_hash(shown_view(held)) or "")
 
     # ------------------------------------------------------------------ sign-in
     async def login_options(self, request: Any) -> Any:
@@ -241,10 +242,16 @@ class WebApproval:
         approver = self.anchors().approver(who)
         if approver is None or not approver.passkeys:
             raise _Refused("no passkey is enrolled for you", 403)
+        # The statement names the call this page displayed; if the store changed it since,
+        # the approver read something else: refuse rather than sign the new version.
+        shown = shown_hash(shown_view(held))
+        if shown is None or (approve and body.get("shown") != shown):
+            raise _Refused("the call changed since this page showed it: reload and read it "
+                           "again", 409)
         statement = VoteStatement.for_vote(
             request_id=held.id, call_hash=held.call_hash, rule_id=held.rule_id,
             settings_hash=held.settings_hash, approve=approve, approver=who, at=time.time(),
-            grant_ttl=float(grant) if approve else 0.0, reason=reason)
+            shown_hash=shown, grant_ttl=float(grant) if approve else 0.0, reason=reason)
         nonce = self.ceremonies.open("vote", statement.digest(), request_id=held.id,
                                      approver=who, statement=statement, reason=reason)
         return {"nonce": nonce, "statement": statement.to_dict(),

@@ -37,12 +37,11 @@ _PRESETS = (900.0, 3600.0, 4 * 3600.0, 86400.0)
 def grant_choices(approval: ApprovalSpec) -> list[tuple[float, str]]:
     """The "approve for N" choices a rule allows: presets up to its ``max_grant``, and it.
 
-    None under ``assurance: signed``: the guard makes no grant from signed votes yet (a grant
-    row in the agent's store would prove nothing), so offering one would promise more than
-    runs.
+    Under ``assurance: signed`` too: the passkey signs the grant asked for, and the guard's
+    grant carries the signatures and is verified again whenever it is used.
     """
     max_grant = approval.max_grant
-    if max_grant <= 0 or approval.assurance == "signed":
+    if max_grant <= 0:
         return []
     out = [(s, format_duration(s)) for s in _PRESETS if s < max_grant]
     return [*out, (max_grant, format_duration(max_grant))]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from agentguard import Guard, Policy
-from agentguard.approvals import cast_vote
+from agentguard.approvals import cast_vote, shown_hash, shown_view
 from agentguard.audit import MemoryAuditLog
 from agentguard.store import SQLiteStore
 from agentguard.store.base import Store
@@ -157,12 +157,13 @@ async def test_forged_and_replayed_signatures_count_for_nothing(
     other = VoteStatement.for_vote(request_id="req_another", call_hash=request.call_hash,
                                    rule_id=request.rule_id,
                                    settings_hash=request.settings_hash, approve=True,
-                                   approver="erin", at=time.time())
+                                   approver="erin", at=time.time(),
+                                   shown_hash=shown_hash(shown_view(request)))
     forged = [
         ("dave", sign(VoteStatement.for_vote(
             request_id=rid, call_hash=request.call_hash, rule_id=request.rule_id,
             settings_hash=request.settings_hash, approve=True, approver="dave",
-            at=time.time()), agent_key)),
+            at=time.time(), shown_hash=shown_hash(shown_view(request))), agent_key)),
         ("erin", sign(other, setup["keys"]["erin"])),  # erin's real signature, other request
     ]
     for who, signed in forged:
@@ -185,7 +186,8 @@ async def test_one_approver_cannot_meet_a_two_person_quorum_alone(
     assert request is not None
     statement = VoteStatement.for_vote(
         request_id=rid, call_hash=request.call_hash, rule_id=request.rule_id,
-        settings_hash=request.settings_hash, approve=True, approver="dave", at=time.time())
+        settings_hash=request.settings_hash, approve=True, approver="dave", at=time.time(),
+        shown_hash=shown_hash(shown_view(request)))
     receipt = sign(statement, setup["keys"]["dave"]).to_dict()
     for spelling in ("dave", "user:erin"):  # dave's one signature, filed twice
         await guard.store.record_vote(rid, ApprovalVote(approver=spelling, approve=True,

@@ -45,7 +45,8 @@ def test_keygen_writes_the_default_key_and_prints_a_trust_entry(home: Path,
     assert anchors.approvers[0].key_ids == (key_id(key.public_key()),)
     # ... under which the new key's votes verify.
     statement = VoteStatement.for_vote(request_id="r1", call_hash=H, rule_id="x",
-                                       settings_hash=H, approve=True, approver="dave", at=1)
+                                       settings_hash=H, approve=True, approver="dave", at=1,
+                                       shown_hash=H)
     vote = verify_vote(sign(statement, key), request_id="r1", call_hash=H, rule_id="x",
                        settings_hash=H, anchors=anchors)
     assert not isinstance(vote, str) and vote.identity == "dave"

@@ -109,7 +109,7 @@ def test_the_agent_cannot_pass_carols_passkey_step_up(tmp_path: Path, attack: st
             vote = VoteStatement.for_vote(
                 request_id=statement.request_id, call_hash=statement.call_hash,
                 rule_id="reset", settings_hash="0" * 64, approve=True, approver="carol",
-                at=statement.at)
+                at=statement.at, shown_hash="0" * 64)
             return carol.assert_(vote.digest())
         return carol.assert_(statement.digest(), origin="https://evil.example")
 

@@ -21,10 +21,12 @@ class Held:
     call_hash: str = sha256_hex(b"deploy prod v42")
     rule_id: str | None = "prod-deploy"
     settings_hash: str = sha256_hex(b"approvers: dave, erin, frank; quorum 2")
+    shown_hash: str = sha256_hex(b"deploy prod v42, as shown")
 
     def terms(self) -> dict[str, object]:
         return {"request_id": self.request_id, "call_hash": self.call_hash,
-                "rule_id": self.rule_id, "settings_hash": self.settings_hash}
+                "rule_id": self.rule_id, "settings_hash": self.settings_hash,
+                "shown_hash": self.shown_hash}
 
     def statement(self, approver: str, *, approve: bool = True, grant_ttl: float = 0.0,
                   at: float = 1_765_000_000, reason: str = "", **override) -> VoteStatement:

@@ -159,7 +159,7 @@ def settle(stored: ApprovalRequest, held: Held, anchors: TrustAnchors):
     return settle_signed(stored, request_id=held.request_id, call_hash=held.call_hash,
                          rule_id=held.rule_id, settings_hash=held.settings_hash,
                          approval=stored.approval, principal="agent-7", acting_for=None,
-                         anchors=anchors)
+                         anchors=anchors, shown_hash=held.shown_hash)
 
 
 def test_two_of_three_is_met_only_by_two_approvers_passkeys(

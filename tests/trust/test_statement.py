@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from agentguard.canonical import MAX_SAFE_INTEGER, sha256_hex
 from agentguard.trust.statement import (
     DOMAIN,
+    DOMAIN_V1,
     SignedVote,
     StatementError,
     VoteStatement,
@@ -21,7 +22,8 @@ from agentguard.trust.statement import (
 BASE = VoteStatement(
     request_id="req_1", call_hash=sha256_hex(b"call"), rule_id="prod-deploy",
     settings_hash=sha256_hex(b"settings"), decision="approve", grant_ttl=900.0,
-    at=1_765_000_000, approver="dave", reason_hash=reason_digest(""))
+    at=1_765_000_000, approver="dave", reason_hash=reason_digest(""),
+    shown_hash=sha256_hex(b"call as shown"))
 
 # One change per field, each keeping the statement valid.
 CHANGES = {
@@ -34,6 +36,7 @@ CHANGES = {
     "at": 1_765_000_001,
     "approver": "erin",
     "reason_hash": reason_digest("looks fine"),
+    "shown_hash": sha256_hex(b"another call shown"),
 }
 
 
@@ -50,7 +53,7 @@ def test_statements_differing_in_any_field_give_different_bytes(name: str) -> No
 
 def test_bytes_are_domain_separated_canonical_json() -> None:
     data = BASE.to_bytes()
-    assert data.startswith(b"agentguard-vote-v1\n")
+    assert data.startswith(b"agentguard-vote-v2\n")
     body = data[len(DOMAIN):]
     assert json.loads(body)["approver"] == "dave"
     assert body == json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
@@ -59,9 +62,23 @@ def test_bytes_are_domain_separated_canonical_json() -> None:
 
 def test_bare_json_or_another_prefix_is_not_a_statement() -> None:
     body = BASE.to_bytes()[len(DOMAIN):]
-    for data in (body, b"agentguard-vote-v2\n" + body, b"\n" + BASE.to_bytes()):
+    for data in (body, b"agentguard-vote-v3\n" + body, b"\n" + BASE.to_bytes()):
         with pytest.raises(StatementError, match="domain"):
             VoteStatement.from_bytes(data)
+
+
+def test_a_statement_without_shown_hash_is_version_1_and_keeps_its_old_bytes() -> None:
+    """Receipts signed before shown_hash existed still parse and verify to the same bytes;
+    a version's body under the other version's prefix is refused."""
+    old = dataclasses.replace(BASE, shown_hash=None)
+    data = old.to_bytes()
+    assert old.version == 1 and data.startswith(DOMAIN_V1) and b"shown_hash" not in data
+    assert VoteStatement.from_bytes(data) == old
+    assert VoteStatement.from_dict(old.to_dict()) == old
+    for spliced in (DOMAIN + data[len(DOMAIN_V1):], DOMAIN_V1 + BASE.to_bytes()[len(DOMAIN):]):
+        with pytest.raises(StatementError):
+            VoteStatement.from_bytes(spliced)
+    assert old.digest() != BASE.digest()
 
 
 def test_non_canonical_spelling_of_the_same_json_is_refused() -> None:
@@ -83,7 +100,7 @@ def test_garbled_or_ambiguous_bodies_are_refused(body: bytes) -> None:
 @pytest.mark.parametrize("field, value", [
     ("request_id", ""), ("request_id", 5), ("request_id", "a\nb"),
     ("call_hash", "ABC"), ("call_hash", sha256_hex(b"x").upper()),
-    ("settings_hash", ""), ("reason_hash", "looks fine"),
+    ("settings_hash", ""), ("reason_hash", "looks fine"), ("shown_hash", "ab"),
     ("decision", "approved"), ("decision", True),
     ("grant_ttl", -1.0), ("grant_ttl", float("nan")), ("grant_ttl", float("inf")),
     ("grant_ttl", True), ("grant_ttl", "900"),
@@ -98,7 +115,9 @@ def test_malformed_fields_are_refused(field: str, value: object) -> None:
 def test_for_vote_canonicalises_the_approver_and_hashes_the_reason() -> None:
     s = VoteStatement.for_vote(request_id="r", call_hash=BASE.call_hash, rule_id=None,
                                settings_hash=BASE.settings_hash, approve=False,
-                               approver="user:Dave ", at=1_765_000_000.9, reason="no")
+                               approver="user:Dave ", at=1_765_000_000.9, reason="no",
+                               shown_hash=BASE.call_hash)
+    assert s.version == 2
     assert (s.approver, s.decision, s.at, s.grant_ttl) == ("dave", "deny", 1_765_000_000, 0.0)
     assert s.reason_hash == reason_digest("no") and not s.approve
 
@@ -117,6 +136,7 @@ statements = st.builds(
         lambda s: s and not s.startswith(("user:", "os:", "human:"))
         and s.strip().lower() == s),
     reason_hash=hexes,
+    shown_hash=st.none() | hexes,
 )
 
 

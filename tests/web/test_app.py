@@ -6,6 +6,7 @@ These run where Chromium is missing; ``test_browser.py`` checks the same flows i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ def world(tmp_path: Path) -> dict[str, Any]:
                   channels=[Mailbox()])
     web = WebApproval(store=store, audit=audit, trust_path=tmp_path / "trust.yaml",
                       origin=ORIGIN, rp_id="localhost")
-    return {"guard": guard, "web": web, "passkeys": passkeys, "audit": audit}
+    return {"guard": guard, "web": web, "passkeys": passkeys, "audit": audit,
+            "db": tmp_path / "s.db"}
 
 
 def client(world: dict[str, Any]) -> httpx.AsyncClient:
@@ -77,7 +79,10 @@ async def sign_in(http: httpx.AsyncClient, who: str, passkey: SoftPasskey) -> ht
 
 async def vote(http: httpx.AsyncClient, rid: str, passkey: SoftPasskey,
                **body: Any) -> httpx.Response:
-    body = {"decision": "approve", "reason": "", "grant_ttl": 0} | body
+    page = await http.get(f"/requests/{rid}")
+    shown = re.search(r'data-shown="([0-9a-f]*)"', page.text)
+    body = {"decision": "approve", "reason": "", "grant_ttl": 0,
+            "shown": shown.group(1) if shown else ""} | body
     opened = await http.post(f"/api/requests/{rid}/options", json=body)
     if opened.status_code != 200:
         return opened
@@ -134,7 +139,6 @@ async def test_a_vote_signed_by_another_passkey_than_the_session_is_refused(
 
 
 @pytest.mark.parametrize("body, status", [
-    ({"grant_ttl": 900}, 400),  # signed votes make no grant: none is offered
     ({"grant_ttl": 7200}, 400),  # longer than max_grant: 1h
     ({"grant_ttl": float("nan")}, 400),
     ({"grant_ttl": True}, 400),
@@ -184,3 +188,28 @@ async def test_a_call_rewritten_in_the_store_is_not_offered_for_a_vote(
         assert "does not match its call hash" in page.text and 'id="vote-form"' not in page.text
         answer = await vote(http, rid, world["passkeys"]["dave"])
         assert answer.status_code == 409 and "call hash" in answer.json()["error"]
+
+
+async def test_a_call_the_store_changed_after_the_page_showed_it_is_not_signed(
+        world: dict[str, Any]) -> None:
+    """The page signs the hash of the call it displayed: the agent rewrites the context an
+    approver reads (not in the call hash) after dave opened the page; the vote is refused
+    before any ceremony, and a vote made on the rewritten page does not count with the guard."""
+    import sqlite3
+
+    call = deploy()
+    rid = await held(world, call)
+    async with client(world) as http:
+        await sign_in(http, "dave", world["passkeys"]["dave"])
+        page = await http.get(f"/requests/{rid}")
+        shown = re.search(r'data-shown="([0-9a-f]{64})"', page.text)
+        assert shown is not None
+        with sqlite3.connect(world["db"]) as conn:
+            conn.execute("UPDATE requests SET doc = json_set(doc, '$.call.context.source_ip', "
+                         "'10.0.0.1') WHERE id = ?", (rid,))
+        stale = await vote(http, rid, world["passkeys"]["dave"], shown=shown.group(1))
+        assert stale.status_code == 409 and "changed since" in stale.text
+        fresh = await vote(http, rid, world["passkeys"]["dave"])  # reads the rewritten page
+        assert fresh.status_code == 200, fresh.text
+    run = await world["guard"].authorize(call, wait=0)
+    assert run.outcome == "denied" and "shown another call" in run.reason

@@ -73,11 +73,20 @@ def status_after(page: Any, selector: str) -> str:
     return page.text_content("#status")
 
 
+# What the request page displays: the hash of the call it showed, which a vote names.
+SHOWN_OF = """const shownOf = async (id) => new DOMParser().parseFromString(
+    await (await fetch(`/requests/${id}`)).text(), "text/html")
+  .getElementById("vote-form").dataset.shown;
+"""
+
 SCRIPT_OTHER_REQUEST = """async ([a, b]) => {
   const ag = window.agentguard;
-  const body = {decision: "approve", reason: "", grant_ttl: 0};
-  const forA = await ag.postJSON(`/api/requests/${a}/options`, body);
-  const forB = await ag.postJSON(`/api/requests/${b}/options`, body);
+  """ + SHOWN_OF + """
+  const body = () => ({decision: "approve", reason: "", grant_ttl: 0});
+  const forA = await ag.postJSON(`/api/requests/${a}/options`,
+                                 {...body(), shown: await shownOf(a)});
+  const forB = await ag.postJSON(`/api/requests/${b}/options`,
+                                 {...body(), shown: await shownOf(b)});
   const assertionForA = await ag.getAssertion(forA.options);
   return await ag.postJSON(`/api/requests/${b}/vote`,
                            {nonce: forB.nonce, credential: assertionForA});
@@ -85,7 +94,8 @@ SCRIPT_OTHER_REQUEST = """async ([a, b]) => {
 
 SCRIPT_REPLAY = """async (id) => {
   const ag = window.agentguard;
-  const body = {decision: "approve", reason: "", grant_ttl: 0};
+  """ + SHOWN_OF + """
+  const body = {decision: "approve", reason: "", grant_ttl: 0, shown: await shownOf(id)};
   const opened = await ag.postJSON(`/api/requests/${id}/options`, body);
   const credential = await ag.getAssertion(opened.options);
   const first = await ag.postJSON(`/api/requests/${id}/vote`, {nonce: opened.nonce, credential});
@@ -99,8 +109,9 @@ SCRIPT_REPLAY = """async (id) => {
 
 SCRIPT_WITHOUT_UV = """async (id) => {
   const ag = window.agentguard;
+  """ + SHOWN_OF + """
   const opened = await ag.postJSON(`/api/requests/${id}/options`,
-                                   {decision: "approve", reason: "", grant_ttl: 0});
+      {decision: "approve", reason: "", grant_ttl: 0, shown: await shownOf(id)});
   opened.options.userVerification = "discouraged";  // the page asks for "required"
   const credential = await ag.getAssertion(opened.options);
   return await ag.postJSON(`/api/requests/${id}/vote`, {nonce: opened.nonce, credential});
@@ -113,8 +124,9 @@ SCRIPT_OWN_PASSKEY = """async (id) => {
     user: {id: new Uint8Array([1, 2, 3]), name: "dave", displayName: "dave"},
     pubKeyCredParams: [{type: "public-key", alg: -7}],
     authenticatorSelection: {residentKey: "required", userVerification: "required"}}});
+  """ + SHOWN_OF + """
   const opened = await ag.postJSON(`/api/requests/${id}/options`,
-                                   {decision: "approve", reason: "", grant_ttl: 0});
+      {decision: "approve", reason: "", grant_ttl: 0, shown: await shownOf(id)});
   opened.options.allowCredentials = [];  // let the agent's own discoverable passkey answer
   const credential = await ag.getAssertion(opened.options);
   return await ag.postJSON(`/api/requests/${id}/vote`, {nonce: opened.nonce, credential});
@@ -214,17 +226,31 @@ def test_approve_for_15_minutes(site: Site, guard: Any, enrolled: dict[str, Any]
     assert later.outcome in ("allowed", "approved") and later.request_id is None, later
 
 
-def test_no_grant_is_offered_where_signed_votes_cannot_make_one(
+def test_a_signed_approve_for_15m_covers_the_same_rule_caller_and_human_only(
         site: Site, guard: Any, enrolled: dict[str, Any]) -> None:
-    rid = hold(site, guard, call(principal="agent:grants"))
+    """Under assurance: signed the passkey signs the grant asked for; the guard's grant
+    carries that signature and covers later deploys of the same caller for the same human,
+    and nobody else's."""
+    held_call = call(principal="agent:grants")
+    rid = hold(site, guard, held_call)
     page = enrolled["frank"]
     open_request(page, site, rid)
-    assert page.locator("button.grant").count() == 0
-    assert "covers this call only" in page.text_content("#no-grants")
-    answer = page.evaluate("""async (id) => (await window.agentguard.postJSON(
-        `/api/requests/${id}/options`, {decision: "approve", reason: "", grant_ttl: 900}))""",
-                           rid)
-    assert answer["httpStatus"] == 400, answer
+    labels = page.locator("button.grant").all_text_contents()
+    assert labels == ["Approve for 15m", "Approve for 1h"]
+    assert "request is approved" in status_after(page, "button.grant >> nth=0")
+    assert authorize(site, guard, held_call).outcome == "approved"
+    (grant,) = [g for g in site.loop.run(guard.store.list_grants())
+                if g.principal == "agent:grants"]
+    assert len(grant.receipts) == 1 and grant.shown is not None
+    later = authorize(site, guard, call(principal="agent:grants"))  # another version
+    assert later.outcome == "approved" and later.request_id is None, later
+    assert later.approvers == ("frank",)
+    other = authorize(site, guard, call(principal="agent:other"))
+    assert other.outcome == "pending", other
+    too_long = page.evaluate("""async (id) => (await window.agentguard.postJSON(
+        `/api/requests/${id}/options`, {decision: "approve", reason: "", grant_ttl: 7200}))""",
+                             other.request_id)
+    assert too_long["httpStatus"] == 400, too_long
 
 
 def test_an_assertion_made_for_another_request_is_refused(

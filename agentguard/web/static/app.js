@@ -24,11 +24,12 @@ async function getAssertion(options) {
 }
 
 // One vote: ask the server for the statement and its options, confirm with the passkey,
-// send the assertion back. Returns the server's answer.
-async function vote(requestId, decision, reason, grantTtl) {
+// send the assertion back. Returns the server's answer. `shown` is the hash of the call this
+// page displayed: the statement signs it, and the server refuses if the call changed since.
+async function vote(requestId, decision, reason, grantTtl, shown) {
   const base = "/api/requests/" + encodeURIComponent(requestId);
   const opened = await postJSON(base + "/options",
-                                {decision, reason, grant_ttl: grantTtl});
+                                {decision, reason, grant_ttl: grantTtl, shown});
   if (!opened.options) return opened;
   const credential = await getAssertion(opened.options);
   return postJSON(base + "/vote", {nonce: opened.nonce, credential});
@@ -100,7 +101,8 @@ document.addEventListener("DOMContentLoaded", () => {
     const grant = Number(button.dataset.grant || 0);
     const reason = decision === "deny" ? document.getElementById("reason").value : "";
     say("confirm with your passkey...");
-    const answer = await vote(voteForm.dataset.request, decision, reason, grant);
+    const answer = await vote(voteForm.dataset.request, decision, reason, grant,
+                              voteForm.dataset.shown);
     if (answer.ok) {
       say(answer.message);
       document.getElementById("request-status").textContent = answer.status;
