@@ -47,6 +47,7 @@ from agentguard.proxy.channels import ElicitationChannel
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.pins import tool_definition_hash
 from agentguard.proxy.reauth_url import reauth_asker
+from agentguard.proxy.relay import Skip, may_skip_guard
 from agentguard.proxy.upstream import Upstream, strip_envelope
 from agentguard.types import Authorization, CallContext, ToolCall
 from agentguard.validation import ArgumentValidator
@@ -195,17 +196,16 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
     # The policy, the approver and the hash see the call with the schema's defaults filled
     # in, exactly as the decorator and the adapters show it; that call is what is forwarded.
     args = fill_schema_defaults(args, getattr(entry.item, "input_schema", None))
-    pin = entry.pin
-    hints = entry.hints or hints_for(entry.item)
-    if pin is not None and pin.state != "pinned":
-        pin = await core.pins.recheck(entry.server, entry.name, pin.hash)
+    if entry.pin is not None and entry.pin.state != "pinned":
+        pin = await core.pins.recheck(entry.server, entry.name, entry.pin.hash)
         if pin.state == "pinned":  # approved from another process meanwhile
             core.spawn(_relist, core, core.upstreams[entry.server])
-            hints = hints_for(entry.item)
+        entry = replace(entry, pin=pin, hints=hints_for(
+            entry.item, unpinned=pin.state == "unpinned"))
+    pin = entry.pin
+    hints = entry.hints or hints_for(entry.item, unpinned=pin is None or pin.state == "unpinned")
     meta = dict(params.meta) if params.meta else None
-    # The fast path: a call the policy allows whatever its arguments and context.
-    if (pin is None or pin.state != "changed") and guard.static_allow(
-            entry.server, entry.name, hints):
+    if isinstance(may_skip_guard(guard, entry), Skip):  # the one rule (see .relay)
         return await forward_tool(core, core.upstreams[entry.server], entry.name,
                                   params.arguments, meta, asker)
     call = ToolCall(

@@ -2,8 +2,8 @@
 
 A proxy built from the SDK's server and client runs every message through both, which more
 than doubles the cost of a call compared with talking to the upstream directly. For a call
-the guard allows whatever its arguments and context (:meth:`Guard.static_allow`), to a tool
-whose pinned definition matches, without a progress token or multi-round state, there is
+the guard may skip (:func:`agentguard.proxy.relay.may_skip_guard`, the one rule), without a
+progress token or multi-round state (:func:`agentguard.proxy.relay.relay_route`), there is
 nothing to decide per call: the request is relayed to the upstream under a proxy-owned id
 (with the SDK's own per-request envelope and headers), and the answer is relayed back, shaped
 for the client's protocol era. Everything else — held calls, elicitation, progress, an
@@ -27,22 +27,16 @@ from mcp.types import INTERNAL_ERROR, REQUEST_TIMEOUT, JSONRPCResponse
 from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
+from agentguard.proxy.relay import relay_route
 from agentguard.proxy.wire import encode
 
-__all__ = [
-    "FastPath",
-    "relay_allowed",
-    "relayable",
-    "shape_result",
-    "unconditionally_allowed",
-]
+__all__ = ["FastPath", "relay_allowed", "shape_result"]
 
 logger = logging.getLogger(__name__)
 
 _VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 _SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 _ENVELOPE = "io.modelcontextprotocol/"
-_PLAIN_CALL = frozenset({"name", "arguments", "_meta"})
 
 Reply = Callable[[bytes], None]
 Fallback = Callable[[dict[str, Any]], Awaitable[None]]
@@ -53,48 +47,6 @@ def _error(rid: Any, code: int, message: str, data: Any = None) -> bytes:
     if data is not None:
         error["data"] = data
     return encode({"jsonrpc": "2.0", "id": rid, "error": error})
-
-
-def unconditionally_allowed(core: Any, name: str, params: dict[str, Any]) -> Any | None:
-    """The catalog entry when this ``tools/call`` may skip the guard, else None.
-
-    True for a plain call (no progress token, no multi-round state) to a tool whose pinned
-    definition matches, on a connected upstream, that the policy allows whatever the
-    arguments, principal and context.
-    """
-    if not params.keys() <= _PLAIN_CALL:
-        return None
-    meta = params.get("_meta")
-    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
-        return None
-    if not (params.get("arguments") is None or isinstance(params.get("arguments"), dict)):
-        return None
-    entry = core.catalog.tools.names.get(name)
-    if entry is None or entry.pin is None or entry.pin.state != "pinned":
-        return None
-    upstream = core.upstreams[entry.server]
-    lane = upstream.lane
-    if lane is None or lane.closed or upstream.client is None:
-        return None
-    if not core.guard.static_allow(entry.server, entry.name, entry.hints):
-        return None
-    return entry
-
-
-def relayable(core: Any, name: str, params: dict[str, Any]) -> tuple[Any, Any] | None:
-    """``(entry, upstream)`` when a fast path may relay this call with no work of its own.
-
-    It must be :func:`unconditionally_allowed`, and its upstream must speak 2026-07-28 with
-    no request timeout: an old-era upstream may push requests to the client mid-call, and a
-    timeout needs a timer; the full path handles both.
-    """
-    entry = unconditionally_allowed(core, name, params)
-    if entry is None:
-        return None
-    upstream = core.upstreams[entry.server]
-    if not upstream.modern or upstream.config.request_timeout is not None:
-        return None
-    return entry, upstream
 
 
 async def relay_allowed(upstream: Any, entry: Any, params: dict[str, Any]
@@ -232,10 +184,11 @@ class FastPath:
             down_version, modern = self._legacy_version, False
         else:
             return None
-        found = relayable(self._core, params["name"], params)
-        if found is None:
+        route = relay_route(self._core, params["name"], params, on_wire=True,
+                            client_modern=modern)
+        if route is None:
             return None
-        return found[0], found[1], down_version, modern
+        return route.entry, route.upstream, down_version, modern
 
     # ------------------------------------------------------------------ answers
 

@@ -56,8 +56,9 @@ from agentguard.proxy.declared import (
     notification_options,
 )
 from agentguard.proxy.exchange import binding_for
-from agentguard.proxy.fastpath import relay_allowed, unconditionally_allowed
+from agentguard.proxy.fastpath import relay_allowed
 from agentguard.proxy.notify import session_key
+from agentguard.proxy.relay import relay_route
 from agentguard.proxy.upstream import Upstream, UpstreamUnavailable, strip_envelope
 
 __all__ = ["build_server"]
@@ -143,23 +144,22 @@ class Handlers:
         return await self._rounds(ctx, "tools/call", params.name, params.arguments, params, work)
 
     async def _allowed(self, entry: Any, ctx: Ctx) -> tuple[bool, Any]:
-        """Relay a call the policy allows unconditionally on the fast lane.
+        """Relay a call that may skip the guard on the upstream's lane (SDK-server relay).
 
-        Returns (False, None) when the call needs the full path.
+        Returns (False, None) when the call takes the SDK route (:mod:`~.relay`).
         """
         raw = dict(ctx.params or {})
-        if not self.core.fast_lane or unconditionally_allowed(self.core, entry.exposed,
-                                                               raw) is None:
+        route = relay_route(self.core, entry.exposed, raw, on_wire=False,
+                            client_modern=_modern(ctx))
+        if route is None:
             return False, None
-        upstream = self.core.upstreams[entry.server]
+        upstream = route.upstream
         if upstream.modern:
-            answer = await relay_allowed(upstream, entry, raw)
-        elif not _modern(ctx):
-            # An old-era upstream may push requests mid-call: route them to this client.
-            with self.core.asking(upstream.name, PushAsker(ctx)):
-                answer = await relay_allowed(upstream, entry, raw)
+            answer = await relay_allowed(upstream, route.entry, raw)
         else:
-            return False, None
+            # A handshake-era upstream may push requests mid-call: route them to this client.
+            with self.core.asking(upstream.name, PushAsker(ctx)):
+                answer = await relay_allowed(upstream, route.entry, raw)
         if answer is None:
             upstream.lost(upstream.generation)
             raise UpstreamUnavailable(upstream.name, "closed the connection during the request "

@@ -39,8 +39,9 @@ from mcp.types import INTERNAL_ERROR
 from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
-from agentguard.proxy.fastpath import relayable, shape_result
+from agentguard.proxy.fastpath import shape_result
 from agentguard.proxy.http_frames import AsgiAnswer
+from agentguard.proxy.relay import relay_route
 
 __all__ = ["PING_INTERVAL", "HttpFastPath", "Plan"]
 
@@ -161,10 +162,11 @@ class HttpFastPath:
         version = self._checked_version(scope.get("headers", ()), value, params)
         if version is None:
             return None
-        found = relayable(self._core, params["name"], params)
-        if found is None:
+        route = relay_route(self._core, params["name"], params, on_wire=True,
+                            client_modern=True)
+        if route is None:
             return None
-        entry, upstream = found
+        entry, upstream = route.entry, route.upstream
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):

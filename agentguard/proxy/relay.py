@@ -1,0 +1,170 @@
+"""The one rule that lets a ``tools/call`` skip the guard, and the relay routes that use it.
+
+Two questions are asked of every ``tools/call``, in this order, and never mixed:
+
+1. **Security — may it skip the guard?** :func:`may_skip_guard` is the only place that says
+   yes: the tool's definition is pinned exactly as listed (pin state ``"pinned"``), and the
+   policy allows every call to it whatever its arguments, principal and context, with no
+   signal, no step-up, no rate-limited label, not in shadow mode and without audited allows
+   (:meth:`~agentguard.guard.Guard.static_allow`). Anything else is decided by the guard.
+2. **Routing — how does a call that may skip the guard travel?** :func:`relay_route` adds
+   only conditions about carrying the call faithfully (the relay is switched on, the call
+   is a plain one, the upstream's lane is up, its era and timeout suit the route). A call the
+   relay declines still skips the guard on the SDK route, for the same reason — never by a
+   second rule.
+
+Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
+
+============================  ==========================================  ==================
+route                         entry point                                 guard
+============================  ==========================================  ==================
+stdio relay                   ``fastpath.FastPath.offer`` (on the wire)   skipped if Skip
+HTTP relay, connection level  ``http_fastserve.ConnectionFastPath.take``  skipped if Skip
+HTTP relay, ASGI level        ``asgi.HardenedASGI`` (OAuth deployments)   skipped if Skip
+SDK-server relay              ``handlers.Handlers.call_tool`` → lane      skipped if Skip
+SDK forward                   ``calls.run_tool_call`` (pin re-read first)  skipped if Skip
+full guard                    ``calls.run_tool_call`` → ``Guard``         consulted
+============================  ==========================================  ==================
+
+``--no-fast-path`` turns every relay route off (checked here, once); the SDK forward route
+stays, so a ``--no-fast-path`` proxy makes the same security decisions through the SDK stacks
+— the oracle the fast-vs-full equivalence tests compare with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from mcp.types import Tool
+
+from agentguard.guard import Guard
+from agentguard.proxy.catalog import Entry
+
+if TYPE_CHECKING:
+    from agentguard.proxy.core import ProxyCore
+    from agentguard.proxy.upstream import Upstream
+
+__all__ = ["MustGuard", "RelayRoute", "Skip", "may_skip_guard", "plain_call", "relay_route"]
+
+_PLAIN_CALL = frozenset({"name", "arguments", "_meta"})
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Nothing about this call can change the guard's answer: it may run without it.
+
+    Attributes:
+        reason: Why that is safe (the pin and the policy's static allow).
+    """
+
+    reason: str
+    kind: Literal["skip"] = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class MustGuard:
+    """The guard decides this call.
+
+    Attributes:
+        reason: Why the guard cannot be skipped.
+    """
+
+    reason: str
+    kind: Literal["guard"] = "guard"
+
+
+def may_skip_guard(guard: Guard, entry: Entry[Tool]) -> Skip | MustGuard:
+    """Whether a call to ``entry`` may skip the guard: the single rule, used by every route.
+
+    Pure and synchronous (the relay asks from a read callback). A pin re-read from the store
+    happens before, in the caller, which passes the refreshed entry.
+
+    Args:
+        guard: The proxy's guard (its policy decides what is allowed statically).
+        entry: The catalog entry of the tool, with its pin status and hints.
+
+    Returns:
+        :class:`Skip` with the reason it is safe, or :class:`MustGuard` with the reason not.
+    """
+    where = f"{entry.server}/{entry.name}"
+    pin = entry.pin
+    if pin is None:
+        return MustGuard(f"{where}: no pin status for the definition")
+    if pin.state != "pinned":
+        what = "changed since it was pinned" if pin.state == "changed" else \
+            "new since the server's tools were pinned"
+        return MustGuard(f"{where}: definition {what}")
+    hints = entry.hints
+    if hints is None or hints.unpinned:
+        return MustGuard(f"{where}: no hints from a pinned definition")
+    if not guard.static_allow(entry.server, entry.name, hints):
+        return MustGuard(f"{where}: the policy decides per call (a rule may read arguments, "
+                         "principal, context or signals; or shadow mode, audited allows, "
+                         "step-up, rate limits)")
+    return Skip(f"{where}: static allow — the policy allows every call whatever its "
+                f"arguments, principal and context, with no signal; definition pinned "
+                f"{pin.hash[:12]}")
+
+
+def plain_call(params: Mapping[str, Any]) -> bool:
+    """A call the relay carries byte for byte: only ``name``/``arguments``/``_meta``, object
+    ``arguments`` and ``_meta``, no progress token (progress and multi-round state need the
+    SDK route)."""
+    if not params.keys() <= _PLAIN_CALL:
+        return False
+    meta = params.get("_meta")
+    if meta is not None and (not isinstance(meta, dict) or "progressToken" in meta):
+        return False
+    arguments = params.get("arguments")
+    return arguments is None or isinstance(arguments, dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRoute:
+    """A call the relay carries: the guard is skipped for ``skip.reason``.
+
+    Attributes:
+        entry: The tool's catalog entry.
+        upstream: The upstream serving it (its lane is up).
+        skip: The security decision that allows skipping the guard.
+    """
+
+    entry: Entry[Tool]
+    upstream: Upstream
+    skip: Skip
+
+
+def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wire: bool,
+                client_modern: bool) -> RelayRoute | None:
+    """How a ``tools/call`` to exposed ``name`` is relayed, or None for the SDK route.
+
+    Args:
+        core: The proxy core (catalog, upstreams, guard, whether the relay is on).
+        name: The exposed tool name.
+        params: The call's raw ``params`` as sent by the client.
+        on_wire: True for the relays that answer from the transport, with no task of their
+            own: they cannot run a timer nor route upstream requests made mid-call, so they
+            need a 2026-07-28 upstream and no ``request_timeout``.
+        client_modern: The client speaks 2026-07-28 (a handshake-era upstream's requests
+            mid-call would need a round trip it cannot take on this route).
+    """
+    if not core.fast_lane or not plain_call(params):
+        return None
+    entry = core.catalog.tools.names.get(name)
+    if entry is None:
+        return None
+    decision = may_skip_guard(core.guard, entry)
+    if not isinstance(decision, Skip):
+        return None
+    upstream = core.upstreams[entry.server]
+    lane = upstream.lane
+    if lane is None or lane.closed or upstream.client is None:
+        return None
+    if on_wire:
+        if not upstream.modern or upstream.config.request_timeout is not None:
+            return None
+    elif client_modern and not upstream.modern:
+        return None
+    return RelayRoute(entry, upstream, decision)
