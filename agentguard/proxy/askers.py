@@ -32,6 +32,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
+    CLIENT_INFO_META_KEY,
     METHOD_NOT_FOUND,
     ClientCapabilities,
     CreateMessageRequest,
@@ -120,7 +121,7 @@ def client_name_of(ctx: ServerRequestContext[Any, Any]) -> str:
     if params is not None and params.client_info is not None:
         return params.client_info.name
     meta = dict(ctx.meta) if ctx.meta is not None else {}
-    info = meta.get("io.modelcontextprotocol/clientInfo")
+    info = meta.get(CLIENT_INFO_META_KEY)
     return str(info.get("name")) if isinstance(info, dict) and info.get("name") else "mcp-client"
 
 

@@ -27,6 +27,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
     LOG_LEVEL_META_KEY,
+    SERVER_INFO_META_KEY,
     CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 MAX_INPUT_ROUNDS = 10
 _CALL_RESULT: TypeAdapter[Any] = TypeAdapter(CallToolResult | InputRequiredResult)
-_SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 
 
 class CallInfo:
@@ -104,8 +104,8 @@ def refusal_result(auth: Authorization) -> CallToolResult:
 def clean_result(result: Any) -> Any:
     """Drop the upstream's serverInfo stamp: the client is talking to the proxy."""
     meta = getattr(result, "meta", None)
-    if meta and _SERVER_INFO_KEY in meta:
-        rest = {k: v for k, v in meta.items() if k != _SERVER_INFO_KEY}
+    if meta and SERVER_INFO_META_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
         return result.model_copy(update={"meta": rest or None})
     return result
 

@@ -23,20 +23,23 @@ from typing import Any
 
 import anyio
 from mcp.shared.message import SessionMessage
-from mcp.types import INTERNAL_ERROR, REQUEST_TIMEOUT, JSONRPCResponse
+from mcp.types import (
+    INTERNAL_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    REQUEST_TIMEOUT,
+    SERVER_INFO_META_KEY,
+    JSONRPCResponse,
+)
 from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
-from agentguard.proxy.relay import relay_route
+from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 from agentguard.proxy.wire import encode
 
 __all__ = ["FastPath", "relay_allowed", "shape_result"]
 
 logger = logging.getLogger(__name__)
 
-_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
-_SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
-_ENVELOPE = "io.modelcontextprotocol/"
 
 Reply = Callable[[bytes], None]
 Fallback = Callable[[dict[str, Any]], Awaitable[None]]
@@ -49,25 +52,17 @@ def _error(rid: Any, code: int, message: str, data: Any = None) -> bytes:
     return encode({"jsonrpc": "2.0", "id": rid, "error": error})
 
 
-async def relay_allowed(upstream: Any, entry: Any, params: dict[str, Any]
-                        ) -> dict[str, Any] | None:
-    """Relay an unconditionally allowed call on the upstream's fast lane.
+async def relay_allowed(route: RelayRoute, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Relay a call that may skip the guard on the upstream's lane.
 
     Returns the JSON-RPC answer as a dict (``result`` with the upstream's ``serverInfo``
     stamp removed, or ``error``), ``{}`` when the upstream wants input (take the full
     path), or None when the connection closed. Cancelling the caller cancels upstream.
     """
-    lane, client = upstream.lane, upstream.client
-    params = dict(params)
-    params["name"] = entry.name
-    params["_meta"] = {k: v for k, v in (params.get("_meta") or {}).items()
-                       if not k.startswith(_ENVELOPE)}
-    data: dict[str, Any] = {"method": "tools/call", "params": params}
-    opts: dict[str, Any] = {}
-    client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
-    if not params["_meta"]:
-        del params["_meta"]
-    sent, wait = await lane.begin("tools/call", params, opts.get("headers"))
+    upstream = route.upstream
+    lane = upstream.lane
+    out, headers = outgoing_call(route, params)
+    sent, wait = await lane.begin("tools/call", out, headers)
     timeout = upstream.config.request_timeout
     try:
         with anyio.fail_after(timeout):
@@ -136,20 +131,9 @@ class FastPath:
         plan = self._plan(value)
         if plan is None:
             return False
-        entry, upstream = plan[0], plan[1]
-        params = dict(value["params"])
-        params["name"] = entry.name
-        params["_meta"] = {k: v for k, v in (params.get("_meta") or {}).items()
-                           if not k.startswith(_ENVELOPE)}
-        data: dict[str, Any] = {"method": "tools/call", "params": params}
-        opts: dict[str, Any] = {}
-        try:
-            upstream.client.session._stamp(data, opts)  # the SDK's envelope and headers
-        except Exception:
-            logger.debug("cannot stamp a fast-path request; taking the full path", exc_info=True)
-            return False
-        if not params["_meta"]:
-            del params["_meta"]
+        route = plan[0]
+        upstream = route.upstream
+        params, headers = outgoing_call(route, value["params"])
         rid = value["id"]
 
         def answered(answer: dict[str, Any] | None) -> None:
@@ -158,7 +142,7 @@ class FastPath:
             self._answered(value, plan, answer, reply, spawn, fallback)
 
         self._inflight[rid] = (upstream.lane, "")
-        sent = upstream.lane.start("tools/call", params, opts.get("headers"), answered)
+        sent = upstream.lane.start("tools/call", params, headers, answered)
         if sent is None:
             self._inflight.pop(rid, None)
             return False
@@ -168,14 +152,14 @@ class FastPath:
 
     # ------------------------------------------------------------------ decision
 
-    def _plan(self, value: dict[str, Any]) -> tuple[Any, Any, str, bool] | None:
+    def _plan(self, value: dict[str, Any]) -> tuple[RelayRoute, str, bool] | None:
         params = value.get("params")
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return None
         if value["id"] in self._inflight:
             return None  # a reused id: let the server deal with it
         meta = params.get("_meta")
-        version = meta.get(_VERSION_KEY) if isinstance(meta, dict) else None
+        version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
         if version is not None:
             if version not in MODERN_PROTOCOL_VERSIONS or self._legacy_version is not None:
                 return None
@@ -188,14 +172,15 @@ class FastPath:
                             client_modern=modern)
         if route is None:
             return None
-        return route.entry, route.upstream, down_version, modern
+        return route, down_version, modern
 
     # ------------------------------------------------------------------ answers
 
-    def _answered(self, value: dict[str, Any], plan: tuple[Any, Any, str, bool],
+    def _answered(self, value: dict[str, Any], plan: tuple[RelayRoute, str, bool],
                   answer: dict[str, Any] | None, reply: Reply, spawn: Callable[..., None],
                   fallback: Fallback) -> None:
-        _, upstream, down_version, modern = plan
+        route, down_version, modern = plan
+        upstream = route.upstream
         rid = value["id"]
         if answer is None:
             upstream.lost(upstream.generation)
@@ -234,7 +219,7 @@ def shape_result(result: dict[str, Any], version: str, *, modern: bool, upstream
     if modern:
         result.setdefault("resultType", "complete")
         stamped = dict(result.get("_meta") or {})
-        stamped[_SERVER_INFO_KEY] = server_info
+        stamped[SERVER_INFO_META_KEY] = server_info
         result["_meta"] = stamped
     return result
 
@@ -242,8 +227,8 @@ def shape_result(result: dict[str, Any], version: str, *, modern: bool, upstream
 def _unstamped(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` without the upstream's serverInfo stamp (the client talks to the proxy)."""
     meta = result.get("_meta")
-    if isinstance(meta, dict) and _SERVER_INFO_KEY in meta:
-        rest = {k: v for k, v in meta.items() if k != _SERVER_INFO_KEY}
+    if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
         result = {k: v for k, v in result.items() if k != "_meta"}
         if rest:
             result["_meta"] = rest

@@ -155,11 +155,11 @@ class Handlers:
             return False, None
         upstream = route.upstream
         if upstream.modern:
-            answer = await relay_allowed(upstream, route.entry, raw)
+            answer = await relay_allowed(route, raw)
         else:
             # A handshake-era upstream may push requests mid-call: route them to this client.
             with self.core.asking(upstream.name, PushAsker(ctx)):
-                answer = await relay_allowed(upstream, route.entry, raw)
+                answer = await relay_allowed(route, raw)
         if answer is None:
             upstream.lost(upstream.generation)
             raise UpstreamUnavailable(upstream.name, "closed the connection during the request "

@@ -7,7 +7,7 @@ SDK's *own* inbound checks (content type and DNS-rebinding protection, ``Accept`
 duplicated routing headers, the envelope/header ladder, ``Mcp-Param-*`` headers against the
 advertised schema, the request's shape for its protocol version), relayed on the upstream's
 fast lane, and the answer written as the SDK would write it: JSON with the status its
-error table gives, or, when the upstream stays silent past the SDK's deferral window, an
+error table gives, or, when the upstream stays silent past :data:`PING_INTERVAL`, an
 event stream with keep-alive pings.
 
 A request any check would refuse is not answered here: the SDK's app sees it and produces
@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from mcp.server.streamable_http import check_accept_headers
@@ -38,36 +38,43 @@ from mcp.shared.inbound import (
 from mcp.types import INTERNAL_ERROR
 from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
 
 from agentguard.proxy.fastpath import shape_result
 from agentguard.proxy.http_frames import AsgiAnswer
-from agentguard.proxy.relay import relay_route
+from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
+
+if TYPE_CHECKING:
+    from mcp.types import Tool
+
+    from agentguard.proxy.catalog import Entry
+    from agentguard.proxy.upstream import Upstream
 
 __all__ = ["PING_INTERVAL", "HttpFastPath", "Plan"]
 
 logger = logging.getLogger(__name__)
 
 PING_INTERVAL = 15.0
-"""The SDK's deferral window before an answer becomes an event stream, and its ping period."""
-class _Security(TransportSecurityMiddleware):
-    """The SDK's Host/Origin/Content-Type checks, on a plain header mapping."""
-
-    def allows(self, headers: dict[str, str]) -> bool:
-        if not self._validate_content_type(headers.get("content-type")):
-            return False
-        if not self.settings.enable_dns_rebinding_protection:
-            return True
-        return self._validate_host(headers.get("host")) and \
-            self._validate_origin(headers.get("origin"))
+"""Seconds of upstream silence before a relayed answer becomes an event stream, and between
+its keep-alive pings. Our own setting (the SDK keeps its window private); 15 s matches what the
+SDK's app does today, so both routes answer alike, and stays well under common client
+idle-read timeouts."""
 
 
-class _Accept:
-    """``check_accept_headers`` wants a request; it reads only ``.headers``."""
+def _sdk_checks_pass(security: TransportSecurityMiddleware, request: Request) -> bool:
+    """The SDK's Content-Type and DNS-rebinding checks (``validate_request``) on a POST.
 
-    __slots__ = ("headers",)
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
+    ``validate_request`` is a coroutine that never suspends; the relay decides from a
+    synchronous callback, so it is driven by hand. Should a later SDK make it suspend, the
+    request is declined (the SDK's app then checks it itself): never a pass by default.
+    """
+    coro = security.validate_request(request, is_post=True)
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value is None
+    coro.close()
+    return False
 
 
 class HttpFastPath:
@@ -89,7 +96,7 @@ class HttpFastPath:
                  json_response: bool = False, ping_interval: float = PING_INTERVAL) -> None:
         self._core = core
         self._server_info = server_info
-        self._security = _Security(security)
+        self._security = TransportSecurityMiddleware(security)
         self._path = path
         self._json_response = json_response
         self._ping_interval = ping_interval
@@ -159,23 +166,23 @@ class HttpFastPath:
         params = value.get("params")
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return None
-        version = self._checked_version(scope.get("headers", ()), value, params)
+        version = self._checked_version(scope, value, params)
         if version is None:
             return None
         route = relay_route(self._core, params["name"], params, on_wire=True,
                             client_modern=True)
         if route is None:
             return None
-        entry, upstream = route.entry, route.upstream
+        entry = route.entry
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):
             return None
         logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
-        return Plan(entry, upstream, version)
+        return Plan(route, version)
 
-    def _checked_version(self, raw: Any, value: dict[str, Any], params: dict[str, Any]
-                         ) -> str | None:
+    def _checked_version(self, scope: dict[str, Any], value: dict[str, Any],
+                         params: dict[str, Any]) -> str | None:
         """The protocol version when the SDK's inbound checks pass the request, else None.
 
         Their outcome is a function of the headers (but ``Content-Length``), the parameter
@@ -188,26 +195,32 @@ class HttpFastPath:
         except orjson.JSONEncodeError:
             meta = None  # not exactly representable: check it every time
         key = None
+        raw = scope.get("headers", ())
         if meta is not None:
             key = (tuple(h for h in raw if h[0] != b"content-length"), tuple(params),
                    params["name"], meta, type(params.get("arguments")))
             version = self._passed.get(key)
             if version is not None:
                 return version
-        version = self._check(raw, value, params)
+        version = self._check(scope, value, params)
         if version is not None and key is not None:
             if len(self._passed) >= _PASSED_LIMIT:
                 self._passed.clear()
             self._passed[key] = version
         return version
 
-    def _check(self, raw: Any, value: dict[str, Any], params: dict[str, Any]) -> str | None:
+    def _check(self, scope: dict[str, Any], value: dict[str, Any], params: dict[str, Any]
+               ) -> str | None:
+        raw = scope.get("headers", ())
         pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
         headers = _first_copies(raw)
         version = headers.get("mcp-protocol-version")
-        if version not in MODERN_PROTOCOL_VERSIONS or not self._security.allows(headers):
+        if version not in MODERN_PROTOCOL_VERSIONS:
             return None
-        has_json, has_sse = check_accept_headers(_Accept(headers))  # type: ignore[arg-type]
+        request = Request(scope)
+        if not _sdk_checks_pass(self._security, request):
+            return None
+        has_json, has_sse = check_accept_headers(request)
         if not has_json or not (has_sse or self._json_response):
             return None
         if find_duplicated_routing_header(pairs) is not None:
@@ -273,24 +286,22 @@ class HttpFastPath:
 class Plan:
     """A ``tools/call`` the fast path relays: the catalog entry, its upstream, the version."""
 
-    entry: Any
-    upstream: Any
+    route: RelayRoute
     version: str
+
+    @property
+    def entry(self) -> Entry[Tool]:
+        return self.route.entry
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.route.upstream
 
     def relay(self, params: dict[str, Any], on_answer: Callable[[Any], None]) -> str | None:
         """Send the call on the upstream's fast lane; ``on_answer`` gets the answer (a dict,
         or None if the connection closed). Returns the lane's id, None if it is closed."""
-        client = self.upstream.client
-        out = dict(params)
-        out["name"] = self.entry.name
-        out["_meta"] = {k: v for k, v in (out.get("_meta") or {}).items()
-                        if not k.startswith("io.modelcontextprotocol/")}
-        data: dict[str, Any] = {"method": "tools/call", "params": out}
-        opts: dict[str, Any] = {}
-        client.session._stamp(data, opts)  # the SDK's own per-request envelope and headers
-        if not out["_meta"]:
-            del out["_meta"]
-        return self.upstream.lane.start("tools/call", out, opts.get("headers"), on_answer)
+        out, headers = outgoing_call(self.route, params)
+        return self.upstream.lane.start("tools/call", out, headers, on_answer)
 
     def abandon(self, sent: str) -> None:
         """Drop a relayed call nobody waits for (the upstream is told it was cancelled)."""

@@ -37,7 +37,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mcp.types import Tool
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    encode_header_value,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp.types import PROTOCOL_VERSION_META_KEY, Tool
 
 from agentguard.guard import Guard
 from agentguard.proxy.catalog import Entry
@@ -46,7 +54,19 @@ if TYPE_CHECKING:
     from agentguard.proxy.core import ProxyCore
     from agentguard.proxy.upstream import Upstream
 
-__all__ = ["MustGuard", "RelayRoute", "Skip", "may_skip_guard", "plain_call", "relay_route"]
+__all__ = [
+    "RESERVED_META_PREFIX",
+    "MustGuard",
+    "RelayRoute",
+    "Skip",
+    "may_skip_guard",
+    "outgoing_call",
+    "plain_call",
+    "relay_route",
+]
+
+RESERVED_META_PREFIX = PROTOCOL_VERSION_META_KEY.rpartition("/")[0] + "/"
+"""The ``_meta`` key prefix the protocol reserves (``io.modelcontextprotocol/``)."""
 
 _PLAIN_CALL = frozenset({"name", "arguments", "_meta"})
 
@@ -167,4 +187,52 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
             return None
     elif client_modern and not upstream.modern:
         return None
+    if upstream.modern and getattr(lane, "envelope", None) is None:
+        return None  # the lane has not seen the SDK stamp a request yet
     return RelayRoute(entry, upstream, decision)
+
+
+def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``params`` and HTTP headers the SDK client would send upstream for this call.
+
+    The client's reserved ``_meta`` keys are replaced by the envelope the lane learned from
+    the SDK's own requests; the headers are the SDK's per-request ones (version; in
+    2026-07-28 also method, name and ``Mcp-Param-*``), built from the public helpers of
+    ``mcp.shared.inbound`` and the tool's listed schema.
+    """
+    entry, upstream = route.entry, route.upstream
+    out = dict(params)
+    out["name"] = entry.name
+    meta = {k: v for k, v in (out.get("_meta") or {}).items()
+            if not k.startswith(RESERVED_META_PREFIX)}
+    envelope = getattr(upstream.lane, "envelope", None)
+    if upstream.modern and envelope is not None:
+        meta.update(envelope)
+        version = envelope[PROTOCOL_VERSION_META_KEY]
+        headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: "tools/call",
+                   MCP_NAME_HEADER: encode_header_value(entry.name)}
+        headers.update(mcp_param_headers(_header_map(entry.item),
+                                         out.get("arguments") or {}))
+    else:
+        headers = {MCP_PROTOCOL_VERSION_HEADER: str(upstream.client.protocol_version)}
+    if meta:
+        out["_meta"] = meta
+    else:
+        out.pop("_meta", None)
+    return out, headers
+
+
+_HEADER_MAPS: dict[int, tuple[Tool, dict[tuple[str, ...], str]]] = {}
+
+
+def _header_map(tool: Tool) -> dict[tuple[str, ...], str]:
+    """``x_mcp_header_map`` of a listed tool, once per definition object."""
+    cached = _HEADER_MAPS.get(id(tool))
+    if cached is not None and cached[0] is tool:
+        return cached[1]
+    if len(_HEADER_MAPS) > 4096:
+        _HEADER_MAPS.clear()
+    found = x_mcp_header_map(tool.input_schema)
+    _HEADER_MAPS[id(tool)] = (tool, found)  # holding the tool keeps its id unique
+    return found

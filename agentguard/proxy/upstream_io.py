@@ -30,6 +30,10 @@ from anyio.abc import Process
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp.types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
     JSONRPCError,
     JSONRPCNotification,
     JSONRPCRequest,
@@ -40,12 +44,15 @@ from mcp.types import (
 from agentguard.proxy.fdio import FdReader, FdWriter
 from agentguard.proxy.wire import decode, encode, serialize
 
-__all__ = ["FastLane", "RawStdio", "SideDoor"]
+__all__ = ["ENVELOPE_KEYS", "FastLane", "RawStdio", "SideDoor"]
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "agentguard-fast-"
 _MARK = PREFIX.encode()
+ENVELOPE_KEYS = (PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY,
+                 LOG_LEVEL_META_KEY)
+"""The ``_meta`` keys the SDK client puts on each 2026-07-28 request (its envelope)."""
 Answer = Callable[[dict[str, Any] | None], None]
 Wait = Callable[[], Awaitable[dict[str, Any] | None]]
 
@@ -57,6 +64,22 @@ class FastLane(ABC):
         self._callbacks: dict[str, Answer] = {}
         self._next = 0
         self.closed = False
+        self.envelope: dict[str, Any] | None = None
+        """The SDK client's 2026-07-28 envelope, learned from its first stamped request."""
+
+    def _learn(self, item: Any) -> None:
+        """Record the envelope the SDK client stamps on its requests (the proxy's own
+        ``tools/list`` precedes any relay, as a relayed tool must have been listed).
+
+        The SDK has no public way to stamp a request it does not send itself, so the lane,
+        which carries every byte the SDK writes, reads the envelope off the wire instead.
+        """
+        message = getattr(item, "message", None)
+        if not isinstance(message, JSONRPCRequest) or not isinstance(message.params, dict):
+            return
+        meta = message.params.get("_meta")
+        if isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta:
+            self.envelope = {k: meta[k] for k in ENVELOPE_KEYS if k in meta}
 
     def _resolve(self, rid: str, answer: dict[str, Any]) -> bool:
         callback = self._callbacks.pop(rid, None)
@@ -200,6 +223,8 @@ class RawStdio(FastLane):
         assert self._writer is not None
         async with from_sdk:
             async for message in from_sdk:
+                if self.envelope is None:
+                    self._learn(message)
                 await self._writer.write(serialize(message))
                 if self._writer.closed:
                     self._fail_all()
@@ -259,10 +284,26 @@ class SideDoor(FastLane):
         self._write_stream = write
         send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](64)
         self._session_send = send
+        sdk_writes, written = anyio.create_memory_object_stream[SessionMessage](64)
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.callback(self._tg.cancel_scope.cancel)
         self._tg.start_soon(self._relay, read, send)
-        return receive, write
+        self._tg.start_soon(self._watch, written, write)
+        return receive, sdk_writes
+
+    async def _watch(self, written: Any, write: Any) -> None:
+        """Pass the SDK's messages to its transport, learning its envelope on the way."""
+        try:
+            async with written:
+                async for item in written:
+                    if self.envelope is None:
+                        self._learn(item)
+                    await write.send(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            with suppress(Exception):
+                await write.aclose()
 
     async def __aexit__(self, *exc: Any) -> Any:
         self._fail_all()

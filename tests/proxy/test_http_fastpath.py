@@ -28,6 +28,11 @@ import httpx2
 import pytest
 from mcp import StdioServerParameters
 from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
 
 from agentguard.proxy.config import ProxyConfig, UpstreamConfig
 from agentguard.proxy.core import ProxyCore
@@ -368,22 +373,15 @@ async def test_a_fast_path_that_cannot_relay_hands_the_call_to_the_full_path(
         proxy: ProxyUnderTest, served_by: str) -> None:
     async with in_process_proxy(proxy, 30.0, served_by) as (url, core), \
             httpx2.AsyncClient(timeout=30) as http:
-        session = core.upstreams["ops"].client.session
-        stamp, failed = session._stamp, []
-
-        def broken_once(data: Any, opts: Any) -> None:
-            if not failed:
-                failed.append(data)
-                raise RuntimeError("stamping failed")
-            stamp(data, opts)
-
-        session._stamp = broken_once
-        try:
-            response = await http.post(url, headers=_headers(), content=_call())
-        finally:
-            session._stamp = stamp
-        assert failed and response.status_code == 200, response.text
+        lane = core.upstreams["ops"].lane
+        learned = lane.envelope  # what the SDK client stamped on its own requests
+        assert learned is not None and learned[PROTOCOL_VERSION_META_KEY] == VERSION
+        assert set(learned) >= {CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY}
+        lane.envelope = None  # as before the SDK's first request: nothing to stamp with
+        response = await http.post(url, headers=_headers(), content=_call())
+        assert response.status_code == 200, response.text
         assert response.json()["result"]["content"][0]["text"].startswith("api: running")
+        assert lane.envelope == learned  # the SDK route's request taught it again
 
 
 async def test_bearer_authentication_runs_before_any_fast_answer(proxy: ProxyUnderTest) -> None:
