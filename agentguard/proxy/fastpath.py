@@ -133,7 +133,11 @@ class FastPath:
             return False
         route = plan[0]
         upstream = route.upstream
-        params, headers = outgoing_call(route, value["params"])
+        try:
+            params, headers = outgoing_call(route, value["params"])
+        except Exception:
+            logger.debug("cannot build a relayed request; taking the SDK route", exc_info=True)
+            return False
         rid = value["id"]
 
         def answered(answer: dict[str, Any] | None) -> None:

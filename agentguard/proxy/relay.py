@@ -165,10 +165,11 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
         name: The exposed tool name.
         params: The call's raw ``params`` as sent by the client.
         on_wire: True for the relays that answer from the transport, with no task of their
-            own: they cannot run a timer nor route upstream requests made mid-call, so they
-            need a 2026-07-28 upstream and no ``request_timeout``.
+            own to run a timer: they need no ``request_timeout``. A handshake-era upstream's
+            requests made mid-call go to the latest handshake-era client (``ProxyCore.ask``),
+            which on stdio is the caller.
         client_modern: The client speaks 2026-07-28 (a handshake-era upstream's requests
-            mid-call would need a round trip it cannot take on this route).
+            mid-call would need a round trip, which only the SDK route's ledger can take).
     """
     if not core.fast_lane or not plain_call(params):
         return None
@@ -182,10 +183,9 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
     lane = upstream.lane
     if lane is None or lane.closed or upstream.client is None:
         return None
-    if on_wire:
-        if not upstream.modern or upstream.config.request_timeout is not None:
-            return None
-    elif client_modern and not upstream.modern:
+    if on_wire and upstream.config.request_timeout is not None:
+        return None
+    if client_modern and not upstream.modern:
         return None
     if upstream.modern and getattr(lane, "envelope", None) is None:
         return None  # the lane has not seen the SDK stamp a request yet
