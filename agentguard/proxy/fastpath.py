@@ -5,9 +5,12 @@ than doubles the cost of a call compared with talking to the upstream directly. 
 the guard may skip (:func:`agentguard.proxy.relay.may_skip_guard`, the one rule), without a
 progress token or multi-round state (:func:`agentguard.proxy.relay.relay_route`), there is
 nothing to decide per call: the request is relayed to the upstream under a proxy-owned id
-(with the SDK's own per-request envelope and headers), and the answer is relayed back, shaped
-for the client's protocol era. Everything else — held calls, elicitation, progress, an
-``input_required`` answer (handed to the full path), other methods — takes the full path.
+(with the envelope the lane learned from the SDK client's own requests, and the SDK's
+per-request headers), and the answer is relayed back, shaped for the client's protocol era.
+Both eras are relayed; a 2026-07-28 client in front of a handshake-era upstream is not (its
+upstream's requests mid-call need a round trip, which the SDK route's ledger takes).
+Everything else — held calls, elicitation, progress, an ``input_required`` answer (handed to
+the full path), other methods — takes the full path.
 
 The upstream side is a :class:`~agentguard.proxy.upstream_io.FastLane` (raw stdio, or a
 side door in the SDK's HTTP transport); this module is the downstream side, sitting in the

@@ -81,6 +81,10 @@ class FastLane(ABC):
         if isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta:
             self.envelope = {k: meta[k] for k in ENVELOPE_KEYS if k in meta}
 
+    def pending(self) -> int:
+        """How many relayed requests await their answer."""
+        return len(self._callbacks)
+
     def _resolve(self, rid: str, answer: dict[str, Any]) -> bool:
         callback = self._callbacks.pop(rid, None)
         if callback is None:

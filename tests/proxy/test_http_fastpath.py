@@ -327,10 +327,10 @@ async def test_a_client_that_hangs_up_abandons_the_upstream_call(
                                content=_call(name="count_to", arguments={"n": 400})) as resp:
             async for chunk in resp.aiter_bytes():
                 assert b": ping" in chunk
-                assert lane._callbacks  # the relayed call is in flight
+                assert lane.pending()  # the relayed call is in flight
                 break
         with anyio.fail_after(10):
-            while lane._callbacks:
+            while lane.pending():
                 await anyio.sleep(0.05)
         after = await http.post(url, headers=_headers(), content=_call())
         assert after.json()["result"]["content"][0]["text"].startswith("api: running")
