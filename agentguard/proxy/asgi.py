@@ -9,7 +9,6 @@ from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCError
 
 from agentguard.proxy.http_cancel import cancellable, serve_cancelling
 from agentguard.proxy.http_fastpath import HttpFastPath
-from agentguard.proxy.http_fastserve import SKIP_FAST_PATH
 from agentguard.proxy.wire import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -80,8 +79,7 @@ class HardenedASGI:
 
         # The fast path takes only well-formed requests it checked itself; the rest are
         # validated as JSON-RPC here before the SDK sees them.
-        if self.fast_path is not None and SKIP_FAST_PATH not in scope and \
-                await self.fast_path.offer(
+        if self.fast_path is not None and await self.fast_path.offer(
                 scope, value, receive, send, lambda out: self.app(scope, replay, out)):
             return
         try:

@@ -19,8 +19,7 @@ Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
 route                         entry point                                 guard
 ============================  ==========================================  ==================
 stdio relay                   ``fastpath.FastPath.offer`` (on the wire)   skipped if Skip
-HTTP relay, connection level  ``http_fastserve.ConnectionFastPath.take``  skipped if Skip
-HTTP relay, ASGI level        ``asgi.HardenedASGI`` (OAuth deployments)   skipped if Skip
+HTTP relay                    ``asgi.HardenedASGI`` → ``HttpFastPath``    skipped if Skip
 SDK-server relay              ``handlers.Handlers.call_tool`` → lane      skipped if Skip
 SDK forward                   ``calls.run_tool_call`` (pin re-read first)  skipped if Skip
 full guard                    ``calls.run_tool_call`` → ``Guard``         consulted

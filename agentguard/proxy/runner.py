@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import FastPath
 from agentguard.proxy.handlers import build_server
 from agentguard.proxy.http_fastpath import PING_INTERVAL, HttpFastPath
-from agentguard.proxy.http_fastserve import ConnectionFastPath
 from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
 
@@ -219,27 +217,27 @@ def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     the re-authentication pages.
 
     The caller runs it (uvicorn with ``lifespan="on"``, or enters
-    ``server.session_manager.run()`` itself). Under uvicorn, serve it with
-    :func:`http_stack`'s protocol to take allowed calls off the connection directly.
+    ``server.session_manager.run()`` itself).
     """
     return http_stack(server, core, config, host, links, ping_interval=ping_interval).app
 
 
 @dataclass(frozen=True)
 class HttpStack:
-    """The ``--listen`` app and the uvicorn protocol class to serve it with."""
+    """The ``--listen`` app and the uvicorn protocol to serve it with."""
 
     app: Any
-    protocol: type[asyncio.Protocol]
+    protocol: str = "httptools"
 
 
 def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
                links: ReauthLinks | None = None, *, ping_interval: float = PING_INTERVAL
                ) -> HttpStack:
-    """:func:`http_app`, with the protocol that serves it: the connection-level fast path
-    when the fast lane is on and no bearer authentication must run first."""
-    from agentguard.proxy.http_protocol import CoalescingHttpToolsProtocol, fast_protocol
+    """:func:`http_app`, with the uvicorn protocol that serves it.
 
+    The relay answers in the ASGI stack, behind bearer authentication when configured, on
+    uvicorn's public interface only (no protocol subclass, nothing of its request cycle).
+    """
     security = transport_security(host, config.public_url)
     app = server.streamable_http_app(
         streamable_http_path="/mcp", host=host, transport_security=security,
@@ -248,11 +246,6 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
     fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
         if core.fast_lane else None
-    protocol: type[asyncio.Protocol] = CoalescingHttpToolsProtocol
-    if fast is not None and config.oauth is None:
-        protocol = fast_protocol(ConnectionFastPath(
-            fast, app, path="/mcp", max_message_bytes=config.max_message_bytes,
-            max_depth=config.max_depth))
     hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
                                  max_depth=config.max_depth, fast_path=fast)
     if config.oauth is not None:
@@ -269,7 +262,7 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
                               forward_token=oauth.forward_token)
     if links is not None:
         hardened = links.wrap(hardened)
-    return HttpStack(hardened, protocol)
+    return HttpStack(hardened)
 
 
 KEEP_ALIVE_SECONDS = 75

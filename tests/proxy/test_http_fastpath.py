@@ -266,13 +266,8 @@ async def test_the_raw_upstream_lane_reads_every_answer_as_the_sdk(
     assert seen["sse-no-answer"][0] == "error" and "may or may not" in seen["sse-no-answer"][2]
 
 
-SERVED_BY = ["connection", "asgi"]
-"""Which fast path answers: the one in the proxy's uvicorn protocol, or the one in its ASGI app
-(under plain uvicorn, as any ASGI server would run it)."""
-
-
 @asynccontextmanager
-async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float, served_by: str
+async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float
                            ) -> AsyncIterator[tuple[str, Any]]:
     """The ``--listen`` proxy in this process (uvicorn included), with a short SSE window."""
     import uvicorn
@@ -286,10 +281,9 @@ async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float, served_b
         await core.started()
         server = build_server(core)
         stack = http_stack(server, core, config, "127.0.0.1", ping_interval=ping_interval)
-        assert stack.protocol.__name__ == "BoundFastHttpProtocol"
         uv = uvicorn.Server(uvicorn.Config(
             stack.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-            http=stack.protocol if served_by == "connection" else "httptools"))
+            http=stack.protocol))
         async with anyio.create_task_group() as tg:
             tg.start_soon(uv.serve)
             await wait_port(port)
@@ -299,10 +293,9 @@ async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float, served_b
                 uv.should_exit = True
 
 
-@pytest.mark.parametrize("served_by", SERVED_BY)
 async def test_a_slow_allowed_call_becomes_an_event_stream_with_pings(
-        proxy: ProxyUnderTest, served_by: str) -> None:
-    async with in_process_proxy(proxy, 0.2, served_by) as (url, _), \
+        proxy: ProxyUnderTest) -> None:
+    async with in_process_proxy(proxy, 0.2) as (url, _), \
             httpx2.AsyncClient(timeout=30) as http:
         response = await http.post(url, headers=_headers(name="count_to"),
                                    content=_call(name="count_to", arguments={"n": 12}))
@@ -317,10 +310,9 @@ async def test_a_slow_allowed_call_becomes_an_event_stream_with_pings(
         assert fast.headers["content-type"] == "application/json"  # answered in the window
 
 
-@pytest.mark.parametrize("served_by", SERVED_BY)
 async def test_a_client_that_hangs_up_abandons_the_upstream_call(
-        proxy: ProxyUnderTest, served_by: str) -> None:
-    async with in_process_proxy(proxy, 0.2, served_by) as (url, core), \
+        proxy: ProxyUnderTest) -> None:
+    async with in_process_proxy(proxy, 0.2) as (url, core), \
             httpx2.AsyncClient(timeout=30) as http:
         lane = core.upstreams["ops"].lane
         async with http.stream("POST", url, headers=_headers(name="count_to"),
@@ -340,13 +332,12 @@ MAINTENANCE = _call(name="schedule_maintenance", arguments={"service": "api"}, m
     **ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}})
 
 
-@pytest.mark.parametrize("served_by", SERVED_BY)
 @pytest.mark.parametrize("window", [30.0, 0.0])
 async def test_an_allowed_call_that_asks_for_input_is_answered_by_the_full_path(
-        proxy: ProxyUnderTest, served_by: str, window: float) -> None:
+        proxy: ProxyUnderTest, window: float) -> None:
     """The upstream answers ``input_required``: the SDK app relays the questions, in JSON or,
     once the event stream has begun (a zero window), as its last event."""
-    async with in_process_proxy(proxy, window, served_by) as (url, _), \
+    async with in_process_proxy(proxy, window) as (url, _), \
             httpx2.AsyncClient(timeout=30) as http:
         response = await http.post(url, headers=_headers(name="schedule_maintenance"),
                                    content=MAINTENANCE)
@@ -368,10 +359,9 @@ def _answer(response: httpx2.Response) -> Any:
     return json.loads(response.text.rsplit("event: message\r\ndata: ", 1)[1])
 
 
-@pytest.mark.parametrize("served_by", SERVED_BY)
 async def test_a_fast_path_that_cannot_relay_hands_the_call_to_the_full_path(
-        proxy: ProxyUnderTest, served_by: str) -> None:
-    async with in_process_proxy(proxy, 30.0, served_by) as (url, core), \
+        proxy: ProxyUnderTest) -> None:
+    async with in_process_proxy(proxy, 30.0) as (url, core), \
             httpx2.AsyncClient(timeout=30) as http:
         lane = core.upstreams["ops"].lane
         learned = lane.envelope  # what the SDK client stamped on its own requests
@@ -385,23 +375,22 @@ async def test_a_fast_path_that_cannot_relay_hands_the_call_to_the_full_path(
 
 
 async def test_bearer_authentication_runs_before_any_fast_answer(proxy: ProxyUnderTest) -> None:
-    """With OAuth configured, uvicorn serves the plain protocol: every request meets the
-    bearer check in the ASGI stack before the (ASGI-level) fast path may answer it."""
+    """With OAuth configured, every request meets the bearer check in the ASGI stack before
+    the relay (inside it) may answer it."""
     from agentguard.proxy.config import OAuthConfig
-    from agentguard.proxy.http_protocol import CoalescingHttpToolsProtocol
 
     config = ProxyConfig(policy=str(proxy.policy), store=proxy.store_url,
                          audit=str(proxy.audit), servers=[UpstreamConfig(
                              name="ops", command=PYTHON, args=[OPS_SERVER])])
     async with build_guard(config) as guard, ProxyCore(config, guard) as core:
         server = build_server(core)
-        assert http_stack(server, core, config, "127.0.0.1").protocol.__name__ == \
-            "BoundFastHttpProtocol"
+        assert type(http_stack(server, core, config, "127.0.0.1").app).__name__ == \
+            "HardenedASGI"
         secured = config.model_copy(update={"oauth": OAuthConfig(
             issuer="https://idp.example", jwks_uri="https://idp.example/jwks",
             resource="https://proxy.example/mcp")})
         stack = http_stack(server, core, secured, "127.0.0.1")
-        assert stack.protocol is CoalescingHttpToolsProtocol
+        assert stack.protocol == "httptools"
         assert type(stack.app).__name__ == "BearerAuth"
 
 
@@ -424,11 +413,11 @@ async def _read_answers(reader: asyncio.StreamReader, count: int) -> list[dict[s
 
 async def test_pipelined_and_unusual_requests_on_one_connection(
         proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture) -> None:
-    """HTTP/1.1 edge cases around the connection-level fast path: requests pipelined in one
-    write (fast, full path, fast) answered in order; ``Expect: 100-continue``; a body too large
-    to hold; a connection: close request."""
-    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_fastserve")
-    async with in_process_proxy(proxy, 30.0, "connection") as (url, _):
+    """HTTP/1.1 edge cases around the relay: requests pipelined in one write (relayed, SDK
+    route, relayed) answered in order; ``Expect: 100-continue``; a large body; a
+    ``Connection: close`` request."""
+    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_fastpath")
+    async with in_process_proxy(proxy, 30.0) as (url, _):
         port = int(url.split(":")[2].split("/")[0])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         listing = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {
@@ -458,9 +447,8 @@ async def test_pipelined_and_unusual_requests_on_one_connection(
         assert answer["id"] == 6
         assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection closed
         writer.close()
-    # Calls 1, 3 and 6 were answered before any ASGI task (4 waited for 100 Continue, which
-    # the ASGI app's receive sends; 5 was too large to hold).
-    assert caplog.text.count("is answered at the connection") == 3, caplog.text
+    # Calls 1, 3, 4, 5 and 6 were relayed.
+    assert caplog.text.count("takes the HTTP fast path") == 5, caplog.text
 
 
 async def test_the_public_url_host_passes_dns_rebinding_protection(
