@@ -337,7 +337,9 @@ class _Waiter:
 
     async def wait(self, receive: Any, stream: AsgiAnswer, window: float | None) -> Any:
         self._timers.append(self._loop.call_later(self._WATCH_AFTER, self._watch, receive))
-        if window is not None:
+        if window is not None and window <= 0:
+            self._ping = True  # no window: an event stream at once, whatever answers first
+        elif window is not None:
             self._timers.append(self._loop.call_later(window, self._tick))
         while True:
             if self._box:
