@@ -7,7 +7,7 @@ is forwarded without consulting the guard; a tool whose definition changed since
 pinned is refused whatever the policy says, and a tool listed after the first pinning gets
 the policy's unknown-tool requirement. Explain reproduces each of these from the same
 functions the proxy uses (:func:`agentguard.proxy.catalog.hints_for`,
-``Policy.static_allow``), so the two cannot drift apart.
+:func:`agentguard.proxy.relay.may_skip_guard`), so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -43,11 +43,20 @@ class ProxyView:
 
     def verdict(self, policy: Any, call: ToolCall, decision: str) -> dict[str, Any]:
         """What the proxy does with ``call`` given the policy's ``decision`` kind."""
+        from agentguard.proxy.catalog import Entry
+        from agentguard.proxy.pins import PinStatus
+        from agentguard.proxy.relay import Skip, may_skip_guard
+
+        # The proxy's one rule for skipping the guard; given annotations stand for a pinned
+        # definition.
+        state = "pinned" if self.pin == "unknown" else self.pin
+        entry = Entry(call.server, call.tool, call.tool, _tool(call.tool, None), self.hints,
+                      PinStatus(state, "-" * 64, None))  # type: ignore[arg-type]
         if self.pin == "changed":
             action, summary = "refused", (
                 f"refused whatever the policy says: the definition of {call.tool!r} changed "
                 f"since it was pinned (`agentguard pins show {call.server} {call.tool}`)")
-        elif policy.static_allow(call.server, call.tool, self.hints):
+        elif isinstance(may_skip_guard(policy, entry), Skip):
             action, summary = "forwarded", (
                 "forwarded without the guard: the policy allows every call to this tool "
                 "whatever its arguments and context")

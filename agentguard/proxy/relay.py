@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -46,8 +46,8 @@ from mcp.shared.inbound import (
 )
 from mcp.types import PROTOCOL_VERSION_META_KEY, Tool
 
-from agentguard.guard import Guard
 from agentguard.proxy.catalog import Entry
+from agentguard.types import ToolHints
 
 if TYPE_CHECKING:
     from agentguard.proxy.core import ProxyCore
@@ -58,6 +58,7 @@ __all__ = [
     "MustGuard",
     "RelayRoute",
     "Skip",
+    "StaticPolicy",
     "may_skip_guard",
     "outgoing_call",
     "plain_call",
@@ -68,6 +69,13 @@ RESERVED_META_PREFIX = PROTOCOL_VERSION_META_KEY.rpartition("/")[0] + "/"
 """The ``_meta`` key prefix the protocol reserves (``io.modelcontextprotocol/``)."""
 
 _PLAIN_CALL = frozenset({"name", "arguments", "_meta"})
+
+
+class StaticPolicy(Protocol):
+    """What the rule asks of the policy: a :class:`~agentguard.guard.Guard` or a
+    :class:`~agentguard.policy.Policy` (``policy explain`` asks without a guard)."""
+
+    def static_allow(self, server: str, tool: str, hints: ToolHints) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +102,14 @@ class MustGuard:
     kind: Literal["guard"] = "guard"
 
 
-def may_skip_guard(guard: Guard, entry: Entry[Tool]) -> Skip | MustGuard:
+def may_skip_guard(guard: StaticPolicy, entry: Entry[Tool]) -> Skip | MustGuard:
     """Whether a call to ``entry`` may skip the guard: the single rule, used by every route.
 
     Pure and synchronous (the relay asks from a read callback). A pin re-read from the store
     happens before, in the caller, which passes the refreshed entry.
 
     Args:
-        guard: The proxy's guard (its policy decides what is allowed statically).
+        guard: The proxy's guard, or a policy (it decides what is allowed statically).
         entry: The catalog entry of the tool, with its pin status and hints.
 
     Returns:
