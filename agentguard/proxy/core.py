@@ -23,6 +23,7 @@ from mcp.types import (
     ErrorData,
     InputRequest,
     InputResponse,
+    ListRootsRequest,
     LoggingMessageNotificationParams,
     PromptListChangedNotification,
     ResourceListChangedNotification,
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 CLIENT_WAIT = 30.0
 """Seconds an upstream's request waits for a first client to ask, before it fails."""
+FIRST_ROOTS_ATTEMPT = 2.0
+"""Seconds one ``roots/list`` asked at an upstream's start waits before it is asked again."""
 
 
 class ProxyCore:
@@ -289,10 +292,30 @@ class ProxyCore:
         session = await self.notifier.wait_for_client(CLIENT_WAIT)
         if session is None:
             return ErrorData(code=METHOD_NOT_FOUND, message="no MCP client is connected to ask")
+        if isinstance(request, ListRootsRequest):
+            return await self._first_roots(request)
         try:
             return await session.send_request(request, result_type_for(request))
         except MCPError as exc:
             return exc.error
+
+    async def _first_roots(self, request: ListRootsRequest) -> InputResponse | ErrorData:
+        """``roots/list`` for an upstream that asks as it starts, asked again (it changes
+        nothing) while a new HTTP client has not opened the stream a server's own requests
+        travel on: a request sent before that stream exists never reaches the client."""
+        last: ErrorData = ErrorData(code=METHOD_NOT_FOUND, message="no MCP client answered")
+        with anyio.move_on_after(CLIENT_WAIT):
+            while True:
+                session = self.notifier.latest_session()
+                if session is not None:
+                    with anyio.move_on_after(FIRST_ROOTS_ATTEMPT):
+                        try:
+                            return await session.send_request(request,
+                                                              result_type_for(request))
+                        except MCPError as exc:
+                            last = exc.error
+                await anyio.sleep(0.2)
+        return last
 
     @contextlib.contextmanager
     def asking(self, server: str, asker: Asker) -> Iterator[None]:

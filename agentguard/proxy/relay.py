@@ -44,7 +44,7 @@ from mcp.shared.inbound import (
     mcp_param_headers,
     x_mcp_header_map,
 )
-from mcp.types import PROTOCOL_VERSION_META_KEY, Tool
+from mcp.types import LOG_LEVEL_META_KEY, PROTOCOL_VERSION_META_KEY, Tool
 
 from agentguard.proxy.catalog import Entry
 from agentguard.types import ToolHints
@@ -156,11 +156,14 @@ class RelayRoute:
         entry: The tool's catalog entry.
         upstream: The upstream serving it (its lane is up).
         skip: The security decision that allows skipping the guard.
+        log_level: The client's ``logging/setLevel``, which a 2026-07-28 upstream reads from
+            each request's ``_meta`` (None: the client set none).
     """
 
     entry: Entry[Tool]
     upstream: Upstream
     skip: Skip
+    log_level: str | None = None
 
 
 def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wire: bool,
@@ -196,7 +199,7 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
         return None
     if upstream.modern and getattr(lane, "envelope", None) is None:
         return None  # the lane has not seen the SDK stamp a request yet
-    return RelayRoute(entry, upstream, decision)
+    return RelayRoute(entry, upstream, decision, core.log_level)
 
 
 def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
@@ -216,6 +219,9 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
     envelope = getattr(upstream.lane, "envelope", None)
     if upstream.modern and envelope is not None:
         meta.update(envelope)
+        if route.log_level is not None:
+            # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel).
+            meta[LOG_LEVEL_META_KEY] = route.log_level
         version = envelope[PROTOCOL_VERSION_META_KEY]
         headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: "tools/call",
                    MCP_NAME_HEADER: encode_header_value(entry.name)}

@@ -37,14 +37,7 @@ PROXY_MODES = tuple(m for m in MODES if m != "direct")
 
 # Where the proxy scores differently from direct today: (mode, scenario) -> why. Strict: when
 # a fix lands the test XPASSes, fails, and the entry must go.
-_NO_LOG_LEVEL_2026 = (
-    "issue 18: with a 2026-07-28 upstream the SDK sends log messages only when a request's "
-    "_meta carries io.modelcontextprotocol/logLevel; the proxy passes the client's level on "
-    "guarded calls but not yet on relayed ones, so a relayed call's log messages are not sent")
-KNOWN_PROXY_DIFFERENCES: dict[tuple[str, str], str] = {
-    (mode, "tools-call-with-logging"): _NO_LOG_LEVEL_2026
-    for mode in ("proxy-http", "proxy-stdio")
-}
+KNOWN_PROXY_DIFFERENCES: dict[tuple[str, str], str] = {}
 
 
 class Runs:
