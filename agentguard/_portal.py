@@ -74,6 +74,10 @@ def _stop(cm: AbstractContextManager[BlockingPortal], portal: BlockingPortal, pi
     cm.__exit__(None, None, None)
 
 
+#: Portals inherited by a forked child, kept unreachable-but-alive (see ``_started``).
+_INHERITED: list[Any] = []
+
+
 class SyncPortal:
     """The event loop a guard's synchronous callers share (see the module docstring).
 
@@ -116,8 +120,11 @@ class SyncPortal:
         with self._lock:
             if self._portal is not None and self._pid == os.getpid():
                 return self._portal
-            if self._finalizer is not None:  # inherited through fork: forget, never stop
-                self._finalizer.detach()
+            if self._finalizer is not None:
+                # Inherited through fork: never stop it (its loop is not in this process),
+                # and never let it be collected either: closing the generator behind
+                # start_blocking_portal would wait on that loop forever.
+                _INHERITED.append(self._finalizer.detach())
             cm = start_blocking_portal("asyncio", name=self.name)
             portal = cm.__enter__()
             self._thread = portal.call(threading.get_ident)
