@@ -31,7 +31,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 
@@ -79,16 +79,17 @@ def _request(status: str, decided_at: float | None, doc: str) -> ApprovalRequest
     return request_from_dict(data)
 
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
 def _at_home(
-    method: Callable[..., Awaitable[T]],
-) -> Callable[..., Awaitable[T]]:
+    method: Callable[Concatenate[PostgresStore, P], Awaitable[T]],
+) -> Callable[Concatenate[PostgresStore, P], Awaitable[T]]:
     """Run a store operation in the loop that holds the store's connections."""
 
     @functools.wraps(method)
-    async def at_home(self: PostgresStore, *args: Any, **kwargs: Any) -> T:
+    async def at_home(self: PostgresStore, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._db.run(functools.partial(method, self, *args, **kwargs))
 
     return at_home
