@@ -49,14 +49,19 @@ _INSIDE_LOOP = (
 )
 
 
-def refuse_inside_loop() -> None:
-    """Raise :class:`UsageError` when called from a thread running an asyncio event loop:
-    blocking it on the guard would stall every other task of that loop (or deadlock)."""
+def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return
-    raise UsageError(_INSIDE_LOOP)
+        return False
+    return True
+
+
+def refuse_inside_loop() -> None:
+    """Raise :class:`UsageError` when called from a thread running an asyncio event loop:
+    blocking it on the guard would stall every other task of that loop (or deadlock)."""
+    if _loop_running():
+        raise UsageError(_INSIDE_LOOP)
 
 
 def _stop(cm: AbstractContextManager[BlockingPortal], portal: BlockingPortal, pid: int,
@@ -64,9 +69,9 @@ def _stop(cm: AbstractContextManager[BlockingPortal], portal: BlockingPortal, pi
     """Stop a portal's loop, cancelling what still runs there (also the finalizer)."""
     if pid != os.getpid():
         return  # a forked child: the loop and its thread live in the parent only
-    if threading.get_ident() == thread:
-        # Dropped from inside its own loop (garbage collected there): a thread cannot join
-        # itself, so another one does it.
+    if threading.get_ident() == thread or _loop_running():
+        # Dropped (garbage collected) inside its own loop, where a thread cannot join
+        # itself, or inside another loop, which must not block on it: another thread stops it.
         threading.Thread(target=_stop, args=(cm, portal, pid, 0), daemon=True).start()
         return
     with suppress(RuntimeError):  # already stopped
@@ -82,11 +87,12 @@ class SyncPortal:
     """The event loop a guard's synchronous callers share (see the module docstring).
 
     Args:
-        name: Name of the loop's thread (shown in thread dumps).
+        name: Name of the loop's thread (shown in thread dumps; default
+            ``agentguard-sync-<hex id>``).
     """
 
-    def __init__(self, name: str = "agentguard-sync") -> None:
-        self.name = name
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"agentguard-sync-{id(self):x}"
         self._lock = threading.Lock()
         self._portal: BlockingPortal | None = None
         self._pid = 0

@@ -8,6 +8,7 @@ loop is a usage error. With PostgreSQL, one store serves an app's loop and the p
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -57,8 +58,9 @@ def deploy(env: str, service: str = "api") -> str:
     return f"{service} -> {env}"
 
 
-def portal_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name == "agentguard-sync"]
+def portal_threads(guard: Guard) -> list[str]:
+    """The running threads of this guard's portal (other tests' guards may have theirs)."""
+    return [t.name for t in threading.enumerate() if t.name == guard._portal.name]
 
 
 def test_sync_calls_from_many_threads_share_one_loop() -> None:
@@ -74,10 +76,19 @@ def test_sync_calls_from_many_threads_share_one_loop() -> None:
         results = list(threads.map(work, range(8)))
     assert results[3][-1] == "p3 -> prod" and results[5][0] == "s5-0 -> staging"
     assert len(guard.loops) == 48 and len(set(guard.loops)) == 1
-    assert portal_threads() == ["agentguard-sync"]
+    assert portal_threads(guard) == [guard._portal.name]
     guard.close_sync()
-    assert portal_threads() == []
+    assert portal_threads(guard) == []
     assert guard.loops[0].is_closed()
+
+
+def test_a_guard_dropped_unclosed_stops_its_loop() -> None:
+    guard = Guard(Policy.from_yaml(POLICY))
+    assert guard.authorize_sync(ToolCall(tool="deploy", args={"env": "dev"})).allowed
+    name = guard._portal.name
+    del guard
+    gc.collect()
+    assert [t for t in threading.enumerate() if t.name == name] == []
 
 
 def test_a_statically_allowed_call_never_starts_the_portal() -> None:
@@ -100,7 +111,7 @@ def test_closing_the_guard_stops_its_loop_and_refuses_a_call_still_held() -> Non
         auth = held.result(timeout=30)
     assert auth.outcome == "unreachable" and not auth.allowed
     assert "closed" in auth.reason
-    assert portal_threads() == []
+    assert portal_threads(guard) == []
     # The guard is usable again: the next synchronous call starts a new loop.
     again = guard.authorize_sync(ToolCall(tool="deploy", args={"env": "dev"}))
     assert again.allowed
@@ -110,8 +121,8 @@ def test_closing_the_guard_stops_its_loop_and_refuses_a_call_still_held() -> Non
 def test_with_guard_closes_it_on_exit() -> None:
     with Guard(Policy.from_yaml(POLICY)) as guard:
         assert guard.authorize_sync(ToolCall(tool="deploy", args={"env": "dev"})).allowed
-        assert portal_threads() == ["agentguard-sync"]
-    assert portal_threads() == []
+        assert portal_threads(guard) == [guard._portal.name]
+    assert portal_threads(guard) == []
 
 
 @pytest.mark.anyio
@@ -125,9 +136,9 @@ async def test_sync_api_inside_a_running_loop_refuses_clearly() -> None:
     # From a worker thread of the same app it is fine, and `await guard.close()` stops it.
     auth = await anyio.to_thread.run_sync(
         guard.authorize_sync, ToolCall(tool="deploy", args={"env": "dev"}))
-    assert auth.allowed and portal_threads() == ["agentguard-sync"]
+    assert auth.allowed and portal_threads(guard) == [guard._portal.name]
     await guard.close()
-    assert portal_threads() == []
+    assert portal_threads(guard) == []
 
 
 def test_the_portal_cannot_be_stopped_or_called_from_its_own_loop() -> None:
@@ -276,4 +287,4 @@ async def test_a_mixed_app_shares_one_guard_and_one_postgres_store(
         assert listeners(dsn, schema) == 1  # one store, one listener, whatever the loop
         consumed = await guard.store.list_requests("consumed")
         assert len(consumed) == 8
-    assert listeners(dsn, schema) == 0 and portal_threads() == []
+    assert listeners(dsn, schema) == 0 and portal_threads(guard) == []
