@@ -288,3 +288,23 @@ async def test_a_mixed_app_shares_one_guard_and_one_postgres_store(
         consumed = await guard.store.list_requests("consumed")
         assert len(consumed) == 8
     assert listeners(dsn, schema) == 0 and portal_threads(guard) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_store_first_opened_by_sync_callers_serves_the_app_loop_too(
+    pg_schema: tuple[str, str],
+) -> None:
+    dsn, schema = pg_schema
+    guard = LoopRecordingGuard(
+        Policy.from_yaml(POLICY), store=PostgresStore(dsn, schema=schema, poll=3600),
+        channels=[ScriptedChannel([ScriptedChannel.vote("alice")])])
+    with using_guard(guard), anyio.fail_after(60):
+        # A worker thread calls first: the store opens in the guard's portal loop...
+        assert await anyio.to_thread.run_sync(deploy, "prod", "first") == "first -> prod"
+        # ...and the app's own loop is served by it from then on.
+        assert await deploy_async("prod", "second") == "second -> prod (async)"
+        assert await anyio.to_thread.run_sync(deploy, "prod", "third") == "third -> prod"
+    assert len(set(guard.loops)) == 2 and listeners(dsn, schema) == 1
+    await guard.close()  # closes the store in the portal's loop, then stops that loop
+    assert listeners(dsn, schema) == 0 and portal_threads(guard) == []
