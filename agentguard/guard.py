@@ -12,7 +12,6 @@ approved, audited and returned for the edge to run.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -23,6 +22,7 @@ import anyio
 
 from agentguard._events import args_size, call_event
 from agentguard._humans import OnWait, Verdict, wait_for_verdict
+from agentguard._portal import CrossLoopLock, SyncPortal, refuse_inside_loop
 from agentguard._stepup import reauthenticate
 from agentguard.approvals import cast_vote, shown_call, shown_hash
 from agentguard.audit.base import AuditSink
@@ -68,22 +68,6 @@ def _edit_of(request: ApprovalRequest | None) -> ApprovalVote | None:
         return None
     deny = [v for v in request.votes if not v.approve]
     return deny[-1] if deny and deny[-1].edited_args is not None else None
-
-
-class _ThreadLock:
-    """An async lock that also excludes other threads' event loops: sync callers (a sync
-    agent runs the tool calls of one turn on worker threads) each run their own loop, and
-    an ``anyio.Lock`` woken from another loop never wakes its waiter."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    async def __aenter__(self) -> None:
-        while not self._lock.acquire(blocking=False):
-            await anyio.sleep(0.005)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +137,9 @@ class Guard:
         self.clock = clock
         self.signals = SignalEvaluator(policy.model.signals, clock)
         self._opened = False
-        self._request_lock = _ThreadLock()
+        # Held calls may be decided in the app's loop and in the portal's at once.
+        self._request_lock = CrossLoopLock()
+        self._portal = SyncPortal()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Guard:
@@ -163,6 +149,12 @@ class Guard:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
+
     async def open(self) -> None:
         """Open the store (idempotent)."""
         if not self._opened:
@@ -170,10 +162,25 @@ class Guard:
             self._opened = True
 
     async def close(self) -> None:
-        """Close the store."""
+        """Close the store, and stop the event loop that served synchronous callers (calls
+        still held there are refused). Idempotent; a later call opens the guard again."""
         if self._opened:
-            await self.store.close()
             self._opened = False
+            await self.store.close()
+        if self._portal.running and not self._portal.in_loop_thread():
+            await anyio.to_thread.run_sync(self._portal.close)
+
+    def close_sync(self) -> None:
+        """Synchronous :meth:`close`, for code without an event loop (``with guard:`` calls
+        it on exit).
+
+        Raises:
+            UsageError: called inside a running event loop (await :meth:`close` there).
+        """
+        refuse_inside_loop()
+        if self._opened:
+            self._portal.call(self.close)  # closes the store; the loop is stopped below
+        self._portal.close()
 
     # ------------------------------------------------------------------ fast path
     def static_allow(self, server: str, tool: str, hints: ToolHints) -> bool:
@@ -189,18 +196,24 @@ class Guard:
         self, call: ToolCall, *, validator: ArgumentValidator | None = None,
         wait: float | None = None,
     ) -> Authorization:
-        """Synchronous :meth:`authorize`. Refuses to run inside a running event loop."""
-        try:
-            import asyncio
+        """Synchronous :meth:`authorize`, safe from any thread.
 
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return anyio.run(functools.partial(
+        Every synchronous caller of a guard is served by one long-lived event loop the guard
+        starts on first use and stops on :meth:`close` (see :mod:`agentguard._portal`); a
+        call still held when the guard closes is refused, never left hanging.
+
+        Raises:
+            UsageError: called inside a running event loop (await :meth:`authorize` there).
+        """
+        try:
+            return self._portal.call(functools.partial(
                 self.authorize, call, validator=validator, wait=wait))
-        raise UsageError(
-            "a synchronous guarded call was made inside a running event loop; await the async "
-            "API instead (e.g. `await guard.authorize(call)` or decorate an async function)"
-        )
+        except UsageError:
+            raise
+        except Exception as exc:  # authorize never raises: the portal stopped under the call
+            return self.refuse(
+                call, f"the guard was closed before the call was decided ({type(exc).__name__})",
+                outcome="unreachable")
 
     async def authorize(
         self, call: ToolCall, *, validator: ArgumentValidator | None = None,

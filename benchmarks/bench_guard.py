@@ -6,6 +6,8 @@
    10, 100 and 1,000 rules in the policy.
 3. Types before rules: validating a call against the function's annotations and freezing
    the snapshot (paid only by calls the policy may hold), against freezing alone.
+4. A synchronous call the guard must decide (its arguments matter): served by the guard's one
+   long-lived event loop, against starting an event loop per call (``anyio.run``, as before).
 
 Run: python benchmarks/bench_guard.py
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import timeit
+
+import anyio
 
 from agentguard import Guard, Policy, guarded, using_guard
 from agentguard.engine import evaluate
@@ -107,6 +111,19 @@ def main() -> None:
                              ("JSON Schema (MCP inputSchema)", by_schema)):
         t = best_ns(lambda v=validator: v.validate(args), number=20_000)
         print(f"  {label:29s} {t / 1000:8.2f} us   {t / t_freeze:5.2f}x freeze")
+
+    decided = Guard(Policy.from_yaml(
+        "rules:\n  - {id: prod, match: {tool: deploy, args: {env: prod}}, class: destructive}\n"
+        "  - {id: rest, match: {tool: deploy}, class: read}\n"))
+    staging = ToolCall(tool="deploy", args={"env": "staging"})
+    assert decided.authorize_sync(staging).allowed
+    t_portal = best_ns(lambda: decided.authorize_sync(staging), number=300)
+    t_run = best_ns(lambda: anyio.run(decided.authorize, staging), number=300)
+    decided.close_sync()
+    print("\nsynchronous call the guard decides (allowed after looking at its arguments)")
+    print(f"  event loop per call (anyio.run)  {t_run / 1000:8.1f} us")
+    print(f"  the guard's portal loop          {t_portal / 1000:8.1f} us   "
+          f"{t_portal / t_run:5.2f}x anyio.run")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,37 @@
-"""Connections of the PostgreSQL store: a pool and a listening connection per event loop.
+"""Connections of the PostgreSQL store: one pool and one listening connection, at home in the
+event loop that opened them.
 
-psycopg's async pool runs on asyncio and belongs to the loop it was opened in. The sync entry
-points of agentguard run one event loop per call (maybe in several threads at once), so
-:class:`Database` keeps a pool and a listener for each running loop and closes those an ended
-loop stranded.
+psycopg's async pool and connections belong to the asyncio loop they were opened in. One
+store object may nevertheless be used from two loops at once: an app's own loop (async tools)
+and the guard's portal loop, which serves every synchronous caller (see
+:mod:`agentguard._portal`). The model:
+
+- **One home.** The first loop to use the store opens the pool and the listener there; that
+  loop is the store's home until the store is closed.
+- **Bridged, not duplicated.** A call made from another loop is run in the home loop
+  (``asyncio.run_coroutine_threadsafe``) and awaited where it was made; cancelling the caller
+  cancels it at home. Every query, every wait and every wake-up therefore happens in one loop,
+  where the listener's notifications reach the waiters directly.
+- **A home that is gone.** If the home loop ended without closing the store, its connections
+  are finished and the next caller's loop becomes the home. A home loop that is alive but not
+  running cannot serve anyone: calls fail closed with ``StoreError``. In a forked child the
+  parent's connections are left alone (psycopg does not close them in a child) and the child
+  opens its own.
+
+Why not a pool per loop (as before): twice the connections and listeners for a mixed app, and
+a decision voted in one loop woke waiters of the other only by polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import psycopg
@@ -26,7 +45,11 @@ from agentguard.store._rules import Waiters
 
 __all__ = ["Database", "describe"]
 
+T = TypeVar("T")
+
 _KEEPALIVE = 30.0
+#: Seconds between looks at the home loop while a bridged call is in flight.
+_HOME_CHECK = 1.0
 
 
 def describe(dsn: str) -> str:
@@ -114,10 +137,15 @@ class _Listener:
 
 
 class _Link:
-    """The pool and the listener of one store object in one event loop."""
+    """The pool and the listener of one store object, in its home loop."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
         self.db = db
+        self.loop = loop
+        self.pid = os.getpid()
+        #: Done once ``open`` has finished (its result or its error), for callers that wait.
+        self.ready: Future[None] = Future()
+        self.up = False
         # Every connection opened, so that they can be closed if stranded in an ended loop.
         self.opened: weakref.WeakSet[Any] = weakref.WeakSet()
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -158,7 +186,8 @@ class _Link:
 
 
 class Database:
-    """The connections of one store object: a pool and a listener per running event loop.
+    """The connections of one store object, at home in one event loop (see the module
+    docstring).
 
     Args:
         dsn: libpq connection string or URL.
@@ -179,48 +208,93 @@ class Database:
         self.listener_name = f"agentguard listener {names.schema}"[:63]
         self.pool_min, self.pool_max = pool_min, max(pool_min, pool_max)
         self.timeout = timeout
-        self._links: dict[asyncio.AbstractEventLoop, _Link] = {}
-        self._locks: dict[asyncio.AbstractEventLoop, anyio.Lock] = {}
+        self._home: _Link | None = None
+        # Guards the choice of home between loops (threads); never held across an await.
+        self._lock = threading.Lock()
 
-    async def _link(self) -> _Link:
+    async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await ``fn()`` in the home loop (opening the store there first if needed): here
+        when this is the home loop, bridged to it from any other loop."""
         loop = asyncio.get_running_loop()
-        link = self._links.get(loop)
-        if link is not None:
-            return link
-        async with self._locks.setdefault(loop, anyio.Lock()):
-            link = self._links.get(loop)
+        link = self._home
+        if link is None or link.loop is not loop or not link.up or link.pid != os.getpid():
+            link = await self._link(loop)
+            if link.loop is not loop:
+                return await _bridged(fn, link.loop, self.dsn)
+        return await fn()
+
+    async def _link(self, loop: asyncio.AbstractEventLoop) -> _Link:
+        """The home link, once open; opened in ``loop`` when there is none."""
+        with self._lock:
+            link = self._home
+            if link is not None and not self._usable(link):
+                self._home = link = None
+            opening = link is None
             if link is None:
-                self._sweep()
-                link = _Link(self)
+                link = self._home = _Link(self, loop)
+        if opening:
+            try:
                 await link.open()
-                self._links[loop] = link
+            except BaseException as exc:
+                with self._lock:
+                    if self._home is link:
+                        self._home = None
+                link.ready.set_exception(exc if isinstance(exc, Exception) else StoreError(
+                    f"opening the PostgreSQL store at {describe(self.dsn)} was interrupted"))
+                raise
+            link.up = True
+            link.ready.set_result(None)
+        else:
+            await asyncio.wrap_future(link.ready)
+            if not link.loop.is_running() and link.loop is not loop:
+                raise StoreError(
+                    f"the event loop that opened the PostgreSQL store at {describe(self.dsn)} "
+                    "is not running; close the store in that loop or let it run")
         return link
 
-    def _sweep(self) -> None:
-        for loop in [loop for loop in self._links if loop.is_closed()]:
-            self._links.pop(loop).strand()
-            self._locks.pop(loop, None)
+    @staticmethod
+    def _usable(link: _Link) -> bool:
+        """False for a home that is gone: another process's, or a loop that has ended."""
+        if link.pid != os.getpid():
+            return False  # forked child: the parent's connections are not ours to touch
+        if link.loop.is_closed():
+            link.strand()
+            return False
+        return not link.ready.done() or link.up
 
     async def open(self) -> None:
-        """Open the pool, migrate the schema and start listening. Idempotent per loop.
+        """Open the pool, migrate the schema and start listening, in this loop unless the
+        store is already at home in another. Idempotent.
 
         Raises:
             StoreError: the server does not answer, or the schema is newer than supported.
         """
-        await self._link()
+        await self._link(asyncio.get_running_loop())
 
     async def close(self) -> None:
-        """Close this loop's pool and listener (and what ended loops left). Idempotent."""
-        self._sweep()
-        link = self._links.pop(asyncio.get_running_loop(), None)
-        if link is not None:
+        """Stop listening and close the pool (in the home loop, from wherever called).
+        Idempotent; a later use opens the store again."""
+        with self._lock:
+            link, self._home = self._home, None
+        if link is None or link.pid != os.getpid():
+            return
+        loop = asyncio.get_running_loop()
+        if link.loop is loop:
             await link.close()
+        elif link.loop.is_running():
+            await _bridged(link.close, link.loop, self.dsn)
+        else:
+            link.strand()  # its loop cannot run the async close any more
 
     @asynccontextmanager
     async def connection(self, transaction: bool = False) -> AsyncIterator[Any]:
         """A pooled connection (in a transaction if asked); psycopg errors become
-        ``StoreError``."""
-        link = await self._link()
+        ``StoreError``. Only in the home loop: reach it through :meth:`run`."""
+        link = self._home
+        if link is None or link.loop is not asyncio.get_running_loop():
+            link = await self._link(asyncio.get_running_loop())
+            if link.loop is not asyncio.get_running_loop():  # pragma: no cover - a bug
+                raise StoreError("PostgreSQL connection used outside the store's home loop")
         try:
             async with link.pool.connection() as conn:
                 if transaction:
@@ -230,3 +304,27 @@ class Database:
                     yield conn
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store at {describe(self.dsn)} failed: {exc}") from exc
+
+
+async def _call(fn: Callable[[], Awaitable[T]]) -> T:
+    return await fn()
+
+
+async def _bridged(fn: Callable[[], Awaitable[T]], home: asyncio.AbstractEventLoop,
+                   dsn: str) -> T:
+    """Await ``fn()`` run in the ``home`` loop; cancelling the caller cancels it there."""
+    future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_call(fn), home))
+    try:
+        while True:
+            # A loop that ends never runs what was handed to it: look now and then.
+            done, _ = await asyncio.wait({future}, timeout=_HOME_CHECK)
+            if done:
+                if future.cancelled():  # by the home loop, not by our caller: it is ending
+                    raise StoreError(f"the event loop holding the PostgreSQL store at "
+                                     f"{describe(dsn)} cancelled a call handed to it")
+                return future.result()
+            if home.is_closed():
+                raise StoreError(f"the event loop holding the PostgreSQL store at {describe(dsn)}"
+                                 " ended while a call was handed to it")
+    finally:
+        future.cancel()

@@ -16,19 +16,22 @@
   ``pending`` (shown as ``expired`` once past its deadline), and ``consume`` stays single use
   across restarts.
 
-psycopg's async connection pool runs on asyncio, so this store needs anyio's asyncio backend. A
-store used from a new event loop (the sync entry points run one per call) reconnects there
-(see :mod:`agentguard.store._pg_pool`).
+psycopg's async connection pool runs on asyncio, so this store needs anyio's asyncio backend.
+The pool and the listening connection live in the event loop that opened the store; every
+operation called from another loop (a guard's synchronous callers are served in the guard's own
+loop, next to an app's) is carried out there and awaited where it was called (see
+:mod:`agentguard.store._pg_pool`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 
@@ -74,6 +77,22 @@ def _request(status: str, decided_at: float | None, doc: str) -> ApprovalRequest
     if decided_at is not None:
         data["decided_at"] = decided_at
     return request_from_dict(data)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _at_home(
+    method: Callable[Concatenate[PostgresStore, P], Awaitable[T]],
+) -> Callable[Concatenate[PostgresStore, P], Awaitable[T]]:
+    """Run a store operation in the loop that holds the store's connections."""
+
+    @functools.wraps(method)
+    async def at_home(self: PostgresStore, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._db.run(functools.partial(method, self, *args, **kwargs))
+
+    return at_home
 
 
 def _grant(uses: int, doc: str) -> Grant:
@@ -182,6 +201,7 @@ class PostgresStore:
         await self._rowcount(self._names.q(query), *params)
 
     # -- approval requests ---------------------------------------------------------------
+    @_at_home
     async def create_request(self, request: ApprovalRequest) -> None:
         doc = _dumps(request_to_dict(request))
         async with self._connection() as conn:
@@ -192,10 +212,12 @@ class PostgresStore:
             except psycopg.errors.UniqueViolation:
                 raise StoreError("an approval request with this id already exists") from None
 
+    @_at_home
     async def get_request(self, request_id: str) -> ApprovalRequest | None:
         row = await self._fetchone(self._sql["get"], request_id)
         return None if row is None else present(_request(*row), self._clock())
 
+    @_at_home
     async def list_requests(
         self, status: RequestStatus | None = None, limit: int = 100, *,
         call_hash: str | None = None,
@@ -218,10 +240,12 @@ class PostgresStore:
         rows = await self._fetchall(query, *params, max(0, limit))
         return [present(_request(*row), now) for row in rows]
 
+    @_at_home
     async def count_pending(self, principal: str, privilege: str) -> int:
         row = await self._fetchone(self._sql["pending"], self._clock(), principal, privilege)
         return int(row[0])
 
+    @_at_home
     async def record_vote(self, request_id: str, vote: ApprovalVote) -> VoteResult:
         async with self._connection(transaction=True) as conn:
             row = await (await conn.execute(self._sql["lock"], (request_id,))).fetchone()
@@ -238,6 +262,7 @@ class PostgresStore:
             self._waiters.notify(request_id)
         return VoteResult(updated, counted)
 
+    @_at_home
     async def wait_for_change(self, request_id: str, timeout: float) -> ApprovalRequest | None:
         return await wait_until_settled(
             self.get_request, self._waiters, request_id, timeout, first_poll=self._poll / 4,
@@ -252,16 +277,20 @@ class PostgresStore:
             self._waiters.notify(request_id)
         return changed
 
+    @_at_home
     async def consume(self, request_id: str, call_hash: str) -> bool:
         return await self._rowcount(self._sql["consume"], request_id, call_hash) == 1
 
+    @_at_home
     async def expire(self, request_id: str) -> bool:
         return await self._settle(request_id, "expired")
 
+    @_at_home
     async def cancel(self, request_id: str) -> bool:
         return await self._settle(request_id, "cancelled")
 
     # -- grants ----------------------------------------------------------------------------
+    @_at_home
     async def add_grant(self, grant: Grant) -> None:
         doc = _dumps(grant_to_dict(grant))
         async with self._connection() as conn:
@@ -273,6 +302,7 @@ class PostgresStore:
             except psycopg.errors.UniqueViolation:
                 raise StoreError("a grant with this id already exists") from None
 
+    @_at_home
     async def use_grant(self, query: GrantQuery, *, now: float) -> Grant | None:
         q = self._names.q
         taken: set[str] = set()
@@ -301,6 +331,7 @@ class PostgresStore:
                 return dataclasses.replace(grant, uses=row[0])
             taken.add(grant.id)
 
+    @_at_home
     async def list_grants(self, now: float | None = None) -> Sequence[Grant]:
         at = self._clock() if now is None else now
         rows = await self._fetchall(
@@ -308,29 +339,35 @@ class PostgresStore:
             at)
         return [_grant(uses, doc) for uses, doc in rows]
 
+    @_at_home
     async def revoke_grant(self, grant_id: str) -> bool:
         return await self._rowcount(
             self._names.q("DELETE FROM {s}.grants WHERE id = %s"), grant_id) == 1
 
     # -- re-authentication -----------------------------------------------------------------
+    @_at_home
     async def record_reauth(self, subject: str, method: str, at: float) -> None:
         await self._execute(
             "INSERT INTO {s}.reauth AS r (subject, method, at) VALUES (%s, %s, %s)"
             " ON CONFLICT (subject, method) DO UPDATE SET at = greatest(r.at, excluded.at)",
             subject, method, at)
 
+    @_at_home
     async def last_reauth(self, subject: str, method: str) -> float | None:
         return await self._scalar(
             "SELECT at FROM {s}.reauth WHERE subject = %s AND method = %s", subject, method)
 
+    @_at_home
     async def set_secret(self, name: str, value: str) -> None:
         await self._execute(
             "INSERT INTO {s}.secrets (name, value) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value", name, value)
 
+    @_at_home
     async def get_secret(self, name: str) -> str | None:
         return await self._scalar("SELECT value FROM {s}.secrets WHERE name = %s", name)
 
+    @_at_home
     async def use_otp(self, subject: str, timecode: int) -> bool:
         q = self._names.q
         async with self._connection(transaction=True) as conn:
@@ -342,6 +379,7 @@ class PostgresStore:
                 (subject, timecode - _OTP_KEEP_STEPS))
         return fresh
 
+    @_at_home
     async def record_failure(self, subject: str, at: float, window: float) -> int:
         q = self._names.q
         async with self._connection(transaction=True) as conn:
@@ -358,61 +396,74 @@ class PostgresStore:
             )).fetchone()
         return int(row[0]) if row else 0
 
+    @_at_home
     async def clear_failures(self, subject: str) -> None:
         await self._execute("DELETE FROM {s}.failures WHERE subject = %s", subject)
 
+    @_at_home
     async def set_lockout(self, subject: str, until: float) -> None:
         await self._execute(
             "INSERT INTO {s}.lockouts (subject, until) VALUES (%s, %s)"
             " ON CONFLICT (subject) DO UPDATE SET until = excluded.until", subject, until)
 
+    @_at_home
     async def lockout_until(self, subject: str) -> float | None:
         return await self._scalar("SELECT until FROM {s}.lockouts WHERE subject = %s", subject)
 
     # -- risk signals ----------------------------------------------------------------------
+    @_at_home
     async def record_event(self, key: str, at: float) -> None:
         await self._execute("INSERT INTO {s}.events (key, at) VALUES (%s, %s)", key, at)
 
+    @_at_home
     async def count_events(self, key: str, since: float) -> int:
         count = await self._scalar(
             "SELECT count(*) FROM {s}.events WHERE key = %s AND at >= %s", key, since)
         return int(count or 0)
 
+    @_at_home
     async def first_use(self, principal: str, server: str, tool: str) -> bool:
         return await self._rowcount(self._names.q(
             "INSERT INTO {s}.first_use (principal, server, tool) VALUES (%s, %s, %s)"
             " ON CONFLICT DO NOTHING"), principal, server, tool) == 1
 
+    @_at_home
     async def set_cooldown(self, key: str, until: float, reason: str) -> None:
         await self._execute(
             "INSERT INTO {s}.cooldowns (key, until, reason) VALUES (%s, %s, %s)"
             " ON CONFLICT (key) DO UPDATE SET until = excluded.until, reason = excluded.reason",
             key, until, reason)
 
+    @_at_home
     async def get_cooldown(self, key: str, now: float) -> str | None:
         return await self._scalar(
             "SELECT reason FROM {s}.cooldowns WHERE key = %s AND until > %s", key, now)
 
     # -- MCP tool pins ---------------------------------------------------------------------
+    @_at_home
     async def get_pin(self, server: str, tool: str) -> str | None:
         return await self._scalar(
             "SELECT hash FROM {s}.pins WHERE server = %s AND tool = %s", server, tool)
 
+    @_at_home
     async def set_pin(self, server: str, tool: str, definition_hash: str) -> None:
         await self._execute(
             "INSERT INTO {s}.pins (server, tool, hash) VALUES (%s, %s, %s)"
             " ON CONFLICT (server, tool) DO UPDATE SET hash = excluded.hash",
             server, tool, definition_hash)
 
+    @_at_home
     async def put_definition(self, definition_hash: str, definition: str) -> None:
         await self._execute(
             "INSERT INTO {s}.definitions (hash, doc) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             definition_hash, definition)
 
+    @_at_home
     async def get_definition(self, definition_hash: str) -> str | None:
         return await self._scalar(
             "SELECT doc FROM {s}.definitions WHERE hash = %s", definition_hash)
 
+    @_at_home
     async def list_pins(self) -> Sequence[tuple[str, str, str]]:
         rows = await self._fetchall(
             self._names.q("SELECT server, tool, hash FROM {s}.pins ORDER BY server, tool"))

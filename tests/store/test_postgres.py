@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import psycopg
 import pytest
+from anyio.from_thread import start_blocking_portal
 from psycopg import sql
 
 from agentguard.errors import ConfigError, ConflictError, StoreError
@@ -270,11 +270,12 @@ async def test_data_survives_reopening_and_consume_stays_single_use(
         assert got is not None and got.status == "consumed"
 
 
-def test_a_store_used_from_one_event_loop_after_another_reconnects(pg: str, schema: str) -> None:
-    # The sync entry points (decorated plain functions) run one event loop per call.
+def test_a_store_whose_event_loop_ended_unclosed_reopens_in_the_next_loop(
+    pg: str, schema: str
+) -> None:
     store = PostgresStore(pg, schema=schema)
     request = sample_request(time.time)
-    anyio.run(store.open)
+    anyio.run(store.open)  # the loop ends with the store still open in it
     anyio.run(store.create_request, request)
     assert anyio.run(store.get_request, request.id) == request
     result = anyio.run(store.record_vote, request.id, vote("alice"))
@@ -287,36 +288,84 @@ def test_a_store_used_from_one_event_loop_after_another_reconnects(pg: str, sche
             await store.close()
 
     assert anyio.run(consume_and_close)
+    assert listeners(pg, schema) == 0  # nothing left open by the ended loops
 
 
-def test_one_store_shared_by_threads_each_running_an_event_loop(pg: str, schema: str) -> None:
-    # Sync entry points called from worker threads: one live event loop per thread at once.
+def listeners(dsn: str, schema: str) -> int:
+    with raw(dsn) as admin:
+        return admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (f"agentguard listener {schema}",)).fetchone()[0]
+
+
+def test_one_store_used_from_two_event_loops_keeps_one_pool_and_one_listener(
+    pg: str, schema: str
+) -> None:
+    # An app's loop (async tools) and a guard's portal loop (sync callers) share one store:
+    # it lives in the loop that opened it, and the other loop's calls are carried out there.
     store = PostgresStore(pg, schema=schema, poll=3600)
     request = sample_request(time.time)
-    anyio.run(store.create_request, request)
-    listening = threading.Event()
+    with start_blocking_portal("asyncio") as home, start_blocking_portal("asyncio") as other:
+        home.call(store.open)
+        assert home.call(store.create_request, request) is None
+        seen = home.start_task_soon(store.wait_for_change, request.id, 60)
+        assert other.call(store.get_request, request.id) == request
+        # poll=3600: the waiter in the home loop is woken by the listener's NOTIFY only.
+        assert other.call(store.record_vote, request.id, vote("alice")).counted
+        got = seen.result(timeout=30)
+        assert got is not None and got.status == "approved"
+        assert listeners(pg, schema) == 1
+        assert other.call(store.consume, request.id, request.call_hash)
+        other.call(store.close)  # closed in its home loop, from the other one
+        assert listeners(pg, schema) == 0
+        # Reopened by whichever loop uses it next.
+        assert other.call(store.get_request, request.id) is not None
+        home.call(store.close)
+    assert listeners(pg, schema) == 0
 
-    async def wait_then_close() -> ApprovalRequest | None:
-        try:
-            await store.open()
-            listening.set()
-            return await store.wait_for_change(request.id, timeout=60)
-        finally:
-            await store.close()
 
-    async def vote_then_close() -> None:
-        try:
-            await anyio.sleep(0.2)  # let the other thread's call start waiting
-            await store.record_vote(request.id, vote("alice"))
-        finally:
-            await store.close()
+def test_a_call_from_another_loop_is_cancelled_in_the_home_loop(pg: str, schema: str) -> None:
+    store = PostgresStore(pg, schema=schema, poll=3600)
+    request = sample_request(time.time)
 
-    with ThreadPoolExecutor(2) as threads:
-        waiting = threads.submit(anyio.run, wait_then_close)
-        assert listening.wait(timeout=30)
-        threads.submit(anyio.run, vote_then_close).result(timeout=30)
-        got = waiting.result(timeout=30)
-    assert got is not None and got.status == "approved"
+    async def wait_briefly() -> ApprovalRequest | None:
+        with anyio.move_on_after(0.3):
+            return await store.wait_for_change(request.id, 60)
+        return None
+
+    with start_blocking_portal("asyncio") as home, start_blocking_portal("asyncio") as other:
+        home.call(store.create_request, request)
+        assert other.call(wait_briefly) is None  # cancelled where it was called...
+        assert home.call(store.get_request, request.id) == request  # ...and at home
+        home.call(store.close)
+
+
+def test_a_store_whose_home_loop_is_gone_in_a_forked_child_reopens_there(
+    pg: str, schema: str
+) -> None:
+    store = PostgresStore(pg, schema=schema)
+    request = sample_request(time.time)
+    with start_blocking_portal("asyncio") as home:
+        home.call(store.create_request, request)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            status = b"?"
+            try:
+                got = anyio.run(store.get_request, request.id)
+                status = b"ok" if got == request else b"wrong"
+            except BaseException as exc:
+                status = repr(exc).encode()
+            finally:
+                os.write(write, status)
+                os._exit(0)
+        os.close(write)
+        answer = os.read(read, 1000)
+        os.waitpid(pid, 0)
+        assert answer == b"ok"
+        # The parent's connections were left alone by the child.
+        assert home.call(store.get_request, request.id) == request
+        home.call(store.close)
 
 
 @pytest.mark.anyio
