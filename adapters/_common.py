@@ -181,7 +181,8 @@ def _resolve(layers: Sequence[RunContext | None]) -> _Facts:
         return next((v for layer in present if (v := getattr(layer, name)) is not None), None)
 
     owner = next((layer for layer in present if layer.principal is not None), None)
-    principal = ANONYMOUS if owner is None else principal_from(owner.principal, owner.claims)
+    principal = (ANONYMOUS if owner is None or owner.principal is None
+                 else principal_from(owner.principal, owner.claims))
     extra = first("extra")
     return _Facts(principal, first("session_id"),
                   CallContext(source_ip=first("source_ip"), acting_for=first("acting_for"),

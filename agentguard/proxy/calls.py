@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from mcp.server.context import ServerRequestContext
@@ -46,7 +46,7 @@ from agentguard.proxy.askers import Asker
 from agentguard.proxy.catalog import Collision, Entry, hints_for
 from agentguard.proxy.channels import ElicitationChannel
 from agentguard.proxy.core import ProxyCore
-from agentguard.proxy.pins import tool_definition_hash
+from agentguard.proxy.pins import PinStatus, tool_definition_hash
 from agentguard.proxy.reauth_url import reauth_asker
 from agentguard.proxy.relay import Skip, may_skip_guard
 from agentguard.proxy.upstream import Upstream, strip_envelope
@@ -153,7 +153,8 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
     async def send(responses: dict[str, Any] | None, state: str | None) -> Any:
         request = CallToolRequest(params=CallToolRequestParams(
             name=name, arguments=dict(arguments) if arguments is not None else None,
-            input_responses=responses, request_state=state, _meta=fwd_meta))
+            input_responses=responses, request_state=state,
+            _meta=cast(Any, fwd_meta)))  # RequestParamsMeta is a TypedDict of the same JSON
         return await upstream.request(lambda c: c.session.send_request(
             request, _CALL_RESULT, progress_callback=asker.progress))
 
@@ -196,6 +197,7 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
     # The policy, the approver and the hash see the call with the schema's defaults filled
     # in, exactly as the decorator and the adapters show it; that call is what is forwarded.
     args = fill_schema_defaults(args, getattr(entry.item, "input_schema", None))
+    pin: PinStatus | None
     if entry.pin is not None and entry.pin.state != "pinned":
         pin = await core.pins.recheck(entry.server, entry.name, entry.pin.hash)
         if pin.state == "pinned":  # approved from another process meanwhile

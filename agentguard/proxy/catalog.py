@@ -137,7 +137,7 @@ class NameTable(Generic[T]):
 
     def listing(self) -> list[Entry[T]]:
         """Entries the client may see, in server then upstream order."""
-        out = []
+        out: list[Entry[T]] = []
         for items in self.by_server.values():
             out.extend(e for e in items if self.names.get(e.exposed) is e)
         return out

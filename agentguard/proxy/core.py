@@ -10,6 +10,7 @@ requests to the client (old-era upstreams) are routed to the client request that
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -173,9 +174,11 @@ class ProxyCore:
             upstreams[cfg.name] = upstream
         self.upstreams = upstreams
         self.catalog = Catalog({s.name: self.config.namespace_of(s) for s in servers})
-        for table in (self._locks, self._askers, self.resources, self.templates):
+        tables: tuple[dict[str, Any], ...] = (
+            self._locks, self._askers, self.resources, self.templates)
+        for table in tables:
             for old, new in renamed.items():
-                table[new] = table.pop(old)  # type: ignore[attr-defined]
+                table[new] = table.pop(old)
         for old, new in renamed.items():
             logger.info("upstream %r goes by its own name %r", old, new)
 
@@ -356,5 +359,9 @@ class ProxyCore:
                 continue
             request = UnsubscribeRequest(params=UnsubscribeRequestParams(uri=uri))
             with contextlib.suppress(MCPError):
-                await upstream.request(lambda c, r=request: c.session.send_request(r, Empty))
+                await upstream.request(functools.partial(_send, request=request))
 
+
+async def _send(client: Any, *, request: Any) -> Any:
+    """Send ``request`` on an upstream client's session (an empty result expected)."""
+    return await client.session.send_request(request, Empty)

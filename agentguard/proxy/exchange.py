@@ -213,6 +213,7 @@ class Ledger:
             MCPError: ``-32602`` for an unknown, expired, reused or mismatched state, or the
                 work's own error.
         """
+        exchange: Exchange | None
         if request_state is None:
             if len(self._open) >= self.max_open:
                 raise MCPError(code=INTERNAL_ERROR, message=(

@@ -64,6 +64,8 @@ async def relay_allowed(route: RelayRoute, params: dict[str, Any]) -> dict[str, 
     """
     upstream = route.upstream
     lane = upstream.lane
+    if lane is None:
+        return None  # the lane closed after the route was chosen
     out, headers = outgoing_call(route, params)
     sent, wait = await lane.begin("tools/call", out, headers)
     timeout = upstream.config.request_timeout
@@ -148,8 +150,11 @@ class FastPath:
                 return  # cancelled meanwhile
             self._answered(value, plan, answer, reply, spawn, fallback)
 
-        self._inflight[rid] = (upstream.lane, "")
-        sent = upstream.lane.start("tools/call", params, headers, answered)
+        lane = upstream.lane
+        if lane is None:
+            return False  # the lane closed after the route was chosen: the SDK route
+        self._inflight[rid] = (lane, "")
+        sent = lane.start("tools/call", params, headers, answered)
         if sent is None:
             self._inflight.pop(rid, None)
             return False

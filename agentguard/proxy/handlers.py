@@ -8,9 +8,10 @@ of the client. Capabilities mirror what the upstreams offer (tools always).
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from mcp.server.context import ServerRequestContext
@@ -182,7 +183,7 @@ class Handlers:
         async def fetch(upstream: Upstream) -> None:
             items, cursor = [], None
             for _ in range(1000):
-                page = await upstream.request(lambda c, cur=cursor: c.list_resources(cursor=cur))
+                page = await upstream.request(functools.partial(_list_resources, cursor=cursor))
                 items.extend(page.resources)
                 cursor = page.next_cursor
                 if cursor is None:
@@ -250,7 +251,8 @@ class Handlers:
         async def work(asker: Asker) -> Any:
             async def send(responses: Any, state: Any) -> Any:
                 request = ReadResourceRequest(params=ReadResourceRequestParams(
-                    uri=uri, input_responses=responses, request_state=state, _meta=meta))
+                    uri=uri, input_responses=responses, request_state=state,
+                    _meta=cast(Any, meta)))
                 return await upstream.request(lambda c: c.session.send_request(
                     request, _READ_RESULT))
 
@@ -294,7 +296,7 @@ class Handlers:
             async def send(responses: Any, state: Any) -> Any:
                 request = GetPromptRequest(params=GetPromptRequestParams(
                     name=target.name, arguments=params.arguments, input_responses=responses,
-                    request_state=state, _meta=meta))
+                    request_state=state, _meta=cast(Any, meta)))
                 return await upstream.request(lambda c: c.session.send_request(
                     request, _PROMPT_RESULT))
 
@@ -397,3 +399,7 @@ def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> Declared
     core.notifier.announce = declared_kinds(server.notification_options)
     return server
 
+
+async def _list_resources(client: Any, *, cursor: str | None) -> Any:
+    """One page of an upstream's resources."""
+    return await client.list_resources(cursor=cursor)

@@ -18,8 +18,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, cast
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -35,7 +35,7 @@ a request sent as that close happens is lost with no way to tell whether it ran.
 idle connections well before any common server timeout avoids the race; a fresh local
 connection costs a fraction of a millisecond."""
 
-Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
 class UnsafeHeader(ValueError):

@@ -141,7 +141,7 @@ class HttpFastPath:
                 "(it is being restarted); the request may or may not have taken effect")}}
         if "error" in answer:
             error = answer["error"] if isinstance(answer["error"], dict) else {}
-            return ERROR_CODE_HTTP_STATUS.get(error.get("code"), 200), \
+            return ERROR_CODE_HTTP_STATUS.get(int(error.get("code") or 0), 200), \
                 {"jsonrpc": "2.0", "id": rid, "error": error}
         result = answer.get("result")
         if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
@@ -300,12 +300,16 @@ class Plan:
     def relay(self, params: dict[str, Any], on_answer: Callable[[Any], None]) -> str | None:
         """Send the call on the upstream's fast lane; ``on_answer`` gets the answer (a dict,
         or None if the connection closed). Returns the lane's id, None if it is closed."""
+        lane = self.upstream.lane
+        if lane is None:
+            return None
         out, headers = outgoing_call(self.route, params)
-        return self.upstream.lane.start("tools/call", out, headers, on_answer)
+        return lane.start("tools/call", out, headers, on_answer)
 
     def abandon(self, sent: str) -> None:
         """Drop a relayed call nobody waits for (the upstream is told it was cancelled)."""
-        self.upstream.lane.forget(sent)
+        if self.upstream.lane is not None:
+            self.upstream.lane.forget(sent)
 
 
 class _Waiter:

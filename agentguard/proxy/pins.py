@@ -178,7 +178,7 @@ class PinBook:
             if state == "changed":
                 logger.warning("tool %r of server %r changed definition (pinned %s, now %s); "
                                "blocked until reviewed (`agentguard pins show %s %s`) and approved",
-                               tool, server, pinned[:12], digest[:12], server, tool)
+                               tool, server, (pinned or "")[:12], digest[:12], server, tool)
                 self._append({"type": "pin.changed", "server": server, "tool": tool,
                               "old_hash": pinned, "new_hash": digest,
                               "reason": "tool definition changed since it was pinned"})

@@ -228,7 +228,9 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
         headers.update(mcp_param_headers(_header_map(entry.item),
                                          out.get("arguments") or {}))
     else:
-        headers = {MCP_PROTOCOL_VERSION_HEADER: str(upstream.client.protocol_version)}
+        client = upstream.client
+        assert client is not None  # relay_route chose a connected upstream
+        headers = {MCP_PROTOCOL_VERSION_HEADER: str(client.protocol_version)}
     if meta:
         out["_meta"] = meta
     else:

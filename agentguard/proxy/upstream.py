@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio
 import httpx2
@@ -166,15 +166,17 @@ class Upstream:
         return lane
 
     def _make_client(self) -> Client:
+        # Our lanes are transports by what they do (the SDK's Transport protocol), and the
+        # callbacks take the SDK's arguments; the SDK's callback protocols name them.
         return Client(
-            self._transport(),
+            cast(Any, self._transport()),
             mode=self.config.mode,
             cache=None,
             read_timeout_seconds=self.config.request_timeout,
             message_handler=self._on_message,
-            elicitation_callback=self._on_elicit,
-            sampling_callback=self._on_sample,
-            list_roots_callback=self._on_roots,
+            elicitation_callback=cast(Any, self._on_elicit),
+            sampling_callback=cast(Any, self._on_sample),
+            list_roots_callback=cast(Any, self._on_roots),
             logging_callback=self._on_log,
         )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,7 +68,7 @@ def raw_target(url: str) -> tuple[str, int, str] | None:
         return None
     proxies = urllib.request.getproxies_environment()
     if (proxies.get("http") or proxies.get("all")) and \
-            not urllib.request.proxy_bypass_environment(host):
+            not urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return host, port, path
@@ -117,13 +117,18 @@ class HttpLane(SideDoor):
             host, port, path = self._target
             try:
                 self._pool = Http1Pool(host, port, path, self._headers,
-                                       spawn=self._tg.start_soon)
+                                       spawn=self._spawn)
             except UnsafeHeader as exc:
                 logger.info("upstream %r: relayed calls use the SDK transport (%s)",
                             self._server, exc)
             else:
                 self._stack.callback(self._pool.close)
         return pair
+
+    def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn`` in the lane's task group (the pool's background work)."""
+        assert self._tg is not None
+        self._tg.start_soon(fn)
 
     @property
     def raw(self) -> bool:

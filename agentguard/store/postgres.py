@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -84,8 +84,8 @@ T = TypeVar("T")
 
 
 def _at_home(
-    method: Callable[Concatenate[PostgresStore, P], Awaitable[T]],
-) -> Callable[Concatenate[PostgresStore, P], Awaitable[T]]:
+    method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, T]]:
     """Run a store operation in the loop that holds the store's connections."""
 
     @functools.wraps(method)

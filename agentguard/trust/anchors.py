@@ -272,12 +272,12 @@ class TrustAnchors:
         if len(passkeys) != sum(len(a.passkeys) for a in approvers):
             raise TrustFileError(f"trust file {source}: approvers: a passkey is listed twice")
         services: list[ServiceAnchor] = []
-        for i, entry in enumerate(model.services):
-            if any(s.name == entry.name for s in services):
+        for i, svc in enumerate(model.services):
+            if any(s.name == svc.name for s in services):
                 raise TrustFileError(
-                    f"trust file {source}: services.{i}.name: {entry.name!r} is listed twice")
-            kid, public = add(entry.key, f"services.{i}.key", f"service {entry.name}")
-            service = ServiceAnchor(entry.name, kid, tuple(entry.may_vouch_for))
+                    f"trust file {source}: services.{i}.name: {svc.name!r} is listed twice")
+            kid, public = add(svc.key, f"services.{i}.key", f"service {svc.name}")
+            service = ServiceAnchor(svc.name, kid, tuple(svc.may_vouch_for))
             services.append(service)
             keys[kid] = KeyBinding(kid, public, service=service)
         admins = tuple(canonical_identity(a) for a in model.admins)

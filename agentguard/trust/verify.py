@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 
 from agentguard.identity import canonical_identity, same_identity
-from agentguard.trust.anchors import ServiceAnchor, TrustAnchors
+from agentguard.trust.anchors import ApproverAnchor, ServiceAnchor, TrustAnchors
 from agentguard.trust.passkey import PasskeyVote, passkey_signer
 from agentguard.trust.statement import SignedVote, StatementError, VoteStatement
 
@@ -112,6 +112,7 @@ def verify_vote(
         The verified vote, or a sentence saying why it does not count.
     """
     # Exact types: a subclass could sign one set of bytes and show other fields.
+    owner: ApproverAnchor | None
     if type(signed) is PasskeyVote and type(signed.statement) is VoteStatement:
         statement = signed.statement
         signer = passkey_signer(signed, anchors)

@@ -197,9 +197,10 @@ class WebApproval:
             raise _Refused("this sign-in expired or was already used; start again", 400)
         credential = body.get("credential")
         found = self.anchors().passkey(
-            credential.get("id") if isinstance(credential, dict) else "")
-        if found is None or found[0].identity != ceremony.data["approver"]:
-            problem = "that passkey is not enrolled for this approver"
+            str(credential.get("id")) if isinstance(credential, dict) else "")
+        if (found is None or not isinstance(credential, dict)
+                or found[0].identity != ceremony.data["approver"]):
+            problem: str | None = "that passkey is not enrolled for this approver"
         else:
             result = verify_assertion(credential, challenge=ceremony.challenge,
                                       passkey=found[1])

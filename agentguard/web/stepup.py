@@ -91,8 +91,9 @@ class StepUp:
             raise _Refused("sign in first", 401)
         body = await web._body(request)
         ceremony = web.ceremonies.take(body.get("nonce"), "stepup")
-        if ceremony is None or ceremony.data["request_id"] != request.path_params[
-                "request_id"] or ceremony.data["subject"] != web.anchors().approver(who).identity:
+        anchor = web.anchors().approver(who)
+        if ceremony is None or anchor is None or ceremony.data["request_id"] != (
+                request.path_params["request_id"]) or ceremony.data["subject"] != anchor.identity:
             raise _Refused("this step-up expired or was already sent; start again", 400)
         credential = body.get("credential")
         if not isinstance(credential, dict):
