@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentguard.audit._chain import GENESIS_HASH, seal
+from agentguard.audit._group import AuditLedger
 from agentguard.audit.redact import Redactor
 from agentguard.errors import AuditError
 
@@ -49,6 +50,21 @@ class MemoryAuditLog:
             record, _ = seal(data, seq + 1, prev)
             self.events.append(record)
         return record
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger) -> None:
+        """Store ``event`` at once (memory needs no group commit) and count it in ``ledger``.
+
+        Raises:
+            AuditError: as :meth:`append`, or an earlier record of ``ledger`` failed.
+        """
+        if ledger.error is not None:
+            raise AuditError(f"an earlier audit record of this call was not written "
+                             f"({ledger.error}): nothing more is recorded for it")
+        self.append(event)
+
+    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`append`, for callers of the asynchronous sink interface."""
+        return self.append(event)
 
     def close(self) -> None:
         """Refuse further appends; the records stay readable."""
