@@ -62,14 +62,14 @@ async def test_held_calls_records_are_durable_before_their_tools_run(tmp_path: P
         mine = [e for e in read_events(path) if e.get("request_id") == auth.request_id]
         seen[auth.request_id or ""] = {e["type"] for e in mine}
 
-    async with Guard(Policy.from_yaml(POLICY), channels=[channel],
-                     audit=JsonlAuditLog(path, redactor=Redactor(KEY))) as guard:
-        async with anyio.create_task_group() as tg:
-            for i in range(N):
-                tg.start_soon(tool_run, guard, i)
-            while len(channel.asked) < N:
-                await anyio.sleep(0.01)
-            channel.gate.set()
+    guard = Guard(Policy.from_yaml(POLICY), channels=[channel],
+                  audit=JsonlAuditLog(path, redactor=Redactor(KEY)))
+    async with guard, anyio.create_task_group() as tg:
+        for i in range(N):
+            tg.start_soon(tool_run, guard, i)
+        while len(channel.asked) < N:
+            await anyio.sleep(0.01)
+        channel.gate.set()
     assert len(seen) == N
     for types in seen.values():
         assert {"challenge.created", "call.executed"} <= types
@@ -91,16 +91,16 @@ async def test_failed_group_write_refuses_every_call_and_audits_nothing_false(
             ran.append(i)
 
     log = JsonlAuditLog(path, redactor=Redactor(KEY))
-    async with Guard(Policy.from_yaml(POLICY), channels=[channel], audit=log) as guard:
-        async with anyio.create_task_group() as tg:
-            for i in range(N):
-                tg.start_soon(tool_run, guard, i)
-            while len(channel.asked) < N:
-                await anyio.sleep(0.01)
-            # The agent moves the log aside while every call waits for its human: the next
-            # group write (the votes, call.executed) fails.
-            os.rename(path, tmp_path / "moved.jsonl")
-            channel.gate.set()
+    guard = Guard(Policy.from_yaml(POLICY), channels=[channel], audit=log)
+    async with guard, anyio.create_task_group() as tg:
+        for i in range(N):
+            tg.start_soon(tool_run, guard, i)
+        while len(channel.asked) < N:
+            await anyio.sleep(0.01)
+        # The agent moves the log aside while every call waits for its human: the next
+        # group write (the votes, call.executed) fails.
+        os.rename(path, tmp_path / "moved.jsonl")
+        channel.gate.set()
     assert ran == []
     assert all(a.outcome == "unreachable" and "failed closed" in a.reason
                for a in results.values()), [a.reason for a in results.values()]
