@@ -69,16 +69,17 @@ class AuditLedger:
             if self.error is None:
                 self.error = error
 
-    def _settled(self, count: int = 1) -> None:
+    def _settled(self, count: int = 1) -> list[tuple[asyncio.AbstractEventLoop,
+                                                     asyncio.Future[None]]]:
+        """Count ``count`` records settled; return the async waiters to wake (the caller
+        wakes them, one ``call_soon_threadsafe`` per loop for a whole group)."""
         with self._cond:
             self._open -= count
             if self._open > 0 and self.error is None:
-                return
+                return []
             waiters, self._waiters = self._waiters, []
             self._cond.notify_all()
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_wake, future)
+        return waiters
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -120,9 +121,19 @@ class AuditLedger:
         self._raise()
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _wake_all(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_wake, futures)
 
 
 class _Entry:
@@ -206,16 +217,14 @@ class GroupCommitter:
                     doomed, self._queue = self._queue, []
                     for entry in batch + doomed:
                         entry.ledger._failed(error)
-                for entry in batch + doomed:
-                    entry.ledger._settled()
+                _wake_all([w for entry in batch + doomed for w in entry.ledger._settled()])
                 continue
             counts: dict[int, tuple[AuditLedger, int]] = {}
             for entry, record in zip(batch, records, strict=True):
                 entry.record = record
                 known = counts.get(id(entry.ledger))
                 counts[id(entry.ledger)] = (entry.ledger, 1 if known is None else known[1] + 1)
-            for ledger, count in counts.values():
-                ledger._settled(count)
+            _wake_all([w for ledger, count in counts.values() for w in ledger._settled(count)])
 
 
 def record_event(sink: Any, event: Mapping[str, Any], *, durable: bool = True) -> None:
