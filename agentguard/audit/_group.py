@@ -137,11 +137,13 @@ def _wake_all(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None
 
 
 class _Entry:
-    __slots__ = ("data", "ledger", "record")
+    __slots__ = ("data", "ledger", "record", "written")
 
-    def __init__(self, data: dict[str, Any], ledger: AuditLedger) -> None:
+    def __init__(self, data: dict[str, Any], ledger: AuditLedger,
+                 written: Callable[[dict[str, Any]], object] | None) -> None:
         self.data = data
         self.ledger = ledger
+        self.written = written
         self.record: dict[str, Any] | None = None
 
 
@@ -166,13 +168,20 @@ class GroupCommitter:
         self._pid = os.getpid()
         self._closed = False
 
-    def submit(self, data: dict[str, Any], ledger: AuditLedger) -> _Entry:
+    def submit(self, data: dict[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> _Entry:
         """Queue one prepared event for the next group; never waits for I/O.
+
+        Args:
+            data: The prepared (redacted, JSON-safe) event.
+            ledger: The call's ledger.
+            written: Called on the writer thread with the stored record once it is durable
+                (telemetry); what it raises is ignored.
 
         Raises:
             AuditError: the sink is closed, or an earlier record of ``ledger`` failed.
         """
-        entry = _Entry(data, ledger)
+        entry = _Entry(data, ledger, written)
         with self._cond:
             if self._closed:
                 raise AuditError(f"the audit log is closed ({self._name})")
@@ -222,6 +231,9 @@ class GroupCommitter:
             counts: dict[int, tuple[AuditLedger, int]] = {}
             for entry, record in zip(batch, records, strict=True):
                 entry.record = record
+                if entry.written is not None:
+                    with contextlib.suppress(Exception):  # telemetry never fails a write
+                        entry.written(record)
                 known = counts.get(id(entry.ledger))
                 counts[id(entry.ledger)] = (entry.ledger, 1 if known is None else known[1] + 1)
             _wake_all([w for ledger, count in counts.values() for w in ledger._settled(count)])

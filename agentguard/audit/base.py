@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -77,8 +77,10 @@ class GroupCommitSink(AuditSink, Protocol):
     records of every ledger that had one in it (see :mod:`agentguard.audit._group`).
     """
 
-    def submit(self, event: Mapping[str, Any], ledger: AuditLedger) -> None:
-        """Redact and queue one event for the next group; never wait for I/O.
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
+        """Redact and queue one event for the next group; never wait for I/O. ``written``
+        (if given) is called with the stored record once it is durable.
 
         Raises:
             AuditError: the event is malformed, the sink is closed, or ``ledger`` failed.

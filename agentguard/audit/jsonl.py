@@ -162,7 +162,8 @@ class JsonlAuditLog:
         """
         return self._commit([self._redactor.prepare(event)])[0]
 
-    def submit(self, event: Mapping[str, Any], ledger: AuditLedger) -> None:
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
         """Redact ``event`` and queue it for the next group write; never waits for the disk.
 
         ``await ledger.durable()`` returns once it (and the ledger's other records) is
@@ -172,7 +173,7 @@ class JsonlAuditLog:
             AuditError: the event is not a mapping with a string ``type``, the log is closed,
                 or an earlier record of ``ledger`` was not written.
         """
-        self._group.submit(self._redactor.prepare(event), ledger)
+        self._group.submit(self._redactor.prepare(event), ledger, written=written)
 
     async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Group-commit one event without blocking the event loop; return the stored record.

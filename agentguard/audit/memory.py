@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentguard.audit._chain import GENESIS_HASH, seal
@@ -51,7 +52,8 @@ class MemoryAuditLog:
             self.events.append(record)
         return record
 
-    def submit(self, event: Mapping[str, Any], ledger: AuditLedger) -> None:
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
         """Store ``event`` at once (memory needs no group commit) and count it in ``ledger``.
 
         Raises:
@@ -60,7 +62,10 @@ class MemoryAuditLog:
         if ledger.error is not None:
             raise AuditError(f"an earlier audit record of this call was not written "
                              f"({ledger.error}): nothing more is recorded for it")
-        self.append(event)
+        record = self.append(event)
+        if written is not None:
+            with contextlib.suppress(Exception):
+                written(record)
 
     async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`append`, for callers of the asynchronous sink interface."""

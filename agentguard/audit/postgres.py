@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -149,7 +149,8 @@ class PostgresAuditLog:
         """
         return self._commit([self._redactor.prepare(event)])[0]
 
-    def submit(self, event: Mapping[str, Any], ledger: AuditLedger) -> None:
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
         """Redact ``event`` and queue it for the next group transaction; never waits.
 
         ``await ledger.durable()`` returns once it is committed, and raises
@@ -159,7 +160,7 @@ class PostgresAuditLog:
             AuditError: the event is malformed, the log is closed, or an earlier record of
                 ``ledger`` was not written.
         """
-        self._group.submit(self._redactor.prepare(event), ledger)
+        self._group.submit(self._redactor.prepare(event), ledger, written=written)
 
     async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Group-commit one event without blocking the event loop; return the stored record.
