@@ -230,8 +230,8 @@ async def cast_vote(
             seen is None or len(shown) < 12 or not seen.startswith(shown)):
         problem = ("the stored call changed since it was shown to you (or the hash given "
                    "is not the one shown): read it again before deciding")
-        audit.append(request_event(request, "vote.rejected", approver=approver,
-                                   channel=channel, detail=problem))
+        record_event(audit, request_event(request, "vote.rejected", approver=approver,
+                                          channel=channel, detail=problem))
         return request, problem
     if edited_args is not None and (approve or not isinstance(edited_args, Mapping)):
         return request, "an edit is a deny of this call with proposed arguments (an object)"
