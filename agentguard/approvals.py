@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from agentguard.audit._group import record_event
 from agentguard.audit.base import AuditSink
 from agentguard.errors import ConflictError
 from agentguard.store.base import Store
@@ -214,23 +215,23 @@ async def cast_vote(
         return None, f"no approval request {request_id!r}"
     problem = approver_problem(request, approver)
     if problem is not None:
-        audit.append(request_event(request, "vote.rejected", approver=approver,
-                                   channel=channel, detail=problem))
+        record_event(audit, request_event(request, "vote.rejected", approver=approver,
+                                          channel=channel, detail=problem))
         return request, problem
     problem = call_hash_problem(request) if approve else None
     if problem is not None:
         # The agent rewrote the stored call an approver reads while keeping the hash the vote
         # would name: whoever reviewed it saw something else than what would run.
-        audit.append(request_event(request, "vote.rejected", approver=approver,
-                                   channel=channel, detail=problem))
+        record_event(audit, request_event(request, "vote.rejected", approver=approver,
+                                          channel=channel, detail=problem))
         return request, problem
     seen = shown_hash(shown_view(request))
     if approve and shown is not None and (
             seen is None or len(shown) < 12 or not seen.startswith(shown)):
         problem = ("the stored call changed since it was shown to you (or the hash given "
                    "is not the one shown): read it again before deciding")
-        audit.append(request_event(request, "vote.rejected", approver=approver,
-                                   channel=channel, detail=problem))
+        record_event(audit, request_event(request, "vote.rejected", approver=approver,
+                                          channel=channel, detail=problem))
         return request, problem
     if edited_args is not None and (approve or not isinstance(edited_args, Mapping)):
         return request, "an edit is a deny of this call with proposed arguments (an object)"
@@ -255,8 +256,8 @@ async def cast_vote(
     elif approve and request.approval.assurance == "signed":
         problem = ("this rule needs a signed vote: make a key with `agentguard approvers "
                    "keygen`, have it added to the trust file, and approve with it")
-        audit.append(request_event(request, "vote.rejected", approver=approver,
-                                   channel=channel, detail=problem))
+        record_event(audit, request_event(request, "vote.rejected", approver=approver,
+                                          channel=channel, detail=problem))
         return request, problem
     vote = ApprovalVote(approver=approver, approve=approve, at=at,
                         channel=channel, reason=reason, grant_ttl=grant_ttl,

@@ -25,6 +25,7 @@ from agentguard._humans import OnWait, Verdict, wait_for_verdict
 from agentguard._portal import CrossLoopLock, SyncPortal, refuse_inside_loop
 from agentguard._stepup import reauthenticate
 from agentguard.approvals import cast_vote, shown_call, shown_hash
+from agentguard.audit._group import AuditLedger, current_ledger, record_event
 from agentguard.audit.base import AuditSink
 from agentguard.canonical import CanonicalizationError, call_hash, freeze
 from agentguard.channels.base import ApprovalChannel, ChannelAnswer
@@ -250,11 +251,7 @@ class Guard:
         """
         started = self.clock()
         attempt = _Attempt(validator, extra_channels, on_wait, started, wait)
-        try:
-            await self.open()
-            return await self._authorize(call, attempt)
-        except Exception as exc:  # fail closed: any failure is a refusal that says why
-            return self._fail_closed(call, exc)
+        return await self._audited(call, attempt)
 
     async def preapprove(
         self, call: ToolCall, *, validator: ArgumentValidator | None = None,
@@ -271,11 +268,7 @@ class Guard:
         """
         started = self.clock()
         attempt = _Attempt(validator, extra_channels, on_wait, started, wait, claim=False)
-        try:
-            await self.open()
-            return await self._authorize(call, attempt)
-        except Exception as exc:
-            return self._fail_closed(call, exc)
+        return await self._audited(call, attempt)
 
     async def grant_again(self, auth: Authorization, *, ttl: float = 600.0) -> str | None:
         """One more run of exactly the call ``auth`` approved: a single-use ``once`` grant in
@@ -324,9 +317,32 @@ class Guard:
         return Authorization(call, decision, outcome, reason)
 
     # ------------------------------------------------------------------ orchestration
-    def _append(self, call: ToolCall, decision: Decision | None, event: str, **kw: Any) -> None:
+    async def _audited(self, call: ToolCall, attempt: _Attempt) -> Authorization:
+        """Authorize with the call's audit records group-committed: none goes on before
+        every record it wrote is durable; a record not written refuses it."""
+        ledger = AuditLedger()
+        token = current_ledger.set(ledger)
+        try:
+            try:
+                await self.open()
+                auth = await self._authorize(call, attempt)
+            except Exception as exc:  # fail closed: any failure is a refusal that says why
+                auth = self._fail_closed(call, exc)
+        finally:
+            current_ledger.reset(token)
+        try:
+            await ledger.durable()
+        except AgentGuardError as exc:
+            if auth.allowed:
+                return self._fail_closed(call, exc)  # outside the ledger: a fresh write
+            return replace(auth, reason=f"{auth.reason} (and the audit log failed: {exc})")
+        return auth
+
+    def _append(self, call: ToolCall, decision: Decision | None, event: str, *,
+                durable: bool = True, **kw: Any) -> None:
         redact = self.policy.redact_paths(call.server, call.tool)
-        self.audit.append(call_event(call, decision, event, redact=redact, **kw))
+        record_event(self.audit, call_event(call, decision, event, redact=redact, **kw),
+                     durable=durable)
 
     def _fail_closed(self, call: ToolCall, exc: BaseException) -> Authorization:
         while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -406,10 +422,11 @@ class Guard:
 
     def _audit_or_refuse(self, call: ToolCall, decision: Decision, event: str, **kw: Any) -> None:
         c = decision.classification
+        durable = c.privilege not in _ROUTINE or bool(c.labels)
         try:
-            self._append(call, decision, event, **kw)
+            self._append(call, decision, event, durable=durable, **kw)
         except Exception:
-            if c.privilege not in _ROUTINE or c.labels:
+            if durable:
                 raise
 
     async def _challenge(self, held: _Held, attempt: _Attempt) -> Authorization:
@@ -653,6 +670,9 @@ class Guard:
         self._append(call, decision, "challenge.created", request_id=request.id,
                      call_hash=held.digest, expires_at=request.expires_at,
                      approvers=list(held.approval.approvers), quorum=held.approval.quorum)
+        ledger = current_ledger.get()
+        if ledger is not None:  # durable before anyone is asked: an unaudited hold asks nobody
+            await ledger.durable()
         return request, True
 
     async def _identical_request(self, held: _Held) -> ApprovalRequest | None:

@@ -9,7 +9,8 @@ naming them:
 =====================  =====================================================================
 ``AGENTGUARD_HOME``    directory of the defaults below (default ``~/.agentguard``, mode 0700)
 ``AGENTGUARD_STORE``   store URL (default ``sqlite:///$AGENTGUARD_HOME/agentguard.db``)
-``AGENTGUARD_AUDIT``   audit log path (default ``$AGENTGUARD_HOME/audit.jsonl``)
+``AGENTGUARD_AUDIT``   audit log path (default ``$AGENTGUARD_HOME/audit.jsonl``), or a
+                      ``postgresql://...[?schema=NAME]`` URL for a PostgreSQL log
 =====================  =====================================================================
 """
 
@@ -42,9 +43,16 @@ def store_url(flag: str | None = None) -> str:
     return flag or os.environ.get("AGENTGUARD_STORE") or f"sqlite:///{default_home()}/agentguard.db"
 
 
-def audit_path(flag: str | Path | None = None) -> Path:
-    """Audit log path: ``--audit``, ``$AGENTGUARD_AUDIT``, or ``audit.jsonl`` in the home."""
-    return Path(flag or os.environ.get("AGENTGUARD_AUDIT") or default_home() / "audit.jsonl")
+def audit_path(flag: str | Path | None = None) -> Path | str:
+    """Audit log: ``--audit``, ``$AGENTGUARD_AUDIT``, or ``audit.jsonl`` in the home.
+
+    A JSONL log is a :class:`~pathlib.Path`; a ``postgresql://`` (or ``postgres://``) URL,
+    optionally with ``?schema=NAME``, names a PostgreSQL log and is returned as the string.
+    """
+    from agentguard.audit._url import is_postgres_url
+
+    target = flag or os.environ.get("AGENTGUARD_AUDIT") or default_home() / "audit.jsonl"
+    return target if is_postgres_url(target) else Path(target)  # type: ignore[return-value]
 
 
 def policy_path(flag: str | None) -> str | None:
@@ -60,11 +68,26 @@ def approver_identity(flag: str | None = None) -> str:
     return flag or os.environ.get("AGENTGUARD_APPROVER") or getpass.getuser()
 
 
-def open_audit_log(path: Path):
+def open_audit_log(path: Path | str):
     """The JSONL audit log at ``path`` (directory created), redacting with the keyed hash in
-    ``<path>.key`` so equal secrets correlate across processes and restarts."""
-    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+    ``<path>.key`` so equal secrets correlate across processes and restarts.
 
+    A PostgreSQL URL (see :func:`audit_path`) opens a
+    :class:`~agentguard.audit.postgres.PostgresAuditLog` instead, redacting with the key in
+    ``audit.key`` of :func:`default_home`.
+    """
+    from agentguard.audit import JsonlAuditLog, Redactor, load_or_create_key
+    from agentguard.audit._url import is_postgres_url, split_audit_url
+
+    if is_postgres_url(path):
+        from agentguard.audit.postgres import PostgresAuditLog
+
+        dsn, schema = split_audit_url(str(path))
+        home = default_home()
+        home.mkdir(parents=True, exist_ok=True)
+        return PostgresAuditLog(dsn, schema=schema,
+                                redactor=Redactor(load_or_create_key(home / "audit.key")))
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = load_or_create_key(path.with_name(path.name + ".key"))
     return JsonlAuditLog(path, redactor=Redactor(key))

@@ -2,7 +2,9 @@
 
 Sinks (:class:`JsonlAuditLog`, :class:`MemoryAuditLog`) implement :class:`AuditSink`: each
 event is redacted by a :class:`Redactor`, chained to the previous record by SHA-256 and
-written; a failure raises :class:`~agentguard.errors.AuditError`. :func:`verify_log` finds
+written; a failure raises :class:`~agentguard.errors.AuditError`. Sinks that also implement
+:class:`GroupCommitSink` make the records of many concurrent calls durable with one sync;
+an :class:`AuditLedger` tells a call when all of its records are. :func:`verify_log` finds
 edits, deletions, reordering and a cut tail; :func:`read_events`, :func:`tail` and
 :func:`format_event` show a log to a human, escaped.
 """
@@ -10,7 +12,8 @@ edits, deletions, reordering and a cut tail; :func:`read_events`, :func:`tail` a
 from __future__ import annotations
 
 from agentguard.audit._chain import GENESIS_HASH
-from agentguard.audit.base import EVENT_TYPES, AuditSink
+from agentguard.audit._group import AuditLedger
+from agentguard.audit.base import EVENT_TYPES, AuditSink, GroupCommitSink
 from agentguard.audit.jsonl import JsonlAuditLog
 from agentguard.audit.memory import MemoryAuditLog
 from agentguard.audit.reader import format_event, read_events, tail
@@ -32,7 +35,9 @@ __all__ = [
     "DEFAULT_VALUE_PATTERNS",
     "EVENT_TYPES",
     "GENESIS_HASH",
+    "AuditLedger",
     "AuditSink",
+    "GroupCommitSink",
     "JsonlAuditLog",
     "MemoryAuditLog",
     "Problem",

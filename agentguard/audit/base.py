@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["EVENT_TYPES", "AuditSink"]
+if TYPE_CHECKING:
+    from agentguard.audit._group import AuditLedger
+
+__all__ = ["EVENT_TYPES", "AuditSink", "GroupCommitSink"]
 
 #: Event types written by the guard. ``call.allowed`` only when the policy logs allows.
 EVENT_TYPES = frozenset({
@@ -50,6 +53,9 @@ class AuditSink(Protocol):
     ``args`` and timings). The sink adds ``seq``, ``at``, ``prev_hash`` and ``hash``,
     redacts secrets, and must raise ``AuditError`` when the write fails: the guard then
     refuses privileged calls.
+
+    ``append`` is synchronous: it returns once the record is written (and, for a sink that
+    syncs, durable). The guard uses it only for sinks without :class:`GroupCommitSink`.
     """
 
     def append(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -57,3 +63,28 @@ class AuditSink(Protocol):
 
     def close(self) -> None:
         """Flush and release the log."""
+
+
+@runtime_checkable
+class GroupCommitSink(AuditSink, Protocol):
+    """An :class:`AuditSink` that also makes concurrent records durable in groups.
+
+    The guard gives each call an :class:`~agentguard.audit._group.AuditLedger`, queues the
+    call's records into it with ``submit`` without waiting, and before the call goes on awaits
+    ``ledger.durable()``: one write and one sync (or one transaction) then covers the records
+    of many concurrent calls, and a record that was not written refuses its call. After a
+    failed group write nothing of the group is in the log, and the sink must refuse further
+    records of every ledger that had one in it (see :mod:`agentguard.audit._group`).
+    """
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
+        """Redact and queue one event for the next group; never wait for I/O. ``written``
+        (if given) is called with the stored record once it is durable.
+
+        Raises:
+            AuditError: the event is malformed, the sink is closed, or ``ledger`` failed.
+        """
+
+    async def append_async(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Group-commit one event; return the stored record once it is durable."""

@@ -9,6 +9,11 @@ Beside the log, ``<path>.head`` holds the last record's ``seq``, ``hash`` and th
 after it, in a fixed-width line overwritten in place. Writers read it under an exclusive
 ``flock`` on the log, so processes appending to one file keep one chain; ``verify_log`` uses
 it to notice a truncated tail.
+
+Two ways in: :meth:`JsonlAuditLog.append` writes (and syncs) one record and returns it, for
+synchronous callers; :meth:`JsonlAuditLog.submit` queues a record for **group commit** (see
+:mod:`agentguard.audit._group`): a writer thread appends every record queued meanwhile with
+one ``write`` and one ``fdatasync``, so many concurrent guarded calls share one sync.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from agentguard.audit._chain import GENESIS_HASH, ChainError, check_line, head_path, seal
+from agentguard.audit._group import AuditLedger, GroupCommitter
 from agentguard.audit.redact import Redactor
 from agentguard.errors import AuditError
 
@@ -70,10 +76,11 @@ class JsonlAuditLog:
             :class:`Redactor` with a random per-process key: secrets are still hidden, but
             equal secrets correlate only within this process. Pass
             ``Redactor(load_or_create_key(...))`` to correlate across restarts.
-        fsync: ``fdatasync`` the log after every record, before it counts as written. Off by
-            default: a record then survives a process crash but may be lost in a power cut
-            or kernel crash (the head can lag then; the next append or ``repair_head``
-            re-reads such records, since they are still chained).
+        fsync: ``fdatasync`` the log after every write (one record from :meth:`append`, a
+            whole group from :meth:`submit`) before it counts as written. On by default.
+            Off, a record survives a process crash but may be lost in a power cut or kernel
+            crash (the head can lag then; the next append or ``repair_head`` re-reads such
+            records, since they are still chained).
         clock: Source of Unix time for each record's ``at`` (default: the system clock).
             Give it the guard's clock when the guard runs on simulated time (a notebook, a
             replay), so the log tells the same time as the decisions it records.
@@ -87,7 +94,7 @@ class JsonlAuditLog:
         path: str | os.PathLike[str],
         *,
         redactor: Redactor | None = None,
-        fsync: bool = False,
+        fsync: bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = os.fspath(path)
@@ -100,6 +107,7 @@ class JsonlAuditLog:
         self._head: tuple[int, str, int] | None = None
         self._head_raw = b""
         self._open()
+        self._group = GroupCommitter(self._commit, name=f"agentguard-audit {self.path}")
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self) -> None:
@@ -130,7 +138,9 @@ class JsonlAuditLog:
         self._log_fd = self._head_fd = -1
 
     def close(self) -> None:
-        """Release the files. Appending afterwards raises :class:`AuditError`."""
+        """Write what is queued for group commit, then release the files. Appending
+        afterwards raises :class:`AuditError`."""
+        self._group.close()
         with self._lock:
             self._close_fds()
 
@@ -150,7 +160,35 @@ class JsonlAuditLog:
         Raises:
             AuditError: the event is not a mapping with a string ``type``, or the write failed.
         """
-        data = self._redactor.prepare(event)
+        return self._commit([self._redactor.prepare(event)])[0]
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
+        """Redact ``event`` and queue it for the next group write; never waits for the disk.
+
+        ``await ledger.durable()`` returns once it (and the ledger's other records) is
+        written and synced, and raises :class:`AuditError` if it was not.
+
+        Raises:
+            AuditError: the event is not a mapping with a string ``type``, the log is closed,
+                or an earlier record of ``ledger`` was not written.
+        """
+        self._group.submit(self._redactor.prepare(event), ledger, written=written)
+
+    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Group-commit one event without blocking the event loop; return the stored record.
+
+        Raises:
+            AuditError: as :meth:`submit`, or the group write failed.
+        """
+        ledger = AuditLedger()
+        entry = self._group.submit(self._redactor.prepare(event), ledger)
+        await ledger.durable()
+        assert entry.record is not None
+        return entry.record
+
+    def _commit(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chain and write prepared events, all or none (under the writers' lock)."""
         with self._lock:
             if self._log_fd < 0:
                 raise AuditError(f"audit log {self.path} is closed")
@@ -160,7 +198,7 @@ class JsonlAuditLog:
                 self._open()
             self._lock_current()
             try:
-                return self._append_locked(data)
+                return self._append_locked(batch)
             finally:
                 fcntl.flock(self._log_fd, fcntl.LOCK_UN)
 
@@ -196,7 +234,7 @@ class JsonlAuditLog:
             return True
         return named.st_ino != held.st_ino or named.st_dev != held.st_dev
 
-    def _append_locked(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _append_locked(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             size = self._log_size()
             raw = os.pread(self._head_fd, _HEAD_SIZE + 1, 0)
@@ -218,12 +256,19 @@ class JsonlAuditLog:
         seq, prev, known = head if head is not None else (0, GENESIS_HASH, 0)
         if size != known:
             seq, prev = self._catch_up(seq, prev, known, size)
-        record, line = seal(data, seq + 1, prev, self._clock)
+        records, lines = [], []
+        for data in batch:
+            seq += 1
+            record, line = seal(data, seq, prev, self._clock)
+            prev = record["hash"]
+            records.append(record)
+            lines.append(line)
+        block = b"".join(lines)
         try:
-            self._write_all(line)
+            self._write_all(block)
             if self.fsync:
                 os.fdatasync(self._log_fd)
-            head = (seq + 1, record["hash"], size + len(line))
+            head = (seq, prev, size + len(block))
             raw = format_head(*head)
             if os.pwrite(self._head_fd, raw, 0) != len(raw):
                 raise OSError(f"short write to {self.head_path}")
@@ -235,7 +280,7 @@ class JsonlAuditLog:
                 error.add_note(f"the partial record could not be removed: {undo}")
             raise error from exc
         self._head, self._head_raw = head, raw
-        return record
+        return records
 
     def _log_size(self) -> int:
         """Size of the log, failing unless its path still names the file we hold.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentguard.audit._chain import GENESIS_HASH, seal
+from agentguard.audit._group import AuditLedger
 from agentguard.audit.redact import Redactor
 from agentguard.errors import AuditError
 
@@ -49,6 +51,25 @@ class MemoryAuditLog:
             record, _ = seal(data, seq + 1, prev)
             self.events.append(record)
         return record
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
+        """Store ``event`` at once (memory needs no group commit) and count it in ``ledger``.
+
+        Raises:
+            AuditError: as :meth:`append`, or an earlier record of ``ledger`` failed.
+        """
+        if ledger.error is not None:
+            raise AuditError(f"an earlier audit record of this call was not written "
+                             f"({ledger.error}): nothing more is recorded for it")
+        record = self.append(event)
+        if written is not None:
+            with contextlib.suppress(Exception):
+                written(record)
+
+    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`append`, for callers of the asynchronous sink interface."""
+        return self.append(event)
 
     def close(self) -> None:
         """Refuse further appends; the records stay readable."""

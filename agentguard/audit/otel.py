@@ -17,6 +17,7 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from agentguard.audit._group import AuditLedger
 from agentguard.audit.base import AuditSink
 from agentguard.errors import ConfigError
 
@@ -105,11 +106,36 @@ class OTelAuditSink:
             AuditError: the inner sink failed (whatever it raised is re-raised).
         """
         record = self.inner.append(event)
+        self._emit_quietly(record)
+        return record
+
+    def _emit_quietly(self, record: Mapping[str, Any]) -> None:
         try:
             self._emit(record)
         except Exception as exc:  # telemetry must never refuse or break a call
             logger.warning("OpenTelemetry export of audit record %s failed: %s: %s",
                            record.get("seq"), type(exc).__name__, exc)
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger) -> None:
+        """Queue ``event`` in the inner sink's group commit; its span follows once it is
+        durable. An inner sink without group commit is written synchronously.
+
+        Raises:
+            AuditError: the inner sink refused or failed the record.
+        """
+        submit = getattr(self.inner, "submit", None)
+        if submit is None:
+            self.append(event)
+            return
+        submit(event, ledger, written=self._emit_quietly)
+
+    async def append_async(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Group-commit ``event`` in the inner sink (synchronously if it cannot), then emit."""
+        append_async = getattr(self.inner, "append_async", None)
+        if append_async is None:
+            return self.append(event)
+        record = await append_async(event)
+        self._emit_quietly(record)
         return record
 
     def close(self) -> None:

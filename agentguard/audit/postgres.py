@@ -10,8 +10,14 @@ queue on the lock and extend one chain, and a write that fails leaves nothing be
 :func:`verify_postgres_log` reads the chain in one snapshot and checks it with
 :func:`~agentguard.audit.verify.verify_records`; the head row reveals a deleted tail.
 
-The sink is synchronous, like every :class:`~agentguard.audit.base.AuditSink`: one round trip
-to the server per statement, on a connection of its own.
+:meth:`PostgresAuditLog.append` writes one record synchronously (for CLI callers);
+:meth:`PostgresAuditLog.submit` queues a record for **group commit**: a writer thread, on a
+connection of its own, seals every record queued meanwhile and stores them in one transaction
+(one ``INSERT ... SELECT FROM unnest(...)``), so the event loop never waits on the server and
+many concurrent guarded calls share one commit (see :mod:`agentguard.audit._group`).
+
+:func:`read_postgres_events` reads records back (``agentguard audit tail|report --audit
+postgresql://...``); :func:`split_audit_url` takes the ``?schema=`` out of such a URL.
 """
 
 from __future__ import annotations
@@ -19,19 +25,27 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
 
 from agentguard.audit._chain import ChainError, check_line, check_record, seal
+from agentguard.audit._group import AuditLedger, GroupCommitter
+from agentguard.audit._url import is_postgres_url, split_audit_url
 from agentguard.audit.redact import Redactor
 from agentguard.audit.verify import Problem, VerifyReport, verify_records
 from agentguard.errors import AuditError, StoreError
 from agentguard.store._pg_pool import describe
 from agentguard.store._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, Names, check_version
 
-__all__ = ["PostgresAuditLog", "verify_postgres_log"]
+__all__ = [
+    "PostgresAuditLog",
+    "is_postgres_url",
+    "read_postgres_events",
+    "split_audit_url",
+    "verify_postgres_log",
+]
 
 
 def _migrate(conn: psycopg.Connection[Any], names: Names) -> None:
@@ -85,14 +99,18 @@ class PostgresAuditLog:
         self._pid = os.getpid()
         q = self._names.q
         self._head_sql = q("SELECT seq, hash FROM {s}.audit_head WHERE id = 1 FOR UPDATE")
-        # Moving the head and inserting the record in one statement: one round trip fewer.
+        # Moving the head and inserting the group in one statement: one round trip.
         self._write_sql = q(
             "WITH h AS (UPDATE {s}.audit_head SET seq = %(seq)s, hash = %(hash)s"
             " WHERE id = 1 AND seq = %(prev)s RETURNING seq)"
-            " INSERT INTO {s}.audit_log (seq, hash, line) SELECT seq, %(hash)s, %(line)s FROM h"
+            " INSERT INTO {s}.audit_log (seq, hash, line)"
+            " SELECT r.seq, r.hash, r.line FROM h,"
+            " unnest(%(seqs)s::bigint[], %(hashes)s::text[], %(lines)s::text[])"
+            " AS r(seq, hash, line)"
         )
         with self._lock:
             self._connection()
+        self._group = GroupCommitter(self._commit, name=f"agentguard-audit {schema}")
 
     def __repr__(self) -> str:
         return f"PostgresAuditLog({describe(self.dsn)!r}, schema={self.schema!r})"
@@ -129,7 +147,35 @@ class PostgresAuditLog:
             AuditError: the event is not a mapping with a string ``type``, the log is closed,
                 or the write failed (nothing was written then).
         """
-        data = self._redactor.prepare(event)
+        return self._commit([self._redactor.prepare(event)])[0]
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
+        """Redact ``event`` and queue it for the next group transaction; never waits.
+
+        ``await ledger.durable()`` returns once it is committed, and raises
+        :class:`AuditError` if it was not.
+
+        Raises:
+            AuditError: the event is malformed, the log is closed, or an earlier record of
+                ``ledger`` was not written.
+        """
+        self._group.submit(self._redactor.prepare(event), ledger, written=written)
+
+    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Group-commit one event without blocking the event loop; return the stored record.
+
+        Raises:
+            AuditError: as :meth:`submit`, or the group transaction failed.
+        """
+        ledger = AuditLedger()
+        entry = self._group.submit(self._redactor.prepare(event), ledger)
+        await ledger.durable()
+        assert entry.record is not None
+        return entry.record
+
+    def _commit(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Seal and store prepared events in one transaction, all or none."""
         with self._lock:
             if self._closed:
                 raise AuditError("the PostgreSQL audit log is closed")
@@ -142,20 +188,31 @@ class PostgresAuditLog:
                             f"the audit head row of schema {self.schema!r} is missing; "
                             "run verify_postgres_log"
                         )
-                    seq, prev = head
-                    record, line = seal(data, seq + 1, prev)
+                    first, prev = head
+                    seq = first
+                    records, seqs, hashes, lines = [], [], [], []
+                    for data in batch:
+                        seq += 1
+                        record, line = seal(data, seq, prev)
+                        prev = record["hash"]
+                        records.append(record)
+                        seqs.append(seq)
+                        hashes.append(prev)
+                        lines.append(line.decode("ascii").rstrip("\n"))
                     written = conn.execute(self._write_sql, {
-                        "seq": seq + 1, "prev": seq, "hash": record["hash"],
-                        "line": line.decode("ascii").rstrip("\n"),
+                        "seq": seq, "prev": first, "hash": prev,
+                        "seqs": seqs, "hashes": hashes, "lines": lines,
                     }).rowcount
-                    if written != 1:  # pragma: no cover - excluded by the row lock
+                    if written != len(batch):  # pragma: no cover - excluded by the row lock
                         raise AuditError("the audit head moved during an append")
             except psycopg.Error as exc:
                 raise AuditError(f"cannot write the PostgreSQL audit log: {exc}") from exc
-        return record
+        return records
 
     def close(self) -> None:
-        """Close the connection. Appending afterwards raises :class:`AuditError`."""
+        """Commit what is queued, then close the connection. Appending afterwards raises
+        :class:`AuditError`."""
+        self._group.close()
         with self._lock:
             self._closed = True
             if self._conn is not None and self._pid == os.getpid():
@@ -232,3 +289,42 @@ def verify_postgres_log(
             report.unlisted += 1
     report.ok = report.ok and not extra
     return report
+
+
+def read_postgres_events(
+    dsn: str, *, schema: str = DEFAULT_SCHEMA, since_seq: int = 0, last: int | None = None,
+) -> list[dict[str, Any]]:
+    """Records of the PostgreSQL log, oldest first (parsed, not verified).
+
+    Args:
+        dsn: libpq connection string or URL.
+        schema: The schema holding ``audit_log``.
+        since_seq: Only records after this ``seq``.
+        last: Only the newest ``last`` records.
+
+    Raises:
+        AuditError: the database cannot be read, or a row is not a JSON object.
+    """
+    names = Names(schema)
+    where = "WHERE seq > %(since)s"
+    if last is None:
+        sql = f"SELECT seq, line FROM {{s}}.audit_log {where} ORDER BY seq"
+    else:
+        sql = (f"SELECT seq, line FROM (SELECT seq, line FROM {{s}}.audit_log {where}"
+               " ORDER BY seq DESC LIMIT %(last)s) t ORDER BY seq")
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            rows = conn.execute(names.q(sql), {"since": since_seq, "last": last}).fetchall()
+    except psycopg.Error as exc:
+        raise AuditError(f"cannot read the PostgreSQL audit log: {exc}") from exc
+    events = []
+    for seq, line in rows:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            raise AuditError(f"audit row {seq} is not a JSON object; run `agentguard audit "
+                             "verify`")
+        events.append(record)
+    return events

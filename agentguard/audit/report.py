@@ -306,16 +306,38 @@ def summarise(records: Iterable[Mapping[str, Any]]) -> AuditReport:
 
 
 def load_report(path: str | os.PathLike[str], *, verify: bool = True) -> AuditReport:
-    """Read and summarise a JSONL audit log, checking its hash chain first if ``verify``.
+    """Read and summarise an audit log, checking its hash chain first if ``verify``.
+
+    Args:
+        path: A JSONL log, or a ``postgresql://...[?schema=NAME]`` URL of a PostgreSQL log.
+        verify: Check the hash chain first.
 
     Raises:
-        AuditError: the log cannot be read or a line is not a JSON object.
+        AuditError: the log cannot be read or a record is not a JSON object.
     """
-    chain = verify_log(path) if verify else None
-    report = summarise(read_events(path))
+    from agentguard.audit._url import is_postgres_url, split_audit_url
+
+    if is_postgres_url(path):
+        from agentguard.audit.postgres import read_postgres_events, verify_postgres_log
+
+        dsn, schema = split_audit_url(str(path))
+        chain = verify_postgres_log(dsn, schema=schema) if verify else None
+        report = summarise(read_postgres_events(dsn, schema=schema))
+        source = _describe_url(dsn, schema)
+    else:
+        chain = verify_log(path) if verify else None
+        report = summarise(read_events(path))
+        source = os.fspath(path)
     report.chain = chain
-    report.source = os.fspath(path)
+    report.source = source
     return report
+
+
+def _describe_url(dsn: str, schema: str) -> str:
+    """A PostgreSQL log named for a human, without its password."""
+    from agentguard.store._pg_pool import describe
+
+    return f"{describe(dsn)} schema {schema}"
 
 
 def parse_at(value: str | None) -> datetime | None:

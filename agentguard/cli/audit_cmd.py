@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -13,7 +15,8 @@ from agentguard.settings import audit_path
 __all__ = ["app"]
 
 app = typer.Typer(help="Read and verify the tamper-evident audit log.", no_args_is_help=True)
-PathArg = Annotated[str | None, typer.Argument(help="Audit log (default: $AGENTGUARD_AUDIT or "
+PathArg = Annotated[str | None, typer.Argument(help="Audit log: a JSONL file, or for tail and "
+                    "verify a postgresql:// URL (?schema=NAME) (default: $AGENTGUARD_AUDIT or "
                     "~/.agentguard/audit.jsonl).")]
 
 
@@ -33,10 +36,14 @@ def tail(
     from agentguard.errors import AgentGuardError
 
     target = audit_path(path)
-    if not target.exists():
+    if isinstance(target, str):
+        events = _postgres_tail(target, n, follow)
+    elif not target.exists():
         raise not_found(f"no audit log at {target}")
+    else:
+        events = tail_events(target, n=n, follow=follow)
     try:
-        for event in tail_events(target, n=n, follow=follow):
+        for event in events:
             # ensure_ascii: control and bidi characters arrive escaped, as in the text form.
             typer.echo(json.dumps(event, sort_keys=True, ensure_ascii=True,
                                   separators=(",", ":")) if as_json else format_event(event))
@@ -86,6 +93,50 @@ def _anchors(trust: str | None, policy: str | None):
     return anchors
 
 
+def _jsonl(path: str | None) -> Path:
+    target = audit_path(path)
+    if isinstance(target, str):
+        raise fail("this command works on a JSONL log; a PostgreSQL log is one table, never "
+                   "rotated or reset by agentguard")
+    return target
+
+
+def _postgres_tail(url: str, n: int, follow: bool) -> Iterator[dict[str, Any]]:
+    """The last ``n`` records of a PostgreSQL log, then (``follow``) new ones as they come."""
+    import time
+
+    from agentguard.audit._url import split_audit_url
+    from agentguard.audit.postgres import read_postgres_events
+
+    dsn, schema = split_audit_url(url)
+    seen = 0
+    for event in read_postgres_events(dsn, schema=schema, last=n):
+        seen = event["seq"]
+        yield event
+    while follow:
+        time.sleep(1.0)
+        for event in read_postgres_events(dsn, schema=schema, since_seq=seen):
+            seen = event["seq"]
+            yield event
+
+
+def _verify_postgres(url: str, anchors: dict[int, str], trusted: object,
+                     checkpoints: list[str] | None, as_json: bool) -> None:
+    from agentguard.audit._url import split_audit_url
+    from agentguard.audit.postgres import verify_postgres_log
+    from agentguard.errors import AgentGuardError
+
+    if anchors or trusted is not None or checkpoints:
+        raise fail("--expect, --trust, --policy and --checkpoints read JSONL logs only; "
+                   "a PostgreSQL log is checked for its chain and head row")
+    dsn, schema = split_audit_url(url)
+    try:
+        report = verify_postgres_log(dsn, schema=schema)
+    except AgentGuardError as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
+    _show_report(report, f"postgresql schema {schema}", False, as_json)
+
+
 @app.command()
 def verify(
     path: PathArg = None,
@@ -121,6 +172,9 @@ def verify(
     target = audit_path(path)
     anchors = dict(_anchor(text) for text in expect or ())
     trusted = _anchors(trust, policy)
+    if isinstance(target, str):
+        _verify_postgres(target, anchors, trusted, checkpoints, as_json)
+        return
     if checkpoints and trusted is None:
         raise fail("--checkpoints needs the trust file that lists the service keys (--trust)")
     if not target.exists():
@@ -146,9 +200,13 @@ def verify(
                                      expect=anchors, allow_unsigned=allow_unsigned)
     except AgentGuardError as exc:
         raise fail(str(exc), EXIT_FAILED) from exc
+    _show_report(report, str(target), trusted is not None, as_json)
+
+
+def _show_report(report: Any, where: str, trusted: bool, as_json: bool) -> None:
     if as_json:
         echo_json({
-            "ok": report.ok, "path": str(target), "records": report.records,
+            "ok": report.ok, "path": where, "records": report.records,
             "last_seq": report.last_seq, "last_hash": report.last_hash,
             "problems": [{"seq": p.seq, "line": p.line, "kind": p.kind, "detail": p.detail,
                           "severity": p.severity} for p in report.problems],
@@ -161,7 +219,7 @@ def verify(
             + (" (warning)" if problem.severity == "warning" else ""),
             fg="yellow" if report.ok else "red", err=True)
     if report.ok:
-        receipts = " and receipts" if trusted is not None else ""
+        receipts = " and receipts" if trusted else ""
         typer.echo(f"ok: {report.records} record(s), chain{receipts} intact; last "
                    f"{report.last_seq}:{report.last_hash}")
         return
@@ -182,7 +240,7 @@ def rotate(path: PathArg = None) -> None:
     from agentguard.errors import AgentGuardError
 
     try:
-        done = rotate_log(audit_path(path))
+        done = rotate_log(_jsonl(path))
     except AgentGuardError as exc:
         raise fail(str(exc), EXIT_FAILED) from exc
     prev = done.record["previous"]
@@ -210,7 +268,7 @@ def reset(
     if not yes or not reason.strip():
         raise fail("a reset needs --reason TEXT and --yes")
     try:
-        done = rotate_log(audit_path(path), reset=reason)
+        done = rotate_log(_jsonl(path), reset=reason)
     except AgentGuardError as exc:
         raise fail(str(exc), EXIT_FAILED) from exc
     found = done.record["previous"]
@@ -243,7 +301,7 @@ def checkpoint(
     if not key:
         raise fail("--key (or $AGENTGUARD_SERVICE_KEY) is needed")
     try:
-        signed = write_checkpoint(audit_path(path), load_signing_key(key), into_log=into_log,
+        signed = write_checkpoint(_jsonl(path), load_signing_key(key), into_log=into_log,
                                   out=out)
     except AgentGuardError as exc:
         raise fail(str(exc), EXIT_FAILED) from exc

@@ -15,7 +15,8 @@ __all__ = ["report"]
 
 def report(
     path: Annotated[str | None, typer.Argument(
-        help="Audit log (default: $AGENTGUARD_AUDIT or ~/.agentguard/audit.jsonl).")] = None,
+        help="Audit log: a JSONL file or a postgresql:// URL (?schema=NAME) "
+        "(default: $AGENTGUARD_AUDIT or ~/.agentguard/audit.jsonl).")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", "-o", help="Also draw the charts to this file: .png, .svg, or .html (one "
         "self-contained page with the tables and inline SVG charts). Needs matplotlib.")]
@@ -46,7 +47,7 @@ def report(
     from agentguard.errors import AgentGuardError
 
     target = audit_path(path)
-    if not target.exists():
+    if not isinstance(target, str) and not target.exists():
         raise not_found(f"no audit log at {target}")
     try:
         summary = load_report(target, verify=verify)

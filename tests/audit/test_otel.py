@@ -174,3 +174,21 @@ def test_close_closes_the_inner_sink() -> None:
     OTelAuditSink(inner).close()
     with pytest.raises(AuditError):
         inner.append(event(1))
+
+
+async def test_group_commit_passes_through_and_spans_follow_durable_records(
+        tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+    from agentguard.audit import AuditLedger, GroupCommitSink
+
+    log = JsonlAuditLog(tmp_path / "audit.jsonl", redactor=Redactor(KEY))
+    sink = OTelAuditSink(log, provider_with(SimpleSpanProcessor(exporter)))
+    assert isinstance(sink, GroupCommitSink)
+    ledger = AuditLedger()
+    for i in range(5):
+        sink.submit(event(i), ledger)
+    await ledger.durable()
+    record = await sink.append_async(event(5))
+    sink.close()
+    spans = exporter.get_finished_spans()
+    assert sorted(dict(s.attributes or {})["agentguard.seq"] for s in spans) == [1, 2, 3, 4, 5, 6]
+    assert record["seq"] == 6
