@@ -9,7 +9,9 @@ from typing import Any
 __all__ = ["fill_schema_defaults"]
 
 
-def fill_schema_defaults(args: Mapping[str, Any], schema: Mapping[str, Any] | None) -> dict:
+def fill_schema_defaults(
+    args: Mapping[str, Any], schema: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Arguments with the top-level defaults a JSON schema declares filled in.
 
     The decorator shows the policy a call's arguments with the function's defaults applied;

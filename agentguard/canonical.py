@@ -157,7 +157,8 @@ def freeze(args: Mapping[str, Any]) -> FrozenDict:
         return args
     if not isinstance(args, Mapping):
         raise CanonicalizationError(f"arguments must be an object, not {type(args).__name__}")
-    return _freeze(args, 0)
+    frozen: FrozenDict = _freeze(args, 0)
+    return frozen
 
 
 def thaw(value: Any) -> Any:

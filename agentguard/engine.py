@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agentguard.policy.classifier import Classified
 from agentguard.policy.model import ApprovalFields, PolicyModel, ReauthModel
@@ -42,7 +43,7 @@ def signals_needed(classified: Classified) -> list[str]:
     return [n for step in rule.spec.step_up for n in step.signal_names()]
 
 
-def _pick(name: str, *sources: ApprovalFields | None):
+def _pick(name: str, *sources: ApprovalFields | None) -> Any:
     for src in sources:
         if src is not None and getattr(src, name) is not None:
             return getattr(src, name)

@@ -446,17 +446,18 @@ class Guard:
                                      f"a grant covers this call: {decision.reason}")
             grant = await self.store.use_grant(held.binding.query(digest), now=self.clock())
         elif held.binding is not None:
-            found = await self._signed_grant(held)
-            if found is not None and not attempt.claim:
+            signed = await self._signed_grant(held)
+            if signed is not None and not attempt.claim:
                 return Authorization(call, decision, "approved",
                                      f"a signed grant covers this call: {decision.reason}")
-            if found is not None:
-                grant, signers = found
+            if signed is not None:
+                grant, signers = signed
         if grant is not None:
+            grant_proof: dict[str, Any] = (
+                {"grant_receipts": list(grant.receipts), "grant_shown": grant.shown}
+                if signers else {})
             self._append(call, decision, "grant.used", grant_id=grant.id, scope=grant.scope,
-                         granted_by=grant.granted_by, call_hash=digest,
-                         **({"grant_receipts": list(grant.receipts),
-                             "grant_shown": grant.shown} if signers else {}))
+                         granted_by=grant.granted_by, call_hash=digest, **grant_proof)
             approvers = signers or tuple(grant.granted_by.split(","))
         elif held.approval is not None:
             found = await self._request_for(held, attempt)
@@ -510,13 +511,15 @@ class Guard:
             else:
                 await self._maybe_grant(held, request)
         request_id = request.id if request is not None else None
-        signed_grant = ({"grant_receipts": list(grant.receipts), "grant_shown": grant.shown}
-                        if grant is not None and signers else {})
+        signed_grant: dict[str, Any] = (
+            {"grant_receipts": list(grant.receipts), "grant_shown": grant.shown}
+            if grant is not None and signers else {})
+        proof: dict[str, Any] = {"receipts": list(receipts)} if receipts else {}
         self._append(call, decision, "call.executed", outcome="approved",
                      request_id=request_id, grant_id=grant.id if grant else None,
                      call_hash=digest, approvers=list(approvers),
                      waited_ms=round((self.clock() - attempt.started) * 1000, 1),
-                     **({"receipts": list(receipts)} if receipts else {}), **signed_grant)
+                     **proof, **signed_grant)
         who = ", ".join(approvers) or "fresh re-authentication"
         return Authorization(call, decision, "approved", f"approved by {who}: {decision.reason}",
                              request_id, approvers)

@@ -18,6 +18,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentguard.audit.base import AuditSink
+    from agentguard.store.base import Store
 
 __all__ = [
     "approver_identity",
@@ -52,7 +57,7 @@ def audit_path(flag: str | Path | None = None) -> Path | str:
     from agentguard.audit._url import is_postgres_url
 
     target = flag or os.environ.get("AGENTGUARD_AUDIT") or default_home() / "audit.jsonl"
-    return target if is_postgres_url(target) else Path(target)  # type: ignore[return-value]
+    return str(target) if is_postgres_url(target) else Path(target)
 
 
 def policy_path(flag: str | None) -> str | None:
@@ -68,7 +73,7 @@ def approver_identity(flag: str | None = None) -> str:
     return flag or os.environ.get("AGENTGUARD_APPROVER") or getpass.getuser()
 
 
-def open_audit_log(path: Path | str):
+def open_audit_log(path: Path | str) -> AuditSink:
     """The JSONL audit log at ``path`` (directory created), redacting with the keyed hash in
     ``<path>.key`` so equal secrets correlate across processes and restarts.
 
@@ -93,7 +98,7 @@ def open_audit_log(path: Path | str):
     return JsonlAuditLog(path, redactor=Redactor(key))
 
 
-def default_store(url: str | None = None):
+def default_store(url: str | None = None) -> Store:
     """The store every entry point shares unless told otherwise (not yet opened).
 
     ``Guard(policy)`` alone keeps its state in memory, visible to no other process; pass
@@ -115,7 +120,7 @@ def default_store(url: str | None = None):
     return open_store(store_url(url))
 
 
-def default_audit(path: str | Path | None = None):
+def default_audit(path: str | Path | None = None) -> AuditSink:
     """The audit log every entry point shares unless told otherwise.
 
     Args:

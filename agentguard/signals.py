@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agentguard.policy.matchers import compile_principal
@@ -82,7 +83,7 @@ def _networks(cidrs: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IP
     return [ipaddress.ip_network(c, strict=False) for c in cidrs]
 
 
-def _in_networks(source: str | None, nets: list) -> bool | None:
+def _in_networks(source: str | None, nets: list[Any]) -> bool | None:
     if not source:
         return None
     try:

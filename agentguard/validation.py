@@ -114,7 +114,7 @@ class FunctionArguments:
             fields[param.name] = annotation
         # A TypedDict, not a model: parameter names need no escaping (``model_config``,
         # ``_private`` and keywords-as-strings are all fine as keys).
-        shape = typing_extensions.TypedDict(f"ArgumentsOf_{name}", fields)  # type: ignore[misc,operator]
+        shape = typing_extensions.TypedDict(f"ArgumentsOf_{name}", fields)  # type: ignore[misc]
         config = pydantic.ConfigDict(
             arbitrary_types_allowed=True, allow_inf_nan=False, ser_json_inf_nan="constants")
         try:

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentguard.audit.report import OUTCOMES, median_wait, parse_at, show
 from agentguard.errors import ConfigError
@@ -41,8 +41,8 @@ _HEADROOM = 1.08
 _TOP = 10
 # Text as <text> (small, searchable); no mathtext, so a "$" in a tool name stays a "$";
 # a fixed hash salt so the same report gives the same SVG.
-_RC = {"svg.fonttype": "none", "text.parse_math": False, "svg.hashsalt": "agentguard",
-       "font.size": 9}
+_RC: Any = {"svg.fonttype": "none", "text.parse_math": False,
+                       "svg.hashsalt": "agentguard", "font.size": 9}
 
 
 def _matplotlib() -> None:
@@ -120,11 +120,14 @@ def _over_time(ax: Axes, report: AuditReport) -> None:
         if outcome in buckets:
             heights = [buckets[outcome][i] for i in range(count)]
             drawn = [i for i, h in enumerate(heights) if h]  # see _stack: no empty segments
-            ax.bar([xs[i] for i in drawn], [heights[i] for i in drawn],
-                   bottom=[bottom[i] for i in drawn], width=timedelta(seconds=step * 0.9),
+            # matplotlib's date axis takes datetimes and timedeltas; its stubs say floats.
+            ax.bar(cast(Any, [xs[i] for i in drawn]), [heights[i] for i in drawn],
+                   bottom=[bottom[i] for i in drawn],
+                   width=cast(Any, timedelta(seconds=step * 0.9)),
                    align="edge", label=outcome, color=OUTCOME_COLOURS.get(outcome))
             bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
-    ax.set_xlim(xs[0] - timedelta(seconds=step * 0.5), xs[-1] + timedelta(seconds=step * 1.5))
+    ax.set_xlim(cast(Any, xs[0] - timedelta(seconds=step * 0.5)),
+                cast(Any, xs[-1] + timedelta(seconds=step * 1.5)))
     ax.set_ylim(0, max(bottom) * _HEADROOM)
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
@@ -161,7 +164,7 @@ def _latency(ax: Axes, report: AuditReport) -> None:
         _empty(ax, title, "no call was held for approval")
         return
     ax.hist([v for _, v in series], bins=20, stacked=True, label=[o for o, _ in series],
-            color=[OUTCOME_COLOURS.get(o) for o, _ in series])
+            color=[OUTCOME_COLOURS.get(o, "#888888") for o, _ in series])
     # The line marks the median time to *approve* (the number people quote), the same
     # figure as the table's "approved" row and latency_stats(); the label says so, since
     # the median over every held call (expiries at the timeout, unreachable at 0 s) differs.

@@ -72,11 +72,11 @@ PolicyOpt = Annotated[str | None, typer.Option(
 def _anchors(trust: str | None, policy: str | None):
     """The trust anchors from --trust, or from the policy's ``trust:`` (None if neither)."""
     from agentguard.errors import AgentGuardError
+    from agentguard.trust import TrustAnchors
 
+    anchors: TrustAnchors | None
     try:
         if trust:
-            from agentguard.trust import TrustAnchors
-
             anchors = TrustAnchors.load(trust)
         elif policy:
             from agentguard.policy import load_policy

@@ -72,7 +72,7 @@ def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True))
 
 
-def open_audit(path: Path):
+def open_audit(path: Path | str):
     """The JSONL audit log at ``path``, with redaction keyed by ``<path>.key``."""
     from agentguard.settings import open_audit_log
 

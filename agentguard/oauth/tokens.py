@@ -72,8 +72,8 @@ class VerifiedClaims(dict):
         raise TypeError("verified claims are read-only")
 
     __setitem__ = __delitem__ = _read_only
-    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
-    __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (VerifiedClaims, (dict(self),))

@@ -8,6 +8,7 @@ A predicate answers True or False, except the ``path`` operator's, which raises
 from __future__ import annotations
 
 import fnmatch
+import operator
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -140,13 +141,15 @@ def _op(op: str, operand: Any) -> Predicate:
     if op == "exists":
         want = bool(operand)
         return lambda v: (v is not _MISSING) == want
-    compare = {"gt": lambda a, b: a > b, "ge": lambda a, b: a >= b,
-               "lt": lambda a, b: a < b, "le": lambda a, b: a <= b}[op]
+    compare: Callable[[float, float], Any] = {
+        "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}[op]
     limit = float(operand)
 
     def numeric(v: Any) -> bool:
         n = _number(v)
-        return n is not None and compare(n, limit)
+        if n is None:
+            return False
+        return bool(compare(n, limit))
 
     return numeric
 
@@ -155,7 +158,7 @@ def _equal(a: Any, b: Any) -> bool:
     # True == 1 in Python; a policy saying `force: 1` must not match `force: true`.
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
-    return a == b
+    return bool(a == b)
 
 
 def compile_condition(

@@ -43,7 +43,7 @@ def default_store_url() -> str:
     return settings.store_url()
 
 
-def default_audit_path() -> Path:
+def default_audit_path() -> Path | str:
     """``$AGENTGUARD_AUDIT`` or ``~/.agentguard/audit.jsonl`` (shared with the CLI)."""
     return settings.audit_path()
 

@@ -31,7 +31,7 @@ import json
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import psycopg
 
@@ -92,7 +92,7 @@ def _at_home(
     async def at_home(self: PostgresStore, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._db.run(functools.partial(method, self, *args, **kwargs))
 
-    return at_home
+    return cast("Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, T]]", at_home)
 
 
 def _grant(uses: int, doc: str) -> Grant:
