@@ -86,9 +86,21 @@ if TYPE_CHECKING:
     from agentguard.guard import Guard
     from agentguard.types import Authorization, ToolHints
 
-__all__ = ["GuardMiddleware", "GuardedTool", "HoldMode", "RunContext", "ToolArguments",
-           "aresume_from_store", "decision_for", "guard_tool", "guard_tools",
-           "resume_from_store", "tool_call_args"]
+__all__ = [
+    "GuardMiddleware",
+    "GuardedTool",
+    "HoldMode",
+    "RunContext",
+    "ToolArguments",
+    "approved_args",
+    "aresume_from_store",
+    "config_layers",
+    "decision_for",
+    "guard_tool",
+    "guard_tools",
+    "resume_from_store",
+    "tool_call_args",
+]
 
 ORIGIN = "langchain"
 

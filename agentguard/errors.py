@@ -29,6 +29,8 @@ message, and are listed so that nothing escapes the root unnoticed::
      ├── TerminalUnavailable      internal: no controlling terminal (also an ``OSError``)
      ├── TerminalClosed           internal: the terminal hung up (also an ``EOFError``)
      ├── WireError                internal: a malformed JSON-RPC message (agentguard.proxy)
+     ├── UnsafeHeader             internal: a header the proxy's HTTP relay will not send
+     ├── SseTooLarge              internal: an upstream's event-stream event is too large
      ├── UpstreamUnavailable      an MCP upstream is down (also the MCP SDK's ``MCPError``)
      └── ToolCallRefused          the guard refused a call; ``kind`` says why
           ├── CallDenied            kind == "denied"

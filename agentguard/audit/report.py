@@ -31,7 +31,9 @@ __all__ = [
     "CallSummary",
     "load_report",
     "median_wait",
+    "parse_at",
     "render_tables",
+    "show",
     "summarise",
     "write_chart",
 ]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from agentguard.errors import PolicyError
 from agentguard.policy.model import PolicyModel
 
-__all__ = ["parse_policy_text"]
+__all__ = ["parse_policy_text", "read_policy_file"]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -53,7 +53,15 @@ from agentguard.proxy.upstream import Upstream, strip_envelope
 from agentguard.types import Authorization, CallContext, ToolCall
 from agentguard.validation import ArgumentValidator
 
-__all__ = ["CallInfo", "call_info", "clean_result", "refusal_result", "relay", "run_tool_call"]
+__all__ = [
+    "CallInfo",
+    "call_info",
+    "clean_result",
+    "forward_tool",
+    "refusal_result",
+    "relay",
+    "run_tool_call",
+]
 
 logger = logging.getLogger(__name__)
 

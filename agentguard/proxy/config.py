@@ -54,6 +54,7 @@ __all__ = [
     "CONFIG_DIR",
     "DEFAULT_ANSWER_HELD_AFTER",
     "NAMESPACE_SEPARATOR",
+    "OAuthConfig",
     "PrincipalConfig",
     "ProxyConfig",
     "UpstreamConfig",
@@ -61,6 +62,7 @@ __all__ = [
     "default_server_name",
     "load_config",
     "normalize_public_url",
+    "parse_listen",
     "validate_config",
 ]
 

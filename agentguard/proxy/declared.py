@@ -24,7 +24,13 @@ from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.types import EmptyResult, ServerCapabilities, SetLevelRequestParams
 
-__all__ = ["DeclaredServer", "declared_kinds", "logging_handlers", "notification_options"]
+__all__ = [
+    "DeclaredServer",
+    "declared_kinds",
+    "forward_level",
+    "logging_handlers",
+    "notification_options",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ from agentguard.proxy.notify import session_key
 from agentguard.proxy.relay import relay_route
 from agentguard.proxy.upstream import Upstream, UpstreamUnavailable, strip_envelope
 
-__all__ = ["build_server"]
+__all__ = ["Handlers", "build_server"]
 
 logger = logging.getLogger(__name__)
 

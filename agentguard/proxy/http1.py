@@ -23,6 +23,8 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["IDLE_EXPIRY", "Exchange", "Http1Pool", "ResponseSink", "UnsafeHeader", "check_header"]
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ connection costs a fraction of a millisecond."""
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]]], None]
 
 
-class UnsafeHeader(ValueError):
+class UnsafeHeader(AgentGuardError, ValueError):
     """A header name or value that could split or smuggle a request."""
 
 

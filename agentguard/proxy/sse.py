@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import codecs
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["SseDecoder", "SseTooLarge"]
 
 
-class SseTooLarge(ValueError):
+class SseTooLarge(AgentGuardError, ValueError):
     """One event grew past the decoder's limit."""
 
 

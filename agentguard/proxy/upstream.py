@@ -35,6 +35,7 @@ from mcp.types import (
 )
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
+from agentguard.errors import AgentGuardError
 from agentguard.proxy.config import UpstreamConfig
 from agentguard.proxy.http1 import IDLE_EXPIRY
 from agentguard.proxy.upstream_http import HttpLane, dropped_request
@@ -49,7 +50,7 @@ _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
 CONNECT_TIMEOUT = 30.0
 
 
-class UpstreamUnavailable(MCPError):
+class UpstreamUnavailable(AgentGuardError, MCPError):
     """The upstream is down (crashed, restarting, or out of restarts)."""
 
     def __init__(self, server: str, why: str) -> None:

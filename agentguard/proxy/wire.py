@@ -30,6 +30,8 @@ from mcp.types import (
 )
 from pydantic import ValidationError
 
+from agentguard.errors import AgentGuardError
+
 __all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_MESSAGE_BYTES", "WireError", "decode", "encode",
            "parse_line", "parse_value", "serialize", "to_message"]
 
@@ -39,7 +41,7 @@ DEFAULT_MAX_DEPTH = 100
 """Envelope (3 levels) plus arguments; the guard refuses arguments deeper than 64 anyway."""
 
 
-class WireError(Exception):
+class WireError(AgentGuardError):
     """A line that cannot be served; ``error`` is what the peer gets back."""
 
     def __init__(self, code: int, message: str, request_id: Any = None) -> None:
