@@ -305,21 +305,13 @@ class Dispatcher:
         says why; undecided, it is still pending. Identical held calls in one turn share
         one request, one decision and one run (the duplicates are answered, not run).
         """
-        kept = {o.call_id: o for o in settled if not o.pending}
-        out: list[ToolOutcome] = []
-        first: dict[str, ToolOutcome] = {}
+        turn = _Turn(settled)
         for call_id, name, arguments in calls:
-            key = _same_call(name, arguments)
-            if call_id in kept:
-                outcome = kept[call_id]
-            elif key is not None and key in first and first[key].request_id is not None:
-                outcome = _duplicate(call_id, first[key])
-            else:
+            outcome = turn.answered(call_id, name, arguments)
+            if outcome is None:
                 outcome = await self.call(call_id, name, arguments, run=run, wait=wait)
-            if key is not None:
-                first.setdefault(key, outcome)
-            out.append(outcome)
-        return out
+            turn.record(name, arguments, outcome)
+        return turn.outcomes
 
     def turn_sync(
         self, calls: Iterable[tuple[str, str, Any]], *,
@@ -327,21 +319,38 @@ class Dispatcher:
         settled: Iterable[ToolOutcome] = (),
     ) -> list[ToolOutcome]:
         """Synchronous :meth:`turn` (a usage error inside a running event loop)."""
-        kept = {o.call_id: o for o in settled if not o.pending}
-        out: list[ToolOutcome] = []
-        first: dict[str, ToolOutcome] = {}
+        turn = _Turn(settled)
         for call_id, name, arguments in calls:
-            key = _same_call(name, arguments)
-            if call_id in kept:
-                outcome = kept[call_id]
-            elif key is not None and key in first and first[key].request_id is not None:
-                outcome = _duplicate(call_id, first[key])
-            else:
+            outcome = turn.answered(call_id, name, arguments)
+            if outcome is None:
                 outcome = self.call_sync(call_id, name, arguments, run=run, wait=wait)
-            if key is not None:
-                first.setdefault(key, outcome)
-            out.append(outcome)
-        return out
+            turn.record(name, arguments, outcome)
+        return turn.outcomes
+
+
+class _Turn:
+    """One model turn's outcomes: calls already settled are not run again, and a held call
+    repeated in the turn shares the first one's request (answered, not run)."""
+
+    def __init__(self, settled: Iterable[ToolOutcome]) -> None:
+        self.kept = {o.call_id: o for o in settled if not o.pending}
+        self.first: dict[str, ToolOutcome] = {}
+        self.outcomes: list[ToolOutcome] = []
+
+    def answered(self, call_id: str, name: str, arguments: Any) -> ToolOutcome | None:
+        """The outcome this call already has, or None: it must be run."""
+        if call_id in self.kept:
+            return self.kept[call_id]
+        key = _same_call(name, arguments)
+        if key is not None and key in self.first and self.first[key].request_id is not None:
+            return _duplicate(call_id, self.first[key])
+        return None
+
+    def record(self, name: str, arguments: Any, outcome: ToolOutcome) -> None:
+        key = _same_call(name, arguments)
+        if key is not None:
+            self.first.setdefault(key, outcome)
+        self.outcomes.append(outcome)
 
 
 def _same_call(name: str, arguments: Any) -> str | None:

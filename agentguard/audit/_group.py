@@ -30,7 +30,13 @@ from typing import Any
 
 from agentguard.errors import AuditError
 
-__all__ = ["AuditLedger", "GroupCommitter", "current_ledger", "record_event"]
+__all__ = [
+    "AuditLedger",
+    "GroupCommitted",
+    "GroupCommitter",
+    "current_ledger",
+    "record_event",
+]
 
 #: The ledger of the guarded call being authorized in this task (set by the guard).
 current_ledger: contextvars.ContextVar[AuditLedger | None] = contextvars.ContextVar(
@@ -256,3 +262,49 @@ def record_event(sink: Any, event: Mapping[str, Any], *, durable: bool = True) -
         sink.append(event)
         return
     submit(event, ledger if durable else AuditLedger())
+
+
+class GroupCommitted:
+    """What a group-committing sink shares: the three ways in (one record now, one queued,
+    one awaited), over the sink's ``_commit`` (chain and make a batch durable, all or none),
+    its ``_group`` (a :class:`GroupCommitter` calling ``_commit``) and its ``_redactor``."""
+
+    _group: GroupCommitter
+    _redactor: Any
+
+    def _commit(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Redact, chain and make one event durable now; return the stored record.
+
+        Raises:
+            AuditError: the event is not a mapping with a string ``type``, the log is closed,
+                or the write failed (nothing was written then).
+        """
+        return self._commit([self._redactor.prepare(event)])[0]
+
+    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
+               written: Callable[[dict[str, Any]], object] | None = None) -> None:
+        """Redact ``event`` and queue it for the next group write; never waits.
+
+        ``await ledger.durable()`` returns once it (and the ledger's other records) is
+        durable, and raises :class:`AuditError` if it was not.
+
+        Raises:
+            AuditError: the event is not a mapping with a string ``type``, the log is closed,
+                or an earlier record of ``ledger`` was not written.
+        """
+        self._group.submit(self._redactor.prepare(event), ledger, written=written)
+
+    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Group-commit one event without blocking the event loop; return the stored record.
+
+        Raises:
+            AuditError: as :meth:`submit`, or the group write failed.
+        """
+        ledger = AuditLedger()
+        entry = self._group.submit(self._redactor.prepare(event), ledger)
+        await ledger.durable()
+        assert entry.record is not None
+        return entry.record

@@ -21,12 +21,12 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from agentguard.audit._chain import GENESIS_HASH, ChainError, check_line, head_path, seal
-from agentguard.audit._group import AuditLedger, GroupCommitter
+from agentguard.audit._group import GroupCommitted, GroupCommitter
 from agentguard.audit.redact import Redactor
 from agentguard.errors import AuditError
 
@@ -57,7 +57,7 @@ def parse_head(data: bytes) -> tuple[int, str, int] | None:
     return seq, digest, size
 
 
-class JsonlAuditLog:
+class JsonlAuditLog(GroupCommitted):
     """An :class:`~agentguard.audit.base.AuditSink` writing a hash-chained JSON Lines file.
 
     Every failure (unwritable file, full disk, the log removed or replaced behind our back, a
@@ -154,39 +154,6 @@ class JsonlAuditLog:
         self.close()
 
     # ------------------------------------------------------------------ append
-    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Redact, chain and write one event; return the stored record.
-
-        Raises:
-            AuditError: the event is not a mapping with a string ``type``, or the write failed.
-        """
-        return self._commit([self._redactor.prepare(event)])[0]
-
-    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
-               written: Callable[[dict[str, Any]], object] | None = None) -> None:
-        """Redact ``event`` and queue it for the next group write; never waits for the disk.
-
-        ``await ledger.durable()`` returns once it (and the ledger's other records) is
-        written and synced, and raises :class:`AuditError` if it was not.
-
-        Raises:
-            AuditError: the event is not a mapping with a string ``type``, the log is closed,
-                or an earlier record of ``ledger`` was not written.
-        """
-        self._group.submit(self._redactor.prepare(event), ledger, written=written)
-
-    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Group-commit one event without blocking the event loop; return the stored record.
-
-        Raises:
-            AuditError: as :meth:`submit`, or the group write failed.
-        """
-        ledger = AuditLedger()
-        entry = self._group.submit(self._redactor.prepare(event), ledger)
-        await ledger.durable()
-        assert entry.record is not None
-        return entry.record
-
     def _commit(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Chain and write prepared events, all or none (under the writers' lock)."""
         with self._lock:

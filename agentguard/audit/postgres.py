@@ -25,13 +25,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
 from agentguard.audit._chain import ChainError, check_line, check_record, seal
-from agentguard.audit._group import AuditLedger, GroupCommitter
+from agentguard.audit._group import GroupCommitted, GroupCommitter
 from agentguard.audit._url import is_postgres_url, split_audit_url
 from agentguard.audit.redact import Redactor
 from agentguard.audit.verify import Problem, VerifyReport, verify_records
@@ -63,7 +63,7 @@ def _migrate(conn: psycopg.Connection[Any], names: Names) -> None:
             conn.execute(statement)
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(GroupCommitted):
     """An :class:`~agentguard.audit.base.AuditSink` whose chain lives in PostgreSQL.
 
     Safe for threads and for any number of writer processes on one schema. Every failure
@@ -139,40 +139,6 @@ class PostgresAuditLog:
             raise AuditError(f"cannot open the PostgreSQL audit log: {exc}") from exc
         self._conn, self._pid = conn, os.getpid()
         return conn
-
-    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Redact, chain and store one event; return the stored record.
-
-        Raises:
-            AuditError: the event is not a mapping with a string ``type``, the log is closed,
-                or the write failed (nothing was written then).
-        """
-        return self._commit([self._redactor.prepare(event)])[0]
-
-    def submit(self, event: Mapping[str, Any], ledger: AuditLedger, *,
-               written: Callable[[dict[str, Any]], object] | None = None) -> None:
-        """Redact ``event`` and queue it for the next group transaction; never waits.
-
-        ``await ledger.durable()`` returns once it is committed, and raises
-        :class:`AuditError` if it was not.
-
-        Raises:
-            AuditError: the event is malformed, the log is closed, or an earlier record of
-                ``ledger`` was not written.
-        """
-        self._group.submit(self._redactor.prepare(event), ledger, written=written)
-
-    async def append_async(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Group-commit one event without blocking the event loop; return the stored record.
-
-        Raises:
-            AuditError: as :meth:`submit`, or the group transaction failed.
-        """
-        ledger = AuditLedger()
-        entry = self._group.submit(self._redactor.prepare(event), ledger)
-        await ledger.durable()
-        assert entry.record is not None
-        return entry.record
 
     def _commit(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Seal and store prepared events in one transaction, all or none."""
