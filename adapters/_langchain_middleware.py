@@ -16,7 +16,7 @@ from agentguard.adapters._common import (
     run_context_from,
 )
 from agentguard.adapters._langchain_holds import Hold, HoldMode
-from agentguard.adapters.langchain import (
+from agentguard.adapters._langchain_tools import (
     ORIGIN,
     GuardedTool,
     ToolArguments,

@@ -26,6 +26,7 @@ message, and are listed so that nothing escapes the root unnoticed::
      │    └── TokenExpired, TokenNotYetValid, InvalidIssuer, InvalidAudience, MissingClaim
      ├── KeySetUnavailable        the OAuth issuer's key set cannot be fetched
      ├── AnswerRejected           internal: an approver's typed answer is not understood
+     ├── Refused                  internal: a request the web page refuses (with its status)
      ├── TerminalUnavailable      internal: no controlling terminal (also an ``OSError``)
      ├── TerminalClosed           internal: the terminal hung up (also an ``EOFError``)
      ├── WireError                internal: a malformed JSON-RPC message (agentguard.proxy)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from agentguard.audit.report import OUTCOMES, median_wait, parse_at, show
+from agentguard.audit._report_basics import OUTCOMES, median_wait, parse_at, show
 from agentguard.errors import ConfigError
 
 if TYPE_CHECKING:

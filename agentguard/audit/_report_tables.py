@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agentguard.audit.report import OUTCOMES, parse_at, show
+from agentguard.audit._report_basics import OUTCOMES, parse_at, show
 
 if TYPE_CHECKING:
     from agentguard.audit.report import AuditReport

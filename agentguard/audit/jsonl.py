@@ -27,6 +27,7 @@ from typing import Any
 
 from agentguard.audit._chain import GENESIS_HASH, ChainError, check_line, head_path, seal
 from agentguard.audit._group import GroupCommitted, GroupCommitter
+from agentguard.audit._rotation import rotation_problem
 from agentguard.audit.redact import Redactor
 from agentguard.errors import AuditError
 
@@ -179,8 +180,6 @@ class JsonlAuditLog(GroupCommitted):
             fcntl.flock(self._log_fd, fcntl.LOCK_UN)
         except OSError as exc:
             raise AuditError(f"cannot lock audit log {self.path}: {exc}") from exc
-        from agentguard.audit.lifecycle import rotation_problem
-
         problem = rotation_problem(self.path, self._head[:2] if self._head else None)
         if problem is not None:
             raise AuditError(f"audit log {self.path} was removed or replaced while in use "

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentguard.audit._chain import head_path
+from agentguard.audit._rotation import RESET_EVENT, ROTATED_EVENT, rotation_problem
 from agentguard.audit.jsonl import JsonlAuditLog, parse_head
 from agentguard.audit.verify import _verify
 from agentguard.errors import AuditError
@@ -47,8 +48,6 @@ __all__ = [
     "rotation_problem",
 ]
 
-ROTATED_EVENT = "audit.rotated"
-RESET_EVENT = "audit.reset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,42 +155,3 @@ def rotate_log(path: str | os.PathLike[str], *, reset: str | None = None) -> Rot
         except OSError as exc:
             raise AuditError(f"cannot rotate audit log {target}: {exc}") from exc
     return Rotation(archive, record)
-
-
-def rotation_problem(path: str | os.PathLike[str], written: tuple[int, str] | None,
-                     ) -> str | None:
-    """Why a writer must not follow the log now at ``path``, or None if it may.
-
-    Args:
-        path: The log path, which now names another file than the writer holds.
-        written: ``(seq, hash)`` of the last record this writer wrote (None: none yet).
-    """
-    from agentguard.audit._chain import ChainError, check_line
-
-    target = os.fspath(path)
-    try:
-        with open(target, "rb") as log:
-            first = check_line(log.readline(1024 * 1024))
-    except (OSError, ChainError) as exc:
-        return f"the new log does not start with a sealed record ({exc})"
-    previous = first.get("previous")
-    if first.get("type") != ROTATED_EVENT or first.get("seq") != 1 or not isinstance(
-            previous, dict):
-        return "the new log does not start with an audit.rotated record"
-    if written is None:
-        return None
-    name, seq = previous.get("file"), previous.get("seq")
-    if not isinstance(name, str) or os.path.basename(name) != name or not isinstance(
-            seq, int) or seq < written[0]:
-        return "the rotation does not name an archive that ends after what this writer wrote"
-    try:
-        with open(os.path.join(os.path.dirname(target), name), "rb") as archive:
-            for raw in archive:
-                record = check_line(raw)
-                if record["seq"] == written[0]:
-                    if record["hash"] == written[1]:
-                        return None
-                    break
-    except (OSError, ChainError) as exc:
-        return f"the rotated archive {name!r} cannot be checked ({exc})"
-    return f"the rotated archive {name!r} does not hold record {written[0]} as written"

@@ -17,13 +17,12 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from agentguard.audit._report_basics import OUTCOMES, median_wait, parse_at, show
 from agentguard.audit.reader import read_events
 from agentguard.audit.verify import VerifyReport, verify_log
-from agentguard.sanitize import escape_text
 
 __all__ = [
     "OUTCOMES",
@@ -38,9 +37,6 @@ __all__ = [
     "write_chart",
 ]
 
-#: Outcomes in the order tables and charts show them.
-OUTCOMES: tuple[str, ...] = ("approved", "denied", "expired", "unreachable", "reauth_failed",
-                             "invalid", "cancelled", "edited", "pending", "allowed", "shadow")
 _REFUSED = frozenset({"denied", "expired", "unreachable", "reauth_failed", "invalid",
                       "cancelled"})
 # Events that settle a call, and the outcome they mean when they carry none themselves.
@@ -243,20 +239,6 @@ class AuditReport:
         }
 
 
-def median_wait(report: AuditReport) -> tuple[str, dict[str, float]]:
-    """The latency figure the charts quote: ``("approved calls", stats)`` from
-    :meth:`AuditReport.latency_stats`, or ``("all held calls", stats)`` when nothing was
-    approved. ``stats["p50"]`` is the median in milliseconds.
-
-    Raises:
-        KeyError: no call was held for approval.
-    """
-    stats = report.latency_stats()
-    if "approved" in stats:
-        return "approved calls", stats["approved"]
-    return "all held calls", stats["all"]
-
-
 def _plain(groups: Mapping[str, Counter[str]]) -> dict[str, dict[str, int]]:
     return {k: dict(v) for k, v in groups.items()}
 
@@ -340,23 +322,6 @@ def _describe_url(dsn: str, schema: str) -> str:
     from agentguard.store._pg_pool import describe
 
     return f"{describe(dsn)} schema {schema}"
-
-
-def parse_at(value: str | None) -> datetime | None:
-    """An RFC 3339 ``at`` as an aware datetime (``None`` when absent or unreadable)."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def show(value: Any, limit: int = 48) -> str:
-    """A log value made safe and short for a table cell or a chart label."""
-    text = escape_text(", ".join(map(str, value)) if isinstance(value, list | tuple)
-                       else "-" if value is None else str(value))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def render_tables(report: AuditReport, console: Any = None, *, top: int = 15) -> None:

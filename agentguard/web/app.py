@@ -41,6 +41,7 @@ from agentguard.trust.passkey import (
 )
 from agentguard.trust.verify import VerifiedVote, verify_vote
 from agentguard.web.ceremonies import Ceremonies, Sessions, SignCounters
+from agentguard.web.refusal import Refused
 from agentguard.web.stepup import StepUp
 from agentguard.web.views import Views, grant_choices
 
@@ -103,13 +104,13 @@ class WebApproval:
 
     async def _body(self, request: Any) -> dict[str, Any]:
         if request.headers.get("content-type", "").split(";")[0] != "application/json":
-            raise _Refused("send JSON", 415)
+            raise Refused("send JSON", 415)
         try:
             data = await request.json()
         except ValueError:
-            raise _Refused("send JSON", 400) from None
+            raise Refused("send JSON", 400) from None
         if not isinstance(data, dict):
-            raise _Refused("send a JSON object", 400)
+            raise Refused("send a JSON object", 400)
         return data
 
     def _request_options(self, challenge: bytes, credential_ids: list[str]) -> dict[str, Any]:
@@ -174,7 +175,7 @@ class WebApproval:
         body = await self._body(request)
         approver = self.anchors().approver(str(body.get("approver", "")))
         if approver is None or not approver.passkeys:
-            raise _Refused("no passkey is enrolled for that approver", 404)
+            raise Refused("no passkey is enrolled for that approver", 404)
         challenge = os.urandom(32)
         nonce = self.ceremonies.open("login", challenge, approver=approver.identity)
         return {"nonce": nonce, "options": self._request_options(
@@ -194,7 +195,7 @@ class WebApproval:
         body = await self._body(request)
         ceremony = self.ceremonies.take(body.get("nonce"), "login")
         if ceremony is None:
-            raise _Refused("this sign-in expired or was already used; start again", 400)
+            raise Refused("this sign-in expired or was already used; start again", 400)
         credential = body.get("credential")
         found = self.anchors().passkey(
             str(credential.get("id")) if isinstance(credential, dict) else "")
@@ -209,7 +210,7 @@ class WebApproval:
         if problem:
             self.audit.append({"type": "web.signin_refused",
                                "approver": ceremony.data["approver"], "detail": problem})
-            raise _Refused(problem, 403)
+            raise Refused(problem, 403)
         assert found is not None
         self.audit.append({"type": "web.signin", "approver": found[0].identity,
                            "credential_id": found[1].credential_id})
@@ -222,32 +223,32 @@ class WebApproval:
     async def _vote_options(self, request: Any) -> dict[str, Any]:
         who = self._who(request)
         if who is None:
-            raise _Refused("sign in first", 401)
+            raise Refused("sign in first", 401)
         body = await self._body(request)
         held = await self.store.get_request(request.path_params["request_id"])
         if held is None or held.status != "pending":
-            raise _Refused("this request is not pending", 409)
+            raise Refused("this request is not pending", 409)
         if held.approval.quorum == 0:  # stored by a passkey step-up (reauth alone)
-            raise _Refused("this call waits for a step-up, not a vote", 409)
+            raise Refused("this call waits for a step-up, not a vote", 409)
         tampered = call_hash_problem(held)
         if tampered:
-            raise _Refused(tampered, 409)
+            raise Refused(tampered, 409)
         approve = body.get("decision") == "approve"
         if body.get("decision") not in ("approve", "deny"):
-            raise _Refused("decision is approve or deny", 400)
+            raise Refused("decision is approve or deny", 400)
         grant = body.get("grant_ttl", 0)
         allowed = max((s for s, _ in grant_choices(held.approval)), default=0.0)
         if type(grant) not in (int, float) or not 0 <= grant <= allowed:
-            raise _Refused("this rule does not allow approving for that long", 400)
+            raise Refused("this rule does not allow approving for that long", 400)
         reason = "" if approve else denial_reason(str(body.get("reason", ""))[:REASON_LIMIT])
         approver = self.anchors().approver(who)
         if approver is None or not approver.passkeys:
-            raise _Refused("no passkey is enrolled for you", 403)
+            raise Refused("no passkey is enrolled for you", 403)
         # The statement names the call this page displayed; if the store changed it since,
         # the approver read something else: refuse rather than sign the new version.
         shown = shown_hash(shown_view(held))
         if shown is None or (approve and body.get("shown") != shown):
-            raise _Refused("the call changed since this page showed it: reload and read it "
+            raise Refused("the call changed since this page showed it: reload and read it "
                            "again", 409)
         statement = VoteStatement.for_vote(
             request_id=held.id, call_hash=held.call_hash, rule_id=held.rule_id,
@@ -265,19 +266,19 @@ class WebApproval:
     async def _vote(self, request: Any) -> dict[str, Any]:
         who = self._who(request)
         if who is None:
-            raise _Refused("sign in first", 401)
+            raise Refused("sign in first", 401)
         body = await self._body(request)
         request_id = request.path_params["request_id"]
         ceremony = self.ceremonies.take(body.get("nonce"), "vote")
         if (ceremony is None or ceremony.data["request_id"] != request_id
                 or ceremony.data["approver"] != who):
-            raise _Refused("this vote expired or was already sent; start again", 400)
+            raise Refused("this vote expired or was already sent; start again", 400)
         held = await self.store.get_request(request_id)
         if held is None:
-            raise _Refused("no such request", 404)
+            raise Refused("no such request", 404)
         credential = body.get("credential")
         if not isinstance(credential, dict):
-            raise _Refused("no passkey assertion", 400)
+            raise Refused("no passkey assertion", 400)
         statement: VoteStatement = ceremony.data["statement"]
         passkey_vote = PasskeyVote(statement, credential)
         result = verify_vote(passkey_vote, request_id=held.id, call_hash=held.call_hash,
@@ -293,14 +294,14 @@ class WebApproval:
 
             self.audit.append(request_event(held, "vote.rejected", approver=who,
                                             channel="web", detail=result))
-            raise _Refused(result, 403)
+            raise Refused(result, 403)
         after, problem = await cast_vote(
             store=self.store, audit=self.audit, request_id=held.id, approver=who,
             approve=statement.approve, channel="web", reason=ceremony.data["reason"],
             grant_ttl=statement.grant_ttl, now=float(statement.at),
             receipt=passkey_vote.to_dict())
         if problem is not None:
-            raise _Refused(problem, 409)
+            raise Refused(problem, 409)
         assert after is not None
         return {"ok": True, "status": after.status,
                 "message": f"{'approved' if statement.approve else 'denied'}; "
@@ -326,9 +327,9 @@ class WebApproval:
         anchors = self.anchors()
         grant = verify_enrolment(str(body.get("token", "")), anchors)
         if isinstance(grant, str):
-            raise _Refused(grant, 403)
+            raise Refused(grant, 403)
         if grant.nonce in self._used_tokens:
-            raise _Refused("this enrolment link was already used", 403)
+            raise Refused("this enrolment link was already used", 403)
         label = str(body.get("label", ""))[:100] or "passkey"
         challenge = os.urandom(32)
         existing = anchors.approver(grant.approver)
@@ -351,15 +352,15 @@ class WebApproval:
         body = await self._body(request)
         ceremony = self.ceremonies.take(body.get("nonce"), "enrol")
         if ceremony is None:
-            raise _Refused("this enrolment expired or was already used; start again", 400)
+            raise Refused("this enrolment expired or was already used; start again", 400)
         grant = ceremony.data["grant"]
         if grant.nonce in self._used_tokens:
-            raise _Refused("this enrolment link was already used", 403)
+            raise Refused("this enrolment link was already used", 403)
         passkey = registered_passkey(body.get("credential"), challenge=ceremony.challenge,
                                      rp_id=self.rp_id, origin=self.origin,
                                      label=ceremony.data["label"])
         if isinstance(passkey, str):
-            raise _Refused(passkey, 403)
+            raise Refused(passkey, 403)
         self._used_tokens.add(grant.nonce)
         add_passkey(self.trust_path, grant.approver, passkey)
         self.audit.append({"type": "passkey.enrolled", "approver": grant.approver,
@@ -373,13 +374,9 @@ class WebApproval:
 
         try:
             return JSONResponse(await handler(request))
-        except _Refused as refused:
+        except Refused as refused:
             return JSONResponse({"ok": False, "error": refused.message}, refused.status)
         except TrustFileError as exc:
             return JSONResponse({"ok": False, "error": str(exc)}, 500)
 
 
-class _Refused(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message, self.status = message, status

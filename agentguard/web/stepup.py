@@ -19,6 +19,7 @@ from agentguard.approvals import call_hash_problem
 from agentguard.reauth.passkey import ReauthStatement, StepUpProof, verify_reauth_assertion
 from agentguard.reauth.passkey_mailbox import proof_slot
 from agentguard.trust.passkey import assertion_sign_count
+from agentguard.web.refusal import Refused
 
 if TYPE_CHECKING:
     from agentguard.web.app import WebApproval
@@ -56,21 +57,19 @@ class StepUp:
         return await self.web._json(self._options, request)
 
     async def _options(self, request: Any) -> dict[str, Any]:
-        from agentguard.web.app import _Refused
-
         web = self.web
         who = web._who(request)
         if who is None:
-            raise _Refused("sign in first", 401)
+            raise Refused("sign in first", 401)
         held = await web.store.get_request(request.path_params["request_id"])
         if held is None or held.expires_at < time.time():
-            raise _Refused("no such request, or it expired", 404)
+            raise Refused("no such request, or it expired", 404)
         tampered = call_hash_problem(held)
         if tampered:
-            raise _Refused(tampered, 409)
+            raise Refused(tampered, 409)
         approver = web.anchors().approver(who)
         if approver is None or not approver.passkeys:
-            raise _Refused("no passkey is enrolled for you", 403)
+            raise Refused("no passkey is enrolled for you", 403)
         statement = ReauthStatement(request_id=held.id, call_hash=held.call_hash,
                                     subject=approver.identity, at=int(time.time()))
         nonce = web.ceremonies.open("stepup", statement.digest(), request_id=held.id,
@@ -83,21 +82,19 @@ class StepUp:
         return await self.web._json(self._verify, request)
 
     async def _verify(self, request: Any) -> dict[str, Any]:
-        from agentguard.web.app import _Refused
-
         web = self.web
         who = web._who(request)
         if who is None:
-            raise _Refused("sign in first", 401)
+            raise Refused("sign in first", 401)
         body = await web._body(request)
         ceremony = web.ceremonies.take(body.get("nonce"), "stepup")
         anchor = web.anchors().approver(who)
         if ceremony is None or anchor is None or ceremony.data["request_id"] != (
                 request.path_params["request_id"]) or ceremony.data["subject"] != anchor.identity:
-            raise _Refused("this step-up expired or was already sent; start again", 400)
+            raise Refused("this step-up expired or was already sent; start again", 400)
         credential = body.get("credential")
         if not isinstance(credential, dict):
-            raise _Refused("no passkey assertion", 400)
+            raise Refused("no passkey assertion", 400)
         statement: ReauthStatement = ceremony.data["statement"]
         anchor = web.anchors().approver(statement.subject)
         problem = verify_reauth_assertion(credential, statement, anchor) if anchor else \
@@ -108,7 +105,7 @@ class StepUp:
         if problem is not None:
             web.audit.append({"type": "web.stepup_refused", "subject": statement.subject,
                               "request_id": statement.request_id, "detail": problem})
-            raise _Refused(problem, 403)
+            raise Refused(problem, 403)
         proof = StepUpProof(statement, credential)
         await web.store.set_secret(proof_slot(statement.request_id, statement.subject),
                                    json.dumps(proof.to_dict(), sort_keys=True))
