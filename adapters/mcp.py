@@ -46,7 +46,7 @@ from agentguard.adapters._common import (
     refusal_text,
 )
 from agentguard.canonical import CanonicalizationError, call_hash, canonical_bytes
-from agentguard.errors import ArgumentValidationError
+from agentguard.errors import ArgumentValidationError, ConfigError
 from agentguard.types import ToolCall, ToolHints
 
 try:
@@ -111,9 +111,10 @@ class _Guarded:
     """
 
     def __init__(self, chain: list[Any], edge: Edge, describe: Callable[[str], Any],
-                 context_from: ContextFrom | None) -> None:
+                 context_from: ContextFrom | None, wait: float | None = None) -> None:
         self.chain = chain
         self.edge = edge
+        self.wait = wait
         self.describe = describe
         self.context_from = context_from
         # tool name -> (its input schema as canonical JSON, the validator compiled from it)
@@ -169,7 +170,7 @@ class _Guarded:
         else:
             asked = args
         auth = await self.edge.authorize(name, asked, *layers, hints=hints,
-                                         validator=validator)
+                                         validator=validator, wait=self.wait)
         refusal = refusal_text(auth)
         if refusal is not None:
             return _refusal(refusal)
@@ -195,6 +196,7 @@ def guard_server(
     run: RunContext | Mapping[str, Any] | None = None,
     hints: ToolHints | Mapping[str, ToolHints] | None = None,
     context_from: ContextFrom | None = None,
+    answer_held_after: float | None = None,
 ) -> MCPServer | Server:
     """Make every ``tools/call`` of ``server`` ask the guard first (idempotent).
 
@@ -212,6 +214,10 @@ def guard_server(
             every tool or per tool name.
         context_from: Reads who is calling from the request context (for example the
             verified access token of an HTTP request); its answer comes first.
+        answer_held_after: Seconds a held call waits before the client is answered with an
+            error that says it waits for approval under request X and runs once approved if
+            the identical call is made again (real clients give up at 60 s; the request lives
+            on for its policy timeout). ``None``: wait for the verdict.
 
     Returns:
         ``server`` itself.
@@ -230,8 +236,10 @@ def guard_server(
     chain = server.middleware
     if any(getattr(m, _MARK, False) for m in chain):
         return server
+    if answer_held_after is not None and answer_held_after < 0:
+        raise ConfigError("answer_held_after must be 0 or more seconds")
     guarded = _Guarded(chain, Edge(ORIGIN, guard=guard, server=server_name, run=run,
-                                   hints=hints), describe, context_from)
+                                   hints=hints), describe, context_from, answer_held_after)
     setattr(guarded, _MARK, True)
     chain.append(guarded)
     return server
