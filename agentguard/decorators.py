@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from agentguard.context import current_caller, current_guard
-from agentguard.types import ToolCall, ToolHints
+from agentguard.adapters._common import Edge
+from agentguard.types import ToolHints
 from agentguard.validation import FunctionArguments
 
 if TYPE_CHECKING:
@@ -86,6 +86,10 @@ def guarded(
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         tool = name or fn.__name__
+        # The same edge as every adapter: who calls (``acting_as``), the call built from it,
+        # the guard asked. Only the fast path below is the decorator's own (and it asks
+        # the same one rule, ``Policy.static_allow``).
+        edge = Edge("decorator", guard=guard, server=server, hints=hints)
         # Compiled on the first call the policy may hold (a tool it always allows never
         # needs it), then kept: validation costs one pydantic pass per held call.
         arguments: list[FunctionArguments] = []
@@ -95,14 +99,8 @@ def guarded(
                 arguments.append(_WithDefaults(fn))
             return arguments[0]
 
-        def build_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolCall:
-            named = validator().bind(args, kwargs)
-            caller = current_caller()
-            return ToolCall(tool=tool, args=named, principal=caller.principal,
-                            server=server, session_id=caller.session_id, origin="decorator",
-                            hints=hints, context=caller.context)
-
         def to_run(auth: Any) -> tuple[list[Any], dict[str, Any]]:
+            assert auth is not None  # the fast path took every call the policy allows
             auth.raise_for_refusal()
             # What runs is rebuilt from the snapshot that was validated, shown and approved
             # (an approver's edit included), never from the caller's own objects.
@@ -111,10 +109,10 @@ def guarded(
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                g = guard or current_guard()
-                if g.policy.static_allow(server, tool, hints):
+                if edge.guard().policy.static_allow(server, tool, hints):
                     return await fn(*args, **kwargs)
-                auth = await g.authorize(build_call(args, kwargs), validator=validator())
+                auth = await edge.authorize(tool, validator().bind(args, kwargs),
+                                            validator=validator())
                 positional, keyword = to_run(auth)
                 return await fn(*positional, **keyword)
 
@@ -123,10 +121,10 @@ def guarded(
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            g = guard or current_guard()
-            if g.policy.static_allow(server, tool, hints):
+            if edge.guard().policy.static_allow(server, tool, hints):
                 return fn(*args, **kwargs)
-            auth = g.authorize_sync(build_call(args, kwargs), validator=validator())
+            auth = edge.authorize_sync(tool, validator().bind(args, kwargs),
+                                       validator=validator())
             positional, keyword = to_run(auth)
             return fn(*positional, **keyword)
 
