@@ -103,6 +103,8 @@ class Upstream:
         self.subscriptions: set[str] = set()
         self._listen_changed = anyio.Event()
         self._listening = anyio.Event()
+        #: The connected upstream answered ``subscriptions/listen`` with "method not found".
+        self._no_listen = False
         self.lane: FastLane | None = None
 
     # ------------------------------------------------------------------ state
@@ -139,7 +141,10 @@ class Upstream:
 
     async def resubscribe(self, timeout: float = 10.0) -> None:
         """The set of subscribed resource URIs changed: re-open the 2026 listen stream and
-        wait (bounded) until the upstream acknowledged it."""
+        wait (bounded) until the upstream acknowledged it; at once for an upstream that has
+        no listen stream (nothing would acknowledge)."""
+        if self._no_listen:
+            return
         self._listening = anyio.Event()
         self._listen_changed.set()
         with anyio.move_on_after(timeout):
@@ -240,6 +245,7 @@ class Upstream:
 
     async def _listen_loop(self, client: Client) -> None:
         """Keep a 2026 ``subscriptions/listen`` stream open; events arrive via ``_on_message``."""
+        self._no_listen = False
         while True:
             self._listen_changed = anyio.Event()
             try:
@@ -262,6 +268,8 @@ class Upstream:
                 if exc.error.code == METHOD_NOT_FOUND:
                     logger.info("upstream %r has no subscriptions/listen; no change "
                                 "notifications from it", self.name)
+                    self._no_listen = True
+                    self._listening.set()  # wake a resubscribe() already waiting
                     return
                 logger.info("upstream %r listen stream ended: %s", self.name, exc)
             except Exception as exc:
