@@ -668,14 +668,17 @@ class Guard:
                 return flood
             request = self._new_request(held, durable=attempt.wait is not None,
                                         window=attempt.wait)
+            assert held.approval is not None
+            # The record is durable before the request exists anywhere: no approver, other
+            # process or crash ever finds a request the audit log does not hold.
+            self._append(call, decision, "challenge.created", request_id=request.id,
+                         call_hash=held.digest, expires_at=request.expires_at,
+                         approvers=list(held.approval.approvers),
+                         quorum=held.approval.quorum)
+            ledger = current_ledger.get()
+            if ledger is not None:  # an unaudited hold asks nobody
+                await ledger.durable()
             await self.store.create_request(request)
-        assert held.approval is not None
-        self._append(call, decision, "challenge.created", request_id=request.id,
-                     call_hash=held.digest, expires_at=request.expires_at,
-                     approvers=list(held.approval.approvers), quorum=held.approval.quorum)
-        ledger = current_ledger.get()
-        if ledger is not None:  # durable before anyone is asked: an unaudited hold asks nobody
-            await ledger.durable()
         return request, True
 
     async def _identical_request(self, held: _Held) -> ApprovalRequest | None:
