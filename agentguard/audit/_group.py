@@ -271,9 +271,7 @@ class GroupCommitted:
 
     _group: GroupCommitter
     _redactor: Any
-
-    def _commit(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        raise NotImplementedError
+    _commit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
     def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Redact, chain and make one event durable now; return the stored record.
