@@ -240,16 +240,19 @@ async def http_client(url: str, headers: dict[str, str], mode: str, *,
                       ) -> AsyncIterator[Any]:
     """An MCP client over Streamable HTTP that sends ``headers`` with every request;
     ``on_request`` gets each request's headers as sent (lower-case names)."""
+    import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
-    from mcp.shared._httpx_utils import create_mcp_http_client
 
     async def hook(request: Any) -> None:
         if on_request is not None:
             on_request([(k.lower(), v) for k, v in request.headers.items()])
 
     async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(create_mcp_http_client(headers=headers))
+        # What the SDK's own factory builds (30 s, 300 s reads for event streams), from
+        # httpx2's public API rather than the SDK's private helper module.
+        http = await stack.enter_async_context(httpx2.AsyncClient(
+            headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)))
         http.event_hooks["request"].append(hook)
         client = await stack.enter_async_context(Client(
             streamable_http_client(url, http_client=http), mode=mode, cache=None))
