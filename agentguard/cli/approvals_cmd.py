@@ -112,23 +112,23 @@ def show(
     warning = call_hash_problem(request) or redacted_view(request)
     if warning is not None:
         typer.echo(f"WARNING: {warning}", err=True)
+    from agentguard.approvals import shown_hash, shown_view
+
+    seen = shown_hash(shown_view(request))
     if as_json:
         from agentguard.cli.json_shapes import request_json
 
         echo_json(request_json(request))
-    elif full:
+        return
+    if full:
         page_whole_call(request)
     else:
         typer.echo(render_request(request, full_hint=_full_hint(request.id)))
-    if not as_json:
-        from agentguard.approvals import shown_hash, shown_view
-
-        seen = shown_hash(shown_view(request))
-        if seen is not None:
-            # What a signed vote names: approving with --shown refuses if the call changes
-            # between this view and the vote.
-            typer.echo(f"shown as {seen[:16]} (approve exactly this view: agentguard approvals"
-                       f" approve {request.id} --shown {seen[:16]})")
+    if seen is not None:
+        # What a signed vote names: approving with --shown refuses if the call changes
+        # between this view and the vote.
+        typer.echo(f"shown as {seen[:16]} (approve exactly this view: agentguard approvals"
+                   f" approve {request.id} --shown {seen[:16]})")
 
 
 def _counted(verb: str, identity: str, request: ApprovalRequest) -> str:

@@ -18,6 +18,8 @@ __all__ = ["grant_json", "pin_json", "request_json"]
 
 def request_json(request: ApprovalRequest) -> dict[str, Any]:
     """An approval request: the whole call (never cut), who may approve, votes so far."""
+    from agentguard.approvals import shown_hash, shown_view
+
     call = dict(request.call)
     spec = request.approval
     reauth = request.reauth
@@ -29,6 +31,9 @@ def request_json(request: ApprovalRequest) -> dict[str, Any]:
         "principal": call.get("principal"),
         "call": call,
         "call_hash": request.call_hash,
+        # What a signed vote names: a script approving what it showed passes it to
+        # ``approvals approve ID --shown HASH``, refused if the stored call changed meanwhile.
+        "shown_hash": shown_hash(shown_view(request)),
         "rule": request.rule_id,
         "reason": request.reason,
         "class": request.privilege,

@@ -9,6 +9,7 @@ from the real call, counts none of those votes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -211,3 +212,27 @@ async def test_a_call_rewritten_after_it_was_shown_is_not_signed(
     log = JsonlAuditLog(setup["dir"] / "dave-audit.jsonl")
     log.close()
     assert '"vote.rejected"' in (setup["dir"] / "dave-audit.jsonl").read_text()
+
+
+async def test_the_shown_hash_of_show_json_is_the_one_a_vote_names(
+    setup: dict[str, Any],
+) -> None:
+    """A script reads the call with `approvals show --json` and approves exactly that view:
+    the JSON's ``shown_hash`` is the text view's, and a rewrite after it is refused."""
+    guard = guard_for(setup, MemoryAuditLog())
+    rid = await held(guard)
+    home = setup["dir"] / "dave"
+    key_env = {"AGENTGUARD_APPROVER_KEY": str(setup["dir"] / "keys" / "dave.key")}
+    url = f"sqlite:///{setup['db']}"
+    as_json = await anyio.to_thread.run_sync(lambda: cli(
+        "approvals", "show", rid, "--json", "--store", url, home=home, env=key_env))
+    text = await anyio.to_thread.run_sync(lambda: cli(
+        "approvals", "show", rid, "--store", url, home=home, env=key_env))
+    seen = json.loads(as_json.stdout)["shown_hash"]
+    line = next(x for x in text.stdout.decode().splitlines() if x.startswith("shown as "))
+    assert seen.startswith(line.split()[2]) and len(seen) == 64
+    rewrite(setup["db"], rid, "call.args.account", "sandbox")
+    voted = await anyio.to_thread.run_sync(lambda: cli(
+        "approvals", "approve", rid, "--shown", seen, "--as", "dave", "--store", url,
+        "--audit", str(setup["dir"] / "dave-audit.jsonl"), home=home, env=key_env))
+    assert voted.returncode != 0 and b"changed since it was shown" in voted.stderr

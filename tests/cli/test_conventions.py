@@ -169,7 +169,8 @@ def _json(*args: str, home: Path) -> object:
     return json.loads(done.stdout)
 
 
-REQUEST_KEYS = {"id", "status", "server", "tool", "principal", "call", "call_hash", "rule",
+REQUEST_KEYS = {"id", "status", "server", "tool", "principal", "call", "call_hash", "shown_hash",
+                "rule",
                 "reason", "class", "labels", "created_at", "expires_at", "approval", "reauth",
                 "votes", "decided_by", "decided_at"}
 
