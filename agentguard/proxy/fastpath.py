@@ -1,4 +1,4 @@
-"""The allowed-call fast path: relay a routine ``tools/call`` without two SDK stacks.
+"""The stdio relay: answer a ``tools/call`` that may skip the guard without two SDK stacks.
 
 A proxy built from the SDK's server and client runs every message through both, which more
 than doubles the cost of a call compared with talking to the upstream directly. For a call
@@ -10,12 +10,12 @@ per-request headers), and the answer is relayed back, shaped for the client's pr
 Both eras are relayed; a 2026-07-28 client in front of a handshake-era upstream is not (its
 upstream's requests mid-call need a round trip, which the SDK route's ledger takes).
 Everything else — held calls, elicitation, progress, an ``input_required`` answer (handed to
-the full path), other methods — takes the full path.
+the SDK route), other methods — takes the SDK route.
 
-The upstream side is a :class:`~agentguard.proxy.upstream_io.FastLane` (raw stdio, or a
-side door in the SDK's HTTP transport); this module is the downstream side, sitting in the
-hardened stdio transport (:mod:`agentguard.proxy.wire`), which has already parsed and
-checked the line.
+The upstream side is the upstream's lane (:class:`~agentguard.proxy.lane.Lane`: raw stdio,
+or the SDK's HTTP transport with relayed calls on raw HTTP/1.1); this module is the
+downstream side, sitting in the hardened stdio transport (:mod:`agentguard.proxy.wire`),
+which has already parsed and checked the line.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 from agentguard.proxy.wire import encode
 
-__all__ = ["FastPath", "relay_allowed", "shape_result"]
+__all__ = ["StdioRelay", "relay_allowed", "shape_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ async def relay_allowed(route: RelayRoute, params: dict[str, Any]) -> dict[str, 
     return {"result": _unstamped(result)}
 
 
-class FastPath:
-    """Decides, per downstream stdio message, whether it can take the fast path.
+class StdioRelay:
+    """Decides, per downstream stdio message, whether the relay answers it.
 
     A relayed call costs two event-loop wake-ups in the proxy: the request is written to the
     upstream from the read loop that parsed it, and the answer is written to the client from
-    the read loop that received it (:meth:`FastLane.start` callbacks), with no task between.
+    the read loop that received it (the lane's ``start`` callbacks), with no task between.
 
     Args:
         core: The proxy core (catalog, upstreams, guard).
@@ -118,7 +118,7 @@ class FastPath:
 
     def offer(self, value: dict[str, Any], reply: Reply, spawn: Callable[..., None],
               fallback: Fallback) -> bool:
-        """Take ``value`` if it is a fast-path call; True when it was taken."""
+        """Take ``value`` if the relay carries it; True when it was taken."""
         method = value.get("method")
         if "id" not in value:
             if method == "notifications/initialized":
@@ -206,7 +206,7 @@ class FastPath:
             return
         result = answer.get("result")
         if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
-            spawn(fallback, value)  # input_required: the full path relays the questions
+            spawn(fallback, value)  # input_required: the SDK route relays the questions
             return
         try:
             shaped = shape_result(result, down_version, modern=modern,

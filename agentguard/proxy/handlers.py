@@ -56,8 +56,8 @@ from agentguard.proxy.declared import (
     logging_handlers,
     notification_options,
 )
-from agentguard.proxy.exchange import binding_for
 from agentguard.proxy.fastpath import relay_allowed
+from agentguard.proxy.ledger import binding_for
 from agentguard.proxy.notify import session_key
 from agentguard.proxy.relay import relay_route
 from agentguard.proxy.upstream import Upstream, UpstreamUnavailable, strip_envelope
@@ -171,7 +171,7 @@ class Handlers:
             raise MCPError(code=error.get("code", INTERNAL_ERROR),
                            message=str(error.get("message", "")), data=error.get("data"))
         if not answer:
-            return False, None  # the upstream wants input: the full path relays it
+            return False, None  # the upstream wants input: the SDK route relays it
         return True, answer["result"]
 
     # ------------------------------------------------------------------ resources
@@ -390,7 +390,7 @@ def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> Declared
 
     async def remember_session(ctx: Ctx, call_next: Any) -> Any:
         # Every request (initialize included) registers its old-era connection, so list_changed
-        # and resource updates reach a client whose calls all took the fast path.
+        # and resource updates reach a client whose calls all were relayed.
         core.notifier.seen(ctx)
         return await call_next(ctx)
 
