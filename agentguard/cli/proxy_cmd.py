@@ -86,10 +86,13 @@ def proxy_command(
         "`answer_held_after:` in the config.")] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="Logging level on stderr.")] = "INFO",
-    fast_path: Annotated[bool, typer.Option(
-        "--fast-path/--no-fast-path", help="Relay calls the policy allows unconditionally "
-        "on a fast path that skips the SDK's server and client stacks (stdio and HTTP); off "
-        "only to compare.")] = True,
+    relay: Annotated[bool, typer.Option(
+        "--relay/--no-relay", help="Relay calls that may skip the guard (pinned, allowed by "
+        "the policy whatever their arguments) without the SDK's server and client stacks "
+        "(stdio and HTTP); off only to compare.")] = True,
+    fast_path: Annotated[bool | None, typer.Option(
+        "--fast-path/--no-fast-path", hidden=True,
+        help="Old spelling of --relay/--no-relay.")] = None,
 ) -> None:
     """Guard every tool call between an MCP client and MCP server(s).
 
@@ -142,7 +145,7 @@ def proxy_command(
     except (AgentGuardError, ValueError) as exc:
         raise fail(str(exc)) from exc
     try:
-        anyio.run(lambda: run_proxy(cfg, fast_path=fast_path),
+        anyio.run(lambda: run_proxy(cfg, relay=relay if fast_path is None else fast_path),
                   backend_options=_loop_options(http=cfg.listen is not None))
     except AgentGuardError as exc:
         raise fail(str(exc)) from exc

@@ -8,8 +8,8 @@ held. An :class:`Asker` hides how the question travels:
   ``elicitation/create`` (or ``sampling/createMessage``, ``roots/list``) and awaits the answer
   inside the same request.
 - :class:`RoundAsker` — a 2026-07-28 client, which cannot be sent requests: the request's work
-  runs in the background (:class:`Exchange`), the handler answers ``InputRequiredResult`` with
-  the questions, and the client's retry delivers the answers.
+  runs in the background (:class:`~agentguard.proxy.ledger.RoundTrip`), the handler answers
+  ``InputRequiredResult`` with the questions, and the client's retry delivers the answers.
 
 A URL-mode elicitation finishes out of band (the user's browser talks to the proxy), so the
 spec has the server tell the client with ``notifications/elicitation/complete``. Askers that
@@ -17,7 +17,7 @@ can send it implement :class:`CompletionNotifier`: a :class:`PushAsker` whose cl
 version that defines it (2025-11-25). The 2026-07-28 protocol has no such notification (the
 client learns the outcome from its retry's result), so a ``RoundAsker`` does not implement it.
 
-The ledger of open exchanges stays in the proxy. The ``requestState`` a client echoes is only
+The ledger of open round trips stays in the proxy. The ``requestState`` a client echoes is only
 an unguessable, single-use key into it, bound to the method, target, arguments and session of
 the request that opened it; nothing the client writes into it is believed.
 """

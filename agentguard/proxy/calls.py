@@ -27,7 +27,6 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
     LOG_LEVEL_META_KEY,
-    SERVER_INFO_META_KEY,
     CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
@@ -42,6 +41,7 @@ from agentguard.arguments import fill_schema_defaults
 from agentguard.canonical import thaw
 from agentguard.errors import ConfigError
 from agentguard.guard import Guard
+from agentguard.proxy.answers import unstamped_model
 from agentguard.proxy.askers import Asker
 from agentguard.proxy.catalog import Collision, Entry, hints_for
 from agentguard.proxy.channels import ElicitationChannel
@@ -56,7 +56,6 @@ from agentguard.validation import ArgumentValidator
 __all__ = [
     "CallInfo",
     "call_info",
-    "clean_result",
     "forward_tool",
     "refusal_result",
     "relay",
@@ -109,15 +108,6 @@ def refusal_result(auth: Authorization) -> CallToolResult:
     return CallToolResult(is_error=True, content=[TextContent(type="text", text=auth.message())])
 
 
-def clean_result(result: Any) -> Any:
-    """Drop the upstream's serverInfo stamp: the client is talking to the proxy."""
-    meta = getattr(result, "meta", None)
-    if meta and SERVER_INFO_META_KEY in meta:
-        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
-        return result.model_copy(update={"meta": rest or None})
-    return result
-
-
 async def relay(
     send: Callable[[dict[str, Any] | None, str | None], Awaitable[Any]], asker: Asker,
 ) -> Any:
@@ -167,7 +157,7 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
             request, _CALL_RESULT, progress_callback=asker.progress))
 
     with core.asking(upstream.name, asker):
-        return clean_result(await relay(send, asker))
+        return unstamped_model(await relay(send, asker))
 
 
 async def _authorize(guard: Guard, call: ToolCall, asker: Asker,

@@ -4,7 +4,7 @@
 client supplies the answer, so nothing vouches for who gave it: the channel is *unverified*
 and the guard uses it only where a rule names ``mcp-elicitation`` and sets no approvers. On a
 handshake-era client the form is pushed (``elicitation/create``); on a 2026-07-28 client it
-rides an ``InputRequiredResult`` round (see :mod:`agentguard.proxy.exchange`).
+rides an ``InputRequiredResult`` round (see :mod:`agentguard.proxy.ledger`).
 
 The approver terminal is :class:`agentguard.channels.terminal.TerminalChannel`.
 """

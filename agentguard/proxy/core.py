@@ -1,7 +1,7 @@
-"""The proxy's shared state: upstreams, the catalog, pins, notifications, open exchanges.
+"""The proxy's shared state: upstreams, the catalog, pins, notifications, open round trips.
 
 :class:`ProxyCore` owns one task group for the life of the proxy: each upstream's supervisor,
-the multi-round ledger's sweeper, and the background work of 2026 exchanges run in it. It
+the multi-round ledger's sweeper, and the background work of 2026 round trips run in it. It
 implements :class:`~agentguard.proxy.upstream.UpstreamEvents`: a (re)connected upstream is
 listed and checked against its pins, its notifications are carried downstream, and its
 requests to the client (old-era upstreams) are routed to the client request that caused them.
@@ -42,7 +42,7 @@ from agentguard.guard import Guard
 from agentguard.proxy.askers import Asker, result_type_for
 from agentguard.proxy.catalog import Catalog
 from agentguard.proxy.config import ProxyConfig
-from agentguard.proxy.exchange import Ledger
+from agentguard.proxy.ledger import Ledger
 from agentguard.proxy.notify import Notifier
 from agentguard.proxy.pins import PinBook
 from agentguard.proxy.schemas import SchemaBook
@@ -65,16 +65,16 @@ class ProxyCore:
     Args:
         config: The proxy configuration (upstreams, principal, limits).
         guard: The guard every tool call goes through (already configured).
-        fast_lane: Relay calls the policy allows unconditionally without the SDK client
-            session (see :mod:`agentguard.proxy.fastpath`).
+        relay: Relay calls that may skip the guard without the SDK stacks (see
+            :mod:`agentguard.proxy.relay`); off, every call takes the SDK route.
     """
 
-    def __init__(self, config: ProxyConfig, guard: Guard, *, fast_lane: bool = True) -> None:
+    def __init__(self, config: ProxyConfig, guard: Guard, *, relay: bool = True) -> None:
         if not config.servers:
             raise ConfigError("the proxy needs at least one upstream server")
         self.config = config
         self.guard = guard
-        self.fast_lane = fast_lane
+        self.relay_enabled = relay
         p = config.principal
         self.principal = Principal(id=p.id, kind=p.kind, claims=dict(p.claims))
         self.session_id = new_request_id()

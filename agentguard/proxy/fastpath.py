@@ -1,4 +1,4 @@
-"""The allowed-call fast path: relay a routine ``tools/call`` without two SDK stacks.
+"""The stdio relay: answer a ``tools/call`` that may skip the guard without two SDK stacks.
 
 A proxy built from the SDK's server and client runs every message through both, which more
 than doubles the cost of a call compared with talking to the upstream directly. For a call
@@ -10,19 +10,19 @@ per-request headers), and the answer is relayed back, shaped for the client's pr
 Both eras are relayed; a 2026-07-28 client in front of a handshake-era upstream is not (its
 upstream's requests mid-call need a round trip, which the SDK route's ledger takes).
 Everything else — held calls, elicitation, progress, an ``input_required`` answer (handed to
-the full path), other methods — takes the full path.
+the SDK route), other methods — takes the SDK route.
 
-The upstream side is a :class:`~agentguard.proxy.upstream_io.FastLane` (raw stdio, or a
-side door in the SDK's HTTP transport); this module is the downstream side, sitting in the
-hardened stdio transport (:mod:`agentguard.proxy.wire`), which has already parsed and
-checked the line.
+The upstream side is the upstream's lane (:class:`~agentguard.proxy.lane.Lane`: raw stdio,
+or the SDK's HTTP transport with relayed calls on raw HTTP/1.1); this module is the
+downstream side, sitting in the hardened stdio transport (:mod:`agentguard.proxy.wire`),
+which has already parsed and checked the line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 from mcp.shared.message import SessionMessage
@@ -30,42 +30,51 @@ from mcp.types import (
     INTERNAL_ERROR,
     PROTOCOL_VERSION_META_KEY,
     REQUEST_TIMEOUT,
-    SERVER_INFO_META_KEY,
     JSONRPCResponse,
 )
-from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
+from agentguard.proxy.answers import (
+    INVALID_RESULT,
+    Lost,
+    RpcError,
+    UpstreamAnswer,
+    error_object,
+    read_answer,
+    shape,
+    timed_out,
+)
+from agentguard.proxy.jsontypes import JsonObject, RequestId
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
+from agentguard.proxy.upstream_io import FastLane as Lane
 from agentguard.proxy.wire import encode
 
-__all__ = ["FastPath", "relay_allowed", "shape_result"]
+if TYPE_CHECKING:
+    from agentguard.proxy.core import ProxyCore
+
+__all__ = ["StdioRelay", "relay_allowed"]
 
 logger = logging.getLogger(__name__)
 
 
 Reply = Callable[[bytes], None]
-Fallback = Callable[[dict[str, Any]], Awaitable[None]]
+"""Writes one line to the client at once (no await)."""
+Fallback = Callable[[JsonObject], Awaitable[None]]
+"""Hands a message to the SDK server after all."""
+Spawn = Callable[[Fallback, JsonObject], None]
+"""Starts ``fallback(value)`` as a task."""
 
 
-def _error(rid: Any, code: int, message: str, data: Any = None) -> bytes:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return encode({"jsonrpc": "2.0", "id": rid, "error": error})
+async def relay_allowed(route: RelayRoute, params: JsonObject) -> UpstreamAnswer:
+    """Relay a call that may skip the guard on the upstream's lane (the SDK-server relay).
 
-
-async def relay_allowed(route: RelayRoute, params: dict[str, Any]) -> dict[str, Any] | None:
-    """Relay a call that may skip the guard on the upstream's lane.
-
-    Returns the JSON-RPC answer as a dict (``result`` with the upstream's ``serverInfo``
-    stamp removed, or ``error``), ``{}`` when the upstream wants input (take the full
-    path), or None when the connection closed. Cancelling the caller cancels upstream.
+    The upstream's ``request_timeout`` applies, answered in the SDK client's words.
+    Cancelling the caller cancels the call upstream.
     """
     upstream = route.upstream
     lane = upstream.lane
     if lane is None:
-        return None  # the lane closed after the route was chosen
+        return Lost()  # the lane closed after the route was chosen
     out, headers = outgoing_call(route, params)
     sent, wait = await lane.begin("tools/call", out, headers)
     timeout = upstream.config.request_timeout
@@ -76,35 +85,38 @@ async def relay_allowed(route: RelayRoute, params: dict[str, Any]) -> dict[str, 
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             await lane.cancel(sent)
         if isinstance(exc, TimeoutError):
-            return {"error": {"code": REQUEST_TIMEOUT, "message": (
-                f"upstream server {upstream.name!r} did not answer within {timeout:g}s")}}
+            return RpcError(error_object(REQUEST_TIMEOUT, timed_out("tools/call")))
         raise
-    if answer is None or "error" in answer:
-        return answer
-    result = answer.get("result")
-    if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
-        return {}
-    return {"result": _unstamped(result)}
+    return read_answer(answer)
 
 
-class FastPath:
-    """Decides, per downstream stdio message, whether it can take the fast path.
+class _Plan:
+    __slots__ = ("modern", "route", "version")
+
+    def __init__(self, route: RelayRoute, version: str, modern: bool) -> None:
+        self.route = route
+        self.version = version
+        self.modern = modern
+
+
+class StdioRelay:
+    """Decides, per downstream stdio message, whether the relay answers it.
 
     A relayed call costs two event-loop wake-ups in the proxy: the request is written to the
     upstream from the read loop that parsed it, and the answer is written to the client from
-    the read loop that received it (:meth:`FastLane.start` callbacks), with no task between.
+    the read loop that received it (the lane's ``start`` callbacks), with no task between.
 
     Args:
         core: The proxy core (catalog, upstreams, guard).
         server_info: The proxy's ``serverInfo`` stamp for 2026-07-28 results.
     """
 
-    def __init__(self, core: Any, server_info: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, core: ProxyCore, server_info: Callable[[], JsonObject]) -> None:
         self._core = core
         self._server_info = server_info
         self._legacy_version: str | None = None
         self._initialized = False
-        self._inflight: dict[Any, tuple[Any, str]] = {}
+        self._inflight: dict[RequestId, tuple[Lane, str]] = {}
 
     # ------------------------------------------------------------------ wire hooks
 
@@ -116,9 +128,8 @@ class FastPath:
             if isinstance(version, str) and "serverInfo" in msg.result:
                 self._legacy_version = version
 
-    def offer(self, value: dict[str, Any], reply: Reply, spawn: Callable[..., None],
-              fallback: Fallback) -> bool:
-        """Take ``value`` if it is a fast-path call; True when it was taken."""
+    def offer(self, value: JsonObject, reply: Reply, spawn: Spawn, fallback: Fallback) -> bool:
+        """Take ``value`` if the relay carries it; True when it was taken."""
         method = value.get("method")
         if "id" not in value:
             if method == "notifications/initialized":
@@ -136,112 +147,81 @@ class FastPath:
         plan = self._plan(value)
         if plan is None:
             return False
-        route = plan[0]
+        route = plan.route
         upstream = route.upstream
+        params = value["params"]
+        assert isinstance(params, dict)  # _plan checked it
         try:
-            params, headers = outgoing_call(route, value["params"])
+            out, headers = outgoing_call(route, params)
         except Exception:
             logger.debug("cannot build a relayed request; taking the SDK route", exc_info=True)
             return False
         rid = value["id"]
+        assert isinstance(rid, str | int)  # the stdio transport checked it
 
-        def answered(answer: dict[str, Any] | None) -> None:
+        def answered(answer: JsonObject | None) -> None:
             if self._inflight.pop(rid, None) is None:
                 return  # cancelled meanwhile
-            self._answered(value, plan, answer, reply, spawn, fallback)
+            self._answered(value, plan, read_answer(answer), reply, spawn, fallback)
 
         lane = upstream.lane
         if lane is None:
             return False  # the lane closed after the route was chosen: the SDK route
         self._inflight[rid] = (lane, "")
-        sent = lane.start("tools/call", params, headers, answered)
+        sent = lane.start("tools/call", out, headers, answered)
         if sent is None:
             self._inflight.pop(rid, None)
             return False
         if rid in self._inflight:
-            self._inflight[rid] = (upstream.lane, sent)
+            self._inflight[rid] = (lane, sent)
         return True
 
     # ------------------------------------------------------------------ decision
 
-    def _plan(self, value: dict[str, Any]) -> tuple[RelayRoute, str, bool] | None:
+    def _plan(self, value: JsonObject) -> _Plan | None:
         params = value.get("params")
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return None
-        if value["id"] in self._inflight:
+        rid = value["id"]
+        if not isinstance(rid, str | int) or rid in self._inflight:
             return None  # a reused id: let the server deal with it
         meta = params.get("_meta")
         version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
         if version is not None:
-            if version not in MODERN_PROTOCOL_VERSIONS or self._legacy_version is not None:
+            if not isinstance(version, str) or version not in MODERN_PROTOCOL_VERSIONS or \
+                    self._legacy_version is not None:
                 return None
             down_version, modern = version, True
         elif self._legacy_version is not None and self._initialized:
             down_version, modern = self._legacy_version, False
         else:
             return None
-        route = relay_route(self._core, params["name"], params, on_wire=True,
-                            client_modern=modern)
+        name = params["name"]
+        assert isinstance(name, str)
+        route = relay_route(self._core, name, params, on_wire=True, client_modern=modern)
         if route is None:
             return None
-        return route, down_version, modern
+        return _Plan(route, down_version, modern)
 
     # ------------------------------------------------------------------ answers
 
-    def _answered(self, value: dict[str, Any], plan: tuple[RelayRoute, str, bool],
-                  answer: dict[str, Any] | None, reply: Reply, spawn: Callable[..., None],
-                  fallback: Fallback) -> None:
-        route, down_version, modern = plan
-        upstream = route.upstream
+    def _answered(self, value: JsonObject, plan: _Plan, answer: UpstreamAnswer, reply: Reply,
+                  spawn: Spawn, fallback: Fallback) -> None:
+        upstream = plan.route.upstream
         rid = value["id"]
-        if answer is None:
+        assert isinstance(rid, str | int)
+        shaped = shape(answer, rid, server=upstream.name, version=plan.version,
+                       modern=plan.modern, upstream_modern=upstream.modern,
+                       server_info=self._server_info())
+        if shaped is None:
+            spawn(fallback, value)  # input_required: the SDK route relays the questions
+            return
+        if shaped.lost:
             upstream.lost(upstream.generation)
-            reply(_error(rid, INTERNAL_ERROR, (
-                f"upstream server {upstream.name!r} closed the connection during the request "
-                "(it is being restarted); the request may or may not have taken effect")))
-            return
-        if "error" in answer:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            reply(encode({"jsonrpc": "2.0", "id": rid, "error": error}))
-            return
-        result = answer.get("result")
-        if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
-            spawn(fallback, value)  # input_required: the full path relays the questions
-            return
         try:
-            shaped = shape_result(result, down_version, modern=modern,
-                                  upstream_modern=upstream.modern,
-                                  server_info=self._server_info())
-            line = encode({"jsonrpc": "2.0", "id": rid, "result": shaped})
-        except Exception:
+            line = encode(shaped.message)
+        except ValueError:  # a result the client's JSON cannot carry (NaN beside a bignum)
             logger.exception("upstream %r returned an invalid tools/call result", upstream.name)
-            line = _error(rid, INTERNAL_ERROR, "Handler returned an invalid result")
+            line = encode({"jsonrpc": "2.0", "id": rid,
+                           "error": error_object(INTERNAL_ERROR, INVALID_RESULT)})
         reply(line)
-
-
-def shape_result(result: dict[str, Any], version: str, *, modern: bool, upstream_modern: bool,
-                 server_info: dict[str, Any]) -> dict[str, Any]:
-    """An upstream ``tools/call`` result made to fit the downstream's era, as the proxy's.
-
-    The upstream's ``serverInfo`` stamp is removed; a 2026-07-28 downstream gets the proxy's.
-    """
-    result = _unstamped(result)
-    if modern != upstream_modern:
-        result = wire_methods.serialize_server_result("tools/call", version, result)
-    if modern:
-        result.setdefault("resultType", "complete")
-        stamped = dict(result.get("_meta") or {})
-        stamped[SERVER_INFO_META_KEY] = server_info
-        result["_meta"] = stamped
-    return result
-
-
-def _unstamped(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` without the upstream's serverInfo stamp (the client talks to the proxy)."""
-    meta = result.get("_meta")
-    if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
-        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
-        result = {k: v for k, v in result.items() if k != "_meta"}
-        if rest:
-            result["_meta"] = rest
-    return result

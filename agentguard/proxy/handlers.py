@@ -46,8 +46,9 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
+from agentguard.proxy.answers import LOST, InputRequired, Lost, RpcError, unstamped, unstamped_model
 from agentguard.proxy.askers import Asker, PushAsker, client_name_of
-from agentguard.proxy.calls import call_info, clean_result, relay, run_tool_call
+from agentguard.proxy.calls import call_info, relay, run_tool_call
 from agentguard.proxy.catalog import Collision
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.declared import (
@@ -56,8 +57,8 @@ from agentguard.proxy.declared import (
     logging_handlers,
     notification_options,
 )
-from agentguard.proxy.exchange import binding_for
 from agentguard.proxy.fastpath import relay_allowed
+from agentguard.proxy.ledger import binding_for
 from agentguard.proxy.notify import session_key
 from agentguard.proxy.relay import relay_route
 from agentguard.proxy.upstream import Upstream, UpstreamUnavailable, strip_envelope
@@ -161,18 +162,17 @@ class Handlers:
             # A handshake-era upstream may push requests mid-call: route them to this client.
             with self.core.asking(upstream.name, PushAsker(ctx)):
                 answer = await relay_allowed(route, raw)
-        if answer is None:
+        if isinstance(answer, Lost):
             upstream.lost(upstream.generation)
-            raise UpstreamUnavailable(upstream.name, "closed the connection during the request "
-                                      "(it is being restarted); the request may or may not "
-                                      "have taken effect")
-        if "error" in answer:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            raise MCPError(code=error.get("code", INTERNAL_ERROR),
+            raise UpstreamUnavailable(upstream.name, LOST)
+        if isinstance(answer, RpcError):
+            error = answer.error
+            code = error.get("code")
+            raise MCPError(code=code if isinstance(code, int) else INTERNAL_ERROR,
                            message=str(error.get("message", "")), data=error.get("data"))
-        if not answer:
-            return False, None  # the upstream wants input: the full path relays it
-        return True, answer["result"]
+        if isinstance(answer, InputRequired):
+            return False, None  # the upstream wants input: the SDK route relays it
+        return True, unstamped(answer.body)  # the SDK server shapes it for the client's era
 
     # ------------------------------------------------------------------ resources
 
@@ -257,7 +257,7 @@ class Handlers:
                     request, _READ_RESULT))
 
             with self.core.asking(upstream.name, asker):
-                return clean_result(await relay(send, asker))
+                return unstamped_model(await relay(send, asker))
 
         return await self._rounds(ctx, "resources/read", uri, None, params, work)
 
@@ -301,7 +301,7 @@ class Handlers:
                     request, _PROMPT_RESULT))
 
             with core.asking(upstream.name, asker):
-                return clean_result(await relay(send, asker))
+                return unstamped_model(await relay(send, asker))
 
         return await self._rounds(ctx, "prompts/get", params.name, params.arguments, params,
                                   work)
@@ -332,7 +332,7 @@ class Handlers:
                 owners = list(core.upstreams)
             upstream = core.upstreams[owners[0]]
         request = CompleteRequest(params=params.model_copy(update={"ref": ref, "meta": None}))
-        return clean_result(await upstream.request(
+        return unstamped_model(await upstream.request(
             lambda c: c.session.send_request(request, CompleteResult)))
 
     async def roots_changed(self, ctx: Ctx, params: NotificationParams | None) -> None:
@@ -390,7 +390,7 @@ def build_server(core: ProxyCore, *, name: str = "agentguard-proxy") -> Declared
 
     async def remember_session(ctx: Ctx, call_next: Any) -> Any:
         # Every request (initialize included) registers its old-era connection, so list_changed
-        # and resource updates reach a client whose calls all took the fast path.
+        # and resource updates reach a client whose calls all were relayed.
         core.notifier.seen(ctx)
         return await call_next(ctx)
 

@@ -1,7 +1,7 @@
-"""Keep-alive HTTP/1.1 POSTs straight from the event loop, for the proxy's HTTP fast lane.
+"""Keep-alive HTTP/1.1 POSTs straight from the event loop, for the relay on an HTTP lane.
 
 A relayed call through ``httpx`` and the SDK's client transport costs more than the rest of
-the proxy together. This client does only what the fast lane needs: ``POST`` to one plain
+the proxy together. This client does only what the relay needs: ``POST`` to one plain
 ``http://`` endpoint over a small pool of keep-alive connections, responses parsed by
 ``httptools`` (llhttp) inside ``data_received``. On a warm connection a request is written
 and its answer delivered from loop callbacks, with no task per request; only opening a new
@@ -25,7 +25,8 @@ import httptools
 
 from agentguard.errors import AgentGuardError
 
-__all__ = ["IDLE_EXPIRY", "Exchange", "Http1Pool", "ResponseSink", "UnsafeHeader", "check_header"]
+__all__ = ["IDLE_EXPIRY", "Http1Pool", "PendingPost", "ResponseSink", "UnsafeHeader",
+           "check_header"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class ResponseSink(Protocol):
         """No (complete) response will come. ``sent``: the request may have reached the server."""
 
 
-class Exchange:
+class PendingPost:
     """One request in flight; :meth:`abort` gives up on it (closing its connection)."""
 
     __slots__ = ("aborted", "connection", "data", "sink")
@@ -96,17 +97,17 @@ class Exchange:
             return
         self.aborted = True
         connection = self.connection
-        if connection is not None and connection.exchange is self:
+        if connection is not None and connection.pending is self:
             connection.close()
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; carries one exchange at a time."""
+    """One keep-alive connection; carries one pending POST at a time."""
 
     def __init__(self, pool: Http1Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
+        self.pending: PendingPost | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._headers: dict[str, str] = {}
@@ -122,7 +123,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.exchange is None:
+        if self.pending is None:
             self.close()  # bytes nobody asked for: the stream cannot be trusted any more
             return
         try:
@@ -135,8 +136,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.discard(self)
-        exchange = self.exchange
-        if exchange is None:
+        pending = self.pending
+        if pending is None:
             return
         if self._headers_done and not self._framed and not self._complete:
             # A response delimited by the connection closing ends here.
@@ -160,34 +161,34 @@ class _Connection(asyncio.Protocol):
         self._headers_done = True
         self._framed = "content-length" in self._headers or \
             "chunked" in self._headers.get("transfer-encoding", "").lower()
-        exchange = self.exchange
-        if exchange is not None and not exchange.aborted:
-            exchange.sink.started(self.parser.get_status_code(), self._headers)
+        pending = self.pending
+        if pending is not None and not pending.aborted:
+            pending.sink.started(self.parser.get_status_code(), self._headers)
 
     def on_body(self, body: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None and not exchange.aborted:
-            exchange.sink.body(body)
+        pending = self.pending
+        if pending is not None and not pending.aborted:
+            pending.sink.body(body)
 
     def on_message_complete(self) -> None:
         self._complete = True
-        exchange, self.exchange = self.exchange, None
+        pending, self.pending = self.pending, None
         keep = not self.closed and self._framed and self.parser.should_keep_alive()
         if keep:
             self.pool.release(self)
         else:
             self.close()
-        if exchange is not None and not exchange.aborted:
-            exchange.sink.finished()
+        if pending is not None and not pending.aborted:
+            pending.sink.finished()
 
     # ------------------------------------------------------------------ ours
 
-    def send(self, exchange: Exchange) -> None:
+    def send(self, pending: PendingPost) -> None:
         assert self.transport is not None
-        self.exchange = exchange
-        exchange.connection = self
+        self.pending = pending
+        pending.connection = self
         self._headers_done = False
-        self.transport.write(exchange.data)
+        self.transport.write(pending.data)
 
     def close(self) -> None:
         if not self.closed:
@@ -197,10 +198,10 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
 
     def _fail(self, error: BaseException) -> None:
-        exchange, self.exchange = self.exchange, None
+        pending, self.pending = self.pending, None
         self.close()
-        if exchange is not None and not exchange.aborted:
-            exchange.sink.failed(error, True)
+        if pending is not None and not pending.aborted:
+            pending.sink.failed(error, True)
 
 
 class Http1Pool:
@@ -239,7 +240,7 @@ class Http1Pool:
         self._all: set[_Connection] = set()
         self.closed = False
 
-    def post(self, body: bytes, headers: Mapping[str, str], sink: ResponseSink) -> Exchange:
+    def post(self, body: bytes, headers: Mapping[str, str], sink: ResponseSink) -> PendingPost:
         """Send one POST; its response goes to ``sink``.
 
         Raises:
@@ -251,10 +252,10 @@ class Http1Pool:
             extra.append(f"{name}: {value}\r\n")
         data = b"".join((self._head, "".join(extra).encode("latin-1"),
                          b"content-length: %d\r\n\r\n" % len(body), body))
-        exchange = Exchange(data, sink)
+        pending = PendingPost(data, sink)
         if self.closed:
             sink.failed(ConnectionError("the connection pool is closed"), False)
-            return exchange
+            return pending
         stale = time.monotonic() - self._idle_expiry
         while self._idle:
             connection = self._idle.pop()
@@ -263,31 +264,31 @@ class Http1Pool:
             if connection.idle_since < stale:
                 connection.close()
                 continue
-            connection.send(exchange)
-            return exchange
-        self._spawn(lambda: self._open_and_send(exchange))
-        return exchange
+            connection.send(pending)
+            return pending
+        self._spawn(lambda: self._open_and_send(pending))
+        return pending
 
-    async def _open_and_send(self, exchange: Exchange) -> None:
+    async def _open_and_send(self, pending: PendingPost) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self), self.host, self.port)
         except (OSError, TimeoutError) as exc:
-            if not exchange.aborted:
-                exchange.sink.failed(ConnectionError(
+            if not pending.aborted:
+                pending.sink.failed(ConnectionError(
                     f"could not connect to {self.host}:{self.port}: {exc}"), False)
             return
         self._all.add(connection)
         if self.closed:
             connection.close()
-            if not exchange.aborted:
-                exchange.sink.failed(ConnectionError("the connection pool is closed"), False)
-        elif exchange.aborted:
+            if not pending.aborted:
+                pending.sink.failed(ConnectionError("the connection pool is closed"), False)
+        elif pending.aborted:
             self.release(connection)
         else:
-            connection.send(exchange)
+            connection.send(pending)
 
     def release(self, connection: _Connection) -> None:
         """Take a connection back for reuse (or close it when the pool is full/closed)."""
@@ -304,7 +305,7 @@ class Http1Pool:
             self._idle.remove(connection)
 
     def close(self) -> None:
-        """Close every connection; exchanges in flight fail."""
+        """Close every connection; pending POSTs fail."""
         self.closed = True
         for connection in list(self._all):
             connection.close()

@@ -28,19 +28,17 @@ import orjson
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
-    ERROR_CODE_HTTP_STATUS,
     X_MCP_HEADER_KEY,
     InboundModernRoute,
     classify_inbound_request,
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
-from mcp.types import INTERNAL_ERROR
 from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
-from agentguard.proxy.fastpath import shape_result
+from agentguard.proxy.answers import read_answer, shape
 from agentguard.proxy.http_frames import AsgiAnswer
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 
@@ -134,26 +132,12 @@ class HttpFastPath:
         """The HTTP status and JSON-RPC body for the upstream's ``answer`` (None: its
         connection closed), or None when the result asks for input (the full path's job)."""
         upstream = plan.upstream
-        if answer is None:
+        shaped = shape(read_answer(answer), rid, server=upstream.name, version=plan.version,
+                       modern=True, upstream_modern=upstream.modern,
+                       server_info=self._server_info())  # the one answer shaper
+        if shaped is not None and shaped.lost:
             upstream.lost(upstream.generation)
-            answer = {"error": {"code": INTERNAL_ERROR, "message": (
-                f"upstream server {upstream.name!r} closed the connection during the request "
-                "(it is being restarted); the request may or may not have taken effect")}}
-        if "error" in answer:
-            error = answer["error"] if isinstance(answer["error"], dict) else {}
-            return ERROR_CODE_HTTP_STATUS.get(int(error.get("code") or 0), 200), \
-                {"jsonrpc": "2.0", "id": rid, "error": error}
-        result = answer.get("result")
-        if not isinstance(result, dict) or result.get("resultType", "complete") != "complete":
-            return None
-        try:
-            shaped = shape_result(result, plan.version, modern=True, upstream_modern=True,
-                                  server_info=self._server_info())
-            return 200, {"jsonrpc": "2.0", "id": rid, "result": shaped}
-        except Exception:
-            logger.exception("upstream %r returned an invalid tools/call result", upstream.name)
-            return 200, {"jsonrpc": "2.0", "id": rid, "error": {
-                "code": INTERNAL_ERROR, "message": "Handler returned an invalid result"}}
+        return None if shaped is None else (shaped.status, shaped.message)
 
     # ------------------------------------------------------------------ decision
 

@@ -18,16 +18,16 @@ Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
 ============================  ==========================================  ==================
 route                         entry point                                 guard
 ============================  ==========================================  ==================
-stdio relay                   ``fastpath.FastPath.offer`` (on the wire)   skipped if Skip
+stdio relay                   ``fastpath.StdioRelay.offer`` (on the wire) skipped if Skip
 HTTP relay                    ``asgi.HardenedASGI`` → ``HttpFastPath``    skipped if Skip
 SDK-server relay              ``handlers.Handlers.call_tool`` → lane      skipped if Skip
 SDK forward                   ``calls.run_tool_call`` (pin re-read first)  skipped if Skip
 full guard                    ``calls.run_tool_call`` → ``Guard``         consulted
 ============================  ==========================================  ==================
 
-``--no-fast-path`` turns every relay route off (checked here, once); the SDK forward route
-stays, so a ``--no-fast-path`` proxy makes the same security decisions through the SDK stacks
-— the oracle the fast-vs-full equivalence tests compare with.
+``--no-relay`` turns every relay route off (checked here, once); the SDK forward route
+stays, so a ``--no-relay`` proxy makes the same security decisions through the SDK stacks —
+the oracle the relay-vs-SDK equivalence tests compare with.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
         client_modern: The client speaks 2026-07-28 (a handshake-era upstream's requests
             mid-call would need a round trip, which only the SDK route's ledger can take).
     """
-    if not core.fast_lane or not plain_call(params):
+    if not core.relay_enabled or not plain_call(params):
         return None
     entry = core.catalog.tools.names.get(name)
     if entry is None:

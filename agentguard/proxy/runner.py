@@ -18,7 +18,7 @@ from agentguard.guard import Guard
 from agentguard.proxy.asgi import HardenedASGI
 from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
-from agentguard.proxy.fastpath import FastPath
+from agentguard.proxy.fastpath import StdioRelay
 from agentguard.proxy.handlers import build_server
 from agentguard.proxy.http_fastpath import PING_INTERVAL, HttpFastPath
 from agentguard.proxy.reauth_url import ReauthLinks
@@ -134,14 +134,14 @@ def _public_base(config: ProxyConfig) -> str:
 
 
 async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,
-                    fast_path: bool = True) -> None:
+                    relay: bool = True) -> None:
     """Serve until the client disconnects (stdio) or the process is stopped (HTTP).
 
     Args:
         config: What to front and how to serve.
         guard: A ready guard (default: :func:`build_guard` from the config).
-        fast_path: Relay calls the policy allows unconditionally without the SDK stacks
-            (see :mod:`agentguard.proxy.fastpath`); off only to measure the difference.
+        relay: Relay calls that may skip the guard without the SDK stacks (see
+            :mod:`agentguard.proxy.relay`); off only to measure the difference.
 
     Raises:
         ConfigError: bad configuration, no upstream could start, or a name collision at
@@ -151,7 +151,7 @@ async def run_proxy(config: ProxyConfig, *, guard: Guard | None = None,
     if guard is None:
         guard, links = _build_guard(config)
     try:
-        await _serve(config, guard, fast_path, links)
+        await _serve(config, guard, relay, links)
     except BaseExceptionGroup as group:
         # Task groups wrap a start-up failure; show the error, not the wrapping.
         mine = group.subgroup(AgentGuardError)
@@ -167,9 +167,9 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return leaf
 
 
-async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
+async def _serve(config: ProxyConfig, guard: Guard, relay: bool,
                  links: ReauthLinks | None = None) -> None:
-    async with guard, ProxyCore(config, guard, fast_lane=fast_path) as core:
+    async with guard, ProxyCore(config, guard, relay=relay) as core:
         await core.started()
         server = build_server(core)
         server.add_notification_handler("notifications/initialized", NotificationParams,
@@ -183,7 +183,7 @@ async def _serve(config: ProxyConfig, guard: Guard, fast_path: bool,
             logger.info("agentguard proxy for %s on stdio", names)
             options = server.create_initialization_options()  # as the upstreams declare
             stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
-            fast = FastPath(core, lambda: stamp) if fast_path else None
+            fast = StdioRelay(core, lambda: stamp) if relay else None
             async with stdio_transport(max_message_bytes=config.max_message_bytes,
                                        max_depth=config.max_depth,
                                        interceptor=fast) as (read, write):
@@ -245,7 +245,7 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     )
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
     fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
-        if core.fast_lane else None
+        if core.relay_enabled else None
     hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
                                  max_depth=config.max_depth, fast_path=fast)
     if config.oauth is not None:

@@ -1,7 +1,7 @@
 """The hardened stdio transport of the proxy's downstream side.
 
 Every line is checked by :mod:`agentguard.proxy.wire` and a bad one is answered right here;
-the rest go to the MCP server (or to the fast path's interceptor first). Like the SDK's
+the rest go to the MCP server (or to the relay's interceptor first). Like the SDK's
 transport it keeps stray ``print`` output off the wire: while serving, fd 0 reads
 ``/dev/null`` and fd 1 goes to stderr; the protocol uses private duplicates. The descriptors
 are polled by the event loop (no thread per message) when they can be.
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 class Interceptor(Protocol):
-    """Sees downstream traffic first (see :class:`agentguard.proxy.fastpath.FastPath`)."""
+    """Sees downstream traffic first (see :class:`agentguard.proxy.fastpath.StdioRelay`)."""
 
     def offer(self, value: dict[str, Any], reply: Any, spawn: Any, fallback: Any) -> bool:
         """Take the decoded message (True) or leave it to the server (False).
@@ -87,7 +87,7 @@ async def stdio_transport(
         max_message_bytes: Longest accepted line; longer ones are skipped and answered.
         max_depth: Deepest accepted JSON nesting.
         fds: Explicit (read, write) descriptors instead of claiming the process's stdio.
-        interceptor: Sees every message first and may answer it itself (the fast path).
+        interceptor: Sees every message first and may answer it itself (the relay).
     """
     claim = contextlib.nullcontext(fds) if fds is not None else _claim_stdio()
     with claim as (fd_in, fd_out):

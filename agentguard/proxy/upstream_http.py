@@ -39,7 +39,7 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from agentguard.proxy.http1 import Exchange, Http1Pool, UnsafeHeader
+from agentguard.proxy.http1 import Http1Pool, PendingPost, UnsafeHeader
 from agentguard.proxy.sse import SseDecoder, SseTooLarge
 from agentguard.proxy.upstream_io import SideDoor
 from agentguard.proxy.wire import decode, encode
@@ -109,7 +109,7 @@ class HttpLane(SideDoor):
         merged.update(_TRANSPORT_HEADERS)
         self._headers = merged
         self._pool: Http1Pool | None = None
-        self._exchanges: dict[str, Exchange] = {}
+        self._exchanges: dict[str, PendingPost] = {}
 
     async def __aenter__(self) -> Any:
         pair = await super().__aenter__()

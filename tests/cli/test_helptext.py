@@ -42,3 +42,12 @@ def test_positional_arguments_have_names() -> None:
     assert "[OPTIONS] SERVER TOOL HASH" in pins
     verify = runner.invoke(root, ["audit", "verify", "--help"]).output
     assert "[OPTIONS] [PATH]" in verify
+
+
+def test_the_proxy_names_its_relay_switch_once() -> None:
+    """``--no-relay`` is documented; the old ``--no-fast-path`` still works but is not shown
+    (tests/proxy/test_relay.py runs a route with it)."""
+    root = name_metavars(typer.main.get_command(app))
+    shown = CliRunner().invoke(root, ["proxy", "--help"], terminal_width=200).output
+    assert "--no-relay" in shown
+    assert "fast-path" not in shown and "fast path" not in shown

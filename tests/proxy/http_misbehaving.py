@@ -2,7 +2,7 @@
 
 A ``tools/call`` of ``get_status`` whose ``service`` names a trick gets that trick instead of
 the server's answer; everything else (discovery, listings, other services) is the real ops
-server. Used to check that the proxy's raw HTTP fast lane reads every kind of answer the way
+server. Used to check that the relay's raw HTTP lane reads every kind of answer the way
 the SDK's transport does.
 
 Run: ``python tests/proxy/http_misbehaving.py PORT``
@@ -19,7 +19,7 @@ import uvicorn
 
 TRICKS = ("html", "bad-json", "rpc-404", "plain-500", "sse", "sse-no-answer", "accepted",
           "redirect")
-"""In this order on purpose: after a redirect the fast lane hands over to the SDK transport."""
+"""In this order on purpose: after a redirect the relay's lane hands over to the SDK transport."""
 
 
 def _json_line(value: Any) -> bytes:

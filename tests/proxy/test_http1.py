@@ -1,4 +1,4 @@
-"""The fast lane's HTTP/1.1 client against a real TCP server that answers from a script."""
+"""The relay's HTTP/1.1 client against a real TCP server that answers from a script."""
 
 from __future__ import annotations
 

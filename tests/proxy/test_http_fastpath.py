@@ -1,7 +1,7 @@
 """The HTTP fast paths answer exactly as the SDK stacks they skip.
 
 Two proxy processes run side by side, one with the fast paths and one with
-``--no-fast-path``, and every request goes to both:
+``--no-relay``, and every request goes to both:
 
 - downstream: raw 2026-07-28 POSTs, good and bad (Host, Origin, Content-Type, Accept,
   routing-header mismatches and duplicates, envelope and parameter defects, unknown tools,
@@ -110,7 +110,7 @@ def _proxy_argv(proxy: ProxyUnderTest, *extra: str, fast: bool) -> list[str]:
     argv = [PYTHON, "-m", "agentguard.proxy", "--policy", str(proxy.policy), "--store",
             proxy.store_url, "--audit", str(proxy.audit), "--name", "ops",
             "--log-level", "DEBUG" if fast else "WARNING"]
-    return [*argv, *(() if fast else ("--no-fast-path",)), *extra]
+    return [*argv, *(() if fast else ("--no-relay",)), *extra]
 
 
 def _outcome(response: httpx2.Response) -> tuple[int, str, Any]:
@@ -201,7 +201,7 @@ async def _handshake_session(http: httpx2.AsyncClient, url: str) -> dict[str, st
 
 async def test_the_handshake_era_answers_as_the_sdk_with_or_without_the_relay(
         proxy: ProxyUnderTest, tmp_path: Path) -> None:
-    """The equivalence of the relay and ``--no-fast-path`` in the handshake era (HTTP)."""
+    """The equivalence of the relay and ``--no-relay`` in the handshake era (HTTP)."""
     fast_port, full_port = free_port(), free_port()
     upstream = ("--", PYTHON, OPS_SERVER, "--root", str(proxy.sandbox))
     fast = _proxy_argv(proxy, "--listen", f"127.0.0.1:{fast_port}", *upstream, fast=True)

@@ -4,7 +4,7 @@
 run without the guard. The unit tests read its verdict and reason for each case; the attack
 tests run a real proxy on every route a call can take (stdio relay, HTTP relay, SDK-server
 relay, SDK forward, each client era against each upstream era, with and without
-``--no-fast-path``) and show that a tool new since the pins, a tool whose definition changed,
+``--no-relay``) and show that a tool new since the pins, a tool whose definition changed,
 and a call an argument-dependent rule decides are always held or refused, never relayed.
 """
 
@@ -110,7 +110,7 @@ ROUTES = [
     ("stdio", "legacy", "auto", True),    # stdio relay with era conversion
     ("stdio", "legacy", "legacy", True),  # SDK-server relay
     ("stdio", "auto", "legacy", True),    # SDK forward through the ledger
-    ("stdio", "auto", "auto", False),     # --no-fast-path: SDK forward
+    ("stdio", "auto", "auto", False),     # --no-relay: SDK forward
     ("stdio", "legacy", "legacy", False),
     ("http", "auto", "auto", True),       # connection-level HTTP relay
     ("http", "legacy", "auto", True),     # SDK-server relay over HTTP
@@ -149,7 +149,8 @@ async def _denied(proxy: ProxyUnderTest, client: object, tool: str,
 async def test_no_route_skips_the_guard_for_an_unpinned_tool_or_an_argument_rule(
         tmp_path: Path, transport: str, mode: str, upstream_mode: str, relay: bool) -> None:
     proxy = _attack_proxy(tmp_path)
-    extra = ("--upstream-mode", upstream_mode, *(() if relay else ("--no-fast-path",)))
+    extra = ("--upstream-mode", upstream_mode,  # the legacy case: the old, hidden spelling
+             *(() if relay else ("--no-relay" if mode == "auto" else "--no-fast-path",)))
     upstream = (PYTHON, OPS_SERVER, "--root", str(proxy.sandbox))
     if transport == "stdio":
         async with proxy.client(proxy.params(*upstream, name="ops", extra=extra),

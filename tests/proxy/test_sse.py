@@ -1,4 +1,4 @@
-"""The event-stream decoder the HTTP fast lane reads upstream answers with."""
+"""The event-stream decoder the relay's HTTP lane reads upstream answers with."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ async def test_allowed_calls_pass_and_everything_is_listed(proxy: ProxyUnderTest
 @pytest.mark.parametrize("path", ["fast", "full"])
 async def test_upstream_errors_pass_through_unchanged(proxy: ProxyUnderTest, mode: str,
                                                      path: str) -> None:
-    extra = () if path == "fast" else ("--no-fast-path",)
+    extra = () if path == "fast" else ("--no-relay",)
     async with proxy.client(proxy.ops(extra), mode) as client:
         assert (await client.call_tool("get_status", {"service": "api"})).content[0].text \
             .startswith("api: running")

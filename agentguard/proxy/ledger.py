@@ -2,7 +2,7 @@
 
 A 2026 client cannot be sent requests. When a request's work (the guard holding a call for
 an elicitation answer, or an upstream that asks for input) needs the client, the work keeps
-running in the background as an :class:`Exchange`; the handler answers ``InputRequiredResult``
+running in the background as a :class:`RoundTrip`; the handler answers ``InputRequiredResult``
 carrying the questions and a fresh ``requestState``. The client's retry carries the answers
 and that state, which is only a key into the :class:`Ledger`:
 
@@ -43,7 +43,7 @@ from agentguard.canonical import CanonicalizationError, canonical_bytes
 from agentguard.proxy.askers import client_name_of, missing_capability
 from agentguard.types import new_request_id
 
-__all__ = ["Binding", "Exchange", "Ledger", "RoundAsker", "binding_for"]
+__all__ = ["Binding", "Ledger", "RoundAsker", "RoundTrip", "binding_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class _Question:
     answer: InputResponse | ErrorData | None = None
 
 
-class Exchange:
+class RoundTrip:
     """One downstream request whose work spans several round trips."""
 
     def __init__(self, binding: Binding, work: Work) -> None:
@@ -168,36 +168,36 @@ class Exchange:
 class RoundAsker:
     """The :class:`~agentguard.proxy.askers.Asker` of a 2026 client: questions ride rounds."""
 
-    def __init__(self, exchange: Exchange) -> None:
-        self._exchange = exchange
+    def __init__(self, trip: RoundTrip) -> None:
+        self._trip = trip
 
     @property
     def capabilities(self) -> ClientCapabilities | None:
         """What the client declared on its latest round."""
-        return self._exchange.capabilities
+        return self._trip.capabilities
 
     @property
     def client_name(self) -> str:
         """The client's self-declared name (display only)."""
-        return self._exchange.client_name
+        return self._trip.client_name
 
     async def ask(self, request: InputRequest) -> InputResponse | ErrorData:
         why = missing_capability(self.capabilities, request)
         if why is not None:
             return ErrorData(code=METHOD_NOT_FOUND, message=why)
-        return await self._exchange.ask(request)
+        return await self._trip.ask(request)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        await self._exchange.progress(progress, total, message)
+        await self._trip.progress(progress, total, message)
 
 
 class Ledger:
-    """Open exchanges by ``requestState`` key, kept only in this process."""
+    """Open round trips by ``requestState`` key, kept only in this process."""
 
     def __init__(self, task_group: anyio.abc.TaskGroup, *, idle_timeout: float = 600.0,
                  max_open: int = 1000) -> None:
         self._tg = task_group
-        self._open: dict[str, Exchange] = {}
+        self._open: dict[str, RoundTrip] = {}
         self.idle_timeout = idle_timeout
         self.max_open = max_open
 
@@ -213,48 +213,48 @@ class Ledger:
             MCPError: ``-32602`` for an unknown, expired, reused or mismatched state, or the
                 work's own error.
         """
-        exchange: Exchange | None
+        trip: RoundTrip | None
         if request_state is None:
             if len(self._open) >= self.max_open:
                 raise MCPError(code=INTERNAL_ERROR, message=(
                     f"{self.max_open} multi-round requests are waiting for their clients; "
                     "refusing new ones until some finish or expire"))
-            exchange = Exchange(binding, work)
-            self._tg.start_soon(self._run, exchange)
+            trip = RoundTrip(binding, work)
+            self._tg.start_soon(self._run, trip)
         else:
-            exchange = self._open.pop(request_state, None)  # single use
-            if exchange is None or exchange.binding != binding:
-                if exchange is not None:
-                    exchange.cancel()
+            trip = self._open.pop(request_state, None)  # single use
+            if trip is None or trip.binding != binding:
+                if trip is not None:
+                    trip.cancel()
                 raise MCPError(code=INVALID_PARAMS, message="Invalid or expired requestState")
-            exchange.idle_since = None
-            exchange.deliver(input_responses)
+            trip.idle_since = None
+            trip.deliver(input_responses)
         answered = False
         try:
-            done = await exchange.next_round(ctx)
+            done = await trip.next_round(ctx)
             answered = True
         finally:
             if not answered:
-                exchange.cancel()  # the client cancelled or disconnected mid-round
+                trip.cancel()  # the client cancelled or disconnected mid-round
         if done:
-            return exchange.outcome()
+            return trip.outcome()
         state = new_request_id()
-        exchange.idle_since = time.monotonic()
-        self._open[state] = exchange
-        return InputRequiredResult(input_requests=exchange.questions(), request_state=state)
+        trip.idle_since = time.monotonic()
+        self._open[state] = trip
+        return InputRequiredResult(input_requests=trip.questions(), request_state=state)
 
-    async def _run(self, exchange: Exchange) -> None:
-        await exchange.run()
+    async def _run(self, trip: RoundTrip) -> None:
+        await trip.run()
 
     async def sweep(self) -> None:
-        """Forget (and cancel) exchanges the client has not come back for; run forever."""
+        """Forget (and cancel) round trips the client has not come back for; run forever."""
         while True:
             await anyio.sleep(min(5.0, self.idle_timeout / 4))
             now = time.monotonic()
-            for key, exchange in list(self._open.items()):
-                idle = exchange.idle_since
+            for key, trip in list(self._open.items()):
+                idle = trip.idle_since
                 if idle is not None and now - idle > self.idle_timeout:
                     logger.info("abandoned a multi-round request after %.0fs without a retry",
                                 self.idle_timeout)
                     self._open.pop(key, None)
-                    exchange.cancel()
+                    trip.cancel()
