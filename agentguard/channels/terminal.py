@@ -19,7 +19,7 @@ from agentguard.channels.base import ChannelAnswer
 from agentguard.sanitize import escape_text
 from agentguard.types import ApprovalRequest
 
-__all__ = ["TerminalChannel"]
+__all__ = ["TerminalChannel", "without_password"]
 
 logger = logging.getLogger("agentguard.channels.terminal")
 
