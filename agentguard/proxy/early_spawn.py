@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "INHERITED_ENV_VARS",
@@ -51,8 +51,7 @@ _VALUE_OPTIONS = frozenset({
 _FLAGS = frozenset({"--fast-path", "--no-fast-path", "--relay", "--no-relay"})
 
 
-@dataclass(frozen=True)
-class Launch:
+class Launch(NamedTuple):
     """How a stdio upstream is started: what :class:`RawStdio` would pass to the OS."""
 
     argv: tuple[str, ...]
@@ -60,16 +59,23 @@ class Launch:
     cwd: str
 
 
-@dataclass
 class EarlyProcess:
-    """A started upstream awaiting adoption: the process and the proxy's ends of its pipes."""
+    """A started upstream awaiting adoption: the process and the proxy's ends of its pipes.
 
-    launch: Launch
-    process: subprocess.Popen[bytes]
-    to_child: int
-    """Write end of the child's stdin."""
-    from_child: int
-    """Read end of the child's stdout."""
+    Attributes:
+        launch: How it was started.
+        process: The child.
+        to_child: Write end of the child's stdin.
+        from_child: Read end of the child's stdout.
+    """
+
+    # A plain class: importing dataclasses would delay the spawn it describes.
+    def __init__(self, launch: Launch, process: subprocess.Popen[bytes], to_child: int,
+                 from_child: int) -> None:
+        self.launch = launch
+        self.process = process
+        self.to_child = to_child
+        self.from_child = from_child
 
 
 _waiting: list[EarlyProcess] = []
