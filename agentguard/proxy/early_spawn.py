@@ -180,12 +180,12 @@ def start_early(args: Sequence[str]) -> None:
         spawn(launch)
 
 
-def claim(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> EarlyProcess | None:
-    """Take the early process started exactly so, if there is one (at most once each)."""
-    wanted = Launch(tuple(argv), dict(env), cwd)
+def claim(launch: Launch) -> EarlyProcess | None:
+    """Take the early process started exactly as ``launch`` says, if there is one still
+    running (each is taken at most once)."""
     for early in _waiting:
-        if early.launch.argv == wanted.argv and dict(early.launch.env) == wanted.env \
-                and early.launch.cwd == wanted.cwd and early.process.poll() is None:
+        if early.launch.argv == tuple(launch.argv) and dict(early.launch.env) == dict(
+                launch.env) and early.launch.cwd == launch.cwd and early.process.poll() is None:
             _waiting.remove(early)
             return early
     return None

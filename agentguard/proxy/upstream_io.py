@@ -42,7 +42,7 @@ from mcp.types import (
     jsonrpc_message_adapter,
 )
 
-from agentguard.proxy.early_spawn import claim
+from agentguard.proxy.early_spawn import Launch, claim
 from agentguard.proxy.fdio import FdReader, FdWriter
 from agentguard.proxy.wire import decode, encode, serialize
 
@@ -161,7 +161,7 @@ class RawStdio(FastLane):
         self._reader: FdReader | None = None
 
     async def __aenter__(self) -> Any:
-        early = claim(self._argv, self._env, self._cwd)
+        early = claim(self.launch)
         if early is not None:
             # Started by the command line while the proxy was importing, exactly as below.
             logger.debug("adopted upstream process %d, started early", early.process.pid)
@@ -181,6 +181,11 @@ class RawStdio(FastLane):
         tg.start_soon(self._read_loop, to_sdk)
         tg.start_soon(self._write_loop, from_sdk)
         return from_upstream, to_upstream
+
+    @property
+    def launch(self) -> Launch:
+        """What this transport starts: command line, environment, working directory."""
+        return Launch(tuple(self._argv), dict(self._env), self._cwd)
 
     async def _spawn(self) -> tuple[int, int]:
         """Start the upstream; returns the proxy's ends of its stdin and stdout."""
