@@ -44,6 +44,7 @@ ERA_NAMES = {"legacy": "initialize 2025-11-25", "auto": "server/discover 2026-07
 @dataclass
 class Samples:
     start_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     hwm_mb: list[float] = field(default_factory=list)
 
@@ -78,22 +79,26 @@ def _vmhwm(pid: int) -> float:
     return float("nan")
 
 
-async def _one(params: StdioServerParameters, mode: str, proxied: bool) -> tuple[float, float,
-                                                                                   float]:
-    """Spawn, connect (the client's first message answered), one allowed call; memory."""
+def _cpu_ms(pid: int) -> float:
+    """User plus system CPU time of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+async def _one(params: StdioServerParameters, mode: str) -> tuple[float, float, float, float]:
+    """Spawn and connect (the client's first message answered): the time it took and the CPU
+    the spawned process had used by then; then one allowed call and its memory."""
     before = set(_children(os.getpid()))
     with open(os.devnull, "w") as errlog:
         start = time.perf_counter()
         async with Client(stdio_client(params, errlog=errlog), mode=mode, cache=None) as client:
             elapsed = (time.perf_counter() - start) * 1000
+            pid = next(p for p in _children(os.getpid()) if p not in before)
+            cpu = _cpu_ms(pid)
             result = await client.call_tool("get_status", {"service": "api"})
             assert not result.is_error, result
-            rss = hwm = float("nan")
-            if proxied:
-                new = [pid for pid in _children(os.getpid()) if pid not in before]
-                if new:
-                    rss, hwm = _memory_mb(new[0])
-    return elapsed, rss, hwm
+            rss, hwm = _memory_mb(pid)
+    return elapsed, cpu, rss, hwm
 
 
 async def main(rounds: int, entry: str) -> dict[str, dict[str, Samples]]:
@@ -110,14 +115,15 @@ async def main(rounds: int, entry: str) -> dict[str, dict[str, Samples]]:
     }
     out = {era: {name: Samples() for name in targets} for era in ERAS}
     # One unmeasured start of each warms the page cache (the first start reads every .pyc).
-    for name, params in targets.items():
-        await _one(params, "legacy", name == "proxy")
+    for params in targets.values():
+        await _one(params, "legacy")
     for round_ in range(rounds):
         runs = [(era, name) for era in ERAS for name in targets]
         for era, name in runs if round_ % 2 == 0 else runs[::-1]:
-            ms, rss, hwm = await _one(targets[name], era, name == "proxy")
+            ms, cpu, rss, hwm = await _one(targets[name], era)
             s = out[era][name]
             s.start_ms.append(ms)
+            s.cpu_ms.append(cpu)
             s.rss_mb.append(rss)
             s.hwm_mb.append(hwm)
     return out
@@ -136,9 +142,12 @@ def report(out: dict[str, dict[str, Samples]], rounds: int, entry: str) -> None:
               f"({min(up.start_ms):.0f}-{max(up.start_ms):.0f}), through the proxy "
               f"{med(px.start_ms):.0f} ms ({min(px.start_ms):.0f}-{max(px.start_ms):.0f}); "
               f"proxy adds {med(diffs):+.0f} ms (target <= 250), ratio {med(ratios):.2f}x")
-        print(f"{'':<4}proxy process RSS {med(px.rss_mb):.1f} MB, peak {med(px.hwm_mb):.1f} MB "
-              f"(target < 60)")
-
+        print(f"{'':<4}CPU of the process spawned, by the answer: upstream alone "
+              f"{med(up.cpu_ms):.0f} ms, proxy {med(px.cpu_ms):.0f} ms (its own; "
+              f"{med(px.cpu_ms) - med(up.cpu_ms):+.0f} ms: the least it adds with a core "
+              "free for each)")
+        print(f"{'':<4}RSS after one call: proxy process {med(px.rss_mb):.1f} MB (peak "
+              f"{med(px.hwm_mb):.1f}; target < 60), upstream alone {med(up.rss_mb):.1f} MB")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
