@@ -25,6 +25,13 @@ def main() -> None:
         from agentguard.proxy.early_spawn import start_early
 
         start_early(sys.argv[2:])
+        import typer
+
+        from agentguard.cli.helptext import name_metavars
+        from agentguard.cli.proxy_cmd import main_app
+
+        name_metavars(typer.main.get_command(main_app()))()
+        return
     from agentguard.cli.app import main as run
 
     run()
