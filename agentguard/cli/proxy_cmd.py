@@ -284,7 +284,7 @@ def main_app() -> typer.Typer:
 
     @app.callback()
     def _root() -> None:
-        """(Only ``proxy ...`` reaches this app.)"""
+        """The root: no options of its own (only ``proxy ...`` is dispatched here)."""
 
     register(app)
     return name_arguments(app)

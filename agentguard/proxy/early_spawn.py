@@ -181,11 +181,12 @@ def start_early(args: Sequence[str]) -> None:
 
 
 def claim(launch: Launch) -> EarlyProcess | None:
-    """Take the early process started exactly as ``launch`` says, if there is one still
-    running (each is taken at most once)."""
+    """Take the early process started exactly as ``launch`` says, if there is one (each is
+    taken at most once). One that already exited is taken too: the transport then meets its
+    end as it would have met its own child's, and the supervisor counts the restart."""
     for early in _waiting:
         if early.launch.argv == tuple(launch.argv) and dict(early.launch.env) == dict(
-                launch.env) and early.launch.cwd == launch.cwd and early.process.poll() is None:
+                launch.env) and early.launch.cwd == launch.cwd:
             _waiting.remove(early)
             return early
     return None

@@ -215,3 +215,23 @@ def test_the_entry_points_start_it_before_the_heavy_imports() -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.timeout(60)
+def test_an_upstream_that_dies_at_once_runs_as_often_as_without_early_start(
+        tmp_path: Path, proxy: ProxyUnderTest) -> None:
+    """The early process is that start, not an extra one: with one restart allowed, the
+    upstream runs twice, as it did when the transport spawned every time."""
+    runs = tmp_path / "runs"
+    child = (f"import pathlib; f = pathlib.Path({str(runs)!r}); "
+             "f.write_text(f.read_text() + 'x' if f.exists() else 'x'); raise SystemExit(3)")
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump({
+        "policy": str(proxy.policy), "store": proxy.store_url, "audit": str(proxy.audit),
+        "servers": {"dies": {"command": PYTHON, "args": ["-c", child], "max_restarts": 1}}}))
+    done = subprocess.run([PYTHON, "-m", "agentguard.proxy", "--config", str(path)],
+                          cwd=ROOT, env=proxy.env(), input=b"", capture_output=True,
+                          timeout=50)
+    assert done.returncode != 0
+    assert b"no upstream server could be started" in done.stderr, done.stderr
+    assert runs.read_text() == "xx"
