@@ -175,9 +175,15 @@ def spawn(launch: Launch) -> EarlyProcess | None:
 
 
 def start_early(args: Sequence[str]) -> None:
-    """Start the stdio upstreams of ``agentguard proxy ARGS`` now (see the module doc)."""
-    for launch in plan(args):
-        spawn(launch)
+    """Start the stdio upstreams of ``agentguard proxy ARGS`` now (see the module doc).
+
+    Never raises: whatever goes wrong here, the proxy starts its upstreams as it always did
+    and reports what it finds then."""
+    try:
+        for launch in plan(args):
+            spawn(launch)
+    except Exception:  # e.g. a working directory that no longer exists
+        return
 
 
 def claim(launch: Launch) -> EarlyProcess | None:
