@@ -5,38 +5,64 @@ call by privilege and, when risk rises, holds it until a human approves or someo
 their identity. Routine calls pass at near-zero cost; every interruption is audited.
 """
 
-from agentguard.context import acting_as, current_guard, set_default_guard, using_guard
-from agentguard.decorators import guarded
-from agentguard.errors import (
-    AgentGuardError,
-    ApprovalExpired,
-    AuditError,
-    CallDenied,
-    ChannelUnreachable,
-    ConfigError,
-    PolicyError,
-    ReauthFailed,
-    StoreError,
-    ToolCallRefused,
-    UsageError,
-)
-from agentguard.guard import Guard
-from agentguard.policy import Policy, load_policy
-from agentguard.types import (
-    Allow,
-    ApprovalRequest,
-    Authorization,
-    CallContext,
-    Classification,
-    Decision,
-    Deny,
-    Grant,
-    Principal,
-    RequireApproval,
-    RequireReauth,
-    ToolCall,
-    ToolHints,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentguard.context import acting_as, current_guard, set_default_guard, using_guard
+    from agentguard.decorators import guarded
+    from agentguard.errors import (
+        AgentGuardError,
+        ApprovalExpired,
+        AuditError,
+        CallDenied,
+        ChannelUnreachable,
+        ConfigError,
+        PolicyError,
+        ReauthFailed,
+        StoreError,
+        ToolCallRefused,
+        UsageError,
+    )
+    from agentguard.guard import Guard
+    from agentguard.policy import Policy, load_policy
+    from agentguard.types import (
+        Allow,
+        ApprovalRequest,
+        Authorization,
+        CallContext,
+        Classification,
+        Decision,
+        Deny,
+        Grant,
+        Principal,
+        RequireApproval,
+        RequireReauth,
+        ToolCall,
+        ToolHints,
+    )
+
+
+# What each name is imported from, on first use: `import agentguard` alone stays cheap (the
+# proxy's command line starts its upstream before it imports pydantic, the guard or the SDK).
+_SOURCES = {
+    "acting_as": "agentguard.context",
+    "current_guard": "agentguard.context",
+    "set_default_guard": "agentguard.context",
+    "using_guard": "agentguard.context",
+    "guarded": "agentguard.decorators",
+    "Guard": "agentguard.guard",
+    "Policy": "agentguard.policy",
+    "load_policy": "agentguard.policy",
+    **dict.fromkeys(("AgentGuardError", "ApprovalExpired", "AuditError", "CallDenied",
+                     "ChannelUnreachable", "ConfigError", "PolicyError", "ReauthFailed",
+                     "StoreError", "ToolCallRefused", "UsageError"), "agentguard.errors"),
+    **dict.fromkeys(("Allow", "ApprovalRequest", "Authorization", "CallContext",
+                     "Classification", "Decision", "Deny", "Grant", "Principal",
+                     "RequireApproval", "RequireReauth", "ToolCall", "ToolHints"),
+                    "agentguard.types"),
+}
 
 __version__ = "0.1.0"
 
@@ -75,3 +101,18 @@ __all__ = [
     "set_default_guard",
     "using_guard",
 ]
+
+
+def __getattr__(name: str) -> object:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'agentguard' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

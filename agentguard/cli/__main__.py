@@ -1,5 +1,5 @@
 """``python -m agentguard.cli``."""
 
-from agentguard.cli.app import main
+from agentguard.cli import main
 
 main()

@@ -10,7 +10,7 @@ import typer
 
 from agentguard.cli.runtime import fail
 
-__all__ = ["pins_app", "proxy_command", "register", "standalone_app"]
+__all__ = ["main_app", "pins_app", "proxy_command", "register", "standalone_app"]
 
 _EPILOG = (
     # \b keeps click from re-wrapping the examples into broken command lines.
@@ -271,6 +271,23 @@ def register(app: typer.Typer) -> None:
     """Add ``proxy`` and ``pins`` to the main CLI."""
     app.command("proxy", context_settings=_CONTEXT, epilog=_EPILOG)(proxy_command)
     app.add_typer(pins_app, name="pins")
+
+
+def main_app() -> typer.Typer:
+    """The ``agentguard`` command line with only ``proxy`` and ``pins`` registered: what
+    ``agentguard proxy ...`` runs, parsed and checked as by the full command line, without
+    importing (and building) every other command first."""
+    from agentguard.cli.helptext import name_arguments
+
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                      rich_markup_mode=None)
+
+    @app.callback()
+    def _root() -> None:
+        """The root: no options of its own (only ``proxy ...`` is dispatched here)."""
+
+    register(app)
+    return name_arguments(app)
 
 
 def standalone_app() -> None:

@@ -13,10 +13,14 @@ Public API:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from agentguard import __version__
-from agentguard.proxy.config import ProxyConfig, UpstreamConfig, load_config
-from agentguard.proxy.pins import PinRow, approve_pin, list_pins, tool_definition_hash
-from agentguard.proxy.runner import build_guard, run_proxy
+
+if TYPE_CHECKING:
+    from agentguard.proxy.config import ProxyConfig, UpstreamConfig, load_config
+    from agentguard.proxy.pins import PinRow, approve_pin, list_pins, tool_definition_hash
+    from agentguard.proxy.runner import build_guard, run_proxy
 
 __all__ = [
     "PinRow",
@@ -30,3 +34,22 @@ __all__ = [
     "run_proxy",
     "tool_definition_hash",
 ]
+
+# Imported on first use: `python -m agentguard.proxy` starts the upstream before the SDK loads.
+_SOURCES = {
+    **dict.fromkeys(("ProxyConfig", "UpstreamConfig", "load_config"), "agentguard.proxy.config"),
+    **dict.fromkeys(("PinRow", "approve_pin", "list_pins", "tool_definition_hash"),
+                    "agentguard.proxy.pins"),
+    **dict.fromkeys(("build_guard", "run_proxy"), "agentguard.proxy.runner"),
+}
+
+
+def __getattr__(name: str) -> object:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'agentguard.proxy' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value
+    return value

@@ -15,6 +15,7 @@ from agentguard import settings
 from agentguard.channels.terminal import TerminalChannel
 from agentguard.errors import AgentGuardError, ConfigError
 from agentguard.guard import Guard
+from agentguard.proxy import early_spawn
 from agentguard.proxy.asgi import HardenedASGI
 from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
@@ -171,6 +172,8 @@ async def _serve(config: ProxyConfig, guard: Guard, relay: bool,
                  links: ReauthLinks | None = None) -> None:
     async with guard, ProxyCore(config, guard, relay=relay) as core:
         await core.started()
+        # Every upstream has taken its early-started process by now, if it had one.
+        early_spawn.discard()
         server = build_server(core)
         server.add_notification_handler("notifications/initialized", NotificationParams,
                                         core.notifier.initialized)

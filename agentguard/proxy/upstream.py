@@ -37,8 +37,6 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.errors import AgentGuardError
 from agentguard.proxy.config import UpstreamConfig
-from agentguard.proxy.http1 import IDLE_EXPIRY
-from agentguard.proxy.upstream_http import HttpLane, dropped_request
 from agentguard.proxy.upstream_io import FastLane, RawStdio
 
 __all__ = ["Upstream", "UpstreamEvents", "UpstreamUnavailable", "strip_envelope"]
@@ -156,6 +154,10 @@ class Upstream:
         cfg = self.config
         lane: FastLane
         if cfg.url is not None:
+            # Imported here: a stdio-only proxy starts without the HTTP client lane.
+            from agentguard.proxy.http1 import IDLE_EXPIRY
+            from agentguard.proxy.upstream_http import HttpLane
+
             # The SDK's client settings, but idle connections expire before the server's own
             # keep-alive timeout: httpx2's default (5 s) equals uvicorn's, and a request sent
             # as the server closes the connection fails and takes the SDK session down.
@@ -294,6 +296,8 @@ class Upstream:
             return await fn(client)
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED and self.config.url is not None:
+                from agentguard.proxy.upstream_http import dropped_request
+
                 # Over HTTP the SDK says this of one abandoned request (a response stream
                 # that ended early), not of the upstream: nothing to restart.
                 raise UpstreamUnavailable(self.name, dropped_request(exc.error.message)) from exc

@@ -5,10 +5,11 @@ offer :meth:`FastLane.start`: send a request under a proxy-owned id (``agentguar
 and have a callback called with its answer (a plain dict), without the SDK's session layer
 and, on stdio, without a task switch.
 
-- :class:`RawStdio` spawns a stdio upstream itself and reads and writes its pipes directly.
-  It replaces the SDK's ``stdio_client`` for the proxy: same framing (one JSON-RPC message
-  per line), the child in its own session, same shutdown (close stdin, then SIGTERM, then
-  SIGKILL to its process group). POSIX only.
+- :class:`RawStdio` spawns a stdio upstream itself (or adopts the identical one the command
+  line started early, see :mod:`agentguard.proxy.early_spawn`) and reads and writes its pipes
+  directly. It replaces the SDK's ``stdio_client`` for the proxy: same framing (one JSON-RPC
+  message per line), the child in its own session, same shutdown (close stdin, then SIGTERM,
+  then SIGKILL to its process group). POSIX only.
 - :class:`SideDoor` wraps any other transport (Streamable HTTP): relayed requests go through
   the SDK transport, answers to them are taken off its read stream.
 """
@@ -18,15 +19,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-from anyio.abc import Process
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp.types import (
@@ -41,6 +42,7 @@ from mcp.types import (
     jsonrpc_message_adapter,
 )
 
+from agentguard.proxy.early_spawn import Launch, claim
 from agentguard.proxy.fdio import FdReader, FdWriter
 from agentguard.proxy.wire import decode, encode, serialize
 
@@ -154,11 +156,39 @@ class RawStdio(FastLane):
         self._env = env
         self._cwd = cwd
         self._stack = AsyncExitStack()
-        self._proc: Process | None = None
+        self._proc: _Child | None = None
         self._writer: FdWriter | None = None
         self._reader: FdReader | None = None
 
     async def __aenter__(self) -> Any:
+        early = claim(self.launch)
+        if early is not None:
+            # Started by the command line while the proxy was importing, exactly as below.
+            logger.debug("adopted upstream process %d, started early", early.process.pid)
+            self._proc = _Popened(early.process)
+            to_child, from_child = early.to_child, early.from_child
+        else:
+            to_child, from_child = await self._spawn()
+        self._stack.callback(os.close, from_child)
+        self._stack.callback(self._close_stdin)
+        to_sdk, from_upstream = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+        to_upstream, from_sdk = anyio.create_memory_object_stream[SessionMessage](64)
+        tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.push_async_callback(self._shutdown)
+        self._stack.callback(tg.cancel_scope.cancel)
+        self._writer = FdWriter(to_child, tg.start_soon)
+        self._reader = FdReader(from_child)
+        tg.start_soon(self._read_loop, to_sdk)
+        tg.start_soon(self._write_loop, from_sdk)
+        return from_upstream, to_upstream
+
+    @property
+    def launch(self) -> Launch:
+        """What this transport starts: command line, environment, working directory."""
+        return Launch(tuple(self._argv), dict(self._env), self._cwd)
+
+    async def _spawn(self) -> tuple[int, int]:
+        """Start the upstream; returns the proxy's ends of its stdin and stdout."""
         child_in, to_child = os.pipe()
         from_child, child_out = os.pipe()
         try:
@@ -174,18 +204,7 @@ class RawStdio(FastLane):
         finally:
             os.close(child_in)
             os.close(child_out)
-        self._stack.callback(os.close, from_child)
-        self._stack.callback(self._close_stdin)
-        to_sdk, from_upstream = anyio.create_memory_object_stream[SessionMessage | Exception](64)
-        to_upstream, from_sdk = anyio.create_memory_object_stream[SessionMessage](64)
-        tg = await self._stack.enter_async_context(anyio.create_task_group())
-        self._stack.push_async_callback(self._shutdown)
-        self._stack.callback(tg.cancel_scope.cancel)
-        self._writer = FdWriter(to_child, tg.start_soon)
-        self._reader = FdReader(from_child)
-        tg.start_soon(self._read_loop, to_sdk)
-        tg.start_soon(self._write_loop, from_sdk)
-        return from_upstream, to_upstream
+        return to_child, from_child
 
     async def __aexit__(self, *exc: Any) -> Any:
         self._fail_all()
@@ -270,6 +289,39 @@ class RawStdio(FastLane):
             await to_sdk.send(exc)
             return
         await to_sdk.send(SessionMessage(message))
+
+
+class _Child(Protocol):
+    """What the transport needs of its child process (anyio's, or one adopted)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class _Popened:
+    """An upstream process the command line started (a ``subprocess.Popen``), as a
+    :class:`_Child`. Its exit is polled: only the shutdown waits for it."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll()
+
+    async def wait(self) -> int:
+        while (code := self._process.poll()) is None:
+            await anyio.sleep(0.02)
+        return code
 
 
 class SideDoor(FastLane):
