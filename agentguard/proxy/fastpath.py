@@ -45,8 +45,8 @@ from agentguard.proxy.answers import (
     timed_out,
 )
 from agentguard.proxy.jsontypes import JsonObject, RequestId
+from agentguard.proxy.lane import Lane
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
-from agentguard.proxy.upstream_io import FastLane as Lane
 from agentguard.proxy.wire import encode
 
 if TYPE_CHECKING:
@@ -72,22 +72,29 @@ async def relay_allowed(route: RelayRoute, params: JsonObject) -> UpstreamAnswer
     Cancelling the caller cancels the call upstream.
     """
     upstream = route.upstream
-    lane = upstream.lane
+    lane: Lane | None = upstream.lane
     if lane is None:
         return Lost()  # the lane closed after the route was chosen
     out, headers = outgoing_call(route, params)
-    sent, wait = await lane.begin("tools/call", out, headers)
-    timeout = upstream.config.request_timeout
+    answered = anyio.Event()
+    box: list[JsonObject | None] = []
+
+    def done(answer: JsonObject | None) -> None:
+        box.append(answer)
+        answered.set()
+
+    sent = lane.start("tools/call", out, headers, done)
+    if sent is None:
+        return Lost()
     try:
-        with anyio.fail_after(timeout):
-            answer = await wait()
+        with anyio.fail_after(upstream.config.request_timeout):
+            await answered.wait()
     except BaseException as exc:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-            await lane.cancel(sent)
+        lane.forget(sent)  # the upstream is told; a late answer is dropped
         if isinstance(exc, TimeoutError):
             return RpcError(error_object(REQUEST_TIMEOUT, timed_out("tools/call")))
         raise
-    return read_answer(answer)
+    return read_answer(box[0])
 
 
 class _Plan:

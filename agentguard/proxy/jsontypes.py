@@ -13,8 +13,8 @@ __all__ = ["JsonObject", "JsonValue", "RequestId"]
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
 """Any JSON value."""
 
-JsonObject: TypeAlias = "dict[str, JsonValue]"
+JsonObject: TypeAlias = dict[str, JsonValue]
 """A JSON object (a JSON-RPC message, its ``params``, ``result``, ``error`` or ``_meta``)."""
 
-RequestId: TypeAlias = "str | int"
+RequestId: TypeAlias = str | int
 """A JSON-RPC request id (never a bool: the relay checks before it takes one)."""

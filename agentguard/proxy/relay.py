@@ -47,6 +47,7 @@ from mcp.shared.inbound import (
 from mcp.types import LOG_LEVEL_META_KEY, PROTOCOL_VERSION_META_KEY, Tool
 
 from agentguard.proxy.catalog import Entry
+from agentguard.proxy.lane import Lane
 from agentguard.types import ToolHints
 
 if TYPE_CHECKING:
@@ -190,14 +191,14 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
     if not isinstance(decision, Skip):
         return None
     upstream = core.upstreams[entry.server]
-    lane = upstream.lane
+    lane: Lane | None = upstream.lane
     if lane is None or lane.closed or upstream.client is None:
         return None
     if on_wire and upstream.config.request_timeout is not None:
         return None
     if client_modern and not upstream.modern:
         return None
-    if upstream.modern and getattr(lane, "envelope", None) is None:
+    if upstream.modern and lane.envelope is None:
         return None  # the lane has not seen the SDK stamp a request yet
     return RelayRoute(entry, upstream, decision, core.log_level)
 
@@ -216,13 +217,14 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
     out["name"] = entry.name
     meta = {k: v for k, v in (out.get("_meta") or {}).items()
             if not k.startswith(RESERVED_META_PREFIX)}
-    envelope = getattr(upstream.lane, "envelope", None)
+    lane: Lane | None = upstream.lane
+    envelope = lane.envelope if lane is not None else None
     if upstream.modern and envelope is not None:
         meta.update(envelope)
         if route.log_level is not None:
             # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel).
             meta[LOG_LEVEL_META_KEY] = route.log_level
-        version = envelope[PROTOCOL_VERSION_META_KEY]
+        version = str(envelope[PROTOCOL_VERSION_META_KEY])
         headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: "tools/call",
                    MCP_NAME_HEADER: encode_header_value(entry.name)}
         headers.update(mcp_param_headers(_header_map(entry.item),
