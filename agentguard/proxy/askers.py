@@ -25,7 +25,7 @@ the request that opened it; nothing the client writes into it is believed.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 from mcp.server.context import ServerRequestContext
@@ -48,10 +48,14 @@ from mcp.types import (
 )
 from mcp.types.methods import SERVER_NOTIFICATIONS
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
 __all__ = [
     "Asker",
     "CompletionNotifier",
     "PushAsker",
+    "RequestContext",
     "client_name_of",
     "missing_capability",
     "result_type_for",
@@ -59,11 +63,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+RequestContext: TypeAlias = "ServerRequestContext[dict[str, object], Request]"
+"""What the SDK server hands a proxy handler: its session, and on HTTP the Starlette request
+(None on stdio). The proxy's server keeps the SDK's default lifespan state (a dict)."""
+
 _ELICIT_COMPLETE = "notifications/elicitation/complete"
 _NOTIFY_TIMEOUT = 5.0
 
 
-def result_type_for(request: InputRequest) -> Any:
+def result_type_for(request: InputRequest) -> type[InputResponse]:
     """The result model the client answers ``request`` with."""
     if isinstance(request, ElicitRequest):
         return ElicitResult
@@ -115,7 +123,7 @@ def missing_capability(caps: ClientCapabilities | None, request: InputRequest) -
     return "unknown input request"
 
 
-def client_name_of(ctx: ServerRequestContext[Any, Any]) -> str:
+def client_name_of(ctx: RequestContext) -> str:
     """The client's self-declared name (display only: it is not an identity)."""
     params = ctx.session.client_params
     if params is not None and params.client_info is not None:
@@ -128,7 +136,7 @@ def client_name_of(ctx: ServerRequestContext[Any, Any]) -> str:
 class PushAsker:
     """Ask a handshake-era client directly over its back-channel."""
 
-    def __init__(self, ctx: ServerRequestContext[Any, Any]) -> None:
+    def __init__(self, ctx: RequestContext) -> None:
         self._ctx = ctx
         self.capabilities = ctx.session.client_capabilities
         self.client_name = client_name_of(ctx)

@@ -19,10 +19,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
-from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -31,7 +30,11 @@ from mcp.types import (
     CallToolRequestParams,
     CallToolResult,
     ErrorData,
+    InputRequest,
     InputRequiredResult,
+    InputResponse,
+    InputResponses,
+    RequestParamsMeta,
     TextContent,
     Tool,
 )
@@ -42,7 +45,7 @@ from agentguard.canonical import thaw
 from agentguard.errors import ConfigError
 from agentguard.guard import Guard
 from agentguard.proxy.answers import unstamped_model
-from agentguard.proxy.askers import Asker
+from agentguard.proxy.askers import Asker, RequestContext
 from agentguard.proxy.catalog import Collision, Entry, hints_for
 from agentguard.proxy.channels import ElicitationChannel
 from agentguard.proxy.core import ProxyCore
@@ -52,6 +55,11 @@ from agentguard.proxy.relay import Skip, may_skip_guard
 from agentguard.proxy.upstream import Upstream, strip_envelope
 from agentguard.types import Authorization, CallContext, ToolCall
 from agentguard.validation import ArgumentValidator
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from agentguard.oauth.tokens import VerifiedToken
 
 __all__ = [
     "CallInfo",
@@ -65,7 +73,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_INPUT_ROUNDS = 10
-_CALL_RESULT: TypeAdapter[Any] = TypeAdapter(CallToolResult | InputRequiredResult)
+_CALL_RESULT: TypeAdapter[CallToolResult | InputRequiredResult] = TypeAdapter(
+    CallToolResult | InputRequiredResult)
+R = TypeVar("R")
 
 
 class CallInfo:
@@ -74,7 +84,7 @@ class CallInfo:
     __slots__ = ("client", "request", "session_id", "source_ip", "token", "transport")
 
     def __init__(self, session_id: str | None, source_ip: str | None, transport: str,
-                 client: str, request: Any = None) -> None:
+                 client: str, request: Request | None = None) -> None:
         self.session_id = session_id
         self.source_ip = source_ip
         self.transport = transport
@@ -84,18 +94,17 @@ class CallInfo:
         self.token = _verified_token(request)
 
 
-def call_info(core: ProxyCore, ctx: ServerRequestContext[Any, Any], client: str) -> CallInfo:
+def call_info(core: ProxyCore, ctx: RequestContext, client: str) -> CallInfo:
     """Session, source address and transport of a downstream request."""
     request = ctx.request
     if request is None:
         return CallInfo(core.session_id, None, "stdio", client)
-    headers = getattr(request, "headers", None)
-    sid = headers.get("mcp-session-id") if headers is not None else None
-    peer = getattr(request, "client", None)
-    return CallInfo(sid, getattr(peer, "host", None), "http", client, request)
+    sid = request.headers.get("mcp-session-id")
+    peer = request.client
+    return CallInfo(sid, peer.host if peer is not None else None, "http", client, request)
 
 
-def _verified_token(request: Any) -> Any:
+def _verified_token(request: Request | None) -> VerifiedToken | None:
     if request is None:
         return None
     from agentguard.oauth.asgi import token_from_scope
@@ -109,38 +118,43 @@ def refusal_result(auth: Authorization) -> CallToolResult:
 
 
 async def relay(
-    send: Callable[[dict[str, Any] | None, str | None], Awaitable[Any]], asker: Asker,
-) -> Any:
+    send: Callable[[InputResponses | None, str | None], Awaitable[R | InputRequiredResult]],
+    asker: Asker,
+) -> R:
     """Drive an upstream's ``InputRequiredResult`` rounds, asking the downstream client.
 
     Raises:
         MCPError: the client could not answer, or the upstream asked too many times.
     """
-    responses: dict[str, Any] | None = None
+    responses: InputResponses | None = None
     state: str | None = None
     for _ in range(MAX_INPUT_ROUNDS):
         result = await send(responses, state)
         if not isinstance(result, InputRequiredResult):
             return result
         asked = dict(result.input_requests or {})
-        answers: dict[str, Any] = {}
+        answers: dict[str, InputResponse | ErrorData] = {}
 
-        async def one(key: str, request: Any, answers: dict[str, Any] = answers) -> None:
+        async def one(key: str, request: InputRequest,
+                      answers: dict[str, InputResponse | ErrorData] = answers) -> None:
             answers[key] = await asker.ask(request)
 
         async with anyio.create_task_group() as tg:
             for key, request in asked.items():
                 tg.start_soon(one, key, request)
-        for answer in answers.values():
+        given: InputResponses = {}
+        for key, answer in answers.items():
             if isinstance(answer, ErrorData):
                 raise MCPError.from_error_data(answer)
-        responses, state = (answers or None), result.request_state
+            given[key] = answer
+        responses, state = (given or None), result.request_state
     raise MCPError(code=INTERNAL_ERROR,
                    message=f"the upstream asked for input more than {MAX_INPUT_ROUNDS} times")
 
 
 async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
-                       arguments: Mapping[str, Any] | None, meta: Mapping[str, Any] | None,
+                       arguments: Mapping[str, object] | None,
+                       meta: Mapping[str, object] | None,
                        asker: Asker) -> CallToolResult:
     """Send a (guarded) call upstream, relaying progress and input requests."""
     fwd_meta = strip_envelope(meta)
@@ -148,11 +162,13 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
         # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel there).
         fwd_meta = {**(fwd_meta or {}), LOG_LEVEL_META_KEY: core.log_level}
 
-    async def send(responses: dict[str, Any] | None, state: str | None) -> Any:
+    async def send(responses: InputResponses | None, state: str | None
+                   ) -> CallToolResult | InputRequiredResult:
         request = CallToolRequest(params=CallToolRequestParams(
             name=name, arguments=dict(arguments) if arguments is not None else None,
             input_responses=responses, request_state=state,
-            _meta=cast(Any, fwd_meta)))  # RequestParamsMeta is a TypedDict of the same JSON
+            # RequestParamsMeta is a TypedDict (total=False) of the same JSON object
+            _meta=cast(RequestParamsMeta | None, fwd_meta)))
         return await upstream.request(lambda c: c.session.send_request(
             request, _CALL_RESULT, progress_callback=asker.progress))
 
@@ -194,7 +210,7 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
     entry = target
     # The policy, the approver and the hash see the call with the schema's defaults filled
     # in, exactly as the decorator and the adapters show it; that call is what is forwarded.
-    args = fill_schema_defaults(args, getattr(entry.item, "input_schema", None))
+    args = fill_schema_defaults(args, entry.item.input_schema)
     pin: PinStatus | None
     if entry.pin is not None and entry.pin.state != "pinned":
         pin = await core.pins.recheck(entry.server, entry.name, entry.pin.hash)
@@ -216,8 +232,8 @@ async def run_tool_call(core: ProxyCore, target: Entry[Tool] | Collision,
             "exposed_name": entry.exposed,
             # What the model read about the tool, shown (escaped) to the approver: a
             # poisoned description is evidence the human should see.
-            "tool_title": getattr(entry.item, "title", None),
-            "tool_description": (getattr(entry.item, "description", None) or "")[:2000]}),
+            "tool_title": entry.item.title,
+            "tool_description": (entry.item.description or "")[:2000]}),
         tool_definition_hash=pin.hash if pin is not None else None,
     )
     if pin is not None and pin.state == "changed":

@@ -83,7 +83,7 @@ class Collision:
 
     exposed: str
     claimants: tuple[str, ...]
-    holder: Entry | None = None
+    holder: Entry[Tool] | Entry[Prompt] | None = None
 
     def message(self) -> str:
         """Clear text for the refusal and the log."""

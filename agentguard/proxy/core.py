@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from types import TracebackType
+from typing import TypeVarTuple, Unpack
 
 import anyio
 import anyio.abc
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from mcp.types import (
@@ -27,10 +29,13 @@ from mcp.types import (
     ListRootsRequest,
     LoggingMessageNotificationParams,
     PromptListChangedNotification,
+    Resource,
     ResourceListChangedNotification,
+    ResourceTemplate,
     ResourceUpdatedNotification,
     SubscribeRequest,
     SubscribeRequestParams,
+    Tool,
     ToolListChangedNotification,
     UnsubscribeRequest,
     UnsubscribeRequestParams,
@@ -52,6 +57,8 @@ from agentguard.types import Principal, new_request_id
 __all__ = ["ProxyCore"]
 
 logger = logging.getLogger(__name__)
+
+Args = TypeVarTuple("Args")
 
 CLIENT_WAIT = 30.0
 """Seconds an upstream's request waits for a first client to ask, before it fails."""
@@ -89,8 +96,8 @@ class ProxyCore:
         self._tg: anyio.abc.TaskGroup | None = None
         self._locks: dict[str, anyio.Lock] = {name: anyio.Lock() for name in self.upstreams}
         self._askers: dict[str, list[Asker]] = {name: [] for name in self.upstreams}
-        self.resources: dict[str, dict[str, Any]] = {name: {} for name in self.upstreams}
-        self.templates: dict[str, list[tuple[UriTemplate, Any]]] = {
+        self.resources: dict[str, dict[str, Resource]] = {name: {} for name in self.upstreams}
+        self.templates: dict[str, list[tuple[UriTemplate, ResourceTemplate]]] = {
             name: [] for name in self.upstreams}
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,12 +111,13 @@ class ProxyCore:
             self._tg.start_soon(upstream.run)
         return self
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
         for upstream in self.upstreams.values():
             upstream.stop()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(*exc)
+        return await self._tg.__aexit__(exc_type, exc, tb)
 
     async def started(self, timeout: float = 30.0) -> None:
         """Wait for every upstream's first connection and listing.
@@ -174,15 +182,17 @@ class ProxyCore:
             upstreams[cfg.name] = upstream
         self.upstreams = upstreams
         self.catalog = Catalog({s.name: self.config.namespace_of(s) for s in servers})
-        tables: tuple[dict[str, Any], ...] = (
-            self._locks, self._askers, self.resources, self.templates)
-        for table in tables:
-            for old, new in renamed.items():
-                table[new] = table.pop(old)
+        for old, new in renamed.items():
+            self._locks[new] = self._locks.pop(old)
+            self._askers[new] = self._askers.pop(old)
+            self.resources[new] = self.resources.pop(old)
+            self.templates[new] = self.templates.pop(old)
         for old, new in renamed.items():
             logger.info("upstream %r goes by its own name %r", old, new)
 
-    def spawn(self, fn: Any, *args: Any) -> None:
+    def spawn(self, fn: Callable[[Unpack[Args]], Coroutine[object, object, object]],
+              *args: *Args
+              ) -> None:
         """Run ``fn(*args)`` in the proxy's task group."""
         assert self._tg is not None
         self._tg.start_soon(fn, *args)
@@ -192,8 +202,9 @@ class ProxyCore:
     async def refresh_tools(self, upstream: Upstream) -> None:
         """List an upstream's tools (every page), check pins, update the catalog."""
         async with self._locks[upstream.name]:
-            async def list_all(client: Any) -> list[Any]:
-                tools, cursor = [], None
+            async def list_all(client: Client) -> list[Tool]:
+                tools: list[Tool] = []
+                cursor: str | None = None
                 for _ in range(1000):
                     page = await client.list_tools(cursor=cursor)
                     tools.extend(page.tools)
@@ -228,9 +239,9 @@ class ProxyCore:
             return list(self.upstreams)  # one upstream: nothing to route, nothing to confuse
         return owners
 
-    def remember_templates(self, server: str, templates: list[Any]) -> None:
+    def remember_templates(self, server: str, templates: list[ResourceTemplate]) -> None:
         """Keep an upstream's resource templates for routing reads and completions."""
-        parsed = []
+        parsed: list[tuple[UriTemplate, ResourceTemplate]] = []
         for template in templates:
             try:
                 parsed.append((UriTemplate.parse(template.uri_template), template))
@@ -253,7 +264,7 @@ class ProxyCore:
         except Exception as exc:
             logger.warning("refreshing upstream %r after connect failed: %s", upstream.name, exc)
 
-    async def notification(self, upstream: Upstream, message: Any) -> None:
+    async def notification(self, upstream: Upstream, message: object) -> None:
         """Carry an upstream notification downstream."""
         root = getattr(message, "root", message)
         try:
@@ -362,6 +373,6 @@ class ProxyCore:
                 await upstream.request(functools.partial(_send, request=request))
 
 
-async def _send(client: Any, *, request: Any) -> Any:
+async def _send(client: Client, *, request: UnsubscribeRequest) -> Empty:
     """Send ``request`` on an upstream client's session (an empty result expected)."""
     return await client.session.send_request(request, Empty)

@@ -14,7 +14,6 @@ import warnings
 from typing import Any, cast
 
 import anyio
-from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -47,7 +46,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
 from agentguard.proxy.answers import LOST, InputRequired, Lost, RpcError, unstamped, unstamped_model
-from agentguard.proxy.askers import Asker, PushAsker, client_name_of
+from agentguard.proxy.askers import Asker, PushAsker, RequestContext, client_name_of
 from agentguard.proxy.calls import call_info, relay, run_tool_call
 from agentguard.proxy.catalog import Collision
 from agentguard.proxy.core import ProxyCore
@@ -67,7 +66,7 @@ __all__ = ["Handlers", "build_server"]
 
 logger = logging.getLogger(__name__)
 
-Ctx = ServerRequestContext[Any, Any]
+Ctx = RequestContext
 _READ_RESULT: TypeAdapter[Any] = TypeAdapter(ReadResourceResult | InputRequiredResult)
 _PROMPT_RESULT: TypeAdapter[Any] = TypeAdapter(GetPromptResult | InputRequiredResult)
 

@@ -22,11 +22,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.abc
-from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -37,17 +35,19 @@ from mcp.types import (
     InputRequest,
     InputRequiredResult,
     InputResponse,
+    InputResponses,
 )
 
 from agentguard.canonical import CanonicalizationError, canonical_bytes
-from agentguard.proxy.askers import client_name_of, missing_capability
+from agentguard.proxy.askers import RequestContext, client_name_of, missing_capability
 from agentguard.types import new_request_id
 
 __all__ = ["Binding", "Ledger", "RoundAsker", "RoundTrip", "binding_for"]
 
 logger = logging.getLogger(__name__)
 
-Work = Callable[["RoundAsker"], Awaitable[Any]]
+Work = Callable[["RoundAsker"], Awaitable[object]]
+"""The request's work: its result (whatever its method returns), asking through the asker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ class Binding:
     session: str | None
 
 
-def binding_for(method: str, target: str, args: Mapping[str, Any] | None,
+def binding_for(method: str, target: str, args: Mapping[str, object] | None,
                 session: str | None) -> Binding:
     """The binding of a request (arguments by canonical hash)."""
     try:
@@ -83,12 +83,12 @@ class RoundTrip:
     def __init__(self, binding: Binding, work: Work) -> None:
         self.binding = binding
         self._work = work
-        self._ctx: ServerRequestContext[Any, Any] | None = None
+        self._ctx: RequestContext | None = None
         self._questions: dict[str, _Question] = {}
         self._counter = 0
         self._changed = anyio.Event()
         self._done = anyio.Event()
-        self._result: Any = None
+        self._result: object = None
         self._error: BaseException | None = None
         self._scope = anyio.CancelScope()
         self.idle_since: float | None = None
@@ -131,7 +131,7 @@ class RoundTrip:
         """Stop the work (the client went away or never came back)."""
         self._scope.cancel()
 
-    def deliver(self, responses: Mapping[str, Any] | None) -> None:
+    def deliver(self, responses: InputResponses | None) -> None:
         """Hand the client's answers to the questions they answer."""
         for key, value in (responses or {}).items():
             question = self._questions.get(key)
@@ -141,7 +141,7 @@ class RoundTrip:
             question.answered.set()
         self._questions = {k: q for k, q in self._questions.items() if not q.answered.is_set()}
 
-    async def next_round(self, ctx: ServerRequestContext[Any, Any]) -> bool:
+    async def next_round(self, ctx: RequestContext) -> bool:
         """Wait until the work finishes (True) or has questions for the client (False)."""
         self._ctx = ctx
         self.capabilities = ctx.session.client_capabilities
@@ -154,7 +154,7 @@ class RoundTrip:
             self._ctx = None
         return self._done.is_set()
 
-    def outcome(self) -> Any:
+    def outcome(self) -> object:
         """The work's result (re-raising its error)."""
         if self._error is not None:
             raise self._error
@@ -204,9 +204,8 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._open)
 
-    async def serve(self, ctx: ServerRequestContext[Any, Any], binding: Binding,
-                    request_state: str | None, input_responses: Mapping[str, Any] | None,
-                    work: Work) -> Any:
+    async def serve(self, ctx: RequestContext, binding: Binding, request_state: str | None,
+                    input_responses: InputResponses | None, work: Work) -> object:
         """Run one round of a request; returns its result or an ``InputRequiredResult``.
 
         Raises:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
-from mcp.server.context import ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.subscriptions import (
@@ -29,10 +27,13 @@ from mcp.shared.subscriptions import (
 )
 from mcp.types import (
     LoggingMessageNotificationParams,
+    NotificationParams,
     SubscriptionsListenRequestParams,
     SubscriptionsListenResult,
 )
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
+
+from agentguard.proxy.askers import RequestContext
 
 __all__ = ["Notifier", "session_key"]
 
@@ -41,13 +42,12 @@ logger = logging.getLogger(__name__)
 Subscribe = Callable[[str], Awaitable[None]]
 
 
-def session_key(ctx: ServerRequestContext[Any, Any]) -> str | None:
+def session_key(ctx: RequestContext) -> str | None:
     """Which downstream connection a request belongs to (None when it has no identity)."""
     request = ctx.request
     if request is None:
         return "stdio"
-    headers = getattr(request, "headers", None)
-    sid = headers.get("mcp-session-id") if headers is not None else None
+    sid = request.headers.get("mcp-session-id")
     return f"http:{sid}" if sid else None
 
 
@@ -76,7 +76,7 @@ class Notifier:
 
     # ------------------------------------------------------------------ sessions
 
-    def seen(self, ctx: ServerRequestContext[Any, Any]) -> None:
+    def seen(self, ctx: RequestContext) -> None:
         """Remember a handshake-era connection so notifications can reach it."""
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
@@ -84,7 +84,7 @@ class Notifier:
         if key is not None:
             self._sessions[key] = ctx.session
 
-    async def initialized(self, ctx: ServerRequestContext[Any, Any], params: Any) -> None:
+    async def initialized(self, ctx: RequestContext, params: NotificationParams | None) -> None:
         """``notifications/initialized``: this client can now be asked (roots, sampling...)."""
         self.seen(ctx)
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
@@ -169,7 +169,7 @@ class Notifier:
         """URIs somebody downstream subscribes to."""
         return sorted(self._subscribers)
 
-    async def listen(self, ctx: ServerRequestContext[Any, Any],
+    async def listen(self, ctx: RequestContext,
                      params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
         """Serve a 2026 ``subscriptions/listen`` stream, subscribing its URIs upstream."""
         self._listen_ids += 1

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from mcp.shared.inbound import (
     MCP_METHOD_HEADER,
@@ -47,6 +47,7 @@ from mcp.shared.inbound import (
 from mcp.types import LOG_LEVEL_META_KEY, PROTOCOL_VERSION_META_KEY, Tool
 
 from agentguard.proxy.catalog import Entry
+from agentguard.proxy.jsontypes import JsonObject, JsonValue
 from agentguard.proxy.lane import Lane
 from agentguard.types import ToolHints
 
@@ -136,7 +137,7 @@ def may_skip_guard(guard: StaticPolicy, entry: Entry[Tool]) -> Skip | MustGuard:
                 f"{pin.hash[:12]}")
 
 
-def plain_call(params: Mapping[str, Any]) -> bool:
+def plain_call(params: Mapping[str, JsonValue]) -> bool:
     """A call the relay carries byte for byte: only ``name``/``arguments``/``_meta``, object
     ``arguments`` and ``_meta``, no progress token (progress and multi-round state need the
     SDK route)."""
@@ -167,7 +168,7 @@ class RelayRoute:
     log_level: str | None = None
 
 
-def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wire: bool,
+def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, on_wire: bool,
                 client_modern: bool) -> RelayRoute | None:
     """How a ``tools/call`` to exposed ``name`` is relayed, or None for the SDK route.
 
@@ -203,8 +204,8 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, Any], *, on_wir
     return RelayRoute(entry, upstream, decision, core.log_level)
 
 
-def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
-                  ) -> tuple[dict[str, Any], dict[str, str]]:
+def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue]
+                  ) -> tuple[JsonObject, dict[str, str]]:
     """The ``params`` and HTTP headers the SDK client would send upstream for this call.
 
     The client's reserved ``_meta`` keys are replaced by the envelope the lane learned from
@@ -213,10 +214,11 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
     ``mcp.shared.inbound`` and the tool's listed schema.
     """
     entry, upstream = route.entry, route.upstream
-    out = dict(params)
+    out: JsonObject = dict(params)
     out["name"] = entry.name
-    meta = {k: v for k, v in (out.get("_meta") or {}).items()
-            if not k.startswith(RESERVED_META_PREFIX)}
+    given = out.get("_meta")
+    meta: JsonObject = {} if not isinstance(given, dict) else {
+        k: v for k, v in given.items() if not k.startswith(RESERVED_META_PREFIX)}
     lane: Lane | None = upstream.lane
     envelope = lane.envelope if lane is not None else None
     if upstream.modern and envelope is not None:
@@ -227,8 +229,9 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, Any]
         version = str(envelope[PROTOCOL_VERSION_META_KEY])
         headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: "tools/call",
                    MCP_NAME_HEADER: encode_header_value(entry.name)}
+        arguments = out.get("arguments")
         headers.update(mcp_param_headers(_header_map(entry.item),
-                                         out.get("arguments") or {}))
+                                         arguments if isinstance(arguments, dict) else {}))
     else:
         client = upstream.client
         assert client is not None  # relay_route chose a connected upstream
