@@ -7,13 +7,18 @@ receive change notifications only on ``subscriptions/listen`` streams, which the
 :class:`~mcp.server.subscriptions.ListenHandler` serves from the proxy's subscription bus.
 
 Resource subscriptions are reference-counted per URI across both kinds of subscriber, so
-the upstream is subscribed while anybody downstream wants updates.
+the upstream is subscribed while anybody downstream wants updates. They are bound to the
+session that made them: a listen stream's end with the stream, a handshake-era session's when
+the session ends — deleted by its client (``DELETE``, seen by :meth:`Notifier.watch_sessions`
+in the ASGI stack, as the SDK gives a handler no signal of a session's end), or found gone when
+a notification cannot be sent to it. Nothing of an ended session is kept.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from mcp.server.session import ServerSession
@@ -35,7 +40,10 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.askers import RequestContext
 
-__all__ = ["Notifier", "session_key"]
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Notifier", "http_session_key", "session_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +55,12 @@ def session_key(ctx: RequestContext) -> str | None:
     request = ctx.request
     if request is None:
         return "stdio"
-    sid = request.headers.get("mcp-session-id")
-    return f"http:{sid}" if sid else None
+    return http_session_key(request.headers.get("mcp-session-id"))
+
+
+def http_session_key(session_id: str | None) -> str | None:
+    """The key of a Streamable HTTP session (None without an ``Mcp-Session-Id``)."""
+    return f"http:{session_id}" if session_id else None
 
 
 class Notifier:
@@ -110,7 +122,55 @@ class Notifier:
                 await send(session)
             except Exception as exc:  # a connection that went away
                 logger.info("dropping downstream session %s: %s", key, exc)
-                self._sessions.pop(key, None)
+                await self.session_ended(key)
+
+    async def session_ended(self, key: str) -> None:
+        """The downstream session ``key`` ended: forget it and drop its subscriptions (the
+        upstream is unsubscribed from URIs nobody else wants)."""
+        self._sessions.pop(key, None)
+        for uri in [u for u, holders in self._subscribers.items() if key in holders]:
+            try:
+                await self.remove_subscriber(uri, key)
+            except Exception:
+                logger.debug("unsubscribe of %s failed", uri, exc_info=True)
+
+    def session_count(self) -> int:
+        """How many handshake-era sessions notifications are pushed to."""
+        return len(self._sessions)
+
+    def subscriber_count(self, uri: str | None = None) -> int:
+        """How many downstream subscriptions are held (to ``uri``, or to any URI)."""
+        if uri is not None:
+            return len(self._subscribers.get(uri, ()))
+        return sum(len(holders) for holders in self._subscribers.values())
+
+    def watch_sessions(self, app: ASGIApp) -> ASGIApp:
+        """``app`` (the SDK's Streamable HTTP app), telling this notifier when a client
+        deletes its session: a ``DELETE`` carrying ``Mcp-Session-Id`` that the app accepts.
+
+        Only an accepted ``DELETE`` counts: a ``404`` is also what another credential's
+        request for a live session gets, so it cannot end anybody's session here.
+        """
+        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http" or scope["method"] != "DELETE":
+                await app(scope, receive, send)
+                return
+            sid = next((v.decode("latin-1") for k, v in scope["headers"]
+                        if k == b"mcp-session-id"), None)
+            status = 0
+
+            async def watch(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            await app(scope, receive, watch)
+            key = http_session_key(sid)
+            if key is not None and 200 <= status < 300:
+                await self.session_ended(key)
+
+        return watched
 
     # ------------------------------------------------------------------ events
 

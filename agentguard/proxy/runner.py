@@ -246,6 +246,7 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
         streamable_http_path="/mcp", host=host, transport_security=security,
         max_request_body_size=config.max_message_bytes,
     )
+    app = core.notifier.watch_sessions(app)  # a deleted session's subscriptions go with it
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
     fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
         if core.relay_enabled else None
