@@ -1,4 +1,4 @@
-"""One ``tools/call`` through the proxy: pin check, guard, forward, relay, render.
+"""One ``tools/call`` through the proxy: pin check, guard, forward, input rounds, render.
 
 The proxy never decides policy. It builds the :class:`~agentguard.types.ToolCall` (server,
 upstream tool name, arguments, the configured principal, hints from the cached listing, the
@@ -65,8 +65,8 @@ __all__ = [
     "CallInfo",
     "call_info",
     "forward_tool",
+    "input_rounds",
     "refusal_result",
-    "relay",
     "run_tool_call",
 ]
 
@@ -117,7 +117,7 @@ def refusal_result(auth: Authorization) -> CallToolResult:
     return CallToolResult(is_error=True, content=[TextContent(type="text", text=auth.message())])
 
 
-async def relay(
+async def input_rounds(
     send: Callable[[InputResponses | None, str | None], Awaitable[R | InputRequiredResult]],
     asker: Asker,
 ) -> R:
@@ -173,7 +173,7 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
             request, _CALL_RESULT, progress_callback=asker.progress))
 
     with core.asking(upstream.name, asker):
-        return unstamped_model(await relay(send, asker))
+        return unstamped_model(await input_rounds(send, asker))
 
 
 async def _authorize(guard: Guard, call: ToolCall, asker: Asker,

@@ -2,7 +2,7 @@
 
 Every method a client may send is answered for both protocol eras by the SDK's dual-era
 loop; the handlers here route by exposed name (tools, prompts), URI (resources) or reference
-(completions), forward with the upstream's own errors unchanged, and relay what upstreams ask
+(completions), forward with the upstream's own errors unchanged, and pass on what upstreams ask
 of the client. Capabilities mirror what the upstreams offer (tools always).
 """
 
@@ -47,7 +47,7 @@ from pydantic import TypeAdapter
 
 from agentguard.proxy.answers import LOST, InputRequired, Lost, RpcError, unstamped, unstamped_model
 from agentguard.proxy.askers import Asker, PushAsker, RequestContext, client_name_of
-from agentguard.proxy.calls import call_info, relay, run_tool_call
+from agentguard.proxy.calls import call_info, input_rounds, run_tool_call
 from agentguard.proxy.catalog import Collision
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.declared import (
@@ -256,7 +256,7 @@ class Handlers:
                     request, _READ_RESULT))
 
             with self.core.asking(upstream.name, asker):
-                return unstamped_model(await relay(send, asker))
+                return unstamped_model(await input_rounds(send, asker))
 
         return await self._rounds(ctx, "resources/read", uri, None, params, work)
 
@@ -300,7 +300,7 @@ class Handlers:
                     request, _PROMPT_RESULT))
 
             with core.asking(upstream.name, asker):
-                return unstamped_model(await relay(send, asker))
+                return unstamped_model(await input_rounds(send, asker))
 
         return await self._rounds(ctx, "prompts/get", params.name, params.arguments, params,
                                   work)

@@ -28,6 +28,10 @@ full guard                    ``calls.run_tool_call`` → ``Guard``         cons
 ``--no-relay`` turns every relay route off (checked here, once); the SDK forward route
 stays, so a ``--no-relay`` proxy makes the same security decisions through the SDK stacks —
 the oracle the relay-vs-SDK equivalence tests compare with.
+
+Every relay route sends on the upstream's lane through :class:`~agentguard.proxy.lane.Lane`
+only, and every route (relay or SDK) shapes the upstream's answer with
+:mod:`agentguard.proxy.answers`.
 """
 
 from __future__ import annotations
