@@ -36,6 +36,7 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.errors import AgentGuardError
+from agentguard.proxy.answers import LOST
 from agentguard.proxy.config import UpstreamConfig
 from agentguard.proxy.upstream_io import FastLane, RawStdio
 
@@ -303,9 +304,7 @@ class Upstream:
                 raise UpstreamUnavailable(self.name, dropped_request(exc.error.message)) from exc
             if exc.error.code == CONNECTION_CLOSED:
                 self.lost(generation)
-                raise UpstreamUnavailable(
-                    self.name, "closed the connection during the request (it is being "
-                    "restarted); the request may or may not have taken effect") from exc
+                raise UpstreamUnavailable(self.name, LOST) from exc
             raise
 
     # ------------------------------------------------------------------ from the upstream
