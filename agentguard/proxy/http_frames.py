@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentguard.proxy.wire import encode
+from mcp.shared.message import SessionMessage
+from mcp.types import JSONRPCError
 
-__all__ = ["PING", "SSE_HEADERS", "Adoption", "AsgiAnswer", "json_headers", "sse_event"]
+from agentguard.proxy.wire import WireError, encode, serialize
+
+__all__ = ["PING", "SSE_HEADERS", "Adoption", "AsgiAnswer", "json_headers", "jsonrpc_error",
+           "sse_event"]
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"),
                (b"cache-control", b"no-cache, no-transform"),
@@ -25,6 +29,12 @@ PING = b": ping\r\n\r\n"
 def sse_event(data: bytes) -> bytes:
     """One JSON-RPC message as an event-stream ``message`` event."""
     return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
+def jsonrpc_error(exc: WireError) -> bytes:
+    """The body of a refused request: the JSON-RPC error the stdio transport would write."""
+    return serialize(SessionMessage(JSONRPCError(jsonrpc="2.0", id=exc.request_id,
+                                                 error=exc.error)))
 
 
 def json_headers(length: int) -> list[tuple[bytes, bytes]]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.fastpath import StdioRelay
 from agentguard.proxy.handlers import build_server
 from agentguard.proxy.http_fastpath import PING_INTERVAL, HttpFastPath
+from agentguard.proxy.http_listener import DirectRelay, Limits, Listener
 from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
 
@@ -32,6 +37,7 @@ __all__ = [
     "default_store_url",
     "http_app",
     "http_stack",
+    "listening",
     "run_proxy",
     "transport_security",
 ]
@@ -220,26 +226,39 @@ def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     the re-authentication pages.
 
     The caller runs it (uvicorn with ``lifespan="on"``, or enters
-    ``server.session_manager.run()`` itself).
+    ``server.session_manager.run()`` itself); ``--listen`` serves it with
+    :func:`listening`.
     """
     return http_stack(server, core, config, host, links, ping_interval=ping_interval).app
 
 
 @dataclass(frozen=True)
 class HttpStack:
-    """The ``--listen`` app and the uvicorn protocol to serve it with."""
+    """The ``--listen`` app, and how the listener serves it.
+
+    Attributes:
+        app: The full ASGI app (the relay inside it), as :func:`http_app` returns it.
+        protocol: The uvicorn protocol for embedders serving ``app`` with uvicorn.
+        relay: The listener's relay entry before ASGI (None with OAuth or without the relay:
+            then ``app`` relays after bearer authentication).
+        declined: What the listener serves when ``relay`` is set: ``app`` without the relay,
+            so a request the relay declined is not offered to it twice.
+    """
 
     app: Any
     protocol: str = "httptools"
+    relay: DirectRelay | None = None
+    declined: Any = None
 
 
 def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
                links: ReauthLinks | None = None, *, ping_interval: float = PING_INTERVAL
                ) -> HttpStack:
-    """:func:`http_app`, with the uvicorn protocol that serves it.
+    """:func:`http_app`, with what the ``--listen`` listener needs to serve it.
 
-    The relay answers in the ASGI stack, behind bearer authentication when configured, on
-    uvicorn's public interface only (no protocol subclass, nothing of its request cycle).
+    Without OAuth, the listener offers a complete ``POST /mcp`` to the relay before any ASGI
+    app runs; with OAuth, the relay answers inside the ASGI stack, after bearer
+    authentication. Public interfaces only (of uvicorn too, for embedders).
     """
     security = transport_security(host, config.public_url)
     app = server.streamable_http_app(
@@ -250,43 +269,76 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
     fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
         if core.relay_enabled else None
-    hardened: Any = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
-                                 max_depth=config.max_depth, fast_path=fast)
-    if config.oauth is not None:
-        from agentguard.oauth.asgi import BearerAuth
-        from agentguard.oauth.jwks import JwksClient
-        from agentguard.oauth.tokens import TokenValidator
 
-        oauth = config.oauth
-        validator = TokenValidator(issuer=oauth.issuer, audience=oauth.audience or [oauth.resource],
-                                   jwks=JwksClient(oauth.jwks_uri), algorithms=oauth.algorithms)
-        # Outermost: a request without a valid token never reaches the MCP layer, and the
-        # Authorization header is stripped before it (no token passthrough to upstreams).
-        hardened = BearerAuth(hardened, validator, required_scopes=oauth.required_scopes,
+    def hardened(relay: HttpFastPath | None) -> Any:
+        wrapped = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
+                               max_depth=config.max_depth, fast_path=relay)
+        return links.wrap(wrapped) if links is not None else wrapped
+
+    if config.oauth is None:
+        if fast is None:
+            return HttpStack(hardened(None))
+        return HttpStack(hardened(fast), relay=DirectRelay(fast, app, max_depth=config.max_depth),
+                         declined=hardened(None))
+    from agentguard.oauth.asgi import BearerAuth
+    from agentguard.oauth.jwks import JwksClient
+    from agentguard.oauth.tokens import TokenValidator
+
+    oauth = config.oauth
+    validator = TokenValidator(issuer=oauth.issuer, audience=oauth.audience or [oauth.resource],
+                               jwks=JwksClient(oauth.jwks_uri), algorithms=oauth.algorithms)
+    # Outside the relay: a request without a valid token never reaches the MCP layer, and
+    # the Authorization header is stripped before it (no token passthrough to upstreams).
+    guarded: Any = BearerAuth(HardenedASGI(app, max_message_bytes=config.max_message_bytes,
+                                           max_depth=config.max_depth, fast_path=fast),
+                              validator, required_scopes=oauth.required_scopes,
                               forward_token=oauth.forward_token)
-    if links is not None:
-        hardened = links.wrap(hardened)
-    return HttpStack(hardened)
+    return HttpStack(links.wrap(guarded) if links is not None else guarded)
 
 
 KEEP_ALIVE_SECONDS = 75
 """How long ``--listen`` keeps an idle client connection open (nginx's default)."""
 
 
+@asynccontextmanager
+async def listening(server: Any, stack: HttpStack, config: ProxyConfig, host: str, port: int,
+                    *, limits: Limits | None = None) -> AsyncIterator[asyncio.Server]:
+    """Serve ``stack`` on ``host:port`` (0: any free port) with the proxy's own listener,
+    the SDK's session manager running, until the block ends.
+
+    Yields:
+        The asyncio server (``sockets[0].getsockname()`` gives the port).
+    """
+    # X-Forwarded-For is believed only from configured reverse proxies. Idle keep-alive
+    # connections outlive the clients' own idle expiry (httpx 5 s, Node 4 s): with equal
+    # timeouts a client's request can cross the server's close and be lost.
+    listener = Listener(stack.declined if stack.relay is not None else stack.app,
+                        relay=stack.relay, trusted_proxies=config.trusted_proxies,
+                        limits=limits or Limits(max_body_bytes=config.max_message_bytes,
+                                                keep_alive=KEEP_ALIVE_SECONDS))
+    async with server.session_manager.run():
+        bound = await listener.start(host, port)
+        try:
+            yield bound
+        finally:
+            await listener.close()
+
+
 async def _serve_http(server: Any, core: ProxyCore, host: str, port: int, config: ProxyConfig,
                       links: ReauthLinks | None = None) -> None:
-    import uvicorn
-
     stack = http_stack(server, core, config, host, links)
-    # X-Forwarded-For is believed only from configured reverse proxies: uvicorn's default
-    # (believe it from 127.0.0.1) would let any local process pick its source address.
-    trusted = config.trusted_proxies
-    # Idle keep-alive connections outlive the clients' own idle expiry (httpx 5 s, Node 4 s):
-    # with equal timeouts a client's request can cross the server's close and be lost.
-    uv = uvicorn.Server(uvicorn.Config(stack.app, host=host, port=port, log_level="warning",
-                                       access_log=False, lifespan="on",
-                                       timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                                       http=stack.protocol,
-                                       proxy_headers=bool(trusted),
-                                       forwarded_allow_ips=list(trusted) or None))
-    await uv.serve()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop gracefully: upstreams are shut down
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or not supported here: default handling
+    try:
+        async with listening(server, stack, config, host, port):
+            await stop.wait()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)

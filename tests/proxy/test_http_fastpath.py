@@ -37,7 +37,7 @@ from mcp.types import (
 from agentguard.proxy.config import ProxyConfig, UpstreamConfig
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.handlers import build_server
-from agentguard.proxy.runner import build_guard, http_stack
+from agentguard.proxy.runner import build_guard, http_stack, listening
 from tests.proxy.conftest import (
     OPS_SERVER,
     PYTHON,
@@ -45,7 +45,6 @@ from tests.proxy.conftest import (
     ProxyUnderTest,
     free_port,
     running,
-    wait_port,
 )
 from tests.proxy.http_misbehaving import TRICKS
 
@@ -269,28 +268,19 @@ async def test_the_raw_upstream_lane_reads_every_answer_as_the_sdk(
 @asynccontextmanager
 async def in_process_proxy(proxy: ProxyUnderTest, ping_interval: float
                            ) -> AsyncIterator[tuple[str, Any]]:
-    """The ``--listen`` proxy in this process (uvicorn included), with a short SSE window."""
-    import uvicorn
-
+    """The ``--listen`` proxy in this process (its listener included), with a short SSE
+    window."""
     config = ProxyConfig(policy=str(proxy.policy), store=proxy.store_url,
                          audit=str(proxy.audit), servers=[UpstreamConfig(
                              name="ops", command=PYTHON,
                              args=[OPS_SERVER, "--root", str(proxy.sandbox)])])
-    port = free_port()
     async with build_guard(config) as guard, ProxyCore(config, guard) as core:
         await core.started()
         server = build_server(core)
         stack = http_stack(server, core, config, "127.0.0.1", ping_interval=ping_interval)
-        uv = uvicorn.Server(uvicorn.Config(
-            stack.app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-            http=stack.protocol))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(uv.serve)
-            await wait_port(port)
-            try:
-                yield f"http://127.0.0.1:{port}/mcp", core
-            finally:
-                uv.should_exit = True
+        async with listening(server, stack, config, "127.0.0.1", 0) as bound:
+            port = bound.sockets[0].getsockname()[1]
+            yield f"http://127.0.0.1:{port}/mcp", core
 
 
 async def test_a_slow_allowed_call_becomes_an_event_stream_with_pings(

@@ -1,0 +1,486 @@
+"""The ``--listen`` HTTP/1.1 server: asyncio + httptools, the relay first, ASGI for the rest.
+
+Why we own it: behind uvicorn, an allowed 2026-07-28 call relayed inside the ASGI stack cost
+the proxy ~50 µs more CPU per call than a bare protocol (uvicorn's request cycle, ASGI
+messages, the head and the body in two writes), and uvicorn's faster hooks are private.
+Here a complete ``POST /mcp`` is offered to the relay (:class:`DirectRelay`) before any ASGI
+app runs, and its answer leaves in one write; everything the relay declines — and every
+other request — is served by the ASGI app through :mod:`agentguard.proxy.asgi_bridge`,
+body replayed. Measured with ``benchmarks/bench_proxy.py --transport http`` (figures in
+the issue-18 report; see ``BENCH`` below).
+
+Network-facing, so strict and bounded (each limit has an attack test in
+``tests/proxy/test_http_listener.py``):
+
+* llhttp strict parsing: ``Content-Length`` with ``Transfer-Encoding``, a duplicate or
+  malformed ``Content-Length``, obs-fold, bare CR/LF and NUL are refused ``400`` and the
+  connection closed; so are a ``Transfer-Encoding`` other than ``chunked`` (or on
+  HTTP/1.0), upgrades and ``CONNECT``, a missing or repeated ``Host``, other HTTP versions.
+* Head limits (``431``): :attr:`Limits.max_head_bytes` of request line and headers,
+  :attr:`Limits.max_headers` headers. Body limit (``413`` with the JSON-RPC error the
+  ASGI stack gives, connection closed): the config's ``max_message_bytes``, checked against
+  ``Content-Length`` before ``100 Continue`` and while a chunked body arrives.
+* Time limits: a request's head, and then its body, must each arrive within
+  :attr:`Limits.read_timeout` (slow-drip clients are cut, ``408`` when nothing is in
+  flight); an idle keep-alive connection closes after :attr:`Limits.keep_alive`.
+* Pipelined requests are answered in order, one at a time; reading pauses while
+  :attr:`Limits.max_queued` wait. A client that hangs up makes ``receive`` answer
+  ``http.disconnect`` (a held call is then cancelled, :mod:`agentguard.proxy.http_cancel`).
+* ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed only from a peer in the
+  configured trusted proxies (:func:`forwarded_client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+from mcp.types import INVALID_REQUEST
+
+from agentguard.proxy.asgi_bridge import AsgiCycle, run_app
+from agentguard.proxy.http_frames import jsonrpc_error
+from agentguard.proxy.wire import WireError, parse_value
+
+__all__ = ["DirectRelay", "Limits", "Listener", "forwarded_client"]
+
+logger = logging.getLogger(__name__)
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may make the listener hold.
+
+    Attributes:
+        max_body_bytes: Largest request body (the config's ``max_message_bytes``).
+        max_head_bytes: Largest request line plus headers.
+        max_headers: Most header lines in one request.
+        read_timeout: Seconds for a request's head, and again for its body, to arrive.
+        keep_alive: Seconds an idle connection stays open (above clients' own idle expiry,
+            httpx 5 s, Node 4 s, so a request never crosses our close).
+        max_queued: Pipelined requests read ahead of the one being answered.
+    """
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_head_bytes: int = 64 * 1024
+    max_headers: int = 100
+    read_timeout: float = 30.0
+    keep_alive: float = 75.0
+    max_queued: int = 8
+
+
+class DirectRelay:
+    """The relay's entry before ASGI: a complete ``POST`` body to :meth:`HttpFastPath.offer`.
+
+    Args:
+        fast: The relay (:class:`~agentguard.proxy.http_fastpath.HttpFastPath`).
+        app: The SDK's app, for an answer the relay began and the full path must finish.
+        path: The MCP endpoint.
+        max_depth: Deepest JSON accepted (as the ASGI stack's body checks).
+    """
+
+    def __init__(self, fast: Any, app: App, *, path: str = "/mcp", max_depth: int) -> None:
+        self._fast = fast
+        self._app = app
+        self.path = path
+        self._max_depth = max_depth
+
+    async def offer(self, scope: dict[str, Any], cycle: AsgiCycle) -> bool:
+        """True when the relay answered; False leaves the request, body unread, to ASGI."""
+        try:
+            value = parse_value(cycle.body, max_depth=self._max_depth)
+        except WireError:
+            return False  # the ASGI stack answers it with its own error
+        if value is None:
+            return False
+        body, replayed = cycle.body, False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await cycle.receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return bool(await self._fast.offer(scope, value, cycle.receive, cycle.send,
+                                           lambda out: self._app(scope, replay, out)))
+
+
+def forwarded_client(peer: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]],
+                     trusted: Iterable[Any]) -> tuple[tuple[str, int] | None, str]:
+    """The caller's ``(host, port)`` and the scheme, believing ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` only when ``peer`` is in ``trusted`` (IP networks).
+
+    The caller is the rightmost address not itself a trusted proxy (what the nearest trusted
+    proxy saw), as uvicorn's ``proxy_headers`` computes it.
+    """
+    nets = tuple(trusted)
+    if peer is None or not nets or not _trusted(peer[0], nets):
+        return peer, "http"
+    chain: list[str] = []
+    scheme = "http"
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            chain += [part.strip() for part in value.decode("latin-1").split(",")]
+        elif name == b"x-forwarded-proto":
+            proto = value.decode("latin-1").strip().lower()
+            scheme = proto if proto in ("http", "https") else scheme
+    chain = [hop for hop in chain if hop]
+    if not chain:
+        return peer, scheme
+    for hop in reversed(chain):
+        if not _trusted(hop, nets):
+            return (hop, 0), scheme
+    return (chain[0], 0), scheme
+
+
+def _trusted(host: str, nets: tuple[Any, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in net for net in nets)
+
+
+class Listener:
+    """The ``--listen`` server: one :class:`_Conn` per TCP connection.
+
+    Args:
+        app: The ASGI app for everything the relay does not answer.
+        relay: The direct relay entry, or None (everything goes to ``app``).
+        limits: Size and time limits.
+        trusted_proxies: IPs or CIDRs whose forwarding headers are believed.
+    """
+
+    def __init__(self, app: App, *, relay: DirectRelay | None = None,
+                 limits: Limits | None = None, trusted_proxies: Iterable[str] = ()) -> None:
+        self.app = app
+        self.relay = relay
+        self.limits = limits or Limits()
+        self.trusted = tuple(ipaddress.ip_network(t, strict=False) for t in trusted_proxies)
+        self.conns: set[_Conn] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        """Listen on ``host:port``; returns the asyncio server (its sockets give the port)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Conn(self), host, port)
+        return self._server
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, and wait for their requests to end."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [c.task for c in self.conns if c.task is not None]
+        for conn in list(self.conns):
+            conn.abort()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class _Refuse(Exception):
+    pass
+
+
+class _Req:
+    __slots__ = ("body", "complete", "expect", "head", "http10", "keep_alive", "refusal",
+                 "scope", "size")
+
+    def __init__(self, scope: dict[str, Any] | None, *, refusal: int = 0) -> None:
+        self.scope = scope
+        self.refusal = refusal
+        self.body: list[bytes] = []
+        self.size = 0
+        self.complete = refusal != 0
+        self.expect = self.head = self.http10 = False
+        self.keep_alive = True
+
+
+_STATUS_TEXT = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
+                417: b"Expectation Failed", 431: b"Request Header Fields Too Large"}
+
+
+class _Conn(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.limits = listener.limits
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[_Req] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.gone: asyncio.Future[None] | None = None
+        self.closed = False  # no more requests: stop parsing, close after the queue
+        self.reading = True
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._in_message = False
+        self._refusal = 0
+        self.peer: tuple[str, int] | None = None
+        self.sock: tuple[str, int] | None = None
+
+    # ---------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer, sock = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+        self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self.sock = (str(sock[0]), int(sock[1])) if isinstance(sock, tuple) else None
+        self.listener.conns.add(self)
+        self._arm(self.limits.read_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.listener.conns.discard(self)
+        self._disarm()
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)  # the request being served sees http.disconnect
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.task is None:
+            self.queue.clear()
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400)  # upgrades and CONNECT are not served
+        except httptools.HttpParserError:
+            # A callback's refusal reaches here wrapped (HttpParserCallbackError).
+            self._refuse(self._refusal or 400)
+
+    # ---------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._head_bytes = b"", [], 0
+        self._in_message = True
+        self._arm(self.limits.read_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if len(self._headers) >= self.limits.max_headers:
+            raise self._stop(431)
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser, limits = self.parser, self.limits
+        version = parser.get_http_version()
+        method = parser.get_method()
+        hosts = lengths = 0
+        chunked = expect = False
+        for name, value in self._headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length":
+                lengths = int(value)  # llhttp let through one, digits only
+            elif name == b"transfer-encoding":
+                if value.strip().lower() != b"chunked" or version != "1.1":
+                    raise self._stop(400)
+                chunked = True
+            elif name == b"expect":
+                if value.strip().lower() != b"100-continue":
+                    raise self._stop(417)
+                expect = True
+            elif name == b"upgrade":
+                raise self._stop(400)
+        if version not in ("1.0", "1.1") or method == b"CONNECT" or hosts > 1 or \
+                (hosts == 0 and version == "1.1"):
+            raise self._stop(400)
+        if lengths > limits.max_body_bytes:
+            raise self._stop(413)
+        try:
+            url = httptools.parse_url(self._url)
+            raw_path = url.path or b"/"
+            path = raw_path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            raise self._stop(400) from None
+        client, scheme = forwarded_client(self.peer, self._headers, self.listener.trusted)
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+                 "http_version": version, "method": method.decode("ascii"), "scheme": scheme,
+                 "path": unquote(path) if "%" in path else path, "raw_path": raw_path,
+                 "query_string": url.query or b"", "root_path": "",
+                 "headers": self._headers, "client": client, "server": self.sock}
+        req = _Req(scope)
+        req.http10 = version == "1.0"
+        req.head = method == b"HEAD"
+        req.keep_alive = parser.should_keep_alive()
+        req.expect = expect and (lengths > 0 or chunked)
+        self.queue.append(req)
+        self._arm(limits.read_timeout)  # the body gets its own allowance
+        if len(self.queue) == 1 and req.expect:
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            req.expect = False
+
+    def on_body(self, body: bytes) -> None:
+        req = self.queue[-1]
+        req.size += len(body)
+        if req.size > self.limits.max_body_bytes:
+            raise self._stop(413)
+        req.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._disarm()
+        self.queue[-1].complete = True
+        if len(self.queue) > self.limits.max_queued and self.reading and self.transport:
+            self.reading = False
+            self.transport.pause_reading()
+        self._next()
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_head_bytes:
+            raise self._stop(431)
+
+    def _stop(self, status: int) -> _Refuse:
+        """Remember why the parse stops; raised from a callback, it aborts ``feed_data``."""
+        self._refusal = status
+        return _Refuse(status)
+
+    # ---------------------------------------------------------------- serving
+
+    def _refuse(self, status: int) -> None:
+        """Answer ``status`` in turn (after what is queued before it), then close."""
+        self.closed = True
+        self._in_message = False
+        self._disarm()
+        if self.queue and not self.queue[-1].complete:
+            self.queue.pop()  # the request being read is the one refused
+        self.queue.append(_Req(None, refusal=status))
+        if self.reading and self.transport is not None:
+            self.reading = False
+            self.transport.pause_reading()
+        self._next()
+
+    def _next(self) -> None:
+        """Start serving the head of the queue if nothing is being served."""
+        if self.task is not None or not self.queue or self.transport is None:
+            return
+        req = self.queue[0]
+        if not req.complete:
+            if req.expect:
+                req.expect = False
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        if req.refusal:
+            self._write_refusal(req.refusal)
+            self.transport.close()
+            return
+        self.task = self.loop.create_task(self._serve(req))
+
+    async def _serve(self, req: _Req) -> None:
+        assert req.scope is not None
+        self.gone = self.loop.create_future()
+        cycle = AsgiCycle(self, b"".join(req.body), http10=req.http10, head=req.head,
+                          keep_alive=req.keep_alive, gone=self.gone)
+        if self.transport is None or self.transport.is_closing():
+            self.gone.set_result(None)
+        keep = False
+        try:
+            relay = self.listener.relay
+            scope = req.scope
+            if relay is not None and scope["method"] == "POST" and scope["path"] == relay.path \
+                    and await relay.offer(scope, cycle):
+                keep = cycle.keep_alive if cycle.complete else cycle.fail()
+            else:
+                keep = await run_app(self.listener.app, scope, cycle)
+        except Exception:
+            logger.exception("serving %s %s failed", req.scope["method"], req.scope["path"])
+            keep = cycle.fail()
+        finally:
+            self._served(keep)
+
+    def _served(self, keep: bool) -> None:
+        self.task = None
+        if self.queue:
+            self.queue.popleft()
+        if not keep or self.transport is None or self.transport.is_closing():
+            self.closed = True
+            self.queue.clear()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if not self.reading and len(self.queue) <= self.limits.max_queued and not self.closed:
+            self.reading = True
+            self.transport.resume_reading()
+        if self.queue:
+            self._next()
+        elif not self._in_message:
+            self._arm(self.limits.keep_alive)
+
+    # ---------------------------------------------------------------- output, timers
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def drain(self) -> asyncio.Future[None] | None:
+        drain = self._drain
+        return drain if drain is not None and not drain.done() else None
+
+    def _write_refusal(self, status: int) -> None:
+        if status == 413:
+            body = jsonrpc_error(WireError(INVALID_REQUEST, "Invalid Request: message larger "
+                                           f"than {self.limits.max_body_bytes} bytes"))
+            kind = b"application/json"
+        else:
+            body, kind = _STATUS_TEXT.get(status, b"Bad Request"), b"text/plain; charset=utf-8"
+        self.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+                    b"connection: close\r\n\r\n%b" % (status, _STATUS_TEXT.get(status, b""),
+                                                      kind, len(body), body))
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self.transport is None or self.closed:
+            return
+        if self._in_message:
+            logger.debug("closing a connection whose request did not arrive in time")
+            self._refuse(408)  # after the answer in progress, if any
+            return
+        self.closed = True  # idle: only armed while nothing is being served
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
