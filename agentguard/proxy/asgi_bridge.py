@@ -125,6 +125,7 @@ class AsgiCycle:
                 if length is not None or not value.isdigit():
                     raise RuntimeError("invalid Content-Length from the app")
                 length = int(value)
+                continue  # written below, once
             elif name == b"transfer-encoding":
                 raise RuntimeError("the app may not set Transfer-Encoding")
             elif name == b"connection":

@@ -41,6 +41,11 @@ class Echo:
             raise RuntimeError("boom")
         if scope["path"] == "/silent":
             return
+        if scope["path"] == "/accepted":
+            await send({"type": "http.response.start", "status": 202,
+                        "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if scope["path"] == "/stream":
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"text/event-stream")]})
@@ -92,7 +97,9 @@ async def response(reader: asyncio.StreamReader, *, head_only: bool = False
     """One response: status, headers, body (by Content-Length, chunked, or to EOF)."""
     raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     status_line, *lines = raw.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines if line)
+    pairs = [line.lower().split(": ", 1) for line in lines if line]
+    headers = dict(pairs)
+    assert len(headers) == len(pairs), f"a repeated header: {pairs}"
     status = int(status_line.split()[1])
     if head_only:
         return status, headers, b""
@@ -250,6 +257,14 @@ async def test_connection_close_and_http10_end_the_connection() -> None:
         status, headers, _ = await response(reader)
         assert status == 200 and headers["connection"] == "close"
         assert await closed(reader)
+
+
+async def test_the_apps_own_content_length_is_written_once() -> None:
+    async with serving(Echo()) as (reader, writer):
+        writer.write(request("/accepted") + request("/next"))
+        status, headers, body = await response(reader)
+        assert (status, headers["content-length"], body) == (202, "0", b"")
+        assert json.loads((await response(reader))[2])["path"] == "/next"
 
 
 async def test_head_gets_the_headers_only() -> None:
