@@ -14,11 +14,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentguard.proxy.http_listener import Limits, Listener, forwarded_client
+from agentguard.store import SQLiteStore
+from tests.proxy.conftest import OPS_SERVER, PYTHON, ProxyUnderTest, free_port, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -350,3 +354,42 @@ async def _split_run(cuts: list[int]) -> None:
     assert [json.loads(a[2])["path"] for a in answers] == ["/a", "/b", "/c"]
     assert json.loads(answers[2][2])["body"] == "x" * 700
     assert head[0] == 200 and app.seen == ["/a", "/b", "/c", "/d"]
+
+
+async def test_a_held_call_whose_client_hangs_up_is_cancelled(proxy: ProxyUnderTest) -> None:
+    """A handshake-era session's held ``tools/call``: the client closes the connection while
+    it waits; the hold ends ``cancelled`` (as over stdio), not pending and approvable."""
+    port = free_port()
+    argv = [PYTHON, *proxy.params(PYTHON, OPS_SERVER, "--root", str(proxy.sandbox), name="ops",
+                                  extra=("--listen", f"127.0.0.1:{port}")).args]
+    version = "2025-11-25"
+    base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    async with running(argv, proxy.env(), port), httpx2.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{port}/mcp"
+        init = await http.post(url, headers=base, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": version, "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"}}})
+        session = {"mcp-session-id": init.headers["mcp-session-id"],
+                   "mcp-protocol-version": version}
+        done = await http.post(url, headers={**base, **session},
+                               json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert done.status_code == 202
+        call = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "deploy", "arguments": {"env": "production", "service": "api",
+                                            "version": "9"}}}).encode()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("/mcp", call, host=f"127.0.0.1:{port}", **{
+            k.replace("-", "_"): v for k, v in {**base, **session}.items()}))
+        store = SQLiteStore(str(proxy.db))
+        await store.open()
+        try:
+            with anyio.fail_after(30):
+                while not await store.list_requests(status="pending"):
+                    await anyio.sleep(0.05)
+                writer.close()  # the client gives up
+                while not await store.list_requests(status="cancelled"):
+                    await anyio.sleep(0.05)
+            assert not await store.list_requests(status="pending")
+        finally:
+            await store.close()
