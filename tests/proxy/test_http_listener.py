@@ -160,7 +160,7 @@ async def test_an_oversized_head_is_refused_431(attack: str) -> None:
         if attack == "long header":
             writer.write(request(x_pad="a" * 4000))
         elif attack == "many headers":
-            writer.write(request(**{f"x_{i}": "1" for i in range(30)}))
+            writer.write(request("/echo", b"", "POST", **{f"x_{i}": "1" for i in range(30)}))
         else:
             writer.write(request("/" + "a" * 4000))
         assert (await response(reader))[0] == 431
