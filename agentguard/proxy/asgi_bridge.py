@@ -178,11 +178,11 @@ class AsgiCycle:
         return False
 
 
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
 def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    return _REASONS.get(status, b"")
 
 
 async def run_app(app: Callable[..., Awaitable[None]], scope: dict[str, Any],

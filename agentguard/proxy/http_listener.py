@@ -20,9 +20,9 @@ Network-facing, so strict and bounded (each limit has an attack test in
   :attr:`Limits.max_headers` headers. Body limit (``413`` with the JSON-RPC error the
   ASGI stack gives, connection closed): the config's ``max_message_bytes``, checked against
   ``Content-Length`` before ``100 Continue`` and while a chunked body arrives.
-* Time limits: a request's head, and then its body, must each arrive within
-  :attr:`Limits.read_timeout` (slow-drip clients are cut, ``408`` when nothing is in
-  flight); an idle keep-alive connection closes after :attr:`Limits.keep_alive`.
+* Time limits: a request (head and body) must arrive within :attr:`Limits.read_timeout`
+  of its first bytes (a slow drip does not extend it; ``408``, in turn); an idle
+  keep-alive connection closes after :attr:`Limits.keep_alive`.
 * Pipelined requests are answered in order, one at a time; reading pauses while
   :attr:`Limits.max_queued` wait. A client that hangs up makes ``receive`` answer
   ``http.disconnect`` (a held call is then cancelled, :mod:`agentguard.proxy.http_cancel`).
@@ -63,7 +63,7 @@ class Limits:
         max_body_bytes: Largest request body (the config's ``max_message_bytes``).
         max_head_bytes: Largest request line plus headers.
         max_headers: Most header lines in one request.
-        read_timeout: Seconds for a request's head, and again for its body, to arrive.
+        read_timeout: Seconds for a request, head and body, to arrive once it began.
         keep_alive: Seconds an idle connection stays open (above clients' own idle expiry,
             httpx 5 s, Node 4 s, so a request never crosses our close).
         max_queued: Pipelined requests read ahead of the one being answered.
@@ -272,16 +272,23 @@ class _Conn(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse(400)  # upgrades and CONNECT are not served
+            return
         except httptools.HttpParserError:
             # A callback's refusal reaches here wrapped (HttpParserCallbackError).
             self._refuse(self._refusal or 400)
+            return
+        if self._in_message and self._timer is None:
+            # Armed once per request, when it did not arrive whole: the allowance is for
+            # all of it, so a slow drip cannot extend it.
+            self._arm(self.limits.read_timeout)
 
     # ---------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
         self._url, self._headers, self._head_bytes = b"", [], 0
         self._in_message = True
-        self._arm(self.limits.read_timeout)
+        if self._timer is not None:
+            self._disarm()  # the keep-alive wait ended
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -319,17 +326,24 @@ class _Conn(asyncio.Protocol):
             raise self._stop(400)
         if lengths > limits.max_body_bytes:
             raise self._stop(413)
+        raw = self._url
         try:
-            url = httptools.parse_url(self._url)
-            raw_path = url.path or b"/"
+            if raw[:1] == b"/":  # origin form; llhttp checked its characters
+                raw_path, _, query = raw.partition(b"?")
+                raw_path = raw_path.partition(b"#")[0]
+                query = query.partition(b"#")[0]
+            else:
+                url = httptools.parse_url(raw)
+                raw_path, query = url.path or b"/", url.query or b""
             path = raw_path.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             raise self._stop(400) from None
-        client, scheme = forwarded_client(self.peer, self._headers, self.listener.trusted)
+        client, scheme = forwarded_client(self.peer, self._headers, self.listener.trusted) \
+            if self.listener.trusted else (self.peer, "http")
         scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
                  "http_version": version, "method": method.decode("ascii"), "scheme": scheme,
                  "path": unquote(path) if "%" in path else path, "raw_path": raw_path,
-                 "query_string": url.query or b"", "root_path": "",
+                 "query_string": query, "root_path": "",
                  "headers": self._headers, "client": client, "server": self.sock}
         req = _Req(scope)
         req.http10 = version == "1.0"
@@ -337,7 +351,6 @@ class _Conn(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive()
         req.expect = expect and (lengths > 0 or chunked)
         self.queue.append(req)
-        self._arm(limits.read_timeout)  # the body gets its own allowance
         if len(self.queue) == 1 and req.expect:
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             req.expect = False
@@ -351,7 +364,8 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        self._disarm()
+        if self._timer is not None:
+            self._disarm()
         self.queue[-1].complete = True
         if len(self.queue) > self.limits.max_queued and self.reading and self.transport:
             self.reading = False

@@ -45,6 +45,13 @@ class Echo:
             raise RuntimeError("boom")
         if scope["path"] == "/silent":
             return
+        if scope["path"] == "/big":  # more than the transport buffers: flow control
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for i in range(256):
+                await send({"type": "http.response.body", "body": bytes([65 + i % 26]) * 65536,
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": b"end"})
+            return
         if scope["path"] == "/accepted":
             await send({"type": "http.response.start", "status": 202,
                         "headers": [(b"content-length", b"0")]})
@@ -132,6 +139,25 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
         assert [(b["path"], b["body"]) for b in bodies] == \
             [("/slow", "one"), ("/echo", "two"), ("/q", "three")]
         assert bodies[2]["query"] == "x=1"
+
+
+async def test_a_pipelining_flood_is_read_as_it_is_answered() -> None:
+    app = Echo()
+    async with serving(app, max_queued=2) as (reader, writer):
+        writer.write(b"".join(request(f"/n{i}", b"%d" % i) for i in range(40)))
+        paths = [json.loads((await response(reader))[2])["path"] for _ in range(40)]
+        assert paths == [f"/n{i}" for i in range(40)]
+
+
+async def test_a_large_streamed_answer_waits_for_a_slow_reader() -> None:
+    async with serving(Echo()) as (reader, writer):
+        writer.write(request("/big", method="GET") + request("/after"))
+        await asyncio.sleep(0.3)  # not reading: the server's buffer fills and it pauses
+        status, headers, body = await response(reader)
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        assert len(body) == 256 * 65536 + 3 and body.endswith(b"end")
+        assert body[65536 * 5:65536 * 5 + 1] == b"F"
+        assert json.loads((await response(reader))[2])["path"] == "/after"
 
 
 async def test_expect_100_continue_is_answered_before_the_body() -> None:

@@ -1,0 +1,154 @@
+"""Benchmark: the ``--listen`` server's own cost per relayed call, two source trees compared.
+
+``bench_proxy.py`` measures through the official MCP client, whose own CPU (on the same small
+VM) drowns a few tens of microseconds. Here a raw HTTP/1.1 client on one keep-alive
+connection sends the same 2026-07-28 ``tools/call`` (``get_status``, allowed by the policy,
+so relayed) sequentially to the example ops server direct (its SDK app under uvicorn) and
+through ``agentguard proxy --listen`` started from each given source tree (e.g. ``main``
+with uvicorn serving the ASGI stack, and a branch with the proxy's own listener). Reported
+per path: p50 latency, its ratio over direct, and the proxy's CPU (user+system, from
+``/proc``) per call. The paths alternate in rounds so machine load falls on all alike.
+
+Run: ``.venv/bin/python benchmarks/bench_http_listener.py --tree main=/work/main
+--tree branch=. [--calls 3000] [--rounds 6] [--pin 0]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+OPS = str(ROOT / "examples" / "servers" / "ops_server.py")
+POLICY = str(ROOT / "examples" / "proxy" / "ops-policy.yaml")
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"}}
+BODY = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "get_status", "arguments": {"service": "api"}, "_meta": ENVELOPE}}).encode()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _request(port: int) -> bytes:
+    head = (f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json"
+            "\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: "
+            "2026-07-28\r\nmcp-method: tools/call\r\nmcp-name: get_status\r\n"
+            f"content-length: {len(BODY)}\r\n\r\n")
+    return head.encode() + BODY
+
+
+async def _wait(port: int) -> None:
+    for _ in range(600):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Path_:
+    def __init__(self, name: str, port: int, pid: int | None) -> None:
+        self.name, self.port, self.pid = name, port, pid
+        self.lat: list[float] = []
+        self.cpu = 0.0
+        self.calls = 0
+
+    async def round(self, calls: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        raw = _request(self.port)
+        before = _cpu(self.pid) if self.pid else 0.0
+        for _ in range(calls):
+            start = time.perf_counter()
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            body = await reader.readexactly(length)
+            self.lat.append(time.perf_counter() - start)
+            assert b'"result"' in body, body
+        if self.pid:
+            self.cpu += _cpu(self.pid) - before
+        self.calls += calls
+        writer.close()
+
+
+async def main(trees: list[tuple[str, str]], calls: int, rounds: int) -> None:
+    home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
+    up = _port()
+    procs = [subprocess.Popen([PY, OPS, "--http", str(up)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    paths = [Path_("direct", up, None)]
+    try:
+        for name, tree in trees:
+            port = _port()
+            env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()),
+                   "AGENTGUARD_HOME": str(home / name)}
+            proc = subprocess.Popen(
+                [PY, "-m", "agentguard.proxy", "--policy", POLICY, "--store",
+                 f"sqlite:///{home / (name + '.db')}", "--audit", str(home / f"{name}.jsonl"),
+                 "--name", "ops", "--log-level", "WARNING", "--upstream-url",
+                 f"http://127.0.0.1:{up}/mcp", "--listen", f"127.0.0.1:{port}"],
+                # ``-m`` puts the working directory first on sys.path: run from the tree.
+                cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            paths.append(Path_(name, port, proc.pid))
+        for p in paths:
+            await _wait(p.port)
+            await p.round(200)  # warm up
+            p.lat.clear()
+            p.cpu, p.calls = 0.0, 0
+        for r in range(rounds):
+            for p in paths[r % len(paths):] + paths[:r % len(paths)]:
+                await p.round(calls // rounds)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load}; {calls} sequential calls per path")
+    direct = statistics.median(paths[0].lat)
+    print(f"{'path':<12}{'p50 ms':>9}{'p50/direct':>12}{'proxy CPU ms/call':>19}")
+    for p in paths:
+        p50 = statistics.median(p.lat)
+        cpu = f"{p.cpu * 1000 / p.calls:>19.3f}" if p.pid else f"{'':>19}"
+        print(f"{p.name:<12}{p50 * 1000:>9.3f}{p50 / direct:>11.2f}x{cpu}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", required=True, metavar="NAME=PATH",
+                        help="a source tree whose agentguard serves the proxy (repeatable)")
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--pin", type=int, metavar="CPU",
+                        help="run every process on this CPU (isolates the proxy's own cost)")
+    ns = parser.parse_args()
+    if ns.pin is not None:
+        os.sched_setaffinity(0, {ns.pin})
+    trees = [tuple(t.split("=", 1)) for t in ns.tree]
+    asyncio.run(main([(n, p) for n, p in trees], ns.calls, ns.rounds))
