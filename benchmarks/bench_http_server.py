@@ -8,8 +8,8 @@ keep-alive ``POST /mcp``, served on uvloop by:
   before the proxy had its own listener, before any proxy logic;
 - ``listener-asgi``: :class:`~agentguard.proxy.http_listener.Listener` running the same app
   through :mod:`agentguard.proxy.asgi_bridge` (the route of every request the relay declines);
-- ``listener-direct``: the listener's direct route (a relay stub answering through the
-  :class:`~agentguard.proxy.asgi_bridge.AsgiCycle` as the relay does, no ASGI app).
+- ``listener-direct``: the listener's direct route (:class:`DirectRelay` in front of a relay
+  stub whose upstream answers on the next loop turn: planning and shaping cost nothing here).
 
 A raw client sends sequential requests; the server process's user+system CPU (``/proc``) per
 request is reported. Run: ``.venv/bin/python benchmarks/bench_http_server.py [--calls 20000]``
@@ -43,13 +43,28 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": ANSWER})
 
 
-class StubRelay:
-    path = "/mcp"
+class _InstantPlan:
+    """A relayed call whose upstream answers at once (the next loop turn)."""
 
-    async def offer(self, scope: dict[str, Any], cycle: Any) -> bool:
-        await cycle.send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        await cycle.send({"type": "http.response.body", "body": ANSWER})
-        return True
+    def relay(self, params: Any, on_answer: Any) -> str:
+        on_answer({"result": {"content": [{"type": "text", "text": "api: running"}],
+                              "isError": False}})
+        return "1"
+
+    def abandon(self, sent: str) -> None:
+        pass
+
+
+class _InstantFast:
+    """The relay's interface with nothing behind it: every POST is planned and answered."""
+
+    window = None
+
+    def plan(self, scope: Any, value: Any) -> _InstantPlan:
+        return _InstantPlan()
+
+    def reply(self, plan: Any, rid: Any, answer: Any) -> tuple[int, dict[str, Any]]:
+        return 200, {"jsonrpc": "2.0", "id": rid, "result": answer["result"]}
 
 
 class _Bare(asyncio.Protocol):
@@ -79,9 +94,10 @@ async def serve(kind: str, port: int) -> None:
     if kind == "bare":
         await asyncio.get_running_loop().create_server(_Bare, "127.0.0.1", port)
         await asyncio.Event().wait()
-    from agentguard.proxy.http_listener import Listener
+    from agentguard.proxy.http_listener import DirectRelay, Listener
 
-    relay: Any = StubRelay() if kind == "listener-direct" else None
+    relay = DirectRelay(_InstantFast(), app, max_depth=64) if kind == "listener-direct" \
+        else None
     await Listener(app, relay=relay).start("127.0.0.1", port)
     await asyncio.Event().wait()
 
@@ -106,12 +122,11 @@ async def client(kind: str, calls: int) -> float:
                 await asyncio.sleep(0.05)
         raw = (b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                b"content-length: %d\r\n\r\n%b" % (len(BODY), BODY))
-        want = len(ANSWER)
-
         async def one() -> None:
             writer.write(raw)
-            await reader.readuntil(b"\r\n\r\n")
-            await reader.readexactly(want)
+            head = await reader.readuntil(b"\r\n\r\n")
+            start = head.index(b"content-length: ") + 16
+            await reader.readexactly(int(head[start:head.index(b"\r\n", start)]))
 
         for _ in range(500):
             await one()

@@ -8,6 +8,7 @@ connection-level path writes the same frames to the transport itself.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from mcp.shared.message import SessionMessage
@@ -15,8 +16,8 @@ from mcp.types import JSONRPCError
 
 from agentguard.proxy.wire import WireError, encode, serialize
 
-__all__ = ["PING", "SSE_HEADERS", "Adoption", "AsgiAnswer", "json_headers", "jsonrpc_error",
-           "sse_event"]
+__all__ = ["PING", "SSE_HEADERS", "Adoption", "AsgiAnswer", "TransportAnswer", "chunk",
+           "json_headers", "jsonrpc_error", "sse_event"]
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"),
                (b"cache-control", b"no-cache, no-transform"),
@@ -40,6 +41,56 @@ def jsonrpc_error(exc: WireError) -> bytes:
 def json_headers(length: int) -> list[tuple[bytes, bytes]]:
     """The head of a JSON answer of ``length`` bytes."""
     return [(b"content-type", b"application/json"), (b"content-length", b"%d" % length)]
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked HTTP/1.1 body (``data`` must not be empty)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+_SSE_HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(
+    name + b": " + value + b"\r\n" for name, value in SSE_HEADERS if name != b"connection") + \
+    b"transfer-encoding: chunked\r\n"
+
+
+class TransportAnswer:
+    """:class:`AsgiAnswer`'s frames written straight to a connection (HTTP/1.1): the JSON
+    answer as head and body in one write, or a chunked event stream.
+
+    Args:
+        write: Writes bytes to the connection.
+        keep_alive: Whether the connection stays open after this answer.
+    """
+
+    __slots__ = ("_connection", "_write", "streaming")
+
+    def __init__(self, write: Any, *, keep_alive: bool) -> None:
+        self._write = write
+        self._connection = b"connection: keep-alive\r\n\r\n" if keep_alive \
+            else b"connection: close\r\n\r\n"
+        self.streaming = False
+
+    def ping(self) -> None:
+        """Write a keep-alive comment, committing the answer to an event stream first."""
+        if self.streaming:
+            self._write(chunk(PING))
+            return
+        self.streaming = True
+        self._write(_SSE_HEAD + self._connection + chunk(PING))
+
+    def finish(self, status: int, body: dict[str, Any]) -> None:
+        """Write the JSON-RPC ``body``: as JSON with ``status``, or as the stream's last
+        event."""
+        data = encode(body).rstrip(b"\n")
+        if self.streaming:
+            self._write(chunk(sse_event(data)) + b"0\r\n\r\n")
+            return
+        self._write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n%b%b" % (status, _REASONS.get(status, b""),
+                                                     len(data), self._connection, data))
+
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 class AsgiAnswer:

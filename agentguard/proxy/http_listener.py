@@ -45,7 +45,7 @@ import httptools
 from mcp.types import INVALID_REQUEST
 
 from agentguard.proxy.asgi_bridge import AsgiCycle, run_app
-from agentguard.proxy.http_frames import jsonrpc_error
+from agentguard.proxy.http_frames import Adoption, TransportAnswer, chunk, jsonrpc_error
 from agentguard.proxy.wire import WireError, parse_value
 
 __all__ = ["DirectRelay", "Limits", "Listener", "forwarded_client"]
@@ -78,40 +78,110 @@ class Limits:
 
 
 class DirectRelay:
-    """The relay's entry before ASGI: a complete ``POST`` body to :meth:`HttpFastPath.offer`.
+    """The relay's entry before ASGI: a complete ``POST /mcp`` planned, sent upstream and
+    answered from the upstream's callback, no task, no ASGI message (:class:`_Relayed`).
 
     Args:
-        fast: The relay (:class:`~agentguard.proxy.http_fastpath.HttpFastPath`).
+        fast: The relay (:class:`~agentguard.proxy.http_fastpath.HttpFastPath`): its
+            checks, plan and answer shaping.
         app: The SDK's app, for an answer the relay began and the full path must finish.
         path: The MCP endpoint.
         max_depth: Deepest JSON accepted (as the ASGI stack's body checks).
     """
 
     def __init__(self, fast: Any, app: App, *, path: str = "/mcp", max_depth: int) -> None:
-        self._fast = fast
-        self._app = app
+        self.fast = fast
+        self.app = app
         self.path = path
         self._max_depth = max_depth
 
-    async def offer(self, scope: dict[str, Any], cycle: AsgiCycle) -> bool:
-        """True when the relay answered; False leaves the request, body unread, to ASGI."""
+    def relayed(self, conn: _Conn, req: _Req) -> _Relayed | None:
+        """The relayed call for ``req``, or None when the relay does not take it (nothing
+        was sent; the ASGI app gets the request, body replayed)."""
+        body = b"".join(req.body)
+        req.body = [body]
         try:
-            value = parse_value(cycle.body, max_depth=self._max_depth)
+            value = parse_value(body, max_depth=self._max_depth)
         except WireError:
-            return False  # the ASGI stack answers it with its own error
+            return None  # the ASGI stack answers it with its own error
         if value is None:
+            return None
+        assert req.scope is not None
+        plan = self.fast.plan(req.scope, value)
+        return None if plan is None else _Relayed(self, conn, req, value, plan)
+
+
+class _Relayed:
+    """One call on the relay, answered straight onto the connection: JSON in one write, or,
+    once the upstream is silent past the relay's window, an event stream with pings (as
+    :class:`~agentguard.proxy.http_frames.AsgiAnswer` frames it through ASGI)."""
+
+    __slots__ = ("_answer", "_starting", "_timer", "conn", "done", "plan", "relay", "req",
+                 "sent", "value")
+
+    def __init__(self, relay: DirectRelay, conn: _Conn, req: _Req, value: Any, plan: Any
+                 ) -> None:
+        self.relay, self.conn, self.req, self.value, self.plan = relay, conn, req, value, plan
+        self.sent: str | None = None
+        self.done = False
+        self._answer = TransportAnswer(conn.write, keep_alive=req.keep_alive)
+        self._starting = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self) -> bool:
+        """Send the call upstream; False when it could not be (nothing reached it)."""
+        self._starting = True
+        try:
+            self.sent = self.plan.relay(self.value["params"], self.answered)
+        except Exception:
+            # Before anything reached the upstream (stamping the request): the full path
+            # serves it, and reports whatever is wrong in its own words.
+            logger.exception("cannot relay %r on the fast path; taking the full path",
+                             self.plan.entry.exposed)
             return False
-        body, replayed = cycle.body, False
+        finally:
+            self._starting = False
+        if self.sent is None:
+            self.answered(None)  # the lane is closed
+        elif not self.done:
+            window = self.relay.fast.window
+            if window is not None:
+                self._timer = self.conn.loop.call_later(max(window, 0.0), self._tick, window)
+        return True
 
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await cycle.receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+    def answered(self, answer: dict[str, Any] | None) -> None:
+        """The upstream's answer (None: its connection closed): write it, or hand the call
+        to the full path when the result asks for input."""
+        if self.done:
+            return
+        if self._starting:  # answered inside begin(): finish once begin() has returned
+            self.conn.loop.call_soon(self.answered, answer)
+            return
+        self._stop()
+        reply = self.relay.fast.reply(self.plan, self.value["id"], answer)
+        if reply is None:  # input_required: the full path relays the questions
+            self.conn.full_path(self.req, adopt=self._answer.streaming)
+            return
+        self._answer.finish(*reply)
+        self.conn.served(self.req.keep_alive)
 
-        return bool(await self._fast.offer(scope, value, cycle.receive, cycle.send,
-                                           lambda out: self._app(scope, replay, out)))
+    def hang_up(self) -> None:
+        """The client is gone: abandon the upstream call (it is told it was cancelled)."""
+        if not self.done:
+            self._stop()
+            if self.sent is not None:
+                self.plan.abandon(self.sent)
+
+    def _tick(self, window: float) -> None:
+        if self.done:
+            return
+        self._answer.ping()
+        self._timer = self.conn.loop.call_later(window, self._tick, window)
+
+    def _stop(self) -> None:
+        self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def forwarded_client(peer: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]],
@@ -181,6 +251,8 @@ class Listener:
             self._server.close()
         tasks = [c.task for c in self.conns if c.task is not None]
         for conn in list(self.conns):
+            if conn.call is not None:
+                conn.call.hang_up()
             conn.abort()
         for task in tasks:
             task.cancel()
@@ -223,6 +295,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queue: deque[_Req] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.call: _Relayed | None = None
         self.gone: asyncio.Future[None] | None = None
         self.closed = False  # no more requests: stop parsing, close after the queue
         self.reading = True
@@ -254,6 +327,9 @@ class _Conn(asyncio.Protocol):
             self.gone.set_result(None)  # the request being served sees http.disconnect
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self.call is not None:
+            self.call.hang_up()
+            self.call = None
         if self.task is None:
             self.queue.clear()
 
@@ -399,7 +475,8 @@ class _Conn(asyncio.Protocol):
 
     def _next(self) -> None:
         """Start serving the head of the queue if nothing is being served."""
-        if self.task is not None or not self.queue or self.transport is None:
+        if self.task is not None or self.call is not None or not self.queue or \
+                self.transport is None:
             return
         req = self.queue[0]
         if not req.complete:
@@ -411,32 +488,66 @@ class _Conn(asyncio.Protocol):
             self._write_refusal(req.refusal)
             self.transport.close()
             return
+        relay, scope = self.listener.relay, req.scope
+        if relay is not None and scope is not None and scope["method"] == "POST" and \
+                scope["path"] == relay.path and not req.http10:
+            self.call = relay.relayed(self, req)
+            if self.call is not None:
+                if self.call.begin():
+                    return
+                self.call = None  # nothing was sent: the ASGI app serves it
         self.task = self.loop.create_task(self._serve(req))
+
+    def full_path(self, req: _Req, *, adopt: bool) -> None:
+        """A relayed call the SDK's app must finish: served afresh (nothing was written), or
+        its answer adopted into the event stream the relay began."""
+        self.call = None
+        self.task = self.loop.create_task(self._adopt(req) if adopt else self._serve(req))
 
     async def _serve(self, req: _Req) -> None:
         assert req.scope is not None
-        self.gone = self.loop.create_future()
-        cycle = AsgiCycle(self, b"".join(req.body), http10=req.http10, head=req.head,
-                          keep_alive=req.keep_alive, gone=self.gone)
-        if self.transport is None or self.transport.is_closing():
-            self.gone.set_result(None)
+        cycle = self._cycle(req)
         keep = False
         try:
-            relay = self.listener.relay
-            scope = req.scope
-            if relay is not None and scope["method"] == "POST" and scope["path"] == relay.path \
-                    and await relay.offer(scope, cycle):
-                keep = cycle.keep_alive if cycle.complete else cycle.fail()
-            else:
-                keep = await run_app(self.listener.app, scope, cycle)
+            keep = await run_app(self.listener.app, req.scope, cycle)
         except Exception:
             logger.exception("serving %s %s failed", req.scope["method"], req.scope["path"])
             keep = cycle.fail()
         finally:
-            self._served(keep)
+            self.served(keep)
 
-    def _served(self, keep: bool) -> None:
-        self.task = None
+    async def _adopt(self, req: _Req) -> None:
+        assert req.scope is not None and self.listener.relay is not None
+        cycle, adoption, ended = self._cycle(req), Adoption(), False
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal ended
+            framed = adoption.frame(message)
+            if framed is not None and not ended:
+                data, more = framed
+                ended = not more
+                self.write((chunk(data) if data else b"") + (b"" if more else b"0\r\n\r\n"))
+                waiting = self.drain()
+                if waiting is not None:
+                    await waiting
+
+        try:
+            await self.listener.relay.app(req.scope, cycle.receive, send)
+        except Exception:
+            logger.exception("the SDK app failed on a relayed call's questions")
+        finally:
+            self.served(ended and req.keep_alive)
+
+    def _cycle(self, req: _Req) -> AsgiCycle:
+        self.gone = self.loop.create_future()
+        if self.transport is None or self.transport.is_closing():
+            self.gone.set_result(None)
+        return AsgiCycle(self, b"".join(req.body), http10=req.http10, head=req.head,
+                         keep_alive=req.keep_alive, gone=self.gone)
+
+    def served(self, keep: bool) -> None:
+        """The head of the queue was answered: close, or go on with the next request."""
+        self.task = self.call = None
         if self.queue:
             self.queue.popleft()
         if not keep or self.transport is None or self.transport.is_closing():
