@@ -15,13 +15,14 @@ a whole one.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
 
-__all__ = ["AsgiCycle", "Connection", "run_app"]
+__all__ = ["AsgiCycle", "Connection", "forwarded_client", "run_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,3 +200,39 @@ async def run_app(app: Callable[..., Awaitable[None]], scope: dict[str, Any],
                          scope.get("method"), scope.get("path"))
         return cycle.fail()
     return cycle.keep_alive
+
+
+def forwarded_client(peer: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]],
+                     trusted: Iterable[Any]) -> tuple[tuple[str, int] | None, str]:
+    """The caller's ``(host, port)`` and the scheme, believing ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` only when ``peer`` is in ``trusted`` (IP networks).
+
+    The caller is the rightmost address not itself a trusted proxy (what the nearest trusted
+    proxy saw), as uvicorn's ``proxy_headers`` computes it.
+    """
+    nets = tuple(trusted)
+    if peer is None or not nets or not _trusted(peer[0], nets):
+        return peer, "http"
+    chain: list[str] = []
+    scheme = "http"
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            chain += [part.strip() for part in value.decode("latin-1").split(",")]
+        elif name == b"x-forwarded-proto":
+            proto = value.decode("latin-1").strip().lower()
+            scheme = proto if proto in ("http", "https") else scheme
+    chain = [hop for hop in chain if hop]
+    if not chain:
+        return peer, scheme
+    for hop in reversed(chain):
+        if not _trusted(hop, nets):
+            return (hop, 0), scheme
+    return (chain[0], 0), scheme
+
+
+def _trusted(host: str, nets: tuple[Any, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in net for net in nets)

@@ -44,11 +44,12 @@ from urllib.parse import unquote
 import httptools
 from mcp.types import INVALID_REQUEST
 
-from agentguard.proxy.asgi_bridge import AsgiCycle, run_app
-from agentguard.proxy.http_frames import Adoption, TransportAnswer, chunk, jsonrpc_error
-from agentguard.proxy.wire import WireError, parse_value
+from agentguard.proxy.asgi_bridge import AsgiCycle, forwarded_client, run_app
+from agentguard.proxy.http_direct import DirectRelay, Relayed
+from agentguard.proxy.http_frames import Adoption, chunk, jsonrpc_error
+from agentguard.proxy.wire import WireError
 
-__all__ = ["DirectRelay", "Limits", "Listener", "forwarded_client"]
+__all__ = ["DirectRelay", "Limits", "Listener", "forwarded_client"]  # re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -75,149 +76,6 @@ class Limits:
     read_timeout: float = 30.0
     keep_alive: float = 75.0
     max_queued: int = 8
-
-
-class DirectRelay:
-    """The relay's entry before ASGI: a complete ``POST /mcp`` planned, sent upstream and
-    answered from the upstream's callback, no task, no ASGI message (:class:`_Relayed`).
-
-    Args:
-        fast: The relay (:class:`~agentguard.proxy.http_fastpath.HttpFastPath`): its
-            checks, plan and answer shaping.
-        app: The SDK's app, for an answer the relay began and the full path must finish.
-        path: The MCP endpoint.
-        max_depth: Deepest JSON accepted (as the ASGI stack's body checks).
-    """
-
-    def __init__(self, fast: Any, app: App, *, path: str = "/mcp", max_depth: int) -> None:
-        self.fast = fast
-        self.app = app
-        self.path = path
-        self._max_depth = max_depth
-
-    def relayed(self, conn: _Conn, req: _Req) -> _Relayed | None:
-        """The relayed call for ``req``, or None when the relay does not take it (nothing
-        was sent; the ASGI app gets the request, body replayed)."""
-        body = b"".join(req.body)
-        req.body = [body]
-        try:
-            value = parse_value(body, max_depth=self._max_depth)
-        except WireError:
-            return None  # the ASGI stack answers it with its own error
-        if value is None:
-            return None
-        assert req.scope is not None
-        plan = self.fast.plan(req.scope, value)
-        return None if plan is None else _Relayed(self, conn, req, value, plan)
-
-
-class _Relayed:
-    """One call on the relay, answered straight onto the connection: JSON in one write, or,
-    once the upstream is silent past the relay's window, an event stream with pings (as
-    :class:`~agentguard.proxy.http_frames.AsgiAnswer` frames it through ASGI)."""
-
-    __slots__ = ("_answer", "_starting", "_timer", "conn", "done", "plan", "relay", "req",
-                 "sent", "value")
-
-    def __init__(self, relay: DirectRelay, conn: _Conn, req: _Req, value: Any, plan: Any
-                 ) -> None:
-        self.relay, self.conn, self.req, self.value, self.plan = relay, conn, req, value, plan
-        self.sent: str | None = None
-        self.done = False
-        self._answer = TransportAnswer(conn.write, keep_alive=req.keep_alive)
-        self._starting = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    def begin(self) -> bool:
-        """Send the call upstream; False when it could not be (nothing reached it)."""
-        self._starting = True
-        try:
-            self.sent = self.plan.relay(self.value["params"], self.answered)
-        except Exception:
-            # Before anything reached the upstream (stamping the request): the full path
-            # serves it, and reports whatever is wrong in its own words.
-            logger.exception("cannot relay %r on the fast path; taking the full path",
-                             self.plan.entry.exposed)
-            return False
-        finally:
-            self._starting = False
-        if self.sent is None:
-            self.answered(None)  # the lane is closed
-        elif not self.done:
-            window = self.relay.fast.window
-            if window is not None:
-                self._timer = self.conn.loop.call_later(max(window, 0.0), self._tick, window)
-        return True
-
-    def answered(self, answer: dict[str, Any] | None) -> None:
-        """The upstream's answer (None: its connection closed): write it, or hand the call
-        to the full path when the result asks for input."""
-        if self.done:
-            return
-        if self._starting:  # answered inside begin(): finish once begin() has returned
-            self.conn.loop.call_soon(self.answered, answer)
-            return
-        self._stop()
-        reply = self.relay.fast.reply(self.plan, self.value["id"], answer)
-        if reply is None:  # input_required: the full path relays the questions
-            self.conn.full_path(self.req, adopt=self._answer.streaming)
-            return
-        self._answer.finish(*reply)
-        self.conn.served(self.req.keep_alive)
-
-    def hang_up(self) -> None:
-        """The client is gone: abandon the upstream call (it is told it was cancelled)."""
-        if not self.done:
-            self._stop()
-            if self.sent is not None:
-                self.plan.abandon(self.sent)
-
-    def _tick(self, window: float) -> None:
-        if self.done:
-            return
-        self._answer.ping()
-        self._timer = self.conn.loop.call_later(window, self._tick, window)
-
-    def _stop(self) -> None:
-        self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-def forwarded_client(peer: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]],
-                     trusted: Iterable[Any]) -> tuple[tuple[str, int] | None, str]:
-    """The caller's ``(host, port)`` and the scheme, believing ``X-Forwarded-For`` and
-    ``X-Forwarded-Proto`` only when ``peer`` is in ``trusted`` (IP networks).
-
-    The caller is the rightmost address not itself a trusted proxy (what the nearest trusted
-    proxy saw), as uvicorn's ``proxy_headers`` computes it.
-    """
-    nets = tuple(trusted)
-    if peer is None or not nets or not _trusted(peer[0], nets):
-        return peer, "http"
-    chain: list[str] = []
-    scheme = "http"
-    for name, value in headers:
-        if name == b"x-forwarded-for":
-            chain += [part.strip() for part in value.decode("latin-1").split(",")]
-        elif name == b"x-forwarded-proto":
-            proto = value.decode("latin-1").strip().lower()
-            scheme = proto if proto in ("http", "https") else scheme
-    chain = [hop for hop in chain if hop]
-    if not chain:
-        return peer, scheme
-    for hop in reversed(chain):
-        if not _trusted(hop, nets):
-            return (hop, 0), scheme
-    return (chain[0], 0), scheme
-
-
-def _trusted(host: str, nets: tuple[Any, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in net for net in nets)
 
 
 class Listener:
@@ -295,7 +153,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queue: deque[_Req] = deque()
         self.task: asyncio.Task[None] | None = None
-        self.call: _Relayed | None = None
+        self.call: Relayed | None = None
         self.gone: asyncio.Future[None] | None = None
         self.closed = False  # no more requests: stop parsing, close after the queue
         self.reading = True

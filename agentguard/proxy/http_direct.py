@@ -1,0 +1,133 @@
+"""The listener's direct route: a complete ``POST /mcp`` relayed without ASGI.
+
+:class:`DirectRelay` parses the body as the ASGI stack's checks do, asks the relay
+(:class:`~agentguard.proxy.http_fastpath.HttpFastPath`: the SDK's own inbound checks, the
+one may-skip-the-guard rule, the plan) whether it carries the call, and sends it on the
+upstream's lane from the parser's callback. :class:`Relayed` writes the answer from the
+upstream's callback — no task, no ASGI message — as the relay shapes it through ASGI: JSON
+in one write, or an event stream with pings once the upstream stays silent past the relay's
+window. A call the relay declines is served by the ASGI app, body replayed; a result asking
+for input goes to the SDK's app as :meth:`HttpFastPath.offer` sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agentguard.proxy.http_frames import TransportAnswer
+from agentguard.proxy.wire import WireError, parse_value
+
+__all__ = ["DirectRelay", "Relayed"]
+
+logger = logging.getLogger(__name__)
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class DirectRelay:
+    """The relay's entry before ASGI: a complete ``POST /mcp`` planned, sent upstream and
+    answered from the upstream's callback, no task, no ASGI message (:class:`Relayed`).
+
+    Args:
+        fast: The relay (:class:`~agentguard.proxy.http_fastpath.HttpFastPath`): its
+            checks, plan and answer shaping.
+        app: The SDK's app, for an answer the relay began and the full path must finish.
+        path: The MCP endpoint.
+        max_depth: Deepest JSON accepted (as the ASGI stack's body checks).
+    """
+
+    def __init__(self, fast: Any, app: App, *, path: str = "/mcp", max_depth: int) -> None:
+        self.fast = fast
+        self.app = app
+        self.path = path
+        self._max_depth = max_depth
+
+    def relayed(self, conn: Any, req: Any) -> Relayed | None:
+        """The relayed call for ``req``, or None when the relay does not take it (nothing
+        was sent; the ASGI app gets the request, body replayed)."""
+        body = b"".join(req.body)
+        req.body = [body]
+        try:
+            value = parse_value(body, max_depth=self._max_depth)
+        except WireError:
+            return None  # the ASGI stack answers it with its own error
+        if value is None:
+            return None
+        assert req.scope is not None
+        plan = self.fast.plan(req.scope, value)
+        return None if plan is None else Relayed(self, conn, req, value, plan)
+
+
+class Relayed:
+    """One call on the relay, answered straight onto the connection: JSON in one write, or,
+    once the upstream is silent past the relay's window, an event stream with pings (as
+    :class:`~agentguard.proxy.http_frames.AsgiAnswer` frames it through ASGI)."""
+
+    __slots__ = ("_answer", "_starting", "_timer", "conn", "done", "plan", "relay", "req",
+                 "sent", "value")
+
+    def __init__(self, relay: DirectRelay, conn: Any, req: Any, value: Any, plan: Any) -> None:
+        self.relay, self.conn, self.req, self.value, self.plan = relay, conn, req, value, plan
+        self.sent: str | None = None
+        self.done = False
+        self._answer = TransportAnswer(conn.write, keep_alive=req.keep_alive)
+        self._starting = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self) -> bool:
+        """Send the call upstream; False when it could not be (nothing reached it)."""
+        self._starting = True
+        try:
+            self.sent = self.plan.relay(self.value["params"], self.answered)
+        except Exception:
+            # Before anything reached the upstream (stamping the request): the full path
+            # serves it, and reports whatever is wrong in its own words.
+            logger.exception("cannot relay %r on the fast path; taking the full path",
+                             self.plan.entry.exposed)
+            return False
+        finally:
+            self._starting = False
+        if self.sent is None:
+            self.answered(None)  # the lane is closed
+        elif not self.done:
+            window = self.relay.fast.window
+            if window is not None:
+                self._timer = self.conn.loop.call_later(max(window, 0.0), self._tick, window)
+        return True
+
+    def answered(self, answer: dict[str, Any] | None) -> None:
+        """The upstream's answer (None: its connection closed): write it, or hand the call
+        to the full path when the result asks for input."""
+        if self.done:
+            return
+        if self._starting:  # answered inside begin(): finish once begin() has returned
+            self.conn.loop.call_soon(self.answered, answer)
+            return
+        self._stop()
+        reply = self.relay.fast.reply(self.plan, self.value["id"], answer)
+        if reply is None:  # input_required: the full path relays the questions
+            self.conn.full_path(self.req, adopt=self._answer.streaming)
+            return
+        self._answer.finish(*reply)
+        self.conn.served(self.req.keep_alive)
+
+    def hang_up(self) -> None:
+        """The client is gone: abandon the upstream call (it is told it was cancelled)."""
+        if not self.done:
+            self._stop()
+            if self.sent is not None:
+                self.plan.abandon(self.sent)
+
+    def _tick(self, window: float) -> None:
+        if self.done:
+            return
+        self._answer.ping()
+        self._timer = self.conn.loop.call_later(window, self._tick, window)
+
+    def _stop(self) -> None:
+        self.done = True
+        if self._timer is not None:
+            self._timer.cancel()
