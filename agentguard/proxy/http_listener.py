@@ -1,13 +1,21 @@
 """The ``--listen`` HTTP/1.1 server: asyncio + httptools, the relay first, ASGI for the rest.
 
-Why we own it: behind uvicorn, an allowed 2026-07-28 call relayed inside the ASGI stack cost
-the proxy ~50 µs more CPU per call than a bare protocol (uvicorn's request cycle, ASGI
-messages, the head and the body in two writes), and uvicorn's faster hooks are private.
-Here a complete ``POST /mcp`` is offered to the relay (:class:`DirectRelay`) before any ASGI
-app runs, and its answer leaves in one write; everything the relay declines — and every
-other request — is served by the ASGI app through :mod:`agentguard.proxy.asgi_bridge`,
-body replayed. Measured with ``benchmarks/bench_proxy.py --transport http`` (figures in
-the issue-18 report; see ``BENCH`` below).
+Why we own it: behind uvicorn the relay answered inside the ASGI stack (uvicorn's request
+cycle, ASGI messages, HardenedASGI reading the body, head and body in two writes), and
+uvicorn's cheaper hooks are private. Here a complete ``POST /mcp`` goes to the relay before
+any ASGI app runs (:mod:`agentguard.proxy.http_direct`: planned from the parser's callback,
+answered from the upstream's, in one write); everything the relay declines, and every other
+request, is served by the ASGI app through :mod:`agentguard.proxy.asgi_bridge`, body
+replayed. Measured on the 2-vCPU dev VM (shared, load 4-8), 2026-12-05:
+
+* ``benchmarks/bench_http_listener.py`` (raw keep-alive client, allowed ``get_status``
+  relayed to the example ops server over HTTP; 3 runs of 4,000 calls): proxy CPU per call
+  0.325-0.327 ms under uvicorn (main) against 0.255-0.273 ms here (-54 to -72 µs); p50 over
+  direct 1.41-1.52x against 1.34-1.46x.
+* ``benchmarks/bench_http_server.py`` (the server alone, trivial answer; 2 runs each):
+  server CPU per request: bare httptools protocol 6-7 µs, uvicorn + ASGI app 35-43 µs, this
+  listener through the ASGI bridge 35-37 µs, its direct route 30-35 µs (with the JSON parse
+  and answer encoding the relay needs).
 
 Network-facing, so strict and bounded (each limit has an attack test in
 ``tests/proxy/test_http_listener.py``):
@@ -25,7 +33,8 @@ Network-facing, so strict and bounded (each limit has an attack test in
   keep-alive connection closes after :attr:`Limits.keep_alive`.
 * Pipelined requests are answered in order, one at a time; reading pauses while
   :attr:`Limits.max_queued` wait. A client that hangs up makes ``receive`` answer
-  ``http.disconnect`` (a held call is then cancelled, :mod:`agentguard.proxy.http_cancel`).
+  ``http.disconnect`` (a held call is then cancelled, :mod:`agentguard.proxy.http_cancel`);
+  a relayed call is abandoned upstream (the upstream is told it was cancelled).
 * ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed only from a peer in the
   configured trusted proxies (:func:`forwarded_client`).
 """
