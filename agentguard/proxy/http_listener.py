@@ -12,6 +12,9 @@ replayed. Measured on the 2-vCPU dev VM (shared, load 4-8), 2026-12-05:
   relayed to the example ops server over HTTP; 3 runs of 4,000 calls): proxy CPU per call
   0.325-0.327 ms under uvicorn (main) against 0.255-0.273 ms here (-54 to -72 µs); p50 over
   direct 1.41-1.52x against 1.34-1.46x.
+* ``benchmarks/bench_proxy.py --calls 1000`` (the official MCP client; 2 runs each): proxy
+  CPU per HTTP call 0.477-0.487 ms (main) against 0.331-0.341 ms; p50 over direct
+  1.13-1.20x against 1.01-1.09x.
 * ``benchmarks/bench_http_server.py`` (the server alone, trivial answer; 2 runs each):
   server CPU per request: bare httptools protocol 6-7 µs, uvicorn + ASGI app 35-43 µs, this
   listener through the ASGI bridge 35-37 µs, its direct route 30-35 µs (with the JSON parse
