@@ -107,11 +107,16 @@ class Relayed:
             self.conn.loop.call_soon(self.answered, answer)
             return
         self._stop()
-        reply = self.relay.fast.reply(self.plan, self.value["id"], answer)
-        if reply is None:  # input_required: the full path relays the questions
-            self.conn.full_path(self.req, adopt=self._answer.streaming)
+        try:
+            reply = self.relay.fast.reply(self.plan, self.value["id"], answer)
+            if reply is None:  # input_required: the full path relays the questions
+                self.conn.full_path(self.req, adopt=self._answer.streaming)
+                return
+            self._answer.finish(*reply)
+        except Exception:  # called by the upstream's reader: fail this request, not it
+            logger.exception("cannot answer a relayed call; closing its connection")
+            self.conn.served(False)
             return
-        self._answer.finish(*reply)
         self.conn.served(self.req.keep_alive)
 
     def hang_up(self) -> None:

@@ -361,11 +361,13 @@ class _Conn(asyncio.Protocol):
         relay, scope = self.listener.relay, req.scope
         if relay is not None and scope is not None and scope["method"] == "POST" and \
                 scope["path"] == relay.path and not req.http10:
-            self.call = relay.relayed(self, req)
-            if self.call is not None:
-                if self.call.begin():
+            try:
+                self.call = relay.relayed(self, req)
+                if self.call is not None and self.call.begin():
                     return
-                self.call = None  # nothing was sent: the ASGI app serves it
+            except Exception:  # from a parser or an upstream callback: never raise there
+                logger.exception("the relay failed on a request; the ASGI app serves it")
+            self.call = None  # nothing was sent: the ASGI app serves it
         self.task = self.loop.create_task(self._serve(req))
 
     def full_path(self, req: _Req, *, adopt: bool) -> None:

@@ -419,3 +419,70 @@ async def test_a_held_call_whose_client_hangs_up_is_cancelled(proxy: ProxyUnderT
             assert not await store.list_requests(status="pending")
         finally:
             await store.close()
+
+
+class _Plan:
+    def __init__(self, answer_now: bool) -> None:
+        self.answer_now = answer_now
+        self.abandoned: list[str] = []
+
+    def relay(self, params: Any, on_answer: Any) -> str:
+        if self.answer_now:
+            on_answer({"result": {"content": []}})
+        return "lane-1"
+
+    def abandon(self, sent: str) -> None:
+        self.abandoned.append(sent)
+
+
+class _Fast:
+    """The relay's interface, failing where ``fail`` says."""
+
+    window = None
+
+    def __init__(self, fail: str) -> None:
+        self.fail = fail
+        self.plans: list[_Plan] = []
+
+    def plan(self, scope: Any, value: Any) -> _Plan:
+        if self.fail == "plan":
+            raise RuntimeError("planning failed")
+        self.plans.append(_Plan(self.fail != "never answers"))
+        return self.plans[-1]
+
+    def reply(self, plan: Any, rid: Any, answer: Any) -> tuple[int, dict[str, Any]]:
+        if self.fail == "reply":
+            raise RuntimeError("shaping failed")
+        return 200, {"jsonrpc": "2.0", "id": rid, "result": answer["result"]}
+
+
+@pytest.mark.parametrize("fail", ["plan", "reply", "never answers", "nothing"])
+async def test_the_direct_route_fails_closed_and_abandons_on_hang_up(fail: str) -> None:
+    from agentguard.proxy.http_listener import DirectRelay
+
+    app, fast = Echo(), _Fast(fail)
+    listener = Listener(app, relay=DirectRelay(fast, app, max_depth=32),
+                        limits=Limits(max_body_bytes=4096))
+    port = (await listener.start("127.0.0.1", 0)).sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        call = b'{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {}}'
+        writer.write(request("/mcp", call))
+        if fail == "plan":  # the ASGI app serves what the relay could not plan
+            assert json.loads((await response(reader))[2])["path"] == "/mcp"
+        elif fail == "reply":  # nothing half-written: the connection is closed
+            assert await closed(reader)
+        elif fail == "never answers":
+            with anyio.fail_after(10):
+                while not fast.plans:
+                    await asyncio.sleep(0.01)
+                writer.close()  # the client gives up: the upstream call is abandoned
+                while not fast.plans[0].abandoned:
+                    await asyncio.sleep(0.01)
+        else:
+            status, _, body = await response(reader)
+            assert status == 200 and json.loads(body) == {"jsonrpc": "2.0", "id": 7,
+                                                          "result": {"content": []}}
+        writer.close()
+    finally:
+        await listener.close()
