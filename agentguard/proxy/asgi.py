@@ -27,8 +27,10 @@ class HardenedASGI:
     A body that is not one JSON-RPC 2.0 message (a batch, a bare value, too deep, invalid
     UTF-8, duplicate keys...) is answered ``400`` with the same JSON-RPC error the stdio
     transport writes; anything else reaches the SDK's Streamable HTTP app unchanged, unless
-    ``fast_path`` answers it first (an unconditionally allowed 2026-07-28 ``tools/call``).
-    A session's ``tools/call`` whose client disconnects before the answer is cancelled
+    ``fast_path`` answers it first (a ``tools/call`` the guard may skip, in either era).
+    Every request the app serves is shown to the fast path's session book, which learns
+    the handshake-era sessions from them (:mod:`agentguard.proxy.sessions`). A session's
+    ``tools/call`` whose client disconnects before the answer is cancelled
     (:mod:`agentguard.proxy.http_cancel`).
     """
 
@@ -42,6 +44,8 @@ class HardenedASGI:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST":
+            if self.fast_path is not None and scope.get("type") == "http":
+                send = self.fast_path.sessions.watch(scope, None, send)
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -87,6 +91,8 @@ class HardenedASGI:
         except WireError as exc:
             await self._refuse(send, 400, exc)
             return
+        if self.fast_path is not None:
+            send = self.fast_path.sessions.watch(scope, value, send)
         request_id = cancellable(scope, value)
         if request_id is not None:  # a client that hangs up on a held call cancels it
             await serve_cancelling(self.app, scope, raw, receive, send, request_id)

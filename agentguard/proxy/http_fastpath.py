@@ -1,18 +1,24 @@
-"""The allowed-call fast path for 2026-07-28 clients of the Streamable HTTP proxy.
+"""The allowed-call fast path of the Streamable HTTP proxy, for both protocol eras.
 
-The stdio fast path (:mod:`agentguard.proxy.fastpath`) has an HTTP twin here. A 2026-07-28
-``tools/call`` POST is self-contained (no session), so a call the policy allows whatever its
-arguments can be answered without the SDK's server stack: the request is checked with the
-SDK's *own* inbound checks (content type and DNS-rebinding protection, ``Accept``,
-duplicated routing headers, the envelope/header ladder, ``Mcp-Param-*`` headers against the
-advertised schema, the request's shape for its protocol version), relayed on the upstream's
-fast lane, and the answer written as the SDK would write it: JSON with the status its
-error table gives, or, when the upstream stays silent past :data:`PING_INTERVAL`, an
-event stream with keep-alive pings.
+The stdio fast path (:mod:`agentguard.proxy.fastpath`) has an HTTP twin here. A call the
+policy allows whatever its arguments can be answered without the SDK's server stack:
+
+- a 2026-07-28 ``tools/call`` POST is self-contained (no session). It is checked with the
+  SDK's *own* inbound checks (content type and DNS-rebinding protection, ``Accept``,
+  duplicated routing headers, the envelope/header ladder, ``Mcp-Param-*`` headers against
+  the advertised schema, the request's shape for its protocol version), relayed on the
+  upstream's fast lane, and the answer written as the SDK would write it: JSON with the
+  status its error table gives, or, when the upstream stays silent past
+  :data:`PING_INTERVAL`, an event stream with keep-alive pings;
+- a handshake-era ``tools/call`` POST names a session (``Mcp-Session-Id``). It is relayed
+  only for a session the SDK created and the client finished initializing, requested with
+  the credential that created it and the version it negotiated, after the checks the SDK's
+  stateful transport applies (:mod:`agentguard.proxy.sessions`); the answer is the event
+  stream the SDK's app writes, its one ``message`` event carrying the answer.
 
 A request any check would refuse is not answered here: the SDK's app sees it and produces
-its usual error. Handshake-era requests, held calls, progress tokens and anything else take
-the full path too. Authentication (``BearerAuth``) sits outside and applies either way.
+its usual error. Held calls, progress tokens and anything else take the full path too.
+Authentication (``BearerAuth``) sits outside and applies either way.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from mcp.server.streamable_http import check_accept_headers
+from mcp.server.streamable_http import REQUEST_CANCELLED, check_accept_headers
+from mcp.server.streamable_http_manager import DEFAULT_SESSION_IDLE_TIMEOUT
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
     X_MCP_HEADER_KEY,
@@ -39,8 +46,16 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from agentguard.proxy.answers import read_answer, shape
-from agentguard.proxy.http_frames import AsgiAnswer
+from agentguard.proxy.http_frames import AsgiAnswer, json_headers, sse_event
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
+from agentguard.proxy.sessions import (
+    SessionBook,
+    handshake_version,
+    sdk_checks_pass,
+    sse_head,
+    with_sse_head,
+)
+from agentguard.proxy.wire import encode
 
 if TYPE_CHECKING:
     from mcp.types import Tool
@@ -59,24 +74,8 @@ SDK's app does today, so both routes answer alike, and stays well under common c
 idle-read timeouts."""
 
 
-def _sdk_checks_pass(security: TransportSecurityMiddleware, request: Request) -> bool:
-    """The SDK's Content-Type and DNS-rebinding checks (``validate_request``) on a POST.
-
-    ``validate_request`` is a coroutine that never suspends; the relay decides from a
-    synchronous callback, so it is driven by hand. Should a later SDK make it suspend, the
-    request is declined (the SDK's app then checks it itself): never a pass by default.
-    """
-    coro = security.validate_request(request, is_post=True)
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value is None
-    coro.close()
-    return False
-
-
 class HttpFastPath:
-    """Answers unconditionally allowed 2026-07-28 ``tools/call`` POSTs itself.
+    """Answers unconditionally allowed ``tools/call`` POSTs itself, in both eras.
 
     Args:
         core: The proxy core (catalog, upstreams, guard).
@@ -87,11 +86,18 @@ class HttpFastPath:
             is needed in ``Accept``, and a slow answer is never streamed).
         ping_interval: Seconds of upstream silence before the answer becomes an event stream,
             and between its keep-alive pings (the SDK's value by default).
+        session_idle_timeout: The SDK app's ``session_idle_timeout`` (its default here).
+
+    Attributes:
+        sessions: The handshake-era sessions of the SDK app; the stack in front of the app
+            feeds it every request the app serves (:meth:`SessionBook.watch`).
     """
 
     def __init__(self, core: Any, server_info: Callable[[], dict[str, Any]],
                  security: TransportSecuritySettings | None, *, path: str = "/mcp",
-                 json_response: bool = False, ping_interval: float = PING_INTERVAL) -> None:
+                 json_response: bool = False, ping_interval: float = PING_INTERVAL,
+                 session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT) -> None:
+        self.sessions = SessionBook(session_idle_timeout)
         self._core = core
         self._server_info = server_info
         self._security = TransportSecurityMiddleware(security)
@@ -110,9 +116,13 @@ class HttpFastPath:
         """
         plan = self.plan(scope, value)
         if plan is None:
+            if isinstance(value, dict) and value.get("method") == "notifications/cancelled":
+                self.sessions.cancel(scope, value)  # and the SDK's app answers it as usual
             return False
+        if plan.session is not None:
+            send = with_sse_head(send, plan.session)
         stream = AsgiAnswer(send)
-        answer = await self._relay(plan, value["params"], receive, stream)
+        answer = await self._relay(plan, value["params"], receive, stream, value["id"])
         if answer is _DECLINED:
             return False
         if answer is _DISCONNECTED:
@@ -124,20 +134,40 @@ class HttpFastPath:
                 return False
             await fallback(stream.adopt)
             return True
+        if plan.session is not None and not stream.streaming:
+            status, head, data = self.framed(plan, *reply)
+            await send({"type": "http.response.start", "status": status, "headers": head})
+            await send({"type": "http.response.body", "body": data})
+            return True
         await stream.finish(*reply)
         return True
+
+    @staticmethod
+    def framed(plan: Plan, status: int, body: dict[str, Any]
+               ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """A complete answer (from :meth:`reply`) as the SDK's app writes it when it comes
+        within the window: status, head and body. A 2026-07-28 answer is JSON; the SDK's
+        stateful transport answers a session's request with an event stream at once."""
+        data = encode(body).rstrip(b"\n")
+        if plan.session is None:
+            return status, json_headers(len(data)), data
+        return 200, sse_head(plan.session), sse_event(data)
 
     def reply(self, plan: Plan, rid: Any, answer: dict[str, Any] | None
               ) -> tuple[int, dict[str, Any]] | None:
         """The HTTP status and JSON-RPC body for the upstream's ``answer`` (None: its
         connection closed), or None when the result asks for input (the full path's job)."""
         upstream = plan.upstream
+        modern = plan.session is None
         shaped = shape(read_answer(answer), rid, server=upstream.name, version=plan.version,
-                       modern=True, upstream_modern=upstream.modern,
+                       modern=modern, upstream_modern=upstream.modern,
                        server_info=self._server_info())  # the one answer shaper
         if shaped is not None and shaped.lost:
             upstream.lost(upstream.generation)
-        return None if shaped is None else (shaped.status, shaped.message)
+        if shaped is None:
+            return None
+        # The SDK's stateful transport carries every answer of a session in a 200 stream.
+        return (shaped.status if modern else 200), shaped.message
 
     # ------------------------------------------------------------------ decision
 
@@ -150,14 +180,21 @@ class HttpFastPath:
         params = value.get("params")
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             return None
-        version = self._checked_version(scope, value, params)
+        session = None if self._json_response else self.sessions.named(scope)
+        version = self._checked_version(scope, value, params, session)
         if version is None:
             return None
+        # A handshake-era upstream's requests mid-call could not reach this client's
+        # stream from here (ProxyCore.ask would pick the latest session): the SDK route.
         route = relay_route(self._core, params["name"], params, on_wire=True,
-                            client_modern=True)
+                            client_modern=session is None, asks_reach_caller=session is None)
         if route is None:
             return None
         entry = route.entry
+        if session is not None:
+            logger.debug("tools/call %r takes the HTTP fast path (handshake-era session)",
+                         entry.exposed)
+            return Plan(route, version, session[0])
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):
@@ -166,7 +203,8 @@ class HttpFastPath:
         return Plan(route, version)
 
     def _checked_version(self, scope: dict[str, Any], value: dict[str, Any],
-                         params: dict[str, Any]) -> str | None:
+                         params: dict[str, Any], session: tuple[str, str] | None = None
+                         ) -> str | None:
         """The protocol version when the SDK's inbound checks pass the request, else None.
 
         Their outcome is a function of the headers (but ``Content-Length``), the parameter
@@ -182,11 +220,13 @@ class HttpFastPath:
         raw = scope.get("headers", ())
         if meta is not None:
             key = (tuple(h for h in raw if h[0] != b"content-length"), tuple(params),
-                   params["name"], meta, type(params.get("arguments")))
+                   params["name"], meta, type(params.get("arguments")), tuple(value),
+                   session)
             version = self._passed.get(key)
             if version is not None:
                 return version
-        version = self._check(scope, value, params)
+        version = self._check(scope, value, params) if session is None else \
+            handshake_version(scope, value, params, session[1], self._security)
         if version is not None and key is not None:
             if len(self._passed) >= _PASSED_LIMIT:
                 self._passed.clear()
@@ -202,7 +242,7 @@ class HttpFastPath:
         if version not in MODERN_PROTOCOL_VERSIONS:
             return None
         request = Request(scope)
-        if not _sdk_checks_pass(self._security, request):
+        if not sdk_checks_pass(self._security, request):
             return None
         has_json, has_sse = check_accept_headers(request)
         if not has_json or not (has_sse or self._json_response):
@@ -237,7 +277,7 @@ class HttpFastPath:
     # ------------------------------------------------------------------ relay
 
     async def _relay(self, plan: Plan, params: dict[str, Any], receive: Any,
-                     stream: AsgiAnswer) -> Any:
+                     stream: AsgiAnswer, rid: Any = None) -> Any:
         """The upstream's answer, ``None`` if its connection closed, ``_DISCONNECTED``, or
         ``_DECLINED`` (nothing was sent: the full path takes the call)."""
         waiter = _Waiter(asyncio.get_running_loop())
@@ -253,9 +293,18 @@ class HttpFastPath:
             return None
         # Like the SDK: answer in JSON if the upstream answers within the deferral window,
         # else commit to an event stream and ping so idle-read timeouts do not cut it.
+        key = None
+        if plan.session is not None:
+            def cancel() -> None:
+                waiter.answer(_CANCELLED)  # as the SDK's stateful transport answers
+                plan.abandon(sent)
+
+            key = self.sessions.relaying(plan.session, rid, cancel)
         try:
             return await waiter.wait(receive, stream, self.window)
         finally:
+            if key is not None:
+                self.sessions.relayed(key)
             if not waiter.answered:  # hung up, or cancelled: abandon the upstream call
                 plan.abandon(sent)
             waiter.close()
@@ -268,10 +317,12 @@ class HttpFastPath:
 
 @dataclass(slots=True)
 class Plan:
-    """A ``tools/call`` the fast path relays: the catalog entry, its upstream, the version."""
+    """A ``tools/call`` the fast path relays: the catalog entry, its upstream, the version,
+    and the handshake-era session it was sent in (None: 2026-07-28)."""
 
     route: RelayRoute
     version: str
+    session: str | None = None
 
     @property
     def entry(self) -> Entry[Tool]:
@@ -381,6 +432,7 @@ def _first_copies(raw: Any) -> dict[str, str]:
 
 _DISCONNECTED = object()
 _DECLINED = object()
+_CANCELLED = {"error": {"code": REQUEST_CANCELLED, "message": "Request cancelled"}}
 
 
 def _valid_id(rid: Any) -> bool:

@@ -19,7 +19,7 @@ Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
 route                         entry point                                 guard
 ============================  ==========================================  ==================
 stdio relay                   ``fastpath.StdioRelay.offer`` (on the wire) skipped if Skip
-HTTP relay                    ``asgi.HardenedASGI`` → ``HttpFastPath``    skipped if Skip
+HTTP relay (both eras)        ``asgi.HardenedASGI`` → ``HttpFastPath``    skipped if Skip
 SDK-server relay              ``handlers.Handlers.call_tool`` → lane      skipped if Skip
 SDK forward                   ``calls.run_tool_call`` (pin re-read first)  skipped if Skip
 full guard                    ``calls.run_tool_call`` → ``Guard``         consulted
@@ -173,7 +173,7 @@ class RelayRoute:
 
 
 def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, on_wire: bool,
-                client_modern: bool) -> RelayRoute | None:
+                client_modern: bool, asks_reach_caller: bool = True) -> RelayRoute | None:
     """How a ``tools/call`` to exposed ``name`` is relayed, or None for the SDK route.
 
     Args:
@@ -186,6 +186,10 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
             which on stdio is the caller.
         client_modern: The client speaks 2026-07-28 (a handshake-era upstream's requests
             mid-call would need a round trip, which only the SDK route's ledger can take).
+        asks_reach_caller: A handshake-era upstream's requests mid-call reach the caller
+            (False for the HTTP relay of a handshake-era session: ``ProxyCore.ask`` would
+            send them to the latest session, perhaps another client's, so such upstreams
+            take the SDK route, which pushes them on the caller's own stream).
     """
     if not core.relay_enabled or not plain_call(params):
         return None
@@ -201,7 +205,7 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
         return None
     if on_wire and upstream.config.request_timeout is not None:
         return None
-    if client_modern and not upstream.modern:
+    if (client_modern or not asks_reach_caller) and not upstream.modern:
         return None
     if upstream.modern and lane.envelope is None:
         return None  # the lane has not seen the SDK stamp a request yet
