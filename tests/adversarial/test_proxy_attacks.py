@@ -328,3 +328,73 @@ async def test_a_clients_credentials_never_reach_an_http_upstream(tmp_path: Path
         token = secret.split("=")[-1].split()[-1]
         assert token not in seen.read_text()
         assert token not in proxy.audit.read_text()
+
+
+def _oauth_config(proxy: ProxyUnderTest, jwks_url: str, port: int, name: str) -> Path:
+    from tests.oauth.conftest import AUDIENCE, ISSUER
+
+    config = proxy.home / f"{name}.yaml"
+    config.write_text(f"""
+policy: {proxy.policy}
+store: {proxy.store_url}
+audit: {proxy.audit}
+listen: 127.0.0.1:{port}
+servers:
+  ops:
+    command: {PYTHON}
+    args: [{OPS_SERVER}, --root, {proxy.sandbox}]
+oauth:
+  issuer: {ISSUER}
+  jwks_uri: {jwks_url}
+  resource: {AUDIENCE}
+""")
+    return config
+
+
+async def test_a_handshake_session_is_relayed_only_for_its_own_live_initialized_use(
+        tmp_path: Path) -> None:
+    """Over HTTP with OAuth, the relay never answers for a session presented with another
+    principal's token, a session the client deleted, or one that never sent
+    ``notifications/initialized``: the SDK's app answers each, as it does on a
+    ``--no-relay`` proxy (404 for the first two)."""
+    from tests.oauth.conftest import JwksServer, claims, rsa_key
+    from tests.proxy.conftest import make_proxy
+    from tests.proxy.test_http_handshake import RELAYED, legacy_call, open_session, rpc
+
+    proxy = make_proxy(tmp_path)
+    key = rsa_key("attack")
+    jwks = JwksServer([key])
+    bearer = {who: {"authorization": f"Bearer {key.sign(claims(sub=who))}"}
+              for who in ("alice", "mallory")}
+    ports = {"fast": free_port(), "full": free_port()}
+    log = tmp_path / "fast.log"
+    argv = {kind: [PYTHON, "-m", "agentguard.proxy", "--config",
+                   str(_oauth_config(proxy, jwks.url, port, kind)), "--log-level",
+                   "DEBUG" if kind == "fast" else "WARNING",
+                   *(() if kind == "fast" else ("--no-relay",))]
+            for kind, port in ports.items()}
+    outcomes: dict[str, list[Any]] = {}
+    try:
+        async with running(argv["fast"], proxy.env(), ports["fast"], log=log), \
+                running(argv["full"], proxy.env(), ports["full"]), \
+                httpx2.AsyncClient(timeout=30) as http:
+            for kind, port in ports.items():
+                url = f"http://127.0.0.1:{port}/mcp"
+                alice = await open_session(http, url, headers=bearer["alice"])
+                idle = await open_session(http, url, headers=bearer["alice"],
+                                          initialized=False)
+                stolen = {**alice, **bearer["mallory"]}
+                seen = [rpc(await http.post(url, headers=alice, content=legacy_call(rid=1))),
+                        rpc(await http.post(url, headers=stolen, content=legacy_call(rid=2))),
+                        rpc(await http.post(url, headers=idle, content=legacy_call(rid=3)))]
+                assert (await http.delete(url, headers=alice)).status_code == 200
+                seen.append(rpc(await http.post(url, headers=alice,
+                                                content=legacy_call(rid=4))))
+                outcomes[kind] = seen
+    finally:
+        jwks.stop()
+    assert outcomes["fast"] == outcomes["full"]
+    allowed, stolen_answer, _, deleted = outcomes["fast"]
+    assert allowed[0] == 200 and "result" in allowed[2][-1]
+    assert stolen_answer[0] == 404 and deleted[0] == 404
+    assert log.read_text().count(RELAYED) == 1, log.read_text()[-3000:]  # alice's own call

@@ -6,6 +6,7 @@ Two proxy processes run side by side, one with the fast paths and one with
 - downstream: raw 2026-07-28 POSTs, good and bad (Host, Origin, Content-Type, Accept,
   routing-header mismatches and duplicates, envelope and parameter defects, unknown tools,
   tool errors, progress tokens) get the same status and the same JSON-RPC body;
+- (the handshake era's raw POSTs are in ``test_http_handshake.py``);
 - upstream: a real SDK client calls through a proxy fronting an HTTP server that answers
   with redirects, HTML, broken JSON, JSON-RPC errors at 404, bare 500s, 202s and event
   streams (split at odd places, with notifications first); the outcomes are the same.
@@ -141,95 +142,6 @@ async def test_the_downstream_fast_path_answers_every_request_as_the_sdk(
                     .startswith("api: running")
     taken = log.read_text().count("takes the HTTP fast path")
     assert taken >= 8, log.read_text()[-3000:]  # allowed, string id, tool error, wildcard...
-
-
-HANDSHAKE = "2025-11-25"
-
-
-def _legacy_call(rid: Any = 1, name: str = "get_status", arguments: Any = None,
-                 **params: Any) -> bytes:
-    body = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {
-        "name": name, "arguments": {"service": "api"} if arguments is None else arguments,
-        **params}}
-    return json.dumps(body).encode()
-
-
-HANDSHAKE_CASES: list[tuple[str, dict[str, str | None], bytes]] = [
-    ("allowed", {}, _legacy_call()),
-    ("string id", {}, _legacy_call(rid="abc")),
-    ("tool error", {}, _legacy_call(arguments={"service": "nope"})),
-    ("wrong argument type", {}, _legacy_call(arguments={"service": 7})),
-    ("arguments not an object", {}, _legacy_call(arguments=[1, 2])),
-    ("unknown tool", {}, _legacy_call(name="no_such_tool")),
-    ("extra parameter", {}, _legacy_call(task={"ttl": 1000})),
-    ("progress token", {}, _legacy_call(_meta={"progressToken": "p1"})),
-    ("held call", {}, _legacy_call(name="read_secret", arguments={"path": "prod/db"})),
-    ("no session", {"mcp-session-id": None}, _legacy_call()),
-    ("unknown session", {"mcp-session-id": "0" * 32}, _legacy_call()),
-    ("version header mismatch", {"mcp-protocol-version": "2025-06-18"}, _legacy_call()),
-    ("foreign origin", {"origin": "http://evil.example"}, _legacy_call()),
-    ("json-only accept", {"accept": "application/json"}, _legacy_call()),
-]
-
-
-def _rpc(response: httpx2.Response) -> tuple[int, str, Any]:
-    """Status, content type and the JSON-RPC message (from JSON or the event stream)."""
-    kind = response.headers.get("content-type", "").split(";")[0]
-    if kind == "text/event-stream":
-        data = [line[5:].strip() for line in response.text.splitlines()
-                if line.startswith("data:") and line[5:].strip()]
-        return response.status_code, kind, [json.loads(d) for d in data]
-    return _outcome(response)[0], kind, _outcome(response)[2]
-
-
-async def _handshake_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
-    base = {"content-type": "application/json",
-            "accept": "application/json, text/event-stream"}
-    init = await http.post(url, headers=base, content=json.dumps({
-        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": HANDSHAKE, "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"}}}).encode())
-    assert init.status_code == 200, init.text
-    headers = {**base, "mcp-session-id": init.headers["mcp-session-id"],
-               "mcp-protocol-version": HANDSHAKE}
-    done = await http.post(url, headers=headers, content=json.dumps({
-        "jsonrpc": "2.0", "method": "notifications/initialized"}).encode())
-    assert done.status_code == 202, done.text
-    return headers
-
-
-async def test_the_handshake_era_answers_as_the_sdk_with_or_without_the_relay(
-        proxy: ProxyUnderTest, tmp_path: Path) -> None:
-    """The equivalence of the relay and ``--no-relay`` in the handshake era (HTTP)."""
-    fast_port, full_port = free_port(), free_port()
-    upstream = ("--", PYTHON, OPS_SERVER, "--root", str(proxy.sandbox))
-    fast = _proxy_argv(proxy, "--listen", f"127.0.0.1:{fast_port}", *upstream, fast=True)
-    full = _proxy_argv(proxy, "--listen", f"127.0.0.1:{full_port}", *upstream, fast=False)
-    async with running(fast, proxy.env(), fast_port, log=tmp_path / "fast.log"), \
-            running(full, proxy.env(), full_port), httpx2.AsyncClient(timeout=30) as http:
-        urls = [f"http://127.0.0.1:{port}/mcp" for port in (fast_port, full_port)]
-        sessions = [await _handshake_session(http, url) for url in urls]
-        for label, over, body in HANDSHAKE_CASES + HANDSHAKE_CASES:
-            got = []
-            for url, session in zip(urls, sessions, strict=True):
-                headers = {k: v for k, v in {**session, **over}.items() if v is not None}
-                if label == "held call":
-                    async with anyio.create_task_group() as tg:
-                        box: list[Any] = []
-
-                        async def post(url: str = url, headers: dict[str, str] = headers,
-                                       box: list[Any] = box, body: bytes = body) -> None:
-                            box.append(await http.post(url, content=body, headers=headers))
-
-                        tg.start_soon(post)
-                        await proxy.decide(False, approver="carol")
-                    got.append(_rpc(box[0]))
-                    continue
-                got.append(_rpc(await http.post(url, content=body, headers=headers)))
-            assert got[0] == got[1], label
-            if label == "allowed":
-                assert got[0][0] == 200
-                assert got[0][2][-1]["result"]["content"][0]["text"].startswith("api: running")
 
 
 async def _call_outcome(client: Any, service: str) -> tuple[Any, ...]:
