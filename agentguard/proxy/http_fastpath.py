@@ -97,7 +97,7 @@ class HttpFastPath:
                  security: TransportSecuritySettings | None, *, path: str = "/mcp",
                  json_response: bool = False, ping_interval: float = PING_INTERVAL,
                  session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT) -> None:
-        self.sessions = SessionBook(session_idle_timeout)
+        self.sessions = SessionBook(session_idle_timeout, path=path)
         self._core = core
         self._server_info = server_info
         self._security = TransportSecurityMiddleware(security)

@@ -8,7 +8,8 @@ them from what passes through the stack to the SDK's app — public traffic only
   header and a handshake-era ``protocolVersion`` in its result, opens an entry (with the
   credential that created it, compared as the SDK compares it);
 - ``notifications/initialized`` answered ``202`` for that session marks it ready;
-- a ``DELETE`` for it, or a ``404`` answered for it to its own credential, drops it;
+- a ``DELETE`` for it, an ``initialize`` in it, or a ``404`` answered for it, each with its
+  own credential, drops it;
 - every other answer the SDK gives it (2xx) refreshes it: the SDK ends a session after
   ``session_idle_timeout`` with no request in flight, and relayed calls never reach the SDK,
   so an entry not refreshed within half that time is not relayed (the call then reaches the
@@ -81,10 +82,12 @@ class SessionBook:
         limit: Most entries kept (the SDK's default session limit); beyond it new sessions
             are not booked, and so not relayed.
         clock: Monotonic seconds.
+        path: The MCP endpoint path (requests elsewhere are not the SDK transport's).
     """
 
     def __init__(self, idle_timeout: float | None, *, limit: int = DEFAULT_MAX_SESSIONS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, path: str = "/mcp") -> None:
+        self._path = path
         self._fresh_for = None if idle_timeout is None else idle_timeout / 2
         self._limit = limit
         self._clock = clock
@@ -156,6 +159,8 @@ class SessionBook:
             value: The parsed POST body (None for other methods).
             send: The ASGI ``send`` the answer goes to.
         """
+        if scope.get("path") != self._path:
+            return send
         session_id, version_header = _routing(scope)
         if version_header is not None and version_header not in HANDSHAKE_PROTOCOL_VERSIONS:
             return send  # the SDK serves it in the 2026-07-28 era, outside any session
@@ -165,12 +170,16 @@ class SessionBook:
                     value.get("method") == "initialize" and "id" in value:
                 return self._opening(owner_of(scope), send)
             return send
-        if method == "DELETE":
-            self._sessions.pop(session_id, None)
+        owner = owner_of(scope)
+        posted = value.get("method") if method == "POST" and isinstance(value, dict) else None
+        if method == "DELETE" or posted == "initialize":
+            # Ended, or negotiated again: whatever the SDK answers, the relay stops here.
+            entry = self._sessions.get(session_id)
+            if entry is not None and entry.owner == owner:
+                del self._sessions[session_id]
             return send
-        initialized = method == "POST" and isinstance(value, dict) and "id" not in value and \
-            value.get("method") == "notifications/initialized"
-        return self._answered(session_id, owner_of(scope), initialized, send)
+        initialized = posted == "notifications/initialized" and "id" not in value
+        return self._answered(session_id, owner, initialized, send)
 
     # ------------------------------------------------------------------ watchers
 

@@ -289,8 +289,13 @@ async def test_delete_and_404_drop_a_session() -> None:
     await booked(book, "s2")
     await answer(book.watch(scope(session="s2"), {"jsonrpc": "2.0", "id": 3}, sink), 404)
     assert book.relayable("s2", None) is None  # the SDK no longer knows it
+    book.watch(scope("DELETE", session="s1", user=user("mallory")), None, sink)
+    assert book.relayable("s1", None) == HANDSHAKE  # not hers to end (the SDK says 404)
     book.watch(scope("DELETE", session="s1"), None, sink)
     assert book.relayable("s1", None) is None  # dropped before the SDK even answers
+    await booked(book, "s3")
+    book.watch(scope(session="s3"), INIT, sink)
+    assert book.relayable("s3", None) is None  # negotiating again: the SDK's business
 
 
 async def test_a_session_not_seen_by_the_sdk_for_half_its_idle_timeout_is_not_relayed() -> None:
