@@ -57,6 +57,8 @@ class DirectRelay:
         if value is None:
             return None
         assert req.scope is not None
+        if any(name == b"mcp-session-id" for name, _ in req.scope["headers"]):
+            return None  # a handshake-era session: relayed in the ASGI stack (its book, frames)
         plan = self.fast.plan(req.scope, value)
         return None if plan is None else Relayed(self, conn, req, value, plan)
 

@@ -137,7 +137,9 @@ class HttpFastPath:
         if plan.session is not None and not stream.streaming:
             status, head, data = self.framed(plan, *reply)
             await send({"type": "http.response.start", "status": status, "headers": head})
-            await send({"type": "http.response.body", "body": data})
+            # A stream, as the SDK sends it (its end comes apart: no Content-Length is set).
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
             return True
         await stream.finish(*reply)
         return True

@@ -278,8 +278,10 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     if config.oauth is None:
         if fast is None:
             return HttpStack(hardened(None))
+        # Declined requests still meet the relay: it learns the sessions the SDK app opens
+        # from them, and answers a handshake-era session's calls (the direct route does not).
         return HttpStack(hardened(fast), relay=DirectRelay(fast, app, max_depth=config.max_depth),
-                         declined=hardened(None))
+                         declined=hardened(fast))
     from agentguard.oauth.asgi import BearerAuth
     from agentguard.oauth.jwks import JwksClient
     from agentguard.oauth.tokens import TokenValidator
