@@ -31,13 +31,15 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, suppress
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.lowlevel import RunVar
 
 from agentguard.errors import UsageError
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
 
 __all__ = ["CrossLoopLock", "SyncPortal", "refuse_inside_loop"]
 
@@ -131,6 +133,9 @@ class SyncPortal:
                 # and never let it be collected either: closing the generator behind
                 # start_blocking_portal would wait on that loop forever.
                 _INHERITED.append(self._finalizer.detach())
+            # Imported here: an async-only process (the proxy) never starts a portal.
+            from anyio.from_thread import start_blocking_portal
+
             cm = start_blocking_portal("asyncio", name=self.name)
             portal = cm.__enter__()
             self._thread = portal.call(threading.get_ident)

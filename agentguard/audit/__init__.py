@@ -11,25 +11,43 @@ edits, deletions, reordering and a cut tail; :func:`read_events`, :func:`tail` a
 
 from __future__ import annotations
 
-from agentguard.audit._chain import GENESIS_HASH
-from agentguard.audit._group import AuditLedger
-from agentguard.audit.base import EVENT_TYPES, AuditSink, GroupCommitSink
-from agentguard.audit.jsonl import JsonlAuditLog
-from agentguard.audit.memory import MemoryAuditLog
-from agentguard.audit.reader import format_event, read_events, tail
-from agentguard.audit.redact import (
-    DEFAULT_VALUE_PATTERNS,
-    Redactor,
-    is_secret_key,
-    load_or_create_key,
-)
-from agentguard.audit.verify import (
-    Problem,
-    VerifyReport,
-    repair_head,
-    verify_log,
-    verify_records,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentguard.audit._chain import GENESIS_HASH
+    from agentguard.audit._group import AuditLedger
+    from agentguard.audit.base import EVENT_TYPES, AuditSink, GroupCommitSink
+    from agentguard.audit.jsonl import JsonlAuditLog
+    from agentguard.audit.memory import MemoryAuditLog
+    from agentguard.audit.reader import format_event, read_events, tail
+    from agentguard.audit.redact import (
+        DEFAULT_VALUE_PATTERNS,
+        Redactor,
+        is_secret_key,
+        load_or_create_key,
+    )
+    from agentguard.audit.verify import (
+        Problem,
+        VerifyReport,
+        repair_head,
+        verify_log,
+        verify_records,
+    )
+
+# What each name is imported from, on first use: a process that only writes the log (the
+# proxy) never loads the verifier or the reader.
+_SOURCES = {
+    "GENESIS_HASH": "agentguard.audit._chain",
+    "AuditLedger": "agentguard.audit._group",
+    **dict.fromkeys(("EVENT_TYPES", "AuditSink", "GroupCommitSink"), "agentguard.audit.base"),
+    "JsonlAuditLog": "agentguard.audit.jsonl",
+    "MemoryAuditLog": "agentguard.audit.memory",
+    **dict.fromkeys(("format_event", "read_events", "tail"), "agentguard.audit.reader"),
+    **dict.fromkeys(("DEFAULT_VALUE_PATTERNS", "Redactor", "is_secret_key",
+                     "load_or_create_key"), "agentguard.audit.redact"),
+    **dict.fromkeys(("Problem", "VerifyReport", "repair_head", "verify_log", "verify_records"),
+                    "agentguard.audit.verify"),
+}
 
 __all__ = [
     "DEFAULT_VALUE_PATTERNS",
@@ -52,3 +70,18 @@ __all__ = [
     "verify_log",
     "verify_records",
 ]
+
+
+def __getattr__(name: str) -> object:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'agentguard.audit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -22,9 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import pyotp
-import segno
-
 from agentguard.reauth.base import ReauthResult
 from agentguard.reauth.seal import SealError, SeedSeal
 from agentguard.store.base import Store
@@ -140,6 +137,8 @@ class TotpVerifier:
             result = await self.verify(name, proof)
             if result.kind != "verified":
                 raise PermissionError(f"re-enrolment of {name} refused: {result.reason}")
+        import pyotp  # imported on use: a process that never checks a code skips it
+
         secret = pyotp.random_base32()
         stored = secret if self._seal is None else self._seal.seal(_key(name), secret)
         await self._store.set_secret(_key(name), stored)
@@ -199,6 +198,8 @@ class TotpVerifier:
         return ReauthResult("verified", name, METHOD, "TOTP code verified")
 
     def _matching_step(self, secret: str, digits: str, now: float) -> int | None:
+        import pyotp
+
         totp = pyotp.TOTP(secret, interval=self._interval)
         current = int(now // self._interval)
         match = None
@@ -289,6 +290,8 @@ def render_qr(uri: str, *, compact: bool = True, border: int | None = None) -> s
     Returns:
         The QR code as text, ending with a newline.
     """
+    import segno  # imported on use: only enrolment draws a QR code
+
     out = io.StringIO()
     segno.make(uri, micro=False).terminal(out=out, compact=compact, border=border)
     return out.getvalue()

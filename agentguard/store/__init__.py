@@ -16,22 +16,36 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agentguard.errors import ConfigError
 from agentguard.store.base import Store, VoteResult
-from agentguard.store.memory import MemoryStore
-from agentguard.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from agentguard.store.memory import MemoryStore
+    from agentguard.store.postgres import PostgresStore
+    from agentguard.store.sqlite import SQLiteStore
 
 __all__ = ["MemoryStore", "PostgresStore", "SQLiteStore", "Store", "VoteResult", "open_store"]
 
+# Backends are imported when asked for: a process loads the one it opens (PostgresStore also
+# needs the `postgres` extra, psycopg).
+_BACKENDS = {
+    "MemoryStore": "agentguard.store.memory",
+    "PostgresStore": "agentguard.store.postgres",
+    "SQLiteStore": "agentguard.store.sqlite",
+}
+
 
 def __getattr__(name: str) -> object:
-    # PostgresStore needs the `postgres` extra: import it (and psycopg) only when asked for.
-    if name == "PostgresStore":
-        from agentguard.store.postgres import PostgresStore
+    source = _BACKENDS.get(name)
+    if source is None:
+        raise AttributeError(f"module 'agentguard.store' has no attribute {name!r}")
+    import importlib
 
-        return PostgresStore
-    raise AttributeError(f"module 'agentguard.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 _VALID = "memory://, sqlite:///PATH (or a bare file path)"
 
@@ -55,11 +69,15 @@ def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
     if not sep:
         if not text:
             raise ConfigError(f"empty store URL; use one of: {_VALID}")
+        from agentguard.store.sqlite import SQLiteStore
+
         return SQLiteStore(os.path.expanduser(text), clock=clock)
     scheme = scheme.lower()
     if scheme == "memory":
         if rest:
             raise ConfigError(f"memory:// takes no path, got {url!r}")
+        from agentguard.store.memory import MemoryStore
+
         return MemoryStore(clock=clock)
     if scheme == "sqlite":
         if not rest.startswith("/") or not rest[1:]:
@@ -67,6 +85,8 @@ def open_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
                 f"SQLite store URL {url!r} has no path; write sqlite:///relative.db or "
                 "sqlite:////absolute/path.db"
             )
+        from agentguard.store.sqlite import SQLiteStore
+
         return SQLiteStore(os.path.expanduser(rest[1:]), clock=clock)
     if scheme in ("postgres", "postgresql"):
         return _postgres(text, clock)
