@@ -15,7 +15,12 @@ from agentguard.policy.model import PolicyModel
 __all__ = ["parse_policy_text", "read_policy_file"]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML was built with it (about 4 ms less per policy at start-up);
+# the constructor, and so what a document may contain, is SafeLoader's either way.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """SafeLoader that refuses duplicate keys: a policy must not say two things at once."""
 
 

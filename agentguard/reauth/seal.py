@@ -15,6 +15,7 @@ a process the agent cannot inspect (``agentguard serve``, another OS user) where
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -44,7 +45,13 @@ class SeedSeal:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("the seed key must be 32 bytes")
-        self._aead = AESGCM(key)
+        self._key = key
+
+    @functools.cached_property
+    def _aead(self) -> AESGCM:
+        # Built on first use: the first AESGCM of a process costs about a millisecond, and a
+        # proxy builds its seal at start-up but opens a seed only when a code is typed.
+        return AESGCM(self._key)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> SeedSeal:
