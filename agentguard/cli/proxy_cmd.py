@@ -64,6 +64,10 @@ def proxy_command(
         help="IP or CIDR of a reverse proxy whose X-Forwarded-For names the caller "
         "(repeatable; --listen only). Without it the TCP peer is the caller's source address "
         "for network signals, and X-Forwarded-For is ignored.")] = None,
+    max_connections: Annotated[int | None, typer.Option(
+        "--max-connections", metavar="N", min=1,
+        help="Client connections --listen serves at once; one more is answered 503 and "
+        "closed at once (default 1024, or `max_connections:` in the config).")] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="Server name of the single upstream, as policies and pins see it "
         "(default: the name the server gives itself, serverInfo.name, remembered per command "
@@ -125,6 +129,8 @@ def proxy_command(
             data["answer_held_after"] = answer_held_after or None
         if trusted_proxy:
             data["trusted_proxies"] = list(trusted_proxy)
+        if max_connections is not None:
+            data["max_connections"] = max_connections
         if principal:
             kind = principal.split(":", 1)[0] if ":" in principal else "agent"
             data["principal"] = {"id": principal, "kind": kind, "claims": {}}

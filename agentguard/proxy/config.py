@@ -203,6 +203,10 @@ class ProxyConfig(_Model):
             signals. Needs ``listen``.
         max_message_bytes: Largest accepted downstream message (stdio and HTTP).
         max_depth: Deepest accepted JSON nesting of a downstream message.
+        max_connections: Open client connections ``--listen`` serves at once; one more is
+            answered ``503`` and closed at once, the open ones undisturbed. Global, not per
+            client: for fairness between clients put a reverse proxy with a per-client
+            limit in front. Used by ``listen`` only.
         oauth: Require OAuth bearer tokens on the HTTP downstream (``--listen`` only).
         answer_held_after: Seconds a held call waits before the client gets an answer while
             the request stays pending for its policy timeout: an ``isError`` result saying
@@ -227,6 +231,7 @@ class ProxyConfig(_Model):
     trusted_proxies: list[str] = Field(default_factory=list)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_depth: int = Field(default=100, ge=8, le=900)
+    max_connections: int = Field(default=1024, ge=1)
     oauth: OAuthConfig | None = None
     answer_held_after: float | None = Field(default=DEFAULT_ANSWER_HELD_AFTER, gt=0)
     passkey_page: str | None = None

@@ -317,7 +317,8 @@ async def listening(server: Any, stack: HttpStack, config: ProxyConfig, host: st
     listener = Listener(stack.declined if stack.relay is not None else stack.app,
                         relay=stack.relay, trusted_proxies=config.trusted_proxies,
                         limits=limits or Limits(max_body_bytes=config.max_message_bytes,
-                                                keep_alive=KEEP_ALIVE_SECONDS))
+                                                keep_alive=KEEP_ALIVE_SECONDS,
+                                                max_connections=config.max_connections))
     async with server.session_manager.run():
         bound = await listener.start(host, port)
         try:

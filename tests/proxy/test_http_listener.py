@@ -8,6 +8,7 @@ request is refused, the connection closed, and the app never sees it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentguard.proxy.http_connection import ClientConnection
 from agentguard.proxy.http_listener import Limits, Listener, forwarded_client
 from agentguard.store import SQLiteStore
 from tests.proxy.conftest import OPS_SERVER, PYTHON, ProxyUnderTest, free_port, running
@@ -486,3 +488,51 @@ async def test_the_direct_route_fails_closed_and_abandons_on_hang_up(fail: str) 
         writer.close()
     finally:
         await listener.close()
+
+
+async def test_connections_beyond_the_limit_are_refused_and_stop_no_open_client() -> None:
+    """A flood of connections: beyond ``max_connections`` each is answered ``503`` (or just
+    closed, when the reset overtakes it) and holds nothing; the client already connected
+    keeps being served, and a slot freed is a slot given again."""
+    app = Echo()
+    listener = Listener(app, limits=Limits(max_body_bytes=4096, max_connections=4))
+    port = (await listener.start("127.0.0.1", 0)).sockets[0].getsockname()[1]
+    flood: list[asyncio.StreamWriter] = []
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("/before"))
+        assert json.loads((await response(reader))[2])["path"] == "/before"
+        answers: list[bytes] = []
+        for _ in range(200):
+            flood_reader, flood_writer = await asyncio.open_connection("127.0.0.1", port)
+            flood.append(flood_writer)
+            if len(flood) > 3:  # the three slots left are taken by the first three
+                try:
+                    answers.append(await asyncio.wait_for(flood_reader.read(), 10))
+                except ConnectionResetError:
+                    answers.append(b"")
+            assert len(listener.conns) <= 4  # bounded: nothing kept for a refused one
+        assert listener.refused == 197 and len(listener.conns) == 4
+        await asyncio.sleep(0.05)  # the refused transports finish closing
+        gc.collect()
+        live = sum(isinstance(o, ClientConnection) for o in gc.get_objects())
+        assert live <= 8  # the refused connections' state is gone, not piling up
+        assert all(a == b"" or a.startswith(b"HTTP/1.1 503 ") for a in answers)
+        assert any(b"retry-after: 1" in a for a in answers)
+        for i in range(5):  # the open client is served throughout
+            writer.write(request(f"/during{i}"))
+            assert json.loads((await response(reader))[2])["path"] == f"/during{i}"
+        flood[0].close()
+        with anyio.fail_after(10):
+            while len(listener.conns) == 4:
+                await asyncio.sleep(0.01)
+        again_reader, again_writer = await asyncio.open_connection("127.0.0.1", port)
+        again_writer.write(request("/again"))
+        assert json.loads((await response(again_reader))[2])["path"] == "/again"
+        again_writer.close()
+        writer.close()
+    finally:
+        for w in flood:
+            w.close()
+        await listener.close()
+    assert app.seen == ["/before", *(f"/during{i}" for i in range(5)), "/again"]
