@@ -75,7 +75,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.listener.admit(self):
             self.closed = True
             self.write(refusal(503, self.limits))
-            self.transport.close()
+            transport.close()
             return
         peer, sock = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
         self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
