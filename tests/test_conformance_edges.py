@@ -286,11 +286,12 @@ def as_the_decorator_sees(edge_name: str, audit: list[dict[str, Any]]) -> list[d
 
 
 def without_dropped_facts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One call's records minus the caller facts a reduction may drop, the hash that covers
-    them, and the records' positions in the log (``seq``, shifted by any earlier call that
-    the reduction changed)."""
+    """One call's records minus the caller facts a reduction may drop (or, for the source
+    address, fill in: the proxy's TCP peer), the hash that covers them, and the records'
+    positions in the log (``seq``, shifted by any earlier call that the reduction changed).
+    What those facts decide still shows in the signals, rules and reasons compared."""
     return relabel_call_hashes([{k: v for k, v in e.items()
-                                 if k not in ("acting_for", "session_id", "seq")}
+                                 if k not in ("acting_for", "session_id", "source_ip", "seq")}
                                 for e in records])
 
 

@@ -1,13 +1,14 @@
 """The MCP proxy as an edge of the conformance suite (tests/test_conformance_edges.py).
 
-The proxy runs in the test process, built from its own parts exactly as
+The proxy runs in the test process, built from its own parts and served exactly as
 ``agentguard.proxy.runner`` serves ``--listen`` (``ProxyCore`` -> ``build_server`` ->
-``runner.http_app``: the SDK's Streamable HTTP app behind ``HardenedASGI`` and the allowed-call
-fast path), with the suite's guard instead of
-``build_guard``. Only uvicorn is left out: the MCP SDK client reaches the app through an
-in-process ASGI transport, whose ``client`` address is the TCP peer the proxy reads the
-caller's source address from. That is how the proxy learns ``source_ip``, and the reason for
-HTTP rather than an in-memory transport (which has no peer at all).
+``runner.http_stack`` -> ``runner.listening``: the proxy's own HTTP listener on a loopback
+port, the relay before ASGI, the SDK's Streamable HTTP app behind ``HardenedASGI`` for the
+rest), with the suite's guard instead of ``build_guard``. The MCP SDK client reaches it over
+real TCP. The caller's source address reaches the proxy as it does behind a reverse proxy:
+the listener believes ``X-Forwarded-For`` from 127.0.0.1, configured as a trusted proxy
+(``trusted_proxies``), and each client sends its run's ``source_ip`` there (a run without
+one is seen from the TCP peer, 127.0.0.1, and reduced to that: :func:`expressible`).
 
 Upstream: the suite's tools, served by ``tests/adapters/proxy_edge_upstream.py`` in a child
 process the proxy starts over stdio (server name :data:`SERVER`, bare tool names); runs are
@@ -16,9 +17,10 @@ counted through a file.
 What a caller can tell the proxy is less than what the other edges take per call: the
 principal and its claims are the proxy's configuration (one proxy per distinct principal,
 started when first needed, all sharing the suite's one guard), the source address is the
-HTTP peer, and the session is whatever the transport has. ``acting_for`` and free-form
-``extra`` facts have no way in. :func:`expressible` says exactly what is kept; the edge
-refuses to be handed anything else, so a test cannot silently compare different calls.
+one in ``X-Forwarded-For`` (from a trusted local proxy), and the session is whatever the
+transport has. ``acting_for`` and free-form ``extra`` facts have no way in.
+:func:`expressible` says exactly what is kept; the edge refuses to be handed anything else,
+so a test cannot silently compare different calls.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from agentguard.adapters._common import RunContext, principal_from
 from agentguard.proxy.config import PrincipalConfig, ProxyConfig, UpstreamConfig
 from agentguard.proxy.core import ProxyCore
 from agentguard.proxy.handlers import build_server
-from agentguard.proxy.runner import http_app
+from agentguard.proxy.runner import http_stack, listening
 
 __all__ = ["SERVER", "ProxyFleet", "expressible", "tools_spec"]
 
@@ -53,7 +55,6 @@ on a trusted server MCP annotations, which a tool cannot leave unsaid, set the c
 no rule covers. Untrusted, they can only add to it, and the neutral hint the upstream declares
 adds nothing. The suite's policy has no server conditions; its comparison maps the name."""
 HOST = "127.0.0.1"
-URL = f"http://{HOST}:8787/mcp"  # never dialled: the ASGI transport calls the app directly
 CALL_TIMEOUT = 30.0
 
 
@@ -61,11 +62,14 @@ def expressible(run: RunContext) -> RunContext:
     """The part of a caller the proxy can be told.
 
     Kept: the principal and its claims (the proxy's ``principal`` config) and the source
-    address (the HTTP peer). Dropped: ``acting_for`` and ``extra`` (nothing in MCP or the
-    proxy config carries them) and ``session_id`` (the proxy takes the transport's session,
-    which the caller does not choose: none on a 2026-07-28 connection).
+    address (``X-Forwarded-For``, believed from the trusted loopback peer; a run without
+    one comes from that peer, 127.0.0.1: over TCP there is always a peer). Dropped:
+    ``acting_for`` and ``extra`` (nothing in MCP or the proxy config carries them) and
+    ``session_id`` (the proxy takes the transport's session, which the caller does not
+    choose: none on a 2026-07-28 connection).
     """
-    return RunContext(principal=run.principal, claims=run.claims, source_ip=run.source_ip)
+    return RunContext(principal=run.principal, claims=run.claims,
+                      source_ip=run.source_ip or HOST)
 
 
 def tools_spec(make_tools: Callable[..., Any]) -> str:
@@ -94,7 +98,7 @@ class ProxyFleet:
         self.ran_file = self.dir / "ran.txt"
         self.ran_file.touch()
         self.stack = AsyncExitStack()
-        self._apps: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Any] = {}
+        self._urls: dict[tuple[str, str, tuple[tuple[str, Any], ...]], str] = {}
         self._clients: dict[tuple[Any, str | None], Client] = {}
 
     async def open(self) -> None:
@@ -123,35 +127,36 @@ class ProxyFleet:
         return not result.is_error, content.text  # type: ignore[union-attr]
 
     async def _client(self, run: RunContext) -> Client:
-        app = await self._app(run)
-        key = (id(app), run.source_ip)
+        url = await self._url(run)
+        key = (url, run.source_ip)
         if key not in self._clients:
-            # ASGI allows no client address (a Unix socket has none); the proxy then knows none.
-            peer = (run.source_ip, 40000) if run.source_ip else None
             http = await self.stack.enter_async_context(httpx2.AsyncClient(
-                transport=httpx2.ASGITransport(app, client=peer),  # type: ignore[arg-type]
-                timeout=CALL_TIMEOUT))
+                headers={"x-forwarded-for": run.source_ip or HOST}, timeout=CALL_TIMEOUT))
             self._clients[key] = await self.stack.enter_async_context(Client(
-                streamable_http_client(URL, http_client=http), cache=None))
+                streamable_http_client(url, http_client=http), cache=None))
         return self._clients[key]
 
-    async def _app(self, run: RunContext) -> Any:
+    async def _url(self, run: RunContext) -> str:
         principal = principal_from(run.principal, run.claims)
         key = (principal.id, principal.kind, tuple(sorted(principal.claims.items())))
-        if key not in self._apps:
-            self._apps[key] = await self._start(PrincipalConfig(
+        if key not in self._urls:
+            self._urls[key] = await self._start(PrincipalConfig(
                 id=principal.id, kind=principal.kind, claims=dict(principal.claims)))
-        return self._apps[key]
+        return self._urls[key]
 
-    async def _start(self, principal: PrincipalConfig) -> Any:
-        """What ``runner._serve`` and ``runner._serve_http`` do, minus uvicorn."""
+    async def _start(self, principal: PrincipalConfig) -> str:
+        """What ``runner._serve`` and ``runner._serve_http`` do, on a free loopback port."""
         upstream = UpstreamConfig(
             name=self.server, command=sys.executable, cwd=str(ROOT),
             args=["-m", "tests.adapters.proxy_edge_upstream", self.spec, str(self.ran_file)])
-        config = ProxyConfig(principal=principal, servers=[upstream])
+        # `listen` enables the HTTP options; the port bound is any free one (0, below).
+        config = ProxyConfig(principal=principal, servers=[upstream], listen=f"{HOST}:8787",
+                             trusted_proxies=[HOST])
         core = await self.stack.enter_async_context(ProxyCore(config, self.guard))
         await core.started()
         server = build_server(core)
-        app = http_app(server, core, config, HOST)  # the fast path included
-        await self.stack.enter_async_context(server.session_manager.run())
-        return app
+        stack = http_stack(server, core, config, HOST)  # the relay included
+        bound = await self.stack.enter_async_context(
+            listening(server, stack, config, HOST, 0))
+        port = bound.sockets[0].getsockname()[1]
+        return f"http://{HOST}:{port}/mcp"
