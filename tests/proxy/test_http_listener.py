@@ -228,6 +228,12 @@ async def test_slow_headers_are_cut_off() -> None:
             dripping.cancel()
 
 
+async def test_a_connection_that_never_sends_a_request_is_closed() -> None:
+    """Holding a connection slot by connecting and staying silent lasts ``read_timeout``."""
+    async with serving(Echo(), read_timeout=0.2) as (reader, _):
+        assert await closed(reader)
+
+
 async def test_an_idle_connection_is_closed_after_keep_alive() -> None:
     async with serving(Echo(), keep_alive=0.2) as (reader, writer):
         writer.write(request())
@@ -536,3 +542,46 @@ async def test_connections_beyond_the_limit_are_refused_and_stop_no_open_client(
             w.close()
         await listener.close()
     assert app.seen == ["/before", *(f"/during{i}" for i in range(5)), "/again"]
+
+
+async def test_with_oauth_no_call_is_answered_before_the_bearer_check(
+        proxy: ProxyUnderTest) -> None:
+    """The relay's cheapest call (allowed, pinned ``get_status``) sent to ``--listen`` with
+    OAuth configured, without a token and with a forged one: ``401`` from the bearer check,
+    never the relayed answer (the same request without OAuth is answered ``200``)."""
+    from agentguard.proxy.config import OAuthConfig, ProxyConfig, UpstreamConfig
+    from agentguard.proxy.core import ProxyCore
+    from agentguard.proxy.handlers import build_server
+    from agentguard.proxy.runner import build_guard, http_stack, listening
+
+    envelope = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}}
+    call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "get_status", "arguments": {"service": "api"}, "_meta": envelope}})
+    headers = {"content-type": "application/json", "mcp-protocol-version": "2026-07-28",
+               "accept": "application/json, text/event-stream", "mcp-method": "tools/call",
+               "mcp-name": "get_status"}
+    plain = ProxyConfig(policy=str(proxy.policy), store=proxy.store_url,
+                        audit=str(proxy.audit), servers=[UpstreamConfig(
+                            name="ops", command=PYTHON, args=[OPS_SERVER])])
+    secured = plain.model_copy(update={"oauth": OAuthConfig(
+        issuer="https://idp.invalid", jwks_uri="https://idp.invalid/jwks",
+        resource="https://proxy.example/mcp")})
+    async with build_guard(plain) as guard, ProxyCore(plain, guard) as core:
+        await core.started()
+        for config, tokens in ((plain, [None]), (secured, [None, "Bearer a.b.c"])):
+            server = build_server(core)
+            stack = http_stack(server, core, config, "127.0.0.1")
+            async with listening(server, stack, config, "127.0.0.1", 0) as bound, \
+                    httpx2.AsyncClient(timeout=30) as http:
+                url = f"http://127.0.0.1:{bound.sockets[0].getsockname()[1]}/mcp"
+                for token in tokens:
+                    sent = {**headers, "authorization": token} if token else headers
+                    answer = await http.post(url, headers=sent, content=call)
+                    if config is plain:
+                        assert answer.status_code == 200, answer.text
+                        assert answer.json()["result"]["content"][0]["text"].startswith("api")
+                    else:
+                        assert answer.status_code == 401, answer.text
+                        assert "bearer" in answer.headers["www-authenticate"].lower()
