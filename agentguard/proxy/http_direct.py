@@ -15,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentguard.proxy.http_frames import TransportAnswer
 from agentguard.proxy.wire import WireError, parse_value
+
+if TYPE_CHECKING:
+    from agentguard.proxy.http_connection import ClientConnection
+    from agentguard.proxy.http_request import Request
 
 __all__ = ["DirectRelay", "Relayed"]
 
@@ -45,7 +49,7 @@ class DirectRelay:
         self.path = path
         self._max_depth = max_depth
 
-    def relayed(self, conn: Any, req: Any) -> Relayed | None:
+    def relayed(self, conn: ClientConnection, req: Request) -> Relayed | None:
         """The relayed call for ``req``, or None when the relay does not take it (nothing
         was sent; the ASGI app gets the request, body replayed)."""
         body = b"".join(req.body)
@@ -66,12 +70,21 @@ class DirectRelay:
 class Relayed:
     """One call on the relay, answered straight onto the connection: JSON in one write, or,
     once the upstream is silent past the relay's window, an event stream with pings (as
-    :class:`~agentguard.proxy.http_frames.AsgiAnswer` frames it through ASGI)."""
+    :class:`~agentguard.proxy.http_frames.AsgiAnswer` frames it through ASGI).
+
+    Args:
+        relay: The direct relay that took the call.
+        conn: The connection to answer on.
+        req: The request, body complete.
+        value: Its parsed JSON-RPC message.
+        plan: The relay's plan for it (how to send it upstream, abandon it, shape its answer).
+    """
 
     __slots__ = ("_answer", "_starting", "_timer", "conn", "done", "plan", "relay", "req",
                  "sent", "value")
 
-    def __init__(self, relay: DirectRelay, conn: Any, req: Any, value: Any, plan: Any) -> None:
+    def __init__(self, relay: DirectRelay, conn: ClientConnection, req: Request, value: Any,
+                 plan: Any) -> None:
         self.relay, self.conn, self.req, self.value, self.plan = relay, conn, req, value, plan
         self.sent: str | None = None
         self.done = False
