@@ -585,3 +585,36 @@ async def test_with_oauth_no_call_is_answered_before_the_bearer_check(
                     else:
                         assert answer.status_code == 401, answer.text
                         assert "bearer" in answer.headers["www-authenticate"].lower()
+
+
+async def test_max_connections_from_the_command_line_is_the_limit(proxy: ProxyUnderTest) -> None:
+    """``agentguard proxy --listen … --max-connections 2``: a third connection is refused
+    ``503`` while two clients hold theirs, and both go on being answered."""
+    port = free_port()
+    argv = [PYTHON, *proxy.params(PYTHON, OPS_SERVER, "--root", str(proxy.sandbox), name="ops",
+                                  extra=("--listen", f"127.0.0.1:{port}",
+                                         "--max-connections", "2")).args]
+    probe = request("/nothing-here", method="GET", host=f"127.0.0.1:{port}")
+    async with running(argv, proxy.env(), port):
+        held = []
+        with anyio.fail_after(30):
+            while len(held) < 2:  # the start-up probe's slot may not be free yet
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(probe)
+                status = (await response(reader))[0]
+                if status == 503:
+                    writer.close()
+                    await asyncio.sleep(0.05)
+                else:
+                    held.append((reader, writer))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            answer = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:
+            answer = b""
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 503 ")
+        writer.close()
+        for reader, writer in held:
+            writer.write(probe)
+            assert (await response(reader))[0] not in (503, 500)
+            writer.close()
