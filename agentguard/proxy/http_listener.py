@@ -24,7 +24,7 @@ VM (shared, load 4-8), 2026-12-05:
   and answer encoding the relay needs).
 
 Network-facing, so strict and bounded (each limit has an attack test in
-``tests/proxy/test_http_listener.py``):
+``tests/proxy/test_http_listener.py`` and ``test_http_listener_proxy.py``):
 
 * llhttp strict parsing: ``Content-Length`` with ``Transfer-Encoding``, a duplicate or
   malformed ``Content-Length``, obs-fold, bare CR/LF and NUL are refused ``400`` and the
