@@ -5,8 +5,10 @@
 a ``POST /mcp`` the relay takes is answered from the upstream's callback
 (:mod:`agentguard.proxy.http_direct`), anything else by the ASGI app in a task
 (:mod:`agentguard.proxy.asgi_bridge`). One request is served at a time; reading pauses while
-:attr:`~agentguard.proxy.http_request.Limits.max_queued` pipelined requests wait. A refusal
-is answered in its turn, after what was queued before it, and closes the connection.
+:attr:`~agentguard.proxy.http_request.Limits.max_queued` pipelined requests, or bodies over
+:attr:`~agentguard.proxy.http_request.Limits.max_body_bytes` in all, wait (so a connection
+holds about two bodies' worth, plus what one socket read brought, whatever it pipelines). A
+refusal is answered in its turn, after what was queued before it, and closes the connection.
 """
 
 from __future__ import annotations
@@ -167,10 +169,15 @@ class ClientConnection(asyncio.Protocol):
         if self._timer is not None:
             self._disarm()
         self.queue[-1].complete = True
-        if len(self.queue) > self.limits.max_queued and self.reading and self.transport:
+        if self.reading and self.transport and self._read_ahead_full():
             self.reading = False
             self.transport.pause_reading()
         self._next()
+
+    def _read_ahead_full(self) -> bool:
+        """Whether the queue holds enough: reading pauses until it is served down."""
+        return len(self.queue) > self.limits.max_queued or \
+            sum(req.size for req in self.queue) > self.limits.max_body_bytes
 
     def _count(self, size: int) -> None:
         self._head_bytes += size
@@ -282,7 +289,7 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        if not self.reading and len(self.queue) <= self.limits.max_queued and not self.closed:
+        if not self.reading and not self.closed and not self._read_ahead_full():
             self.reading = True
             self.transport.resume_reading()
         if self.queue:

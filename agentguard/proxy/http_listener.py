@@ -38,9 +38,10 @@ Network-facing, so strict and bounded (each limit has an attack test in
   of its first bytes (a slow drip does not extend it; ``408``, in turn); an idle
   keep-alive connection closes after :attr:`Limits.keep_alive`.
 * Pipelined requests are answered in order, one at a time; reading pauses while
-  :attr:`Limits.max_queued` wait. A client that hangs up makes ``receive`` answer
-  ``http.disconnect`` (a held call is then cancelled, :mod:`agentguard.proxy.http_cancel`);
-  a relayed call is abandoned upstream (the upstream is told it was cancelled).
+  :attr:`Limits.max_queued` wait, or bodies over :attr:`Limits.max_body_bytes` in all. A
+  client that hangs up makes ``receive`` answer ``http.disconnect`` (a held call is then
+  cancelled, :mod:`agentguard.proxy.http_cancel`); a relayed call is abandoned upstream
+  (the upstream is told it was cancelled).
 * At most :attr:`Limits.max_connections` open connections (the config's
   ``max_connections``); see :class:`Listener` for what happens beyond.
 * ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed only from a peer in the

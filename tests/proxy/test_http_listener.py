@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentguard.proxy.http_listener import forwarded_client
+from agentguard.proxy.http_listener import Limits, Listener, forwarded_client
 from tests.proxy.raw_http import Echo, closed, request, response, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -40,6 +40,28 @@ async def test_a_pipelining_flood_is_read_as_it_is_answered() -> None:
         writer.write(b"".join(request(f"/n{i}", b"%d" % i) for i in range(40)))
         paths = [json.loads((await response(reader))[2])["path"] for _ in range(40)]
         assert paths == [f"/n{i}" for i in range(40)]
+
+
+async def test_pipelined_large_bodies_are_read_as_they_are_answered() -> None:
+    """Twenty bodies near the limit pipelined behind a slow request: the connection holds
+    about two bodies' worth at a time (plus what one socket read brings, 256 KiB at most),
+    not the whole pipeline."""
+    app, limit = Echo(), 65536
+    listener = Listener(app, limits=Limits(max_body_bytes=limit))
+    port = (await listener.start("127.0.0.1", 0)).sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request("/slow", b"s") + b"".join(
+            request(f"/n{i}", b"%02d" % i * 30000) for i in range(20)))
+        held = []
+        for _ in range(21):
+            held.append(sum(r.size for c in listener.conns for r in c.queue))
+            await response(reader)
+        assert 0 < max(held) <= 2 * limit + 256 * 1024 < 20 * 60000
+        assert app.seen == ["/slow", *(f"/n{i}" for i in range(20))]
+        writer.close()
+    finally:
+        await listener.close()
 
 
 async def test_a_large_streamed_answer_waits_for_a_slow_reader() -> None:
