@@ -36,56 +36,92 @@ def _nonblocking(fd: int) -> bool:
 class FdReader:
     """Reads chunks from a descriptor without blocking the event loop.
 
-    On asyncio the descriptor stays registered with the loop while the reader waits for it
-    (one future per wait, no selector churn per message); elsewhere anyio's
-    ``wait_readable`` is used. Call :meth:`close` before closing the descriptor.
+    On asyncio the descriptor stays registered with the loop while the reader is in use, and
+    the loop's readiness callback reads the chunk itself and hands it to the waiting reader:
+    one ``read`` per chunk and one loop wake-up, with no failed read before each wait and no
+    second wake-up from the level-triggered selector reporting the same, still unread, data.
+    Elsewhere anyio's ``wait_readable`` is used. Call :meth:`close` before closing the
+    descriptor.
     """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.polled = _nonblocking(fd)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bytes] | None = None
         self._registered = False
+        self._held: bytes | None = None  # read for a waiter that was cancelled meanwhile
 
     async def read(self) -> bytes:
         """The next chunk, ``b""`` at end of file."""
         if not self.polled:
             return await anyio.to_thread.run_sync(os.read, self.fd, CHUNK, abandon_on_cancel=True)
-        while True:
+        held = self._held
+        if held is not None:
+            self._held = None
+            return held
+        if not self._registered:
+            # Not watched yet (or no longer): the data may already be there.
             try:
                 return os.read(self.fd, CHUNK)
             except BlockingIOError:
-                try:
-                    await self._readable()
-                except OSError:  # not pollable after all (a regular file)
-                    self.polled = False
-                    os.set_blocking(self.fd, True)
-                    return await self.read()
-
-    async def _readable(self) -> None:
+                pass
         try:
-            loop = self._loop = asyncio.get_running_loop()
-        except RuntimeError:  # another anyio backend (trio)
-            await anyio.wait_readable(self.fd)
-            return
+            return await self._next()
+        except _NotPollable:  # a regular file
+            self.polled = False
+            os.set_blocking(self.fd, True)
+            return await self.read()
+
+    async def _next(self) -> bytes:
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # another anyio backend (trio)
+                return await self._wait_then_read()
         if not self._registered:
-            loop.add_reader(self.fd, self._wake)
+            try:
+                loop.add_reader(self.fd, self._wake)
+            except OSError:
+                raise _NotPollable from None
             self._registered = True
         self._waiter = waiter = loop.create_future()
         try:
-            await waiter
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._held = waiter.result()  # read, but the reader was cancelled: keep it
+            raise
         finally:
             self._waiter = None
 
+    async def _wait_then_read(self) -> bytes:
+        while True:
+            try:
+                await anyio.wait_readable(self.fd)
+            except OSError:
+                raise _NotPollable from None
+            try:
+                return os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                continue
+
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is None:
+        if waiter is None or waiter.done():
             # Readable while nobody waits (the consumer is busy): stop watching, or the
             # level-triggered selector would call us on every loop iteration.
             self.close()
-        elif not waiter.done():
-            waiter.set_result(None)
+            return
+        try:
+            chunk = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            waiter.set_exception(exc)
+            return
+        waiter.set_result(chunk)
 
     def close(self) -> None:
         """Stop watching the descriptor (it may be closed afterwards)."""
@@ -93,6 +129,10 @@ class FdReader:
             self._registered = False
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self.fd)
+
+
+class _NotPollable(Exception):
+    """The descriptor cannot be polled (a regular file): read it with blocking calls."""
 
 
 class FdWriter:
