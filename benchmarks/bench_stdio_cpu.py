@@ -74,7 +74,7 @@ async def run(calls: int, mode: str, upstream_mode: str | None, profile: str | N
             args += ["--upstream-mode", upstream_mode]
         argv = [*WRAP, PY, *args, "--", PY, OPS]
         params = StdioServerParameters(command=argv[0], args=argv[1:], env=env)
-    async with Client(params, mode=mode, cache=None) as client:  # type: ignore[arg-type]
+    async with Client(params, mode=mode, cache=None) as client:
         for _ in range(200):
             await client.call_tool("get_status", {"service": "api"})
         proxy = None if direct else _find(PY, "agentguard.proxy")

@@ -42,7 +42,14 @@ class FdReader:
     second wake-up from the level-triggered selector reporting the same, still unread, data.
     Elsewhere anyio's ``wait_readable`` is used. Call :meth:`close` before closing the
     descriptor.
+
+    ``intercept``, when set, sees each chunk the callback reads for a waiting reader first,
+    and may consume it there (True: the reader is not woken), so the common message is
+    served without a task switch. It is only called while the reader waits, that is while
+    its consumer has dealt with everything before; an exception it raises is the reader's.
     """
+
+    intercept: Callable[[bytes], bool] | None = None
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -121,6 +128,13 @@ class FdReader:
         except OSError as exc:
             waiter.set_exception(exc)
             return
+        if chunk and self.intercept is not None:
+            try:
+                if self.intercept(chunk):
+                    return
+            except Exception as exc:
+                waiter.set_exception(exc)
+                return
         waiter.set_result(chunk)
 
     def close(self) -> None:

@@ -138,6 +138,29 @@ async def stdio_transport(
         async def read_lines() -> None:
             buf = bytearray()
             skipping = False
+            handed: list[tuple[bytes, dict[str, Any]]] = []
+
+            def intercept(chunk: bytes) -> bool:
+                # In the reader's readiness callback, with every earlier line dealt with: one
+                # whole line the relay takes is served here, without waking this task. The
+                # rest (a bad line, several, a part, one the relay leaves) is the loop's below.
+                assert interceptor is not None
+                if buf or skipping or chunk.find(b"\n") != len(chunk) - 1 or \
+                        len(chunk) - 1 > max_message_bytes:
+                    return False
+                try:
+                    value = parse_value(chunk[:-1], max_depth=max_depth)
+                except WireError:
+                    return False  # the loop parses it again and answers
+                if value is None:
+                    return True
+                if interceptor.offer(value, reply, tg.start_soon, to_server):
+                    return True
+                handed.append((chunk, value))  # offered already: straight to the server
+                return False
+
+            if interceptor is not None:
+                reader.intercept = intercept
             async with in_send:
                 while True:
                     try:
@@ -147,6 +170,11 @@ async def stdio_transport(
                         break
                     if not chunk:
                         break
+                    if handed:
+                        seen, value = handed.pop()
+                        if seen is chunk:
+                            await to_server(value)
+                            continue
                     start = 0
                     while True:
                         nl = chunk.find(b"\n", start)

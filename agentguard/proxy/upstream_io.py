@@ -257,6 +257,15 @@ class RawStdio(FastLane):
                          ) -> None:
         assert self._reader is not None
         buf = bytearray()
+
+        def intercept(chunk: bytes) -> bool:
+            # In the reader's readiness callback, with every earlier line dealt with: the
+            # answer to a relayed request, alone in its chunk, is resolved without a task
+            # switch; anything else is the loop's below.
+            return not buf and chunk.find(b"\n") == len(chunk) - 1 and \
+                self._relayed(chunk[:-1])
+
+        self._reader.intercept = intercept
         try:
             async with to_sdk:
                 while chunk := await self._reader.read():
@@ -272,17 +281,20 @@ class RawStdio(FastLane):
             self._reader.close()
             self._fail_all()
 
+    def _relayed(self, line: bytes) -> bool:
+        """Resolve ``line`` if it answers a relayed request (True); else it is the SDK's."""
+        if _MARK not in line:
+            return False
+        try:
+            value = decode(line)
+        except ValueError:
+            return False
+        return isinstance(value, dict) and "method" not in value and \
+            isinstance(value.get("id"), str) and self._resolve(value["id"], value)
+
     async def _line(self, line: bytes, to_sdk: MemoryObjectSendStream[Any]) -> None:
-        if not line.strip():
+        if not line.strip() or self._relayed(line):
             return
-        if _MARK in line:
-            try:
-                value = decode(line)
-            except ValueError:
-                value = None
-            if isinstance(value, dict) and "method" not in value and \
-                    isinstance(value.get("id"), str) and self._resolve(value["id"], value):
-                return
         try:
             message = jsonrpc_message_adapter.validate_json(line, by_name=False)
         except Exception as exc:  # the SDK's stdio transport hands these over as exceptions
