@@ -2,9 +2,11 @@
 
 A focused companion to ``bench_proxy.py``: one SDK client makes sequential allowed calls
 (``get_status`` of the example ops server) through ``agentguard proxy`` over stdio, and the
-user+system CPU of the proxy process and of its upstream per call is read from ``/proc``
-(Linux). ``--profile FILE`` runs the proxy under ``cProfile`` (written at exit) to see where
-its time goes; profiling slows it, so read the CPU figures from a run without it.
+CPU time of the proxy process and of its upstream per call is read from
+``/proc/PID/task/*/schedstat`` (Linux; nanoseconds, where ``stat`` counts 10 ms ticks).
+``--profile FILE`` runs the proxy under ``cProfile`` (written at exit) to see where its time
+goes; profiling slows it, so read the CPU figures from a run without it. ``--wrap`` runs it
+under another command (``strace -c -o FILE`` counts its system calls).
 
 Run: ``python benchmarks/bench_stdio_cpu.py [--calls 3000] [--mode auto|legacy]
 [--upstream-mode auto|legacy] [--runs 3] [--pin 0] [--profile out.prof]``
@@ -13,6 +15,7 @@ Run: ``python benchmarks/bench_stdio_cpu.py [--calls 3000] [--mode auto|legacy]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -33,8 +36,12 @@ WRAP: list[str] = []
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process's threads, in nanoseconds' precision (``schedstat``; Linux)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def _descendants(pid: int) -> list[int]:
