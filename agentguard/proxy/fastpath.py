@@ -109,9 +109,11 @@ class _Plan:
 class StdioRelay:
     """Decides, per downstream stdio message, whether the relay answers it.
 
-    A relayed call costs two event-loop wake-ups in the proxy: the request is written to the
-    upstream from the read loop that parsed it, and the answer is written to the client from
-    the read loop that received it (the lane's ``start`` callbacks), with no task between.
+    A relayed call costs two event-loop wake-ups in the proxy, and one read and one write
+    each: the request is parsed, offered and written to the upstream from the readiness
+    callback of the client's pipe (:attr:`~agentguard.proxy.fdio.FdReader.intercept`), and
+    the answer is written to the client from that of the upstream's pipe (the lane's
+    ``start`` callback), with no task in between.
 
     Args:
         core: The proxy core (catalog, upstreams, guard).
