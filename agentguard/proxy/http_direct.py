@@ -109,8 +109,10 @@ class Relayed:
             self.answered(None)  # the lane is closed
         elif not self.done:
             window = self.relay.fast.window
-            if window is not None:
-                self._timer = self.conn.loop.call_later(max(window, 0.0), self._tick, window)
+            if window is not None and window <= 0:
+                self._answer.ping()  # no window: an event stream at once, whatever answers first
+            elif window is not None:
+                self._timer = self.conn.loop.call_later(window, self._tick, window)
         return True
 
     def answered(self, answer: dict[str, Any] | None) -> None:
