@@ -8,7 +8,7 @@ from mcp.shared.message import SessionMessage
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCError
 
 from agentguard.proxy.http_cancel import cancellable, serve_cancelling
-from agentguard.proxy.http_fastpath import HttpFastPath
+from agentguard.proxy.http_relay import HttpRelay
 from agentguard.proxy.wire import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -27,25 +27,25 @@ class HardenedASGI:
     A body that is not one JSON-RPC 2.0 message (a batch, a bare value, too deep, invalid
     UTF-8, duplicate keys...) is answered ``400`` with the same JSON-RPC error the stdio
     transport writes; anything else reaches the SDK's Streamable HTTP app unchanged, unless
-    ``fast_path`` answers it first (a ``tools/call`` the guard may skip, in either era).
-    Every request the app serves is shown to the fast path's session book, which learns
+    ``relay`` answers it first (a ``tools/call`` the guard may skip, in either era).
+    Every request the app serves is shown to the relay's session book, which learns
     the handshake-era sessions from them (:mod:`agentguard.proxy.sessions`). A session's
     ``tools/call`` whose client disconnects before the answer is cancelled
     (:mod:`agentguard.proxy.http_cancel`).
     """
 
     def __init__(self, app: Any, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 max_depth: int = DEFAULT_MAX_DEPTH, fast_path: HttpFastPath | None = None
+                 max_depth: int = DEFAULT_MAX_DEPTH, relay: HttpRelay | None = None
                  ) -> None:
         self.app = app
         self.max_message_bytes = max_message_bytes
         self.max_depth = max_depth
-        self.fast_path = fast_path
+        self.relay = relay
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") != "http" or scope.get("method") != "POST":
-            if self.fast_path is not None and scope.get("type") == "http":
-                send = self.fast_path.sessions.watch(scope, None, send)
+            if self.relay is not None and scope.get("type") == "http":
+                send = self.relay.sessions.watch(scope, None, send)
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -81,9 +81,9 @@ class HardenedASGI:
             replayed = True
             return {"type": "http.request", "body": raw, "more_body": False}
 
-        # The fast path takes only well-formed requests it checked itself; the rest are
+        # The relay takes only well-formed requests it checked itself; the rest are
         # validated as JSON-RPC here before the SDK sees them.
-        if self.fast_path is not None and await self.fast_path.offer(
+        if self.relay is not None and await self.relay.offer(
                 scope, value, receive, send, lambda out: self.app(scope, replay, out)):
             return
         try:
@@ -91,8 +91,8 @@ class HardenedASGI:
         except WireError as exc:
             await self._refuse(send, 400, exc)
             return
-        if self.fast_path is not None:
-            send = self.fast_path.sessions.watch(scope, value, send)
+        if self.relay is not None:
+            send = self.relay.sessions.watch(scope, value, send)
         request_id = cancellable(scope, value)
         if request_id is not None:  # a client that hangs up on a held call cancels it
             await serve_cancelling(self.app, scope, raw, receive, send, request_id)

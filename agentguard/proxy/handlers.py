@@ -56,10 +56,10 @@ from agentguard.proxy.declared import (
     logging_handlers,
     notification_options,
 )
-from agentguard.proxy.fastpath import relay_allowed
 from agentguard.proxy.ledger import binding_for
 from agentguard.proxy.notify import session_key
 from agentguard.proxy.relay import relay_route
+from agentguard.proxy.stdio_relay import relay_allowed
 from agentguard.proxy.upstream import Upstream, UpstreamUnavailable, strip_envelope
 
 __all__ = ["Handlers", "build_server"]

@@ -1,13 +1,13 @@
 """The listener's direct route: a complete ``POST /mcp`` relayed without ASGI.
 
 :class:`DirectRelay` parses the body as the ASGI stack's checks do, asks the relay
-(:class:`~agentguard.proxy.http_fastpath.HttpFastPath`: the SDK's own inbound checks, the
+(:class:`~agentguard.proxy.http_relay.HttpRelay`: the SDK's own inbound checks, the
 one may-skip-the-guard rule, the plan) whether it carries the call, and sends it on the
 upstream's lane from the parser's callback. :class:`Relayed` writes the answer from the
 upstream's callback — no task, no ASGI message — as the relay shapes it through ASGI: JSON
 in one write, or an event stream with pings once the upstream stays silent past the relay's
 window. A call the relay declines is served by the ASGI app, body replayed; a result asking
-for input goes to the SDK's app as :meth:`HttpFastPath.offer` sends it.
+for input goes to the SDK's app as :meth:`HttpRelay.offer` sends it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class DirectRelay:
     answered from the upstream's callback, no task, no ASGI message (:class:`Relayed`).
 
     Args:
-        fast: The relay (:class:`~agentguard.proxy.http_fastpath.HttpFastPath`): its
+        fast: The relay (:class:`~agentguard.proxy.http_relay.HttpRelay`): its
             checks, plan and answer shaping.
         app: The SDK's app, for an answer the relay began and the full path must finish.
         path: The MCP endpoint.
@@ -100,7 +100,7 @@ class Relayed:
         except Exception:
             # Before anything reached the upstream (stamping the request): the full path
             # serves it, and reports whatever is wrong in its own words.
-            logger.exception("cannot relay %r on the fast path; taking the full path",
+            logger.exception("cannot relay %r; taking the SDK route",
                              self.plan.entry.exposed)
             return False
         finally:

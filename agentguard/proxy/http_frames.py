@@ -1,9 +1,10 @@
-"""How the fast paths frame an HTTP answer: JSON, or an event stream with pings.
+"""How the HTTP relay frames an answer: JSON, or an event stream with pings.
 
-Both fast paths write what the SDK's Streamable HTTP app would: a JSON body with its length,
-or, once the answer is slow in coming, ``text/event-stream`` with keep-alive comments and the
-answer as a ``message`` event. :class:`AsgiAnswer` does it through an ASGI ``send``; the
-connection-level path writes the same frames to the transport itself.
+Both of its routes write what the SDK's Streamable HTTP app would: a JSON body with its
+length, or, once the answer is slow in coming, ``text/event-stream`` with keep-alive comments
+and the answer as a ``message`` event. :class:`AsgiAnswer` does it through an ASGI ``send``
+(the relay inside the ASGI stack); the listener's direct route writes the same frames to the
+transport itself.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class AsgiAnswer:
 
 
 class Adoption:
-    """The SDK app's answer, re-framed for an event stream the fast path already began:
+    """The SDK app's answer, re-framed for an event stream the relay already began:
     its event-stream frames pass through, a JSON answer becomes one ``message`` event."""
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import httptools
 from mcp.types import INVALID_REQUEST
 
+from agentguard.errors import AgentGuardError
 from agentguard.proxy.asgi_bridge import forwarded_client
 from agentguard.proxy.http_frames import jsonrpc_error
 from agentguard.proxy.wire import WireError
@@ -52,7 +53,7 @@ class Limits:
     max_connections: int = 1024
 
 
-class Refused(Exception):
+class Refused(AgentGuardError):
     """A request the listener will not serve: answer :attr:`status`, then close.
 
     Args:

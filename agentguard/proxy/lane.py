@@ -10,7 +10,7 @@ loop, without the SDK's session layer. Two lanes implement it:
 - the HTTP lane, :class:`~agentguard.proxy.upstream_http.HttpLane` (the SDK's Streamable HTTP
   transport, relayed calls on raw keep-alive HTTP/1.1 where the SDK would send the same bytes).
 
-The relay (:mod:`agentguard.proxy.relay`, :mod:`agentguard.proxy.fastpath`, the HTTP relay)
+The relay (:mod:`agentguard.proxy.relay`, :mod:`agentguard.proxy.stdio_relay`, the HTTP relay)
 uses only what is declared here.
 """
 

@@ -15,15 +15,18 @@ Two questions are asked of every ``tools/call``, in this order, and never mixed:
 
 Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
 
-============================  ==========================================  ==================
-route                         entry point                                 guard
-============================  ==========================================  ==================
-stdio relay                   ``fastpath.StdioRelay.offer`` (on the wire) skipped if Skip
-HTTP relay (both eras)        ``asgi.HardenedASGI`` → ``HttpFastPath``    skipped if Skip
-SDK-server relay              ``handlers.Handlers.call_tool`` → lane      skipped if Skip
-SDK forward                   ``calls.run_tool_call`` (pin re-read first)  skipped if Skip
-full guard                    ``calls.run_tool_call`` → ``Guard``         consulted
-============================  ==========================================  ==================
+==========================  ==============================================  ===============
+route                       entry point                                     guard
+==========================  ==============================================  ===============
+stdio relay                 ``stdio_relay.StdioRelay.offer`` (on the wire)  skipped if Skip
+HTTP relay, direct          ``http_direct.DirectRelay`` (the listener,      skipped if Skip
+                            2026-07-28 calls, no OAuth) → ``HttpRelay``
+HTTP relay, in ASGI         ``asgi.HardenedASGI`` → ``HttpRelay`` (both     skipped if Skip
+                            eras; after ``BearerAuth`` with OAuth)
+SDK-server relay            ``handlers.Handlers.call_tool`` → lane          skipped if Skip
+SDK forward                 ``calls.run_tool_call`` (pin re-read first)     skipped if Skip
+full guard                  ``calls.run_tool_call`` → ``Guard``             consulted
+==========================  ==============================================  ===============
 
 ``--no-relay`` turns every relay route off (checked here, once); the SDK forward route
 stays, so a ``--no-relay`` proxy makes the same security decisions through the SDK stacks —

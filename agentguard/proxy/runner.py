@@ -23,12 +23,12 @@ from agentguard.proxy import early_spawn
 from agentguard.proxy.asgi import HardenedASGI
 from agentguard.proxy.config import ProxyConfig, parse_listen
 from agentguard.proxy.core import ProxyCore
-from agentguard.proxy.fastpath import StdioRelay
 from agentguard.proxy.handlers import build_server
-from agentguard.proxy.http_fastpath import PING_INTERVAL, HttpFastPath
 from agentguard.proxy.http_listener import DirectRelay, Limits, Listener
+from agentguard.proxy.http_relay import PING_INTERVAL, HttpRelay
 from agentguard.proxy.reauth_url import ReauthLinks
 from agentguard.proxy.stdio import stdio_transport
+from agentguard.proxy.stdio_relay import StdioRelay
 
 __all__ = [
     "HttpStack",
@@ -204,7 +204,7 @@ def transport_security(host: str, public_url: str | None = None
     """DNS-rebinding protection for a loopback bind, as the SDK sets it up by default, plus
     the host and origin of ``public_url`` (a reverse proxy passing its ``Host`` through).
 
-    Made explicit so the HTTP fast path checks requests with the very settings the SDK app
+    Made explicit so the HTTP relay checks requests with the very settings the SDK app
     uses. Other binds get no Host/Origin check (the SDK's default too).
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -222,7 +222,7 @@ def transport_security(host: str, public_url: str | None = None
 def http_app(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
              links: ReauthLinks | None = None, *, ping_interval: float = PING_INTERVAL) -> Any:
     """The proxy's ASGI app for ``--listen``: the SDK's Streamable HTTP app behind the
-    body checks and the allowed-call fast path, bearer authentication when configured, and
+    body checks and the relay of allowed calls, bearer authentication when configured, and
     the re-authentication pages.
 
     The caller runs it (uvicorn with ``lifespan="on"``, or enters
@@ -267,12 +267,12 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     )
     app = core.notifier.watch_sessions(app)  # a deleted session's subscriptions go with it
     stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
-    fast = HttpFastPath(core, lambda: stamp, security, ping_interval=ping_interval) \
+    fast = HttpRelay(core, lambda: stamp, security, ping_interval=ping_interval) \
         if core.relay_enabled else None
 
-    def hardened(relay: HttpFastPath | None) -> Any:
+    def hardened(relay: HttpRelay | None) -> Any:
         wrapped = HardenedASGI(app, max_message_bytes=config.max_message_bytes,
-                               max_depth=config.max_depth, fast_path=relay)
+                               max_depth=config.max_depth, relay=relay)
         return links.wrap(wrapped) if links is not None else wrapped
 
     if config.oauth is None:
@@ -292,7 +292,7 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     # Outside the relay: a request without a valid token never reaches the MCP layer, and
     # the Authorization header is stripped before it (no token passthrough to upstreams).
     guarded: Any = BearerAuth(HardenedASGI(app, max_message_bytes=config.max_message_bytes,
-                                           max_depth=config.max_depth, fast_path=fast),
+                                           max_depth=config.max_depth, relay=fast),
                               validator, required_scopes=oauth.required_scopes,
                               forward_token=oauth.forward_token)
     return HttpStack(links.wrap(guarded) if links is not None else guarded)

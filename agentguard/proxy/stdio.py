@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 class Interceptor(Protocol):
-    """Sees downstream traffic first (see :class:`agentguard.proxy.fastpath.StdioRelay`)."""
+    """Sees downstream traffic first (see :class:`agentguard.proxy.stdio_relay.StdioRelay`)."""
 
     def offer(self, value: dict[str, Any], reply: Any, spawn: Any, fallback: Any) -> bool:
         """Take the decoded message (True) or leave it to the server (False).

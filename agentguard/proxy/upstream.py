@@ -38,7 +38,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from agentguard.errors import AgentGuardError
 from agentguard.proxy.answers import LOST
 from agentguard.proxy.config import UpstreamConfig
-from agentguard.proxy.upstream_io import FastLane, RawStdio
+from agentguard.proxy.upstream_io import LaneBase, RawStdio
 
 __all__ = ["Upstream", "UpstreamEvents", "UpstreamUnavailable", "strip_envelope"]
 
@@ -104,7 +104,7 @@ class Upstream:
         self._listening = anyio.Event()
         #: The connected upstream answered ``subscriptions/listen`` with "method not found".
         self._no_listen = False
-        self.lane: FastLane | None = None
+        self.lane: LaneBase | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -151,9 +151,9 @@ class Upstream:
 
     # ------------------------------------------------------------------ supervision
 
-    def _transport(self) -> FastLane:
+    def _transport(self) -> LaneBase:
         cfg = self.config
-        lane: FastLane
+        lane: LaneBase
         if cfg.url is not None:
             # Imported here: a stdio-only proxy starts without the HTTP client lane.
             from agentguard.proxy.http1 import IDLE_EXPIRY

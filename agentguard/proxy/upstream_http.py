@@ -1,6 +1,6 @@
-"""The fast lane of a Streamable HTTP upstream: relayed calls on raw keep-alive HTTP/1.1.
+"""The lane of a Streamable HTTP upstream: relayed calls on raw keep-alive HTTP/1.1.
 
-:class:`HttpLane` is a :class:`~agentguard.proxy.upstream_io.SideDoor` (the SDK client keeps
+:class:`HttpLane` is a :class:`~agentguard.proxy.upstream_io.SdkTransportLane` (the SDK client keeps
 its own transport for everything else) whose relayed requests go out through
 :class:`~agentguard.proxy.http1.Http1Pool` instead of ``httpx`` and the SDK's transport. It
 sends what the SDK would send (the same JSON body, the SDK's per-request headers from its
@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from agentguard.proxy.http1 import Http1Pool, PendingPost, UnsafeHeader
 from agentguard.proxy.sse import SseDecoder, SseTooLarge
-from agentguard.proxy.upstream_io import SideDoor
+from agentguard.proxy.upstream_io import SdkTransportLane
 from agentguard.proxy.wire import decode, encode
 
 __all__ = ["HttpLane", "dropped_request", "raw_target"]
@@ -91,7 +91,7 @@ def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
 
 
-class HttpLane(SideDoor):
+class HttpLane(SdkTransportLane):
     """A Streamable HTTP transport whose relayed calls take raw HTTP/1.1.
 
     Args:
@@ -209,7 +209,7 @@ class HttpLane(SideDoor):
             self._pool.close()
             self._pool = None
         if rid in self._callbacks:
-            SideDoor._send_nowait(self, message, headers)
+            SdkTransportLane._send_nowait(self, message, headers)
 
 
 class _CallSink:

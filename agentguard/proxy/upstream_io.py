@@ -1,7 +1,7 @@
-"""Upstream transports with a fast lane for relayed calls.
+"""Upstream transports that are also lanes for relayed calls.
 
 Both transports hand the SDK client the usual pair of ``SessionMessage`` streams, and also
-offer :meth:`FastLane.start`: send a request under a proxy-owned id (``agentguard-fast-N``)
+offer :meth:`LaneBase.start`: send a request under a proxy-owned id (``agentguard-relay-N``)
 and have a callback called with its answer (a plain dict), without the SDK's session layer
 and, on stdio, without a task switch.
 
@@ -10,7 +10,7 @@ and, on stdio, without a task switch.
   directly. It replaces the SDK's ``stdio_client`` for the proxy: same framing (one JSON-RPC
   message per line), the child in its own session, same shutdown (close stdin, then SIGTERM,
   then SIGKILL to its process group). POSIX only.
-- :class:`SideDoor` wraps any other transport (Streamable HTTP): relayed requests go through
+- :class:`SdkTransportLane` wraps any other transport (Streamable HTTP): relayed requests go through
   the SDK transport, answers to them are taken off its read stream.
 """
 
@@ -46,11 +46,11 @@ from agentguard.proxy.early_spawn import Launch, claim
 from agentguard.proxy.fdio import FdReader, FdWriter
 from agentguard.proxy.wire import decode, encode, serialize
 
-__all__ = ["ENVELOPE_KEYS", "FastLane", "RawStdio", "SideDoor"]
+__all__ = ["ENVELOPE_KEYS", "LaneBase", "RawStdio", "SdkTransportLane"]
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "agentguard-fast-"
+PREFIX = "agentguard-relay-"
 _MARK = PREFIX.encode()
 ENVELOPE_KEYS = (PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY,
                  LOG_LEVEL_META_KEY)
@@ -59,7 +59,7 @@ Answer = Callable[[dict[str, Any] | None], None]
 Wait = Callable[[], Awaitable[dict[str, Any] | None]]
 
 
-class FastLane(ABC):
+class LaneBase(ABC):
     """Ids, callbacks and failure-on-close, shared by both transports."""
 
     def __init__(self) -> None:
@@ -147,7 +147,7 @@ class FastLane(ABC):
         self.forget(rid)
 
 
-class RawStdio(FastLane):
+class RawStdio(LaneBase):
     """A stdio upstream on raw pipes (an SDK ``Transport``)."""
 
     def __init__(self, command: str, args: list[str], env: dict[str, str], cwd: str) -> None:
@@ -336,7 +336,7 @@ class _Popened:
         return code
 
 
-class SideDoor(FastLane):
+class SdkTransportLane(LaneBase):
     """Any SDK transport (Streamable HTTP) with relayed requests going through it."""
 
     def __init__(self, inner: Any) -> None:

@@ -26,7 +26,7 @@ from tests.proxy.conftest import OPS_SERVER, PYTHON, ProxyUnderTest, free_port, 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 HANDSHAKE = "2025-11-25"
-RELAYED = "takes the HTTP fast path (handshake-era session)"
+RELAYED = "is relayed on HTTP (handshake-era session)"
 
 
 def proxy_argv(proxy: ProxyUnderTest, *extra: str, fast: bool) -> list[str]:
@@ -365,7 +365,7 @@ async def test_a_cancelled_relayed_call_is_answered_and_cancelled_as_the_sdk_doe
 
 
 async def test_a_cancelled_relayed_call_is_abandoned_upstream(proxy: ProxyUnderTest) -> None:
-    from tests.proxy.test_http_fastpath import in_process_proxy
+    from tests.proxy.test_http_relay import in_process_proxy
 
     async with in_process_proxy(proxy, 30.0) as (url, core), \
             httpx2.AsyncClient(timeout=60) as http:

@@ -1,7 +1,7 @@
 """The ``--listen`` HTTP/1.1 listener over real sockets: framing, limits, attacks.
 
 An echo ASGI app stands behind the listener (the proxy's own routes are covered through it by
-``test_http.py``, ``test_http_fastpath.py`` and ``test_http_listener_proxy.py``); each limit
+``test_http.py``, ``test_http_relay.py`` and ``test_http_listener_proxy.py``); each limit
 is exercised as an attack: the request is refused, the connection closed, and the app never
 sees it.
 """

@@ -1,6 +1,6 @@
-"""The HTTP fast paths answer exactly as the SDK stacks they skip.
+"""The HTTP relay answers exactly as the SDK stacks it skips.
 
-Two proxy processes run side by side, one with the fast paths and one with
+Two proxy processes run side by side, one with the relay and one with
 ``--no-relay``, and every request goes to both:
 
 - downstream: raw 2026-07-28 POSTs, good and bad (Host, Origin, Content-Type, Accept,
@@ -11,7 +11,7 @@ Two proxy processes run side by side, one with the fast paths and one with
   with redirects, HTML, broken JSON, JSON-RPC errors at 404, bare 500s, 202s and event
   streams (split at odd places, with notifications first); the outcomes are the same.
 
-The fast proxy's debug log shows that the fast paths were the ones answering.
+The relaying proxy's debug log shows that the relay was the one answering.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _outcome(response: httpx2.Response) -> tuple[int, str, Any]:
     return response.status_code, kind, body
 
 
-async def test_the_downstream_fast_path_answers_every_request_as_the_sdk(
+async def test_the_downstream_relay_answers_every_request_as_the_sdk(
         proxy: ProxyUnderTest, tmp_path: Path) -> None:
     fast_port, full_port = free_port(), free_port()
     upstream = ("--", PYTHON, OPS_SERVER, "--root", str(proxy.sandbox))
@@ -131,7 +131,7 @@ async def test_the_downstream_fast_path_answers_every_request_as_the_sdk(
     full = _proxy_argv(proxy, "--listen", f"127.0.0.1:{full_port}", *upstream, fast=False)
     async with running(fast, proxy.env(), fast_port, log=log), \
             running(full, proxy.env(), full_port), httpx2.AsyncClient(timeout=30) as http:
-        # Twice: the second pass meets the fast path's memory of the checks it passed.
+        # Twice: the second pass meets the relay's memory of the checks it passed.
         for label, headers, body in DOWNSTREAM_CASES + DOWNSTREAM_CASES:
             got = [_outcome(await http.post(f"http://127.0.0.1:{port}/mcp", content=body,
                                             headers=headers))
@@ -140,7 +140,7 @@ async def test_the_downstream_fast_path_answers_every_request_as_the_sdk(
             if label == "allowed":
                 assert got[0][0] == 200 and got[0][2]["result"]["content"][0]["text"] \
                     .startswith("api: running")
-    taken = log.read_text().count("takes the HTTP fast path")
+    taken = log.read_text().count("is relayed on HTTP")
     assert taken >= 8, log.read_text()[-3000:]  # allowed, string id, tool error, wildcard...
 
 
@@ -262,7 +262,7 @@ def _answer(response: httpx2.Response) -> Any:
     return json.loads(response.text.rsplit("event: message\r\ndata: ", 1)[1])
 
 
-async def test_a_fast_path_that_cannot_relay_hands_the_call_to_the_full_path(
+async def test_a_relay_that_cannot_send_hands_the_call_to_the_sdk_route(
         proxy: ProxyUnderTest) -> None:
     async with in_process_proxy(proxy, 30.0) as (url, core), \
             httpx2.AsyncClient(timeout=30) as http:
@@ -319,7 +319,7 @@ async def test_pipelined_and_unusual_requests_on_one_connection(
     """HTTP/1.1 edge cases around the relay: requests pipelined in one write (relayed, SDK
     route, relayed) answered in order; ``Expect: 100-continue``; a large body; a
     ``Connection: close`` request."""
-    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_fastpath")
+    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_relay")
     async with in_process_proxy(proxy, 30.0) as (url, _):
         port = int(url.split(":")[2].split("/")[0])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -351,7 +351,7 @@ async def test_pipelined_and_unusual_requests_on_one_connection(
         assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection closed
         writer.close()
     # Calls 1, 3, 4, 5 and 6 were relayed.
-    assert caplog.text.count("takes the HTTP fast path") == 5, caplog.text
+    assert caplog.text.count("is relayed on HTTP") == 5, caplog.text
 
 
 async def test_the_public_url_host_passes_dns_rebinding_protection(

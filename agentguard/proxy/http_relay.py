@@ -1,13 +1,13 @@
-"""The allowed-call fast path of the Streamable HTTP proxy, for both protocol eras.
+"""The relay of the Streamable HTTP proxy: allowed calls of both protocol eras.
 
-The stdio fast path (:mod:`agentguard.proxy.fastpath`) has an HTTP twin here. A call the
+The stdio relay (:mod:`agentguard.proxy.stdio_relay`) has an HTTP twin here. A call the
 policy allows whatever its arguments can be answered without the SDK's server stack:
 
 - a 2026-07-28 ``tools/call`` POST is self-contained (no session). It is checked with the
   SDK's *own* inbound checks (content type and DNS-rebinding protection, ``Accept``,
   duplicated routing headers, the envelope/header ladder, ``Mcp-Param-*`` headers against
   the advertised schema, the request's shape for its protocol version), relayed on the
-  upstream's fast lane, and the answer written as the SDK would write it: JSON with the
+  upstream's lane, and the answer written as the SDK would write it: JSON with the
   status its error table gives, or, when the upstream stays silent past
   :data:`PING_INTERVAL`, an event stream with keep-alive pings;
 - a handshake-era ``tools/call`` POST names a session (``Mcp-Session-Id``). It is relayed
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from agentguard.proxy.catalog import Entry
     from agentguard.proxy.upstream import Upstream
 
-__all__ = ["PING_INTERVAL", "HttpFastPath", "Plan"]
+__all__ = ["PING_INTERVAL", "HttpRelay", "Plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ SDK's app does today, so both routes answer alike, and stays well under common c
 idle-read timeouts."""
 
 
-class HttpFastPath:
+class HttpRelay:
     """Answers unconditionally allowed ``tools/call`` POSTs itself, in both eras.
 
     Args:
@@ -194,14 +194,14 @@ class HttpFastPath:
             return None
         entry = route.entry
         if session is not None:
-            logger.debug("tools/call %r takes the HTTP fast path (handshake-era session)",
+            logger.debug("tools/call %r is relayed on HTTP (handshake-era session)",
                          entry.exposed)
             return Plan(route, version, session[0])
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):
             return None
-        logger.debug("tools/call %r takes the HTTP fast path", entry.exposed)
+        logger.debug("tools/call %r is relayed on HTTP", entry.exposed)
         return Plan(route, version)
 
     def _checked_version(self, scope: dict[str, Any], value: dict[str, Any],
@@ -263,7 +263,7 @@ class HttpFastPath:
         """Whether ``schema`` can declare ``Mcp-Param-*`` headers at all (cached per schema).
 
         Without an ``x-mcp-header`` key anywhere, header validation has nothing to compare
-        (and the SDK's walk over the schema is the costliest check of the fast path).
+        (and the SDK's walk over the schema is the costliest check of the relay).
         """
         if schema is None:
             return False
@@ -288,7 +288,7 @@ class HttpFastPath:
         except Exception:
             # Before anything reached the upstream (stamping the request): the full path
             # serves it, and reports whatever is wrong in its own words.
-            logger.exception("cannot relay %r on the fast path; taking the full path",
+            logger.exception("cannot relay %r; taking the SDK route",
                              plan.entry.exposed)
             return _DECLINED
         if sent is None:
@@ -319,7 +319,7 @@ class HttpFastPath:
 
 @dataclass(slots=True)
 class Plan:
-    """A ``tools/call`` the fast path relays: the catalog entry, its upstream, the version,
+    """A ``tools/call`` the relay carries: the catalog entry, its upstream, the version,
     and the handshake-era session it was sent in (None: 2026-07-28)."""
 
     route: RelayRoute
@@ -335,7 +335,7 @@ class Plan:
         return self.route.upstream
 
     def relay(self, params: dict[str, Any], on_answer: Callable[[Any], None]) -> str | None:
-        """Send the call on the upstream's fast lane; ``on_answer`` gets the answer (a dict,
+        """Send the call on the upstream's lane; ``on_answer`` gets the answer (a dict,
         or None if the connection closed). Returns the lane's id, None if it is closed."""
         lane = self.upstream.lane
         if lane is None:
