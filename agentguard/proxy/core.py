@@ -74,14 +74,18 @@ class ProxyCore:
         guard: The guard every tool call goes through (already configured).
         relay: Relay calls that may skip the guard without the SDK stacks (see
             :mod:`agentguard.proxy.relay`); off, every call takes the SDK route.
+        client_era: Hold the upstream connections until :meth:`started` learns the client's
+            era (the process of an early-started stdio upstream is already running).
     """
 
-    def __init__(self, config: ProxyConfig, guard: Guard, *, relay: bool = True) -> None:
+    def __init__(self, config: ProxyConfig, guard: Guard, *, relay: bool = True,
+                 client_era: bool = False) -> None:
         if not config.servers:
             raise ConfigError("the proxy needs at least one upstream server")
         self.config = config
         self.guard = guard
         self.relay_enabled = relay
+        self._client_era = client_era
         p = config.principal
         self.principal = Principal(id=p.id, kind=p.kind, claims=dict(p.claims))
         self.session_id = new_request_id()
@@ -108,6 +112,8 @@ class ProxyCore:
         self.ledger = Ledger(self._tg)
         self._tg.start_soon(self.ledger.sweep)
         for upstream in self.upstreams.values():
+            if self._client_era:
+                upstream.hold()
             self._tg.start_soon(upstream.run)
         return self
 
@@ -119,8 +125,15 @@ class ProxyCore:
         self._tg.cancel_scope.cancel()
         return await self._tg.__aexit__(exc_type, exc, tb)
 
-    async def started(self, timeout: float = 30.0) -> None:
-        """Wait for every upstream's first connection and listing.
+    async def started(self, timeout: float = 30.0, *, client_legacy: bool = False) -> None:
+        """Connect the upstreams (held ones in their client's era) and wait for every
+        upstream's first connection and listing.
+
+        Args:
+            timeout: How long to wait for each upstream's connection.
+            client_legacy: The client speaks the handshake era: with ``client_era``, ``auto``
+                upstreams connect in it (stdio has one client, whose era a matched upstream
+                serves at less cost, and which the relay carries on the wire).
 
         Raises:
             ConfigError: no upstream came up, or two upstreams claim the same tool name.
@@ -130,6 +143,9 @@ class ProxyCore:
                 await upstream.wait_connected(timeout)
             except MCPError as exc:
                 logger.error("%s", exc.error.message)
+
+        for upstream in self.upstreams.values():
+            upstream.release(client_legacy)
 
         async def first(upstream: Upstream) -> None:
             try:

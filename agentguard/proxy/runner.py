@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import NotificationParams
 
@@ -176,27 +177,57 @@ def _first(group: BaseExceptionGroup) -> BaseException:
 
 async def _serve(config: ProxyConfig, guard: Guard, relay: bool,
                  links: ReauthLinks | None = None) -> None:
-    async with guard, ProxyCore(config, guard, relay=relay) as core:
-        await core.started()
-        # Every upstream has taken its early-started process by now, if it had one.
-        early_spawn.discard()
-        server = build_server(core)
-        server.add_notification_handler("notifications/initialized", NotificationParams,
-                                        core.notifier.initialized)
-        names = ", ".join(f"{u.name} ({u.config.describe()})" for u in core.upstreams.values())
-        if config.listen:
-            host, port = parse_listen(config.listen)
-            logger.info("agentguard proxy for %s on http://%s:%d/mcp", names, host, port)
-            await _serve_http(server, core, host, port, config, links)
-        else:
-            logger.info("agentguard proxy for %s on stdio", names)
-            options = server.create_initialization_options()  # as the upstreams declare
-            stamp = server.server_info_stamp  # serialized, never mutated: one copy will do
-            fast = StdioRelay(core, lambda: stamp) if relay else None
-            async with stdio_transport(max_message_bytes=config.max_message_bytes,
-                                       max_depth=config.max_depth,
-                                       interceptor=fast) as (read, write):
-                await server.run(read, write, options)
+    # stdio has one client: its upstreams connect in that client's era (see _serve_stdio).
+    async with guard, ProxyCore(config, guard, relay=relay,
+                                client_era=not config.listen) as core:
+        if not config.listen:
+            await _serve_stdio(core, config, relay)
+            return
+        server = await _started(core)
+        host, port = parse_listen(config.listen)
+        logger.info("agentguard proxy for %s on http://%s:%d/mcp", _names(core), host, port)
+        await _serve_http(server, core, host, port, config, links)
+
+
+async def _started(core: ProxyCore, *, client_legacy: bool = False) -> Any:
+    """Connect the upstreams, list them, and build the proxy's MCP server."""
+    await core.started(client_legacy=client_legacy)
+    # Every upstream has taken its early-started process by now, if it had one.
+    early_spawn.discard()
+    server = build_server(core)
+    server.add_notification_handler("notifications/initialized", NotificationParams,
+                                    core.notifier.initialized)
+    return server
+
+
+def _names(core: ProxyCore) -> str:
+    return ", ".join(f"{u.name} ({u.config.describe()})" for u in core.upstreams.values())
+
+
+async def _serve_stdio(core: ProxyCore, config: ProxyConfig, relay: bool) -> None:
+    """Serve the one stdio client, connecting the upstreams once its first message says its
+    era: a handshake-era client (``initialize``) gets ``auto`` upstreams connected in the
+    handshake era, which costs the upstream's SDK less per call and lets the relay carry the
+    calls on the wire. The upstream processes start early all the same."""
+    ready = anyio.Event()
+    started: list[tuple[Any, Any]] = []
+    stamp: list[Any] = [None]
+
+    async def first(value: dict[str, Any] | None) -> None:
+        legacy = value is not None and value.get("method") == "initialize" and "id" in value
+        server = await _started(core, client_legacy=legacy)
+        stamp[0] = server.server_info_stamp  # serialized, never mutated: one copy will do
+        started.append((server, server.create_initialization_options()))
+        logger.info("agentguard proxy for %s on stdio", _names(core))
+        ready.set()
+
+    fast = StdioRelay(core, lambda: stamp[0]) if relay else None
+    async with stdio_transport(max_message_bytes=config.max_message_bytes,
+                               max_depth=config.max_depth, interceptor=fast,
+                               first=first) as (read, write):
+        await ready.wait()
+        server, options = started[0]  # options as the upstreams declare
+        await server.run(read, write, options)
 
 
 def transport_security(host: str, public_url: str | None = None

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -79,6 +79,7 @@ async def stdio_transport(
     max_depth: int = DEFAULT_MAX_DEPTH,
     fds: tuple[int, int] | None = None,
     interceptor: Interceptor | None = None,
+    first: Callable[[dict[str, Any] | None], Awaitable[None]] | None = None,
 ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception],
                          MemoryObjectSendStream[SessionMessage]]]:
     """Yield ``(read_stream, write_stream)`` for ``Server.run`` over hardened stdio.
@@ -88,6 +89,8 @@ async def stdio_transport(
         max_depth: Deepest accepted JSON nesting.
         fds: Explicit (read, write) descriptors instead of claiming the process's stdio.
         interceptor: Sees every message first and may answer it itself (the relay).
+        first: Awaited with the first well-formed message (None: the input ended before
+            one) before that message goes anywhere; reading waits meanwhile.
     """
     claim = contextlib.nullcontext(fds) if fds is not None else _claim_stdio()
     with claim as (fd_in, fd_out):
@@ -96,6 +99,7 @@ async def stdio_transport(
         in_send, in_recv = anyio.create_memory_object_stream[SessionMessage | Exception](16)
         out_send, out_recv = anyio.create_memory_object_stream[SessionMessage | bytes](16)
         errors = out_send.clone()
+        pending = [first] if first is not None else []
 
         async def answer(exc: WireError) -> None:
             logger.warning("refused a bad message: %s", exc)
@@ -123,6 +127,8 @@ async def stdio_transport(
                 return
             if value is None:
                 return
+            if pending:
+                await pending.pop()(value)
             if interceptor is not None and interceptor.offer(value, reply, tg.start_soon,
                                                               to_server):
                 return
@@ -133,6 +139,8 @@ async def stdio_transport(
                 await read_lines()
             finally:
                 reader.close()
+            if pending:
+                await pending.pop()(None)
             await errors.aclose()
 
         async def read_lines() -> None:
@@ -145,7 +153,7 @@ async def stdio_transport(
                 # whole line the relay takes is served here, without waking this task. The
                 # rest (a bad line, several, a part, one the relay leaves) is the loop's below.
                 assert interceptor is not None
-                if buf or skipping or chunk.find(b"\n") != len(chunk) - 1 or \
+                if buf or skipping or pending or chunk.find(b"\n") != len(chunk) - 1 or \
                         len(chunk) - 1 > max_message_bytes:
                     return False
                 try:

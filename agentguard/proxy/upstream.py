@@ -105,6 +105,12 @@ class Upstream:
         #: The connected upstream answered ``subscriptions/listen`` with "method not found".
         self._no_listen = False
         self.lane: LaneBase | None = None
+        #: The era the SDK client connects in: the configured mode, or one :meth:`release`
+        #: chose (then kept for restarts).
+        self.mode: str = config.mode
+        self._go = anyio.Event()
+        self._go.set()
+        self._fallback = False
 
     # ------------------------------------------------------------------ state
 
@@ -151,6 +157,20 @@ class Upstream:
 
     # ------------------------------------------------------------------ supervision
 
+    def hold(self) -> None:
+        """Connect only once :meth:`release` says in which era (before :meth:`run` starts)."""
+        self._go = anyio.Event()
+
+    def release(self, client_legacy: bool) -> None:
+        """Connect now; a held ``auto`` upstream in the handshake era when its client speaks
+        it (``client_legacy``), falling back to ``auto`` if the upstream refuses that era.
+        An explicit mode is never overridden."""
+        if self._go.is_set():
+            return
+        if self.config.mode == "auto" and client_legacy:
+            self.mode, self._fallback = "legacy", True
+        self._go.set()
+
     def _transport(self) -> LaneBase:
         cfg = self.config
         lane: LaneBase
@@ -179,7 +199,7 @@ class Upstream:
         # callbacks take the SDK's arguments; the SDK's callback protocols name them.
         return Client(
             cast(Any, self._transport()),
-            mode=self.config.mode,
+            mode=self.mode,
             cache=None,
             read_timeout_seconds=self.config.request_timeout,
             message_handler=self._on_message,
@@ -191,6 +211,7 @@ class Upstream:
 
     async def run(self) -> None:
         """Supervise the connection until cancelled (run it in the proxy's task group)."""
+        await self._go.wait()
         while not self._stopping:
             try:
                 async with self._make_client() as client:
@@ -208,6 +229,11 @@ class Upstream:
                         tg.cancel_scope.cancel()
             except Exception as exc:  # the SDK raises assorted errors for a dead peer
                 logger.warning("upstream %r failed: %s: %s", self.name, type(exc).__name__, exc)
+                if self._refused_era(exc):
+                    logger.info("upstream %r refused the handshake era; connecting in auto mode",
+                                self.name)
+                    self.mode, self._fallback = "auto", False
+                    continue
                 if self.generation == 0 and isinstance(exc, OSError):
                     # It never started (no such command...): retrying will not help.
                     self._failure = f"could not be started: {exc}"
@@ -231,6 +257,14 @@ class Upstream:
             logger.warning("restarting upstream %r in %.2fs (restart %d of %d)", self.name,
                            delay, self.restarts, self.config.max_restarts)
             await anyio.sleep(delay)
+
+    def _refused_era(self, exc: Exception) -> bool:
+        """The first handshake-era connection failed with an answer, not a dead process."""
+        if not self._fallback or self.generation or isinstance(exc, OSError):
+            return False
+        if isinstance(exc, MCPError):
+            return exc.error.code != CONNECTION_CLOSED
+        return isinstance(exc, RuntimeError | ValueError)  # an unsupported version
 
     def stop(self) -> None:
         """Leave the supervisor loop."""
