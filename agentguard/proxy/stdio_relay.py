@@ -126,6 +126,7 @@ class StdioRelay:
         self._legacy_version: str | None = None
         self._initialized = False
         self._inflight: dict[RequestId, tuple[Lane, str]] = {}
+        self._debug = logger.isEnabledFor(logging.DEBUG)  # read once: off the hot path
 
     # ------------------------------------------------------------------ wire hooks
 
@@ -183,6 +184,9 @@ class StdioRelay:
             return False
         if rid in self._inflight:
             self._inflight[rid] = (lane, sent)
+        if self._debug:
+            logger.debug("relayed tools/call %s to %r on the wire", params.get("name"),
+                         upstream.name)
         return True
 
     # ------------------------------------------------------------------ decision
