@@ -90,7 +90,9 @@ class UpstreamConfig(_Model):
         url: Streamable HTTP endpoint of an HTTP upstream (instead of ``command``).
         headers: Extra HTTP headers sent to an HTTP upstream.
         mode: Protocol negotiation towards the upstream: ``auto`` (2026-07-28 when it speaks
-            it, else the initialize handshake), ``legacy``, or ``2026-07-28``.
+            it, else the initialize handshake; a stdio proxy connects in its client's era,
+            the handshake's for a client that opens with ``initialize``), ``legacy``, or
+            ``2026-07-28``.
         namespace: Prefix of this server's tool and prompt names (``ns__tool``); default is
             the server name when several upstreams are configured, none for a single one.
         request_timeout: Seconds to wait for an upstream answer (None: no limit).
