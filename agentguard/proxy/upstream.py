@@ -228,12 +228,12 @@ class Upstream:
                         await self._restart.wait()
                         tg.cancel_scope.cancel()
             except Exception as exc:  # the SDK raises assorted errors for a dead peer
-                logger.warning("upstream %r failed: %s: %s", self.name, type(exc).__name__, exc)
                 if self._refused_era(exc):
-                    logger.info("upstream %r refused the handshake era; connecting in auto mode",
-                                self.name)
+                    logger.info("upstream %r refused the handshake era (%s); connecting in "
+                                "auto mode", self.name, _sole(exc))
                     self.mode, self._fallback = "auto", False
                     continue
+                logger.warning("upstream %r failed: %s: %s", self.name, type(exc).__name__, exc)
                 if self.generation == 0 and isinstance(exc, OSError):
                     # It never started (no such command...): retrying will not help.
                     self._failure = f"could not be started: {exc}"
@@ -260,8 +260,9 @@ class Upstream:
 
     def _refused_era(self, exc: Exception) -> bool:
         """The first handshake-era connection failed with an answer, not a dead process."""
-        if not self._fallback or self.generation or isinstance(exc, OSError):
+        if not self._fallback or self.generation:
             return False
+        exc = _sole(exc)
         if isinstance(exc, MCPError):
             return exc.error.code != CONNECTION_CLOSED
         return isinstance(exc, RuntimeError | ValueError)  # an unsupported version
@@ -366,6 +367,13 @@ class Upstream:
         from mcp.types import ListRootsRequest
 
         return await self._events.ask(self, ListRootsRequest())
+
+
+def _sole(exc: Exception) -> Exception:
+    """The one error inside the SDK's task-group wrapping of the handshake's error."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _HttpTransport:

@@ -14,9 +14,11 @@ from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PARSE_ERROR
 
-from tests.proxy.conftest import PYTHON, ROOT, WEATHER_SERVER, ProxyUnderTest
+from tests.proxy.conftest import OPS_SERVER, PYTHON, ROOT, WEATHER_SERVER, ProxyUnderTest
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
+
+MODERN_ONLY = str(Path(__file__).parent / "servers" / "modern_only.py")
 
 
 def _debug(params: StdioServerParameters) -> StdioServerParameters:
@@ -82,3 +84,19 @@ def test_garbage_before_the_first_request_is_answered_and_the_era_still_read(
     assert f'"code":{PARSE_ERROR}' in lines[0].replace(" ", "")
     assert '"id":1' in lines[1].replace(" ", "") and "serverInfo" in lines[1]
     assert _eras(done.stderr.decode(), "ops") == ["2025-11-25"], done.stderr
+
+
+async def test_an_upstream_refusing_the_handshake_era_is_connected_in_auto_mode(
+        proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    log = tmp_path / "proxy.log"
+    params = _debug(proxy.params(PYTHON, MODERN_ONLY, PYTHON, OPS_SERVER, "--root",
+                                 str(proxy.sandbox), name="ops"))
+    with log.open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy",
+                          cache=None) as client:
+            result = await client.call_tool("get_status", {"service": "api"})
+            assert result.content[0].text.startswith("api: running")
+    text = log.read_text()
+    assert "upstream 'ops' refused the handshake era" in text, text
+    assert _eras(text, "ops") == ["2026-07-28"], text
+    assert "restarting upstream" not in text, text  # a refusal is no crash
