@@ -74,8 +74,8 @@ class ProxyCore:
         guard: The guard every tool call goes through (already configured).
         relay: Relay calls that may skip the guard without the SDK stacks (see
             :mod:`agentguard.proxy.relay`); off, every call takes the SDK route.
-        client_era: Hold the upstream connections until :meth:`started` learns the client's
-            era (the process of an early-started stdio upstream is already running).
+        client_era: Hold the ``auto`` upstreams' connections until :meth:`started` learns the
+            client's era (the process of an early-started stdio upstream runs meanwhile).
     """
 
     def __init__(self, config: ProxyConfig, guard: Guard, *, relay: bool = True,
@@ -112,8 +112,8 @@ class ProxyCore:
         self.ledger = Ledger(self._tg)
         self._tg.start_soon(self.ledger.sweep)
         for upstream in self.upstreams.values():
-            if self._client_era:
-                upstream.hold()
+            if self._client_era and upstream.config.mode == "auto":
+                upstream.hold()  # an explicit mode connects at once
             self._tg.start_soon(upstream.run)
         return self
 
