@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from agentguard._lazy import lazy_getattr
+
 if TYPE_CHECKING:
     from agentguard.audit._chain import GENESIS_HASH
     from agentguard.audit._group import AuditLedger
@@ -72,15 +74,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module 'agentguard.audit' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _SOURCES, globals())
 
 
 def __dir__() -> list[str]:

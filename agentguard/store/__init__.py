@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from agentguard._lazy import lazy_getattr
 from agentguard.errors import ConfigError
 from agentguard.store.base import Store, VoteResult
 
@@ -37,15 +38,7 @@ _BACKENDS = {
 }
 
 
-def __getattr__(name: str) -> object:
-    source = _BACKENDS.get(name)
-    if source is None:
-        raise AttributeError(f"module 'agentguard.store' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_getattr(__name__, _BACKENDS, globals())
 
 _VALID = "memory://, sqlite:///PATH (or a bare file path)"
 
