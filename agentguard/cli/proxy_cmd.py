@@ -79,7 +79,10 @@ def proxy_command(
         "--env", help="KEY=VALUE for the upstream's environment (repeatable). The upstream "
         "does not inherit the proxy's environment.")] = None,
     mode: Annotated[str, typer.Option(
-        "--upstream-mode", help="auto | legacy | 2026-07-28 (protocol towards the upstream).")]
+        "--upstream-mode", help="auto | legacy | 2026-07-28: the protocol era towards the "
+        "upstream. auto: a stdio proxy speaks its client's era (a handshake-era client gets a "
+        "handshake-era upstream, nothing converted per call); over --listen, 2026-07-28 "
+        "where the upstream has it, else the handshake era.")]
     = "auto",
     answer_held_after: Annotated[float | None, typer.Option(
         "--answer-held-after", metavar="SECONDS", min=0,
