@@ -286,12 +286,12 @@ class ProxyCore:
         try:
             if isinstance(root, ToolListChangedNotification):
                 await self.refresh_tools(upstream)
-                await self.notifier.list_changed("tools")
+                await self.notifier.list_changed("tools", sent_upstream=True)
             elif isinstance(root, PromptListChangedNotification):
                 await self.refresh_prompts(upstream)
-                await self.notifier.list_changed("prompts")
+                await self.notifier.list_changed("prompts", sent_upstream=True)
             elif isinstance(root, ResourceListChangedNotification):
-                await self.notifier.list_changed("resources")
+                await self.notifier.list_changed("resources", sent_upstream=True)
             elif isinstance(root, ResourceUpdatedNotification):
                 await self.notifier.resource_updated(str(root.params.uri))
         except Exception as exc:

@@ -174,10 +174,18 @@ class Notifier:
 
     # ------------------------------------------------------------------ events
 
-    async def list_changed(self, kind: str) -> None:
-        """Tell every client that the tool, prompt or resource list changed."""
+    async def list_changed(self, kind: str, *, sent_upstream: bool = False) -> None:
+        """Tell every client that the tool, prompt or resource list changed.
+
+        Args:
+            kind: ``tools``, ``prompts`` or ``resources``.
+            sent_upstream: An upstream sent this notification itself: handshake-era clients
+                get it whatever the upstream declared, as they would direct (an SDK server
+                sends it without declaring ``listChanged``). A change the proxy noticed on its
+                own reaches them only where the upstreams declared it.
+        """
         event: ServerEvent
-        push = kind in self.announce
+        push = sent_upstream or kind in self.announce
         if kind == "tools":
             event = ToolsListChanged()
             if push:
