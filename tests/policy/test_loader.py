@@ -77,3 +77,12 @@ def test_json_schema_describes_rules() -> None:
     schema = Policy.json_schema()
     assert "rules" in schema["properties"]
     assert "RuleSpec" in schema["$defs"]
+
+
+@pytest.mark.parametrize("nested", ["[" * 100_000 + "]" * 100_000,
+                                    "".join(f"\n{'  ' * i}k:" for i in range(3000)) + " x"])
+def test_a_policy_nested_past_any_sane_depth_is_refused_not_a_crash(nested: str) -> None:
+    """Deep flow or block nesting (libyaml's parser caps it; the pure-Python one recursed)
+    is a PolicyError, never a RecursionError or a hung start."""
+    with pytest.raises(PolicyError):
+        Policy.from_yaml("version: 1\nrules: " + nested + "\n", "deep.yaml")
