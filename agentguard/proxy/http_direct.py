@@ -2,12 +2,16 @@
 
 :class:`DirectRelay` parses the body as the ASGI stack's checks do, asks the relay
 (:class:`~agentguard.proxy.http_relay.HttpRelay`: the SDK's own inbound checks, the
-one may-skip-the-guard rule, the plan) whether it carries the call, and sends it on the
-upstream's lane from the parser's callback. :class:`Relayed` writes the answer from the
-upstream's callback — no task, no ASGI message — as the relay shapes it through ASGI: JSON
-in one write, or an event stream with pings once the upstream stays silent past the relay's
-window. A call the relay declines is served by the ASGI app, body replayed; a result asking
-for input goes to the SDK's app as :meth:`HttpRelay.offer` sends it.
+one may-skip-the-guard rule, the session book for a handshake-era session, the plan) whether
+it carries the call, and sends it on the upstream's lane from the parser's callback.
+:class:`Relayed` writes the answer from the upstream's callback — no task, no ASGI message —
+as the relay shapes it through ASGI: a 2026-07-28 call's JSON in one write, or an event
+stream with pings once the upstream stays silent past the relay's window; a handshake-era
+session's call gets the event stream (session head, one ``message`` event) the SDK's
+stateful transport writes, and is noted in the book while in flight so the client's
+``notifications/cancelled`` cancels it. A call the relay declines is served by the ASGI
+app, body replayed; a result asking for input goes to the SDK's app as
+:meth:`HttpRelay.offer` sends it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agentguard.proxy.http_frames import TransportAnswer
+from agentguard.proxy.http_relay import CANCELLED
+from agentguard.proxy.sessions import sse_head
 from agentguard.proxy.wire import WireError, parse_value
 
 if TYPE_CHECKING:
@@ -61,10 +67,13 @@ class DirectRelay:
         if value is None:
             return None
         assert req.scope is not None
-        if any(name == b"mcp-session-id" for name, _ in req.scope["headers"]):
-            return None  # a handshake-era session: relayed in the ASGI stack (its book, frames)
         plan = self.fast.plan(req.scope, value)
-        return None if plan is None else Relayed(self, conn, req, value, plan)
+        if plan is None:
+            return None
+        if plan.session is not None:
+            logger.debug("tools/call %r takes the listener's direct route (handshake-era "
+                         "session)", plan.entry.exposed)
+        return Relayed(self, conn, req, value, plan)
 
 
 class Relayed:
@@ -80,15 +89,18 @@ class Relayed:
         plan: The relay's plan for it (how to send it upstream, abandon it, shape its answer).
     """
 
-    __slots__ = ("_answer", "_starting", "_timer", "conn", "done", "plan", "relay", "req",
-                 "sent", "value")
+    __slots__ = ("_answer", "_key", "_starting", "_timer", "conn", "done", "plan", "relay",
+                 "req", "sent", "value")
 
     def __init__(self, relay: DirectRelay, conn: ClientConnection, req: Request, value: Any,
                  plan: Any) -> None:
         self.relay, self.conn, self.req, self.value, self.plan = relay, conn, req, value, plan
         self.sent: str | None = None
         self.done = False
-        self._answer = TransportAnswer(conn.write, keep_alive=req.keep_alive)
+        self._answer = TransportAnswer(
+            conn.write, keep_alive=req.keep_alive,
+            stream_head=None if plan.session is None else sse_head(plan.session))
+        self._key: tuple[str, Any] | None = None
         self._starting = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -108,6 +120,10 @@ class Relayed:
         if self.sent is None:
             self.answered(None)  # the lane is closed
         elif not self.done:
+            if self.plan.session is not None:
+                # As the ASGI route: the client may cancel it (None: its id is in flight).
+                self._key = self.relay.fast.sessions.relaying(
+                    self.plan.session, self.value["id"], self._cancelled)
             window = self.relay.fast.window
             if window is not None and window <= 0:
                 self._answer.ping()  # no window: an event stream at once, whatever answers first
@@ -143,6 +159,16 @@ class Relayed:
             if self.sent is not None:
                 self.plan.abandon(self.sent)
 
+    def _cancelled(self) -> None:
+        """The client cancelled the call (``notifications/cancelled`` in its session): answer
+        as the SDK's stateful transport does, and abandon the upstream call."""
+        if self.done:
+            return
+        sent = self.sent
+        self.answered(CANCELLED)
+        if sent is not None:
+            self.plan.abandon(sent)
+
     def _tick(self, window: float) -> None:
         if self.done:
             return
@@ -153,3 +179,6 @@ class Relayed:
         self.done = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._key is not None:
+            self.relay.fast.sessions.relayed(self._key)
+            self._key = None

@@ -49,9 +49,18 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-_SSE_HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(
-    name + b": " + value + b"\r\n" for name, value in SSE_HEADERS if name != b"connection") + \
-    b"transfer-encoding: chunked\r\n"
+def _stream_head(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The start of a chunked event stream's head with ``headers``, as the listener's ASGI
+    bridge frames it (``connection`` comes last, written per request)."""
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(
+        name + b": " + value + b"\r\n" for name, value in headers if name != b"connection") + \
+        b"transfer-encoding: chunked\r\n"
+
+
+_SSE_HEAD = _stream_head(SSE_HEADERS)
+_KEEP_ALIVE = b"connection: keep-alive\r\n\r\n"
+_CLOSE = b"connection: close\r\n\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class TransportAnswer:
@@ -61,14 +70,19 @@ class TransportAnswer:
     Args:
         write: Writes bytes to the connection.
         keep_alive: Whether the connection stays open after this answer.
+        stream_head: The head of a handshake-era session's answer (``sessions.sse_head``):
+            given, every answer is an event stream with that head, even one that comes at
+            once (as the SDK's stateful transport answers a session's request).
     """
 
-    __slots__ = ("_connection", "_write", "streaming")
+    __slots__ = ("_connection", "_head", "_session", "_write", "streaming")
 
-    def __init__(self, write: Any, *, keep_alive: bool) -> None:
+    def __init__(self, write: Any, *, keep_alive: bool,
+                 stream_head: list[tuple[bytes, bytes]] | None = None) -> None:
         self._write = write
-        self._connection = b"connection: keep-alive\r\n\r\n" if keep_alive \
-            else b"connection: close\r\n\r\n"
+        self._connection = _KEEP_ALIVE if keep_alive else _CLOSE
+        self._session = stream_head is not None
+        self._head = _SSE_HEAD if stream_head is None else _stream_head(stream_head)
         self.streaming = False
 
     def ping(self) -> None:
@@ -77,14 +91,18 @@ class TransportAnswer:
             self._write(chunk(PING))
             return
         self.streaming = True
-        self._write(_SSE_HEAD + self._connection + chunk(PING))
+        self._write(self._head + self._connection + chunk(PING))
 
     def finish(self, status: int, body: dict[str, Any]) -> None:
         """Write the JSON-RPC ``body``: as JSON with ``status``, or as the stream's last
-        event."""
+        event (a session's answer: always, status 200)."""
         data = encode(body).rstrip(b"\n")
         if self.streaming:
-            self._write(chunk(sse_event(data)) + b"0\r\n\r\n")
+            self._write(chunk(sse_event(data)) + _LAST_CHUNK)
+            return
+        if self._session:
+            self.streaming = True
+            self._write(self._head + self._connection + chunk(sse_event(data)) + _LAST_CHUNK)
             return
         self._write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
                     b"content-length: %d\r\n%b%b" % (status, _REASONS.get(status, b""),

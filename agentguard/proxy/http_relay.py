@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from agentguard.proxy.catalog import Entry
     from agentguard.proxy.upstream import Upstream
 
-__all__ = ["PING_INTERVAL", "HttpRelay", "Plan"]
+__all__ = ["CANCELLED", "PING_INTERVAL", "HttpRelay", "Plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class HttpRelay:
         key = None
         if plan.session is not None:
             def cancel() -> None:
-                waiter.answer(_CANCELLED)  # as the SDK's stateful transport answers
+                waiter.answer(CANCELLED)  # as the SDK's stateful transport answers
                 plan.abandon(sent)
 
             key = self.sessions.relaying(plan.session, rid, cancel)
@@ -434,7 +434,9 @@ def _first_copies(raw: Any) -> dict[str, str]:
 
 _DISCONNECTED = object()
 _DECLINED = object()
-_CANCELLED = {"error": {"code": REQUEST_CANCELLED, "message": "Request cancelled"}}
+CANCELLED = {"error": {"code": REQUEST_CANCELLED, "message": "Request cancelled"}}
+"""The upstream answer a relayed call of a session gets when its client cancels it (what the
+SDK's stateful transport answers a cancelled request)."""
 
 
 def _valid_id(rid: Any) -> bool:

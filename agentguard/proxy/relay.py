@@ -19,8 +19,9 @@ Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
 route                       entry point                                     guard
 ==========================  ==============================================  ===============
 stdio relay                 ``stdio_relay.StdioRelay.offer`` (on the wire)  skipped if Skip
-HTTP relay, direct          ``http_direct.DirectRelay`` (the listener,      skipped if Skip
-                            2026-07-28 calls, no OAuth) → ``HttpRelay``
+HTTP relay, direct          ``http_direct.DirectRelay`` (the listener, no   skipped if Skip
+                            OAuth; both eras, a session's call only as the
+                            book allows) → ``HttpRelay``
 HTTP relay, in ASGI         ``asgi.HardenedASGI`` → ``HttpRelay`` (both     skipped if Skip
                             eras; after ``BearerAuth`` with OAuth)
 SDK-server relay            ``handlers.Handlers.call_tool`` → lane          skipped if Skip

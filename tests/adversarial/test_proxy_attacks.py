@@ -398,3 +398,61 @@ async def test_a_handshake_session_is_relayed_only_for_its_own_live_initialized_
     assert allowed[0] == 200 and "result" in allowed[2][-1]
     assert stolen_answer[0] == 404 and deleted[0] == 404
     assert log.read_text().count(RELAYED) == 1, log.read_text()[-3000:]  # alice's own call
+
+
+async def test_a_handshake_session_on_the_direct_route_is_relayed_only_for_its_own_live_use(
+        tmp_path: Path) -> None:
+    """Without OAuth the listener relays a session's call before any ASGI app runs; it still
+    never answers for a session this proxy's SDK app did not open (another proxy's session
+    id), one the client deleted, one that never sent ``notifications/initialized``, a live
+    one named only in a second ``Mcp-Session-Id`` behind a deleted one, or a live one under
+    another handshake version: the SDK's app answers each exactly as on a ``--no-relay``
+    proxy."""
+    from tests.proxy.conftest import make_proxy
+    from tests.proxy.test_http_handshake import (
+        DIRECT,
+        RELAYED,
+        legacy_call,
+        open_session,
+        proxy_argv,
+        rpc,
+    )
+
+    proxy = make_proxy(tmp_path)
+    ports = {"fast": free_port(), "full": free_port()}
+    log = tmp_path / "fast.log"
+    upstream = ("--", PYTHON, OPS_SERVER, "--root", str(proxy.sandbox))
+    argv = {kind: proxy_argv(proxy, "--listen", f"127.0.0.1:{port}", *upstream,
+                             fast=kind == "fast") for kind, port in ports.items()}
+    urls = {kind: f"http://127.0.0.1:{port}/mcp" for kind, port in ports.items()}
+    outcomes: dict[str, list[Any]] = {}
+    async with running(argv["fast"], proxy.env(), ports["fast"], log=log), \
+            running(argv["full"], proxy.env(), ports["full"]), \
+            httpx2.AsyncClient(timeout=30) as http:
+        # A session the *other* proxy opened: a live, initialized id, not this proxy's.
+        foreign = {kind: await open_session(http, urls[other])
+                   for kind, other in (("fast", "full"), ("full", "fast"))}
+        for kind, url in urls.items():
+            own = await open_session(http, url)
+            idle = await open_session(http, url, initialized=False)
+            gone = await open_session(http, url)
+            assert (await http.delete(url, headers=gone)).status_code == 200
+            behind = [(k, v) for k, v in own.items() if k != "mcp-session-id"] + [
+                ("mcp-session-id", gone["mcp-session-id"]),
+                ("mcp-session-id", own["mcp-session-id"])]
+            seen = [rpc(await http.post(url, headers=own, content=legacy_call(rid=1))),
+                    rpc(await http.post(url, headers=foreign[kind],
+                                        content=legacy_call(rid=2))),
+                    rpc(await http.post(url, headers=gone, content=legacy_call(rid=3))),
+                    rpc(await http.post(url, headers=idle, content=legacy_call(rid=4))),
+                    rpc(await http.post(url, headers=behind, content=legacy_call(rid=5))),
+                    rpc(await http.post(url, headers={**own, "mcp-protocol-version":
+                                                      "2025-06-18"},
+                                        content=legacy_call(rid=6)))]
+            outcomes[kind] = seen
+    assert outcomes["fast"] == outcomes["full"]
+    allowed, foreign_answer, deleted, _, second_copy, _ = outcomes["fast"]
+    assert allowed[0] == 200 and "result" in allowed[2][-1]
+    assert foreign_answer[0] == 404 and deleted[0] == 404 and second_copy[0] == 404
+    text = log.read_text()
+    assert text.count(RELAYED) == 1 and text.count(DIRECT) == 1, text[-3000:]  # own call

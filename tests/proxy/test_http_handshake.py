@@ -12,6 +12,7 @@ messages the SDK's app sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 HANDSHAKE = "2025-11-25"
 RELAYED = "is relayed on HTTP (handshake-era session)"
+DIRECT = "takes the listener's direct route (handshake-era session)"
 
 
 def proxy_argv(proxy: ProxyUnderTest, *extra: str, fast: bool) -> list[str]:
@@ -154,6 +156,8 @@ async def test_the_handshake_era_answers_as_the_sdk_with_or_without_the_relay(
                 assert got[0][2][-1]["result"]["content"][0]["text"].startswith("api: running")
     relayed = sum(case[3] for case in HANDSHAKE_CASES)
     assert log.read_text().count(RELAYED) == 2 * relayed, log.read_text()[-3000:]
+    # Without OAuth, every one of them on the listener's direct route (no ASGI, no task).
+    assert log.read_text().count(DIRECT) == 2 * relayed, log.read_text()[-3000:]
 
 
 async def test_a_relayed_answer_is_the_sdks_event_stream_byte_for_byte(
@@ -180,6 +184,7 @@ async def test_a_relayed_answer_is_the_sdks_event_stream_byte_for_byte(
                  for s, head, c, _ in answers]
         assert strip[0] == strip[1]
     assert log.read_text().count(RELAYED) == 1
+    assert log.read_text().count(DIRECT) == 1
 
 
 # ---------------------------------------------------------------------- the book on its own
@@ -362,6 +367,7 @@ async def test_a_cancelled_relayed_call_is_answered_and_cancelled_as_the_sdk_doe
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][2][-1]["error"]["code"] == -32800, outcomes
     assert log.read_text().count(RELAYED) == 1
+    assert log.read_text().count(DIRECT) == 1
 
 
 async def test_a_cancelled_relayed_call_is_abandoned_upstream(proxy: ProxyUnderTest) -> None:
@@ -388,3 +394,94 @@ async def test_a_cancelled_relayed_call_is_abandoned_upstream(proxy: ProxyUnderT
         assert box[0][2][-1] == {"jsonrpc": "2.0", "id": "c1", "error": {
             "code": -32800, "message": "Request cancelled"}}
         assert not lane.pending()
+
+
+# ---------------------------------------------------------------------- the direct route
+
+
+class _Conn:
+    """What an ASGI cycle needs of a connection: the bytes it writes."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def drain(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize("pings", [0, 1, 3])
+async def test_the_direct_routes_session_answer_is_the_asgi_routes_byte_for_byte(
+        keep_alive: bool, pings: int) -> None:
+    """A session's answer written straight to the connection (the listener's direct route)
+    against the same answer through the ASGI route (``with_sse_head`` over ``AsgiAnswer`` or
+    the relay's own frames, through the listener's ASGI bridge): the same bytes."""
+    from agentguard.proxy.asgi_bridge import AsgiCycle
+    from agentguard.proxy.http_frames import AsgiAnswer, TransportAnswer
+    from agentguard.proxy.http_relay import HttpRelay, Plan
+    from agentguard.proxy.sessions import sse_head, with_sse_head
+
+    session = "9f" * 16
+    body = {"jsonrpc": "2.0", "id": 5, "result": {"content": [], "isError": False}}
+    direct = bytearray()
+    answer = TransportAnswer(direct.extend, keep_alive=keep_alive,
+                             stream_head=sse_head(session))
+    for _ in range(pings):
+        answer.ping()
+    answer.finish(200, body)
+
+    conn = _Conn()
+    cycle = AsgiCycle(conn, b"", http10=False, head=False, keep_alive=keep_alive,
+                      gone=asyncio.get_running_loop().create_future())  # client stays
+    send = with_sse_head(cycle.send, session)
+    if pings:
+        stream = AsgiAnswer(send)
+        for _ in range(pings):
+            await stream.ping()
+        await stream.finish(200, body)
+    else:  # HttpRelay.offer's answer within the window
+        plan = Plan(route=None, version=HANDSHAKE, session=session)  # type: ignore[arg-type]
+        status, head, data = HttpRelay.framed(plan, 200, body)
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    assert bytes(direct) == bytes(conn.out)
+    assert f"mcp-session-id: {session}\r\n".encode() in direct
+
+
+async def test_a_slow_session_call_on_the_direct_route_pings_and_is_abandoned_on_hang_up(
+        proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture) -> None:
+    """The direct route streams a slow session call with pings under the session's head, and
+    a client that hangs up has the upstream call abandoned (as the ASGI route does)."""
+    import logging
+
+    from tests.proxy.test_http_relay import in_process_proxy
+
+    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_direct")
+    async with in_process_proxy(proxy, 0.2) as (url, core), \
+            httpx2.AsyncClient(timeout=30) as http:
+        lane = core.upstreams["ops"].lane
+        session = await open_session(http, url)
+        slow = await http.post(url, headers=session, content=legacy_call(
+            rid=2, name="count_to", arguments={"n": 12}))
+        assert slow.headers["content-type"] == "text/event-stream"
+        assert slow.headers["mcp-session-id"] == session["mcp-session-id"]
+        assert slow.text.count(": ping\r\n\r\n") >= 2, slow.text
+        assert rpc(slow)[2][-1]["result"]["content"][0]["text"] == "counted to 12"
+        async with http.stream("POST", url, headers=session, content=legacy_call(
+                rid=3, name="count_to", arguments={"n": 400})) as resp:
+            async for chunk in resp.aiter_bytes():
+                assert b": ping" in chunk
+                assert lane.pending()  # the relayed call is in flight
+                break
+        with anyio.fail_after(10):
+            while lane.pending():
+                await anyio.sleep(0.05)
+        # The hung-up call's id is free again in the session: a new call under it is relayed
+        # and answered (and a stale cancel for it would find nothing).
+        again = rpc(await http.post(url, headers=session, content=legacy_call(rid=3)))
+        assert again[2][-1]["result"]["content"][0]["text"].startswith("api: running")
+    assert caplog.text.count(DIRECT) == 3, caplog.text

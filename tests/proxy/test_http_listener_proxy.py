@@ -62,6 +62,8 @@ async def test_a_held_call_whose_client_hangs_up_is_cancelled(proxy: ProxyUnderT
 
 
 class _Plan:
+    session = None  # a 2026-07-28 call
+
     def __init__(self, answer_now: bool) -> None:
         self.answer_now = answer_now
         self.abandoned: list[str] = []
