@@ -9,8 +9,14 @@ with uvicorn serving the ASGI stack, and a branch with the proxy's own listener)
 per path: p50 latency, its ratio over direct, and the proxy's CPU (user+system, from
 ``/proc``) per call. The paths alternate in rounds so machine load falls on all alike.
 
+``--era handshake`` sends the same call as a handshake-era client instead: each connection
+first opens a session (``initialize``, ``notifications/initialized``) and the calls name it
+(answered as the SDK's event stream). ``--profile FILE`` runs the last tree's proxy under
+``cProfile`` (written when it exits; the proxy's CPU figure then includes the profiler's).
+
 Run: ``.venv/bin/python benchmarks/bench_http_listener.py --tree main=/work/main
---tree branch=. [--calls 3000] [--rounds 6] [--pin 0]``
+--tree branch=. [--calls 3000] [--rounds 6] [--era 2026|handshake] [--pin 0]
+[--profile out.prof]``
 """
 
 from __future__ import annotations
@@ -49,12 +55,59 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _request(port: int) -> bytes:
-    head = (f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json"
-            "\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: "
-            "2026-07-28\r\nmcp-method: tools/call\r\nmcp-name: get_status\r\n"
-            f"content-length: {len(BODY)}\r\n\r\n")
-    return head.encode() + BODY
+HANDSHAKE = "2025-11-25"
+LEGACY_BODY = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+    "name": "get_status", "arguments": {"service": "api"}}}).encode()
+
+
+def _request(port: int, session: str | None = None, body: bytes | None = None) -> bytes:
+    if session is None:
+        body = BODY if body is None else body
+        head = (f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: "
+                "application/json\r\naccept: application/json, text/event-stream\r\n"
+                "mcp-protocol-version: 2026-07-28\r\nmcp-method: tools/call\r\n"
+                f"mcp-name: get_status\r\ncontent-length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+    body = LEGACY_BODY if body is None else body
+    head = (f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: "
+            "application/json\r\naccept: application/json, text/event-stream\r\n"
+            + (f"mcp-session-id: {session}\r\nmcp-protocol-version: {HANDSHAKE}\r\n"
+               if session else "") + f"content-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One answer's head and body (``Content-Length`` or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next((int(line.split(b":")[1]) for line in lines
+                   if line.startswith(b"content-length:")), None)
+    if length is not None:
+        return head, await reader.readexactly(length)
+    parts = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+        data = await reader.readexactly(size + 2)
+        if not size:
+            return head, b"".join(parts)
+        parts.append(data[:-2])
+
+
+async def _open_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        port: int) -> str:
+    """Open and initialize a handshake-era session on this connection; its id."""
+    writer.write(_request(port, "", json.dumps({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": HANDSHAKE, "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}}).encode()))
+    head, _ = await _answer(reader)
+    session = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"mcp-session-id:"))
+    writer.write(_request(port, session, b'{"jsonrpc": "2.0", '
+                                         b'"method": "notifications/initialized"}'))
+    head, _ = await _answer(reader)
+    assert head.startswith(b"HTTP/1.1 202"), head
+    return session
 
 
 async def _wait(port: int) -> None:
@@ -69,23 +122,23 @@ async def _wait(port: int) -> None:
 
 
 class Path_:
-    def __init__(self, name: str, port: int, pid: int | None) -> None:
-        self.name, self.port, self.pid = name, port, pid
+    def __init__(self, name: str, port: int, pid: int | None, era: str) -> None:
+        self.name, self.port, self.pid, self.era = name, port, pid, era
         self.lat: list[float] = []
         self.cpu = 0.0
         self.calls = 0
 
     async def round(self, calls: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        raw = _request(self.port)
+        session = None
+        if self.era == "handshake":
+            session = await _open_session(reader, writer, self.port)
+        raw = _request(self.port, session)
         before = _cpu(self.pid) if self.pid else 0.0
         for _ in range(calls):
             start = time.perf_counter()
             writer.write(raw)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
-            body = await reader.readexactly(length)
+            _, body = await _answer(reader)
             self.lat.append(time.perf_counter() - start)
             assert b'"result"' in body, body
         if self.pid:
@@ -94,26 +147,28 @@ class Path_:
         writer.close()
 
 
-async def main(trees: list[tuple[str, str]], calls: int, rounds: int) -> None:
+async def main(trees: list[tuple[str, str]], calls: int, rounds: int, era: str,
+               profile: str | None) -> None:
     home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
     up = _port()
     procs = [subprocess.Popen([PY, OPS, "--http", str(up)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    paths = [Path_("direct", up, None)]
+    paths = [Path_("direct", up, None, era)]
     try:
-        for name, tree in trees:
+        for i, (name, tree) in enumerate(trees):
+            pre = ["-m", "cProfile", "-o", profile] if profile and i == len(trees) - 1 else []
             port = _port()
             env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve()),
                    "AGENTGUARD_HOME": str(home / name)}
             proc = subprocess.Popen(
-                [PY, "-m", "agentguard.proxy", "--policy", POLICY, "--store",
+                [PY, *pre, "-m", "agentguard.proxy", "--policy", POLICY, "--store",
                  f"sqlite:///{home / (name + '.db')}", "--audit", str(home / f"{name}.jsonl"),
                  "--name", "ops", "--log-level", "WARNING", "--upstream-url",
                  f"http://127.0.0.1:{up}/mcp", "--listen", f"127.0.0.1:{port}"],
                 # ``-m`` puts the working directory first on sys.path: run from the tree.
                 cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(proc)
-            paths.append(Path_(name, port, proc.pid))
+            paths.append(Path_(name, port, proc.pid, era))
         for p in paths:
             await _wait(p.port)
             await p.round(200)  # warm up
@@ -130,7 +185,8 @@ async def main(trees: list[tuple[str, str]], calls: int, rounds: int) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{os.cpu_count()} CPUs, load average {load}; {calls} sequential calls per path")
+    print(f"{os.cpu_count()} CPUs, load average {load}; {calls} sequential {era} calls "
+          "per path")
     direct = statistics.median(paths[0].lat)
     print(f"{'path':<12}{'p50 ms':>9}{'p50/direct':>12}{'proxy CPU ms/call':>19}")
     for p in paths:
@@ -145,10 +201,14 @@ if __name__ == "__main__":
                         help="a source tree whose agentguard serves the proxy (repeatable)")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--era", choices=("2026", "handshake"), default="2026",
+                        help="the client's protocol era (handshake: calls in a session)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the last tree's proxy under cProfile, written at its exit")
     parser.add_argument("--pin", type=int, metavar="CPU",
                         help="run every process on this CPU (isolates the proxy's own cost)")
     ns = parser.parse_args()
     if ns.pin is not None:
         os.sched_setaffinity(0, {ns.pin})
     trees = [tuple(t.split("=", 1)) for t in ns.tree]
-    asyncio.run(main([(n, p) for n, p in trees], ns.calls, ns.rounds))
+    asyncio.run(main([(n, p) for n, p in trees], ns.calls, ns.rounds, ns.era, ns.profile))

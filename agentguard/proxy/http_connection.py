@@ -23,6 +23,7 @@ import httptools
 from agentguard.proxy.asgi_bridge import AsgiCycle, run_app
 from agentguard.proxy.http_frames import Adoption, chunk
 from agentguard.proxy.http_request import Refused, Request, refusal, request_from_head
+from agentguard.proxy.http_timer import LazyTimer
 
 if TYPE_CHECKING:
     from agentguard.proxy.http_direct import Relayed
@@ -45,6 +46,8 @@ class ClientConnection(asyncio.Protocol):
         loop: The event loop serving it.
         task: The ASGI app serving the head of the queue, if it is.
         call: The relayed call answering the head of the queue, if it is.
+        pings: The ping window of :attr:`call` (see
+            :class:`~agentguard.proxy.http_direct.Relayed`).
     """
 
     def __init__(self, listener: Listener) -> None:
@@ -60,7 +63,10 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False  # no more requests: stop parsing, close after the queue
         self.reading = True
         self._drain: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = LazyTimer(self.loop, self._expired)
+        self.pings = LazyTimer(self.loop, self._ping)
+        self._max_head_bytes = self.limits.max_head_bytes
+        self._max_headers = self.limits.max_headers
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -88,7 +94,8 @@ class ClientConnection(asyncio.Protocol):
         """The client is gone: end what is served for it (a relayed call is abandoned)."""
         self.closed = True
         self.listener.conns.discard(self)
-        self._disarm()
+        self._timer.close()
+        self.pings.close()
         if self.gone is not None and not self.gone.done():
             self.gone.set_result(None)  # the request being served sees http.disconnect
         if self._drain is not None and not self._drain.done():
@@ -122,7 +129,7 @@ class ClientConnection(asyncio.Protocol):
             # A callback's refusal reaches here wrapped (HttpParserCallbackError).
             self._refuse(self._refusal or 400)
             return
-        if self._in_message and self._timer is None:
+        if self._in_message and not self._timer.armed:
             # Armed once per request, when it did not arrive whole: the allowance is for
             # all of it, so a slow drip cannot extend it.
             self._arm(self.limits.read_timeout)
@@ -132,18 +139,18 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url, self._headers, self._head_bytes = b"", [], 0
         self._in_message = True
-        if self._timer is not None:
-            self._disarm()  # the keep-alive wait ended
+        self._timer.disarm()  # the keep-alive wait ended
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        if len(self._headers) >= self.limits.max_headers:
+        self._head_bytes += len(name) + len(value) + 4
+        headers = self._headers
+        if self._head_bytes > self._max_head_bytes or len(headers) >= self._max_headers:
             raise self._stop(431)
-        self._headers.append((name.lower(), value))
+        headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         try:
@@ -166,8 +173,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        if self._timer is not None:
-            self._disarm()
+        self._timer.disarm()
         self.queue[-1].complete = True
         if self.reading and self.transport and self._read_ahead_full():
             self.reading = False
@@ -195,7 +201,7 @@ class ClientConnection(asyncio.Protocol):
         """Answer ``status`` in turn (after what is queued before it), then close."""
         self.closed = True
         self._in_message = False
-        self._disarm()
+        self._timer.disarm()
         if self.queue and not self.queue[-1].complete:
             self.queue.pop()  # the request being read is the one refused
         self.queue.append(Request(None, refusal=status))
@@ -310,16 +316,13 @@ class ClientConnection(asyncio.Protocol):
         return drain if drain is not None and not drain.done() else None
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._expired)
+        self._timer.arm(seconds)
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _ping(self) -> None:
+        if self.call is not None:
+            self.call.tick()
 
     def _expired(self) -> None:
-        self._timer = None
         if self.transport is None or self.closed:
             return
         if self._in_message:

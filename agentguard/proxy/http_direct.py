@@ -16,12 +16,11 @@ app, body replayed; a result asking for input goes to the SDK's app as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from agentguard.proxy.http_frames import TransportAnswer
+from agentguard.proxy.http_frames import TransportAnswer, stream_head
 from agentguard.proxy.http_relay import CANCELLED
 from agentguard.proxy.sessions import sse_head
 from agentguard.proxy.wire import WireError, parse_value
@@ -54,6 +53,16 @@ class DirectRelay:
         self.app = app
         self.path = path
         self._max_depth = max_depth
+        self._heads: dict[str, bytes] = {}
+
+    def session_head(self, session_id: str) -> bytes:
+        """The head of a session's event-stream answer (built once per session)."""
+        head = self._heads.get(session_id)
+        if head is None:
+            if len(self._heads) >= _HEADS_LIMIT:
+                self._heads.clear()
+            head = self._heads[session_id] = stream_head(sse_head(session_id))
+        return head
 
     def relayed(self, conn: ClientConnection, req: Request) -> Relayed | None:
         """The relayed call for ``req``, or None when the relay does not take it (nothing
@@ -76,6 +85,10 @@ class DirectRelay:
         return Relayed(self, conn, req, value, plan)
 
 
+_HEADS_LIMIT = 1024
+"""Session heads kept (cleared when full)."""
+
+
 class Relayed:
     """One call on the relay, answered straight onto the connection: JSON in one write, or,
     once the upstream is silent past the relay's window, an event stream with pings (as
@@ -89,7 +102,7 @@ class Relayed:
         plan: The relay's plan for it (how to send it upstream, abandon it, shape its answer).
     """
 
-    __slots__ = ("_answer", "_key", "_starting", "_timer", "conn", "done", "plan", "relay",
+    __slots__ = ("_answer", "_key", "_starting", "_window", "conn", "done", "plan", "relay",
                  "req", "sent", "value")
 
     def __init__(self, relay: DirectRelay, conn: ClientConnection, req: Request, value: Any,
@@ -99,10 +112,10 @@ class Relayed:
         self.done = False
         self._answer = TransportAnswer(
             conn.write, keep_alive=req.keep_alive,
-            stream_head=None if plan.session is None else sse_head(plan.session))
+            stream_head=None if plan.session is None else relay.session_head(plan.session))
         self._key: tuple[str, Any] | None = None
         self._starting = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._window: float | None = None
 
     def begin(self) -> bool:
         """Send the call upstream; False when it could not be (nothing reached it)."""
@@ -128,7 +141,8 @@ class Relayed:
             if window is not None and window <= 0:
                 self._answer.ping()  # no window: an event stream at once, whatever answers first
             elif window is not None:
-                self._timer = self.conn.loop.call_later(window, self._tick, window)
+                self._window = window
+                self.conn.pings.arm(window)  # the connection calls tick() when it passes
         return True
 
     def answered(self, answer: dict[str, Any] | None) -> None:
@@ -169,16 +183,17 @@ class Relayed:
         if sent is not None:
             self.plan.abandon(sent)
 
-    def _tick(self, window: float) -> None:
-        if self.done:
+    def tick(self) -> None:
+        """The upstream was silent for the window: ping, and wait another."""
+        if self.done or self._window is None:
             return
         self._answer.ping()
-        self._timer = self.conn.loop.call_later(window, self._tick, window)
+        self.conn.pings.arm(self._window)
 
     def _stop(self) -> None:
         self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._window is not None:
+            self.conn.pings.disarm()
         if self._key is not None:
             self.relay.fast.sessions.relayed(self._key)
             self._key = None

@@ -12,13 +12,14 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from mcp.shared.message import SessionMessage
 from mcp.types import JSONRPCError
 
 from agentguard.proxy.wire import WireError, encode, serialize
 
 __all__ = ["PING", "SSE_HEADERS", "Adoption", "AsgiAnswer", "TransportAnswer", "chunk",
-           "json_headers", "jsonrpc_error", "sse_event"]
+           "compact", "json_headers", "jsonrpc_error", "sse_event", "stream_head"]
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"),
                (b"cache-control", b"no-cache, no-transform"),
@@ -26,6 +27,15 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"),
 """The head of an event-stream answer, as the SDK app sends it."""
 PING = b": ping\r\n\r\n"
 """A keep-alive comment on an event stream."""
+
+
+def compact(body: dict[str, Any]) -> bytes:
+    """``body`` as the relay writes it to a client: :func:`~agentguard.proxy.wire.encode`
+    without its newline (orjson's output when it can write it, as ``encode``'s)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return encode(body).rstrip(b"\n")
 
 
 def sse_event(data: bytes) -> bytes:
@@ -49,7 +59,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def _stream_head(headers: list[tuple[bytes, bytes]]) -> bytes:
+def stream_head(headers: list[tuple[bytes, bytes]]) -> bytes:
     """The start of a chunked event stream's head with ``headers``, as the listener's ASGI
     bridge frames it (``connection`` comes last, written per request)."""
     return b"HTTP/1.1 200 OK\r\n" + b"".join(
@@ -57,7 +67,7 @@ def _stream_head(headers: list[tuple[bytes, bytes]]) -> bytes:
         b"transfer-encoding: chunked\r\n"
 
 
-_SSE_HEAD = _stream_head(SSE_HEADERS)
+_SSE_HEAD = stream_head(SSE_HEADERS)
 _KEEP_ALIVE = b"connection: keep-alive\r\n\r\n"
 _CLOSE = b"connection: close\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -70,19 +80,20 @@ class TransportAnswer:
     Args:
         write: Writes bytes to the connection.
         keep_alive: Whether the connection stays open after this answer.
-        stream_head: The head of a handshake-era session's answer (``sessions.sse_head``):
-            given, every answer is an event stream with that head, even one that comes at
-            once (as the SDK's stateful transport answers a session's request).
+        stream_head: The head of a handshake-era session's answer (:func:`stream_head` of
+            ``sessions.sse_head``): given, every answer is an event stream with that head,
+            even one that comes at once (as the SDK's stateful transport answers a
+            session's request).
     """
 
     __slots__ = ("_connection", "_head", "_session", "_write", "streaming")
 
     def __init__(self, write: Any, *, keep_alive: bool,
-                 stream_head: list[tuple[bytes, bytes]] | None = None) -> None:
+                 stream_head: bytes | None = None) -> None:
         self._write = write
         self._connection = _KEEP_ALIVE if keep_alive else _CLOSE
         self._session = stream_head is not None
-        self._head = _SSE_HEAD if stream_head is None else _stream_head(stream_head)
+        self._head = _SSE_HEAD if stream_head is None else stream_head
         self.streaming = False
 
     def ping(self) -> None:
@@ -96,7 +107,7 @@ class TransportAnswer:
     def finish(self, status: int, body: dict[str, Any]) -> None:
         """Write the JSON-RPC ``body``: as JSON with ``status``, or as the stream's last
         event (a session's answer: always, status 200)."""
-        data = encode(body).rstrip(b"\n")
+        data = compact(body)
         if self.streaming:
             self._write(chunk(sse_event(data)) + _LAST_CHUNK)
             return
@@ -135,7 +146,7 @@ class AsgiAnswer:
 
     async def finish(self, status: int, body: dict[str, Any]) -> None:
         """Send the JSON-RPC ``body``: as JSON with ``status``, or as the stream's last event."""
-        data = encode(body).rstrip(b"\n")
+        data = compact(body)
         if self.streaming:
             await self._send({"type": "http.response.body", "body": sse_event(data)})
             return

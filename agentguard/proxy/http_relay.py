@@ -46,7 +46,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from agentguard.proxy.answers import read_answer, shape
-from agentguard.proxy.http_frames import AsgiAnswer, json_headers, sse_event
+from agentguard.proxy.http_frames import AsgiAnswer, compact, json_headers, sse_event
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 from agentguard.proxy.sessions import (
     SessionBook,
@@ -55,7 +55,6 @@ from agentguard.proxy.sessions import (
     sse_head,
     with_sse_head,
 )
-from agentguard.proxy.wire import encode
 
 if TYPE_CHECKING:
     from mcp.types import Tool
@@ -150,7 +149,7 @@ class HttpRelay:
         """A complete answer (from :meth:`reply`) as the SDK's app writes it when it comes
         within the window: status, head and body. A 2026-07-28 answer is JSON; the SDK's
         stateful transport answers a session's request with an event stream at once."""
-        data = encode(body).rstrip(b"\n")
+        data = compact(body)
         if plan.session is None:
             return status, json_headers(len(data)), data
         return 200, sse_head(plan.session), sse_event(data)
@@ -162,7 +161,7 @@ class HttpRelay:
         upstream = plan.upstream
         modern = plan.session is None
         shaped = shape(read_answer(answer), rid, server=upstream.name, version=plan.version,
-                       modern=modern, upstream_modern=upstream.modern,
+                       modern=modern, upstream_modern=plan.upstream_modern,
                        server_info=self._server_info())  # the one answer shaper
         if shaped is not None and shaped.lost:
             upstream.lost(upstream.generation)
@@ -196,13 +195,13 @@ class HttpRelay:
         if session is not None:
             logger.debug("tools/call %r is relayed on HTTP (handshake-era session)",
                          entry.exposed)
-            return Plan(route, version, session[0])
+            return Plan(route, version, route.upstream.modern, session[0])
         schema = entry.item.input_schema
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):
             return None
         logger.debug("tools/call %r is relayed on HTTP", entry.exposed)
-        return Plan(route, version)
+        return Plan(route, version, route.upstream.modern)
 
     def _checked_version(self, scope: dict[str, Any], value: dict[str, Any],
                          params: dict[str, Any], session: tuple[str, str] | None = None
@@ -221,7 +220,7 @@ class HttpRelay:
         key = None
         raw = scope.get("headers", ())
         if meta is not None:
-            key = (tuple(h for h in raw if h[0] != b"content-length"), tuple(params),
+            key = (tuple([h for h in raw if h[0] != b"content-length"]), tuple(params),
                    params["name"], meta, type(params.get("arguments")), tuple(value),
                    session)
             version = self._passed.get(key)
@@ -320,10 +319,12 @@ class HttpRelay:
 @dataclass(slots=True)
 class Plan:
     """A ``tools/call`` the relay carries: the catalog entry, its upstream, the version,
-    and the handshake-era session it was sent in (None: 2026-07-28)."""
+    whether the upstream spoke 2026-07-28 when it was planned (the era its answer is shaped
+    from), and the handshake-era session it was sent in (None: 2026-07-28)."""
 
     route: RelayRoute
     version: str
+    upstream_modern: bool
     session: str | None = None
 
     @property
@@ -340,7 +341,7 @@ class Plan:
         lane = self.upstream.lane
         if lane is None:
             return None
-        out, headers = outgoing_call(self.route, params)
+        out, headers = outgoing_call(self.route, params, upstream_modern=self.upstream_modern)
         return lane.start("tools/call", out, headers, on_answer)
 
     def abandon(self, sent: str) -> None:

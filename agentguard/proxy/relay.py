@@ -216,16 +216,18 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
     return RelayRoute(entry, upstream, decision, core.log_level)
 
 
-def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue]
-                  ) -> tuple[JsonObject, dict[str, str]]:
+def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue], *,
+                  upstream_modern: bool | None = None) -> tuple[JsonObject, dict[str, str]]:
     """The ``params`` and HTTP headers the SDK client would send upstream for this call.
 
     The client's reserved ``_meta`` keys are replaced by the envelope the lane learned from
     the SDK's own requests; the headers are the SDK's per-request ones (version; in
     2026-07-28 also method, name and ``Mcp-Param-*``), built from the public helpers of
-    ``mcp.shared.inbound`` and the tool's listed schema.
+    ``mcp.shared.inbound`` and the tool's listed schema. ``upstream_modern`` is the
+    upstream's era when the caller already read it (read here otherwise).
     """
     entry, upstream = route.entry, route.upstream
+    modern = upstream.modern if upstream_modern is None else upstream_modern
     out: JsonObject = dict(params)
     out["name"] = entry.name
     given = out.get("_meta")
@@ -233,17 +235,19 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue]
         k: v for k, v in given.items() if not k.startswith(RESERVED_META_PREFIX)}
     lane: Lane | None = upstream.lane
     envelope = lane.envelope if lane is not None else None
-    if upstream.modern and envelope is not None:
+    if modern and envelope is not None:
         meta.update(envelope)
         if route.log_level is not None:
             # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel).
             meta[LOG_LEVEL_META_KEY] = route.log_level
         version = str(envelope[PROTOCOL_VERSION_META_KEY])
         headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: "tools/call",
-                   MCP_NAME_HEADER: encode_header_value(entry.name)}
-        arguments = out.get("arguments")
-        headers.update(mcp_param_headers(_header_map(entry.item),
-                                         arguments if isinstance(arguments, dict) else {}))
+                   MCP_NAME_HEADER: _encoded_name(entry.name)}
+        header_map = _header_map(entry.item)
+        if header_map:  # (mcp_param_headers of an empty map is empty)
+            arguments = out.get("arguments")
+            headers.update(mcp_param_headers(header_map,
+                                             arguments if isinstance(arguments, dict) else {}))
     else:
         client = upstream.client
         assert client is not None  # relay_route chose a connected upstream
@@ -253,6 +257,19 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue]
     else:
         out.pop("_meta", None)
     return out, headers
+
+
+_ENCODED_NAMES: dict[str, str] = {}
+
+
+def _encoded_name(name: str) -> str:
+    """``encode_header_value(name)`` (a pure function of the name), once per tool name."""
+    encoded = _ENCODED_NAMES.get(name)
+    if encoded is None:
+        if len(_ENCODED_NAMES) > 4096:
+            _ENCODED_NAMES.clear()
+        encoded = _ENCODED_NAMES[name] = encode_header_value(name)
+    return encoded
 
 
 _HEADER_MAPS: dict[int, tuple[Tool, dict[tuple[str, ...], str]]] = {}

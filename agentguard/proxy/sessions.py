@@ -110,6 +110,8 @@ class SessionBook:
     def named(self, scope: MutableMapping[str, Any]) -> tuple[str, str] | None:
         """The session a handshake-era request names and its version, when the relay may
         answer for it (:meth:`relayable`, with the request's credential)."""
+        if not self._sessions:
+            return None  # nothing is relayable (and most requests name no session)
         session_id, version_header = _routing(scope)
         if session_id is None or (version_header is not None and
                                   version_header not in HANDSHAKE_PROTOCOL_VERSIONS):

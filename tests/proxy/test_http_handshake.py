@@ -420,7 +420,7 @@ async def test_the_direct_routes_session_answer_is_the_asgi_routes_byte_for_byte
     against the same answer through the ASGI route (``with_sse_head`` over ``AsgiAnswer`` or
     the relay's own frames, through the listener's ASGI bridge): the same bytes."""
     from agentguard.proxy.asgi_bridge import AsgiCycle
-    from agentguard.proxy.http_frames import AsgiAnswer, TransportAnswer
+    from agentguard.proxy.http_frames import AsgiAnswer, TransportAnswer, stream_head
     from agentguard.proxy.http_relay import HttpRelay, Plan
     from agentguard.proxy.sessions import sse_head, with_sse_head
 
@@ -428,7 +428,7 @@ async def test_the_direct_routes_session_answer_is_the_asgi_routes_byte_for_byte
     body = {"jsonrpc": "2.0", "id": 5, "result": {"content": [], "isError": False}}
     direct = bytearray()
     answer = TransportAnswer(direct.extend, keep_alive=keep_alive,
-                             stream_head=sse_head(session))
+                             stream_head=stream_head(sse_head(session)))
     for _ in range(pings):
         answer.ping()
     answer.finish(200, body)
@@ -443,7 +443,8 @@ async def test_the_direct_routes_session_answer_is_the_asgi_routes_byte_for_byte
             await stream.ping()
         await stream.finish(200, body)
     else:  # HttpRelay.offer's answer within the window
-        plan = Plan(route=None, version=HANDSHAKE, session=session)  # type: ignore[arg-type]
+        plan = Plan(route=None, version=HANDSHAKE,  # type: ignore[arg-type]
+                    upstream_modern=True, session=session)
         status, head, data = HttpRelay.framed(plan, 200, body)
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": data, "more_body": True})
