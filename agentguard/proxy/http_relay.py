@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from mcp.server.streamable_http import REQUEST_CANCELLED, check_accept_headers
+from mcp.server.streamable_http import REQUEST_CANCELLED
 from mcp.server.streamable_http_manager import DEFAULT_SESSION_IDLE_TIMEOUT
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
@@ -41,18 +41,17 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
-from mcp.types import methods as wire_methods
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
-from starlette.requests import Request
 
 from agentguard.proxy.answers import read_answer, shape
 from agentguard.proxy.http_frames import AsgiAnswer, compact, json_headers, sse_event
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 from agentguard.proxy.sessions import (
     SessionBook,
+    call_shape_passes,
     handshake_version,
-    sdk_checks_pass,
     sse_head,
+    transport_checks_pass,
     with_sse_head,
 )
 
@@ -242,21 +241,13 @@ class HttpRelay:
         version = headers.get("mcp-protocol-version")
         if version not in MODERN_PROTOCOL_VERSIONS:
             return None
-        request = Request(scope)
-        if not sdk_checks_pass(self._security, request):
-            return None
-        has_json, has_sse = check_accept_headers(request)
-        if not has_json or not (has_sse or self._json_response):
+        if not transport_checks_pass(self._security, scope, needs_sse=not self._json_response):
             return None
         if find_duplicated_routing_header(pairs) is not None:
             return None
         if not isinstance(classify_inbound_request(value, headers=headers), InboundModernRoute):
             return None
-        try:
-            wire_methods.validate_client_request("tools/call", version, params)
-        except Exception:
-            return None
-        return version
+        return version if call_shape_passes(version, params) else None
 
     def _declares_headers(self, schema: Any) -> bool:
         """Whether ``schema`` can declare ``Mcp-Param-*`` headers at all (cached per schema).

@@ -39,8 +39,8 @@ from starlette.requests import Request
 
 from agentguard.proxy.relay import RESERVED_META_PREFIX
 
-__all__ = ["Session", "SessionBook", "handshake_version", "owner_of", "sdk_checks_pass",
-           "sse_head", "with_sse_head"]
+__all__ = ["Session", "SessionBook", "call_shape_passes", "handshake_version", "owner_of",
+           "sdk_checks_pass", "sse_head", "transport_checks_pass", "with_sse_head"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -309,23 +309,38 @@ def handshake_version(scope: MutableMapping[str, Any], value: dict[str, Any],
         headers.setdefault(name.decode("latin-1"), raw.decode("latin-1"))
     if headers.get(MCP_PROTOCOL_VERSION_HEADER, version) != version:
         return None
-    request = Request(scope)
-    if not sdk_checks_pass(security, request):
+    if not transport_checks_pass(security, scope, needs_sse=True):
         return None
-    has_json, has_sse = check_accept_headers(request)
     media = headers.get("content-type", "").split(";")[0].split(",")
-    if not (has_json and has_sse) or "application/json" not in [m.strip() for m in media]:
+    if "application/json" not in [m.strip() for m in media]:
         return None
     if not value.keys() <= _REQUEST_KEYS:
         return None
     meta = params.get("_meta")
     if isinstance(meta, dict) and any(str(k).startswith(RESERVED_META_PREFIX) for k in meta):
         return None
+    return version if call_shape_passes(version, params) else None
+
+
+def transport_checks_pass(security: TransportSecurityMiddleware,
+                          scope: MutableMapping[str, Any], *, needs_sse: bool) -> bool:
+    """The SDK transport's checks of a POST that both eras share, in its order: Content-Type
+    and DNS-rebinding protection (:func:`sdk_checks_pass`), then ``Accept`` (JSON, and the
+    event stream unless the app answers in JSON mode: ``needs_sse`` False)."""
+    request = Request(scope)
+    if not sdk_checks_pass(security, request):
+        return False
+    has_json, has_sse = check_accept_headers(request)
+    return has_json and (has_sse or not needs_sse)
+
+
+def call_shape_passes(version: str, params: Any) -> bool:
+    """The last check of both eras: ``tools/call`` params of the shape ``version`` defines."""
     try:
         wire_methods.validate_client_request("tools/call", version, params)
     except Exception:
-        return None
-    return version
+        return False
+    return True
 
 
 def sdk_checks_pass(security: TransportSecurityMiddleware, request: Request) -> bool:
