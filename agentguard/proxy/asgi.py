@@ -7,6 +7,7 @@ from typing import Any
 from mcp.shared.message import SessionMessage
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCError
 
+from agentguard.proxy.asgi_bridge import RELAY_DECLINED
 from agentguard.proxy.http_cancel import cancellable, serve_cancelling
 from agentguard.proxy.http_relay import HttpRelay
 from agentguard.proxy.wire import (
@@ -83,7 +84,7 @@ class HardenedASGI:
 
         # The relay takes only well-formed requests it checked itself; the rest are
         # validated as JSON-RPC here before the SDK sees them.
-        if self.relay is not None and await self.relay.offer(
+        if self.relay is not None and not scope.get(RELAY_DECLINED) and await self.relay.offer(
                 scope, value, receive, send, lambda out: self.app(scope, replay, out)):
             return
         try:

@@ -22,9 +22,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
 
-__all__ = ["AsgiCycle", "Connection", "forwarded_client", "run_app"]
+__all__ = ["RELAY_DECLINED", "AsgiCycle", "Connection", "forwarded_client", "run_app"]
 
 logger = logging.getLogger(__name__)
+
+RELAY_DECLINED = "agentguard.relay_declined"
+"""Scope key the listener sets on a request its direct route already relayed once and
+handed to the SDK's app (a result asking for input): the ASGI stack must not relay it again
+(the upstream would see the call once more), only serve it the SDK's way."""
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")

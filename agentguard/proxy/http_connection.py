@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from agentguard.proxy.asgi_bridge import AsgiCycle, run_app
+from agentguard.proxy.asgi_bridge import RELAY_DECLINED, AsgiCycle, run_app
 from agentguard.proxy.http_frames import Adoption, chunk
 from agentguard.proxy.http_request import Refused, Request, refusal, request_from_head
 from agentguard.proxy.http_timer import LazyTimer
@@ -241,6 +241,8 @@ class ClientConnection(asyncio.Protocol):
         """A relayed call the SDK's app must finish: served afresh (nothing was written), or
         its answer adopted into the event stream the relay began."""
         self.call = None
+        if not adopt and req.scope is not None:
+            req.scope[RELAY_DECLINED] = True  # relayed once already: the SDK's way now
         self.task = self.loop.create_task(self._adopt(req) if adopt else self._serve(req))
 
     async def _serve(self, req: Request) -> None:

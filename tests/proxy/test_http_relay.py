@@ -237,9 +237,11 @@ MAINTENANCE = _call(name="schedule_maintenance", arguments={"service": "api"}, m
 
 @pytest.mark.parametrize("window", [30.0, 0.0])
 async def test_an_allowed_call_that_asks_for_input_is_answered_by_the_full_path(
-        proxy: ProxyUnderTest, window: float) -> None:
+        proxy: ProxyUnderTest, window: float, caplog: pytest.LogCaptureFixture) -> None:
     """The upstream answers ``input_required``: the SDK app relays the questions, in JSON or,
-    once the event stream has begun (a zero window), as its last event."""
+    once the event stream has begun (a zero window), as its last event. The relay sent the
+    call upstream once: the ASGI stack it is handed to does not relay it again."""
+    caplog.set_level(logging.DEBUG, logger="agentguard.proxy.http_relay")
     async with in_process_proxy(proxy, window) as (url, _), \
             httpx2.AsyncClient(timeout=30) as http:
         response = await http.post(url, headers=_headers(name="schedule_maintenance"),
@@ -252,6 +254,7 @@ async def test_an_allowed_call_that_asks_for_input_is_answered_by_the_full_path(
             assert response.text.startswith(": ping\r\n\r\n")
         answer = _answer(response)
         assert answer["id"] == 1 and answer["result"]["resultType"] == "input_required"
+        assert caplog.text.count("'schedule_maintenance' is relayed on HTTP") == 1, caplog.text
         after = _answer(await http.post(url, headers=_headers(), content=_call(rid=2)))
         assert after["result"]["content"][0]["text"].startswith("api: running")
 
