@@ -309,8 +309,8 @@ def http_stack(server: Any, core: ProxyCore, config: ProxyConfig, host: str,
     if config.oauth is None:
         if fast is None:
             return HttpStack(hardened(None))
-        # Declined requests still meet the relay: it learns the sessions the SDK app opens
-        # from them, and answers a handshake-era session's calls (the direct route does not).
+        # Requests the direct route declines still meet the relay in ASGI: it learns the
+        # sessions the SDK app opens from their answers (the book both routes consult).
         return HttpStack(hardened(fast), relay=DirectRelay(fast, app, max_depth=config.max_depth),
                          declined=hardened(fast))
     from agentguard.oauth.asgi import BearerAuth
