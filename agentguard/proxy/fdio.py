@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,27 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 65536
 _HIGH_WATER = 1 << 20
+
+
+class _Batch(threading.local):
+    """Writers written to from the running readiness callback (one loop per thread)."""
+
+    active = False
+
+    def __init__(self) -> None:
+        self.writers: list[FdWriter] = []
+
+
+_BATCH = _Batch()
+
+
+def _end_batch(batch: _Batch) -> None:
+    """Write what the callback queued: one ``write`` per writer, in the order first used."""
+    writers = batch.writers
+    batch.writers = []
+    batch.active = False
+    for writer in writers:
+        writer._push()
 
 
 def _nonblocking(fd: int) -> bool:
@@ -44,12 +66,14 @@ class FdReader:
     descriptor.
 
     ``intercept``, when set, sees each chunk the callback reads for a waiting reader first,
-    and may consume it there (True: the reader is not woken), so the common message is
-    served without a task switch. It is only called while the reader waits, that is while
-    its consumer has dealt with everything before; an exception it raises is the reader's.
+    and may consume a head of it there, returning the rest (``b""``: all of it, the reader
+    is not woken; else the reader gets the rest), so common messages are served without a
+    task switch. It is only called while the reader waits, that is while its consumer has
+    dealt with everything before; an exception it raises is the reader's. What it writes
+    with :class:`FdWriter` is written when it returns (one write per writer).
     """
 
-    intercept: Callable[[bytes], bool] | None = None
+    intercept: Callable[[bytes], bytes] | None = None
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -129,11 +153,16 @@ class FdReader:
             waiter.set_exception(exc)
             return
         if chunk and self.intercept is not None:
+            batch = _BATCH
+            batch.active = True
             try:
-                if self.intercept(chunk):
-                    return
+                chunk = self.intercept(chunk)
             except Exception as exc:
                 waiter.set_exception(exc)
+                return
+            finally:
+                _end_batch(batch)
+            if not chunk:
                 return
         waiter.set_result(chunk)
 
@@ -155,21 +184,33 @@ class FdWriter:
     Args:
         fd: The descriptor (made non-blocking when possible).
         spawn: Starts a task (used to flush what the pipe could not take at once).
+        on_close: Called once when a write fails (the descriptor is unusable).
     """
 
-    def __init__(self, fd: int, spawn: Callable[..., Any]) -> None:
+    def __init__(self, fd: int, spawn: Callable[..., Any],
+                 on_close: Callable[[], None] | None = None) -> None:
         self.fd = fd
         self.polled = _nonblocking(fd)
         self._spawn = spawn
+        self._on_close = on_close
         self._buffer = bytearray()
         self._flushing = False
+        self._batched = False
         self._drained = anyio.Event()
         self._drained.set()
         self.closed = False
 
     def write_nowait(self, data: bytes) -> None:
-        """Queue ``data`` after anything still pending; write at once if nothing is."""
+        """Queue ``data`` after anything still pending; write at once if nothing is (at the
+        end of the running readiness callback, if one runs)."""
         if self.closed:
+            return
+        batch = _BATCH
+        if batch.active:
+            self._buffer += data
+            if not self._batched:
+                self._batched = True
+                batch.writers.append(self)
             return
         if not self._buffer and not self._flushing:
             try:
@@ -184,6 +225,24 @@ class FdWriter:
             data = data[written:]
         self._buffer += data
         if not self._flushing:
+            self._flushing = True
+            self._drained = anyio.Event()
+            self._spawn(self._flush)
+
+    def _push(self) -> None:
+        """Write what a batch queued (the flush task's, if it runs)."""
+        self._batched = False
+        if self.closed or self._flushing or not self._buffer:
+            return
+        try:
+            written = os.write(self.fd, self._buffer)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._close(exc)
+            return
+        del self._buffer[:written]
+        if self._buffer:
             self._flushing = True
             self._drained = anyio.Event()
             self._spawn(self._flush)
@@ -222,3 +281,5 @@ class FdWriter:
         self.closed = True
         self._buffer.clear()
         self._drained.set()
+        if self._on_close is not None:
+            self._on_close()

@@ -148,24 +148,28 @@ async def stdio_transport(
             skipping = False
             handed: list[tuple[bytes, dict[str, Any]]] = []
 
-            def intercept(chunk: bytes) -> bool:
-                # In the reader's readiness callback, with every earlier line dealt with: one
-                # whole line the relay takes is served here, without waking this task. The
-                # rest (a bad line, several, a part, one the relay leaves) is the loop's below.
+            def intercept(chunk: bytes) -> bytes:
+                # In the reader's readiness callback, with every earlier line dealt with:
+                # whole lines the relay takes are served here, as many as the chunk holds in
+                # a row, without waking this task (and what they write goes out together when
+                # the callback ends). From the first line it leaves (a bad line, a part, one
+                # the server must see), the rest is the loop's below, in order.
                 assert interceptor is not None
-                if buf or skipping or pending or chunk.find(b"\n") != len(chunk) - 1 or \
-                        len(chunk) - 1 > max_message_bytes:
-                    return False
-                try:
-                    value = parse_value(chunk[:-1], max_depth=max_depth)
-                except WireError:
-                    return False  # the loop parses it again and answers
-                if value is None:
-                    return True
-                if interceptor.offer(value, reply, tg.start_soon, to_server):
-                    return True
-                handed.append((chunk, value))  # offered already: straight to the server
-                return False
+                if buf or skipping or pending:
+                    return chunk
+                start = 0
+                while (nl := chunk.find(b"\n", start)) >= 0 and nl - start <= max_message_bytes:
+                    try:
+                        value = parse_value(chunk[start:nl], max_depth=max_depth)
+                    except WireError:
+                        break  # the loop parses it again and answers
+                    if value is not None and not interceptor.offer(value, reply, tg.start_soon,
+                                                                    to_server):
+                        rest = chunk[start:] if start else chunk
+                        handed.append((rest, value))  # offered already: straight to the server
+                        return rest
+                    start = nl + 1
+                return chunk[start:] if start else chunk
 
             if interceptor is not None:
                 reader.intercept = intercept
@@ -178,13 +182,13 @@ async def stdio_transport(
                         break
                     if not chunk:
                         break
+                    start = 0
                     if handed:
                         seen, value = handed.pop()
-                        if seen is chunk:
+                        if seen is chunk:  # its first line, whole, the relay left
                             await to_server(value)
-                            continue
-                    start = 0
-                    while True:
+                            start = chunk.find(b"\n") + 1
+                    while start < len(chunk):
                         nl = chunk.find(b"\n", start)
                         part = chunk[start:] if nl < 0 else chunk[start:nl]
                         if not skipping and len(buf) + len(part) > max_message_bytes:

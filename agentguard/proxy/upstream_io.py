@@ -176,7 +176,7 @@ class RawStdio(LaneBase):
         tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._stack.push_async_callback(self._shutdown)
         self._stack.callback(tg.cancel_scope.cancel)
-        self._writer = FdWriter(to_child, tg.start_soon)
+        self._writer = FdWriter(to_child, tg.start_soon, self._fail_all)
         self._reader = FdReader(from_child)
         tg.start_soon(self._read_loop, to_sdk)
         tg.start_soon(self._write_loop, from_sdk)
@@ -238,9 +238,7 @@ class RawStdio(LaneBase):
 
     def _send_nowait(self, message: dict[str, Any], headers: dict[str, str] | None) -> None:
         assert self._writer is not None
-        self._writer.write_nowait(encode(message))
-        if self._writer.closed:
-            self._fail_all()
+        self._writer.write_nowait(encode(message))  # a failed write fails every request
 
     async def _write_loop(self, from_sdk: Any) -> None:
         assert self._writer is not None
@@ -258,12 +256,22 @@ class RawStdio(LaneBase):
         assert self._reader is not None
         buf = bytearray()
 
-        def intercept(chunk: bytes) -> bool:
-            # In the reader's readiness callback, with every earlier line dealt with: the
-            # answer to a relayed request, alone in its chunk, is resolved without a task
-            # switch; anything else is the loop's below.
-            return not buf and chunk.find(b"\n") == len(chunk) - 1 and \
-                self._relayed(chunk[:-1])
+        def intercept(chunk: bytes) -> bytes:
+            # In the reader's readiness callback, with every earlier line dealt with (``buf``
+            # holds at most the head of a line): answers to relayed requests are resolved
+            # here without a task switch, as many as the chunk holds, and their answers to
+            # the client written together when the callback ends. From the first line that
+            # is not one (the SDK's, or a partial line), the rest is the loop's below.
+            start = 0
+            if buf:
+                nl = chunk.find(b"\n")
+                if nl < 0 or not self._relayed(bytes(buf) + chunk[:nl]):
+                    return chunk
+                buf.clear()
+                start = nl + 1
+            while (nl := chunk.find(b"\n", start)) >= 0 and self._relayed(chunk[start:nl]):
+                start = nl + 1
+            return chunk[start:] if start else chunk
 
         self._reader.intercept = intercept
         try:

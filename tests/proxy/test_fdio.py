@@ -8,7 +8,8 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from agentguard.proxy.fdio import FdReader
+from agentguard.proxy import fdio
+from agentguard.proxy.fdio import FdReader, FdWriter
 
 pytestmark = pytest.mark.anyio
 
@@ -53,9 +54,9 @@ async def test_an_intercepted_chunk_never_reaches_the_reader() -> None:
     reader = FdReader(r)
     seen: list[bytes] = []
 
-    def intercept(chunk: bytes) -> bool:
+    def intercept(chunk: bytes) -> bytes:
         seen.append(chunk)
-        return chunk.startswith(b"mine")
+        return b"" if chunk.startswith(b"mine") else chunk
 
     reader.intercept = intercept
     try:
@@ -82,7 +83,7 @@ async def test_an_intercept_that_raises_fails_the_read() -> None:
     r, w = os.pipe()
     reader = FdReader(r)
 
-    def intercept(chunk: bytes) -> bool:
+    def intercept(chunk: bytes) -> bytes:
         raise RuntimeError("boom")
 
     reader.intercept = intercept
@@ -113,3 +114,143 @@ async def test_a_regular_file_is_read_with_blocking_calls(tmp_path: object) -> N
     finally:
         reader.close()
         os.close(fd)
+
+
+async def test_an_intercept_may_take_a_head_and_leave_the_rest() -> None:
+    r, w = os.pipe()
+    reader = FdReader(r)
+
+    def intercept(chunk: bytes) -> bytes:
+        return chunk[chunk.index(b"\n") + 1:] if chunk.startswith(b"mine") else chunk
+
+    reader.intercept = intercept
+    try:
+        async with anyio.create_task_group() as tg:
+            got: list[bytes] = []
+
+            async def consume() -> None:
+                got.append(await reader.read())
+
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            os.write(w, b"mine 1\ntheirs\nmine 2\n")
+        assert got == [b"theirs\nmine 2\n"]
+    finally:
+        reader.close()
+        os.close(r)
+        os.close(w)
+
+
+async def test_writes_from_an_intercept_go_out_once_per_writer_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    other_r, other_w = os.pipe()
+    writes: list[tuple[int, bytes]] = []
+    real_write = os.write
+
+    def counting(fd: int, data: bytes) -> int:
+        writes.append((fd, bytes(data)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(fdio.os, "write", counting)
+    reader = FdReader(r)
+    try:
+        async with anyio.create_task_group() as tg:
+            out, other = FdWriter(out_w, tg.start_soon), FdWriter(other_w, tg.start_soon)
+
+            def intercept(chunk: bytes) -> bytes:
+                for line in chunk.splitlines(keepends=True):
+                    out.write_nowait(b"out " + line)
+                    other.write_nowait(b"other " + line)
+                return b""
+
+            reader.intercept = intercept
+
+            async def consume() -> None:
+                await reader.read()
+
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            real_write(w, b"1\n2\n3\n")
+            await _until(lambda: writes)
+            tg.cancel_scope.cancel()
+        assert writes == [(out_w, b"out 1\nout 2\nout 3\n"),
+                          (other_w, b"other 1\nother 2\nother 3\n")]
+        out.write_nowait(b"direct\n")  # outside a callback: at once
+        assert writes[-1] == (out_w, b"direct\n")
+        assert os.read(out_r, 100) == b"out 1\nout 2\nout 3\ndirect\n"
+    finally:
+        reader.close()
+        for fd in (r, w, out_r, out_w, other_r, other_w):
+            os.close(fd)
+
+
+async def test_a_batch_the_pipe_cannot_take_is_flushed_in_order_when_it_drains() -> None:
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    reader = FdReader(r)
+    lines = [b"%05d " % i + b"x" * 1000 + b"\n" for i in range(300)]  # ~300 KiB
+    try:
+        async with anyio.create_task_group() as tg:
+            out = FdWriter(out_w, tg.start_soon)
+
+            def intercept(chunk: bytes) -> bytes:
+                for line in lines[:150]:
+                    out.write_nowait(line)
+                return b""
+
+            reader.intercept = intercept
+
+            async def consume() -> None:
+                await reader.read()
+
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            os.write(w, b"go\n")
+            await _until(lambda: out._buffer)  # the pipe took what it could
+            for line in lines[150:]:
+                out.write_nowait(line)  # queued behind the rest, not before it
+            got = bytearray()
+            while len(got) < sum(map(len, lines)):
+                await anyio.wait_readable(out_r)
+                got += os.read(out_r, 1 << 20)
+            await out.drain()
+            tg.cancel_scope.cancel()
+        assert bytes(got) == b"".join(lines)
+    finally:
+        reader.close()
+        for fd in (r, w, out_r, out_w):
+            os.close(fd)
+
+
+async def test_a_failed_batched_write_calls_on_close() -> None:
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.close(out_r)  # nobody reads: EPIPE
+    closed: list[bool] = []
+    reader = FdReader(r)
+    try:
+        async with anyio.create_task_group() as tg:
+            out = FdWriter(out_w, tg.start_soon, lambda: closed.append(True))
+
+            def intercept(chunk: bytes) -> bytes:
+                out.write_nowait(b"lost\n")
+                assert not closed  # written when the callback ends
+                return b""
+
+            reader.intercept = intercept
+
+            async def consume() -> None:
+                await reader.read()
+
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            os.write(w, b"go\n")
+            await _until(lambda: closed)
+            tg.cancel_scope.cancel()
+        assert out.closed and closed == [True]
+    finally:
+        reader.close()
+        for fd in (r, w, out_w):
+            os.close(fd)
