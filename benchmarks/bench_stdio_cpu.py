@@ -1,7 +1,8 @@
 """Benchmark: the stdio proxy's own CPU per allowed ``tools/call`` (and the upstream's).
 
 A focused companion to ``bench_proxy.py``: one SDK client makes sequential allowed calls
-(``get_status`` of the example ops server) through ``agentguard proxy`` over stdio, and the
+(``get_status`` of the example ops server) through ``agentguard proxy`` over stdio (or
+``--concurrency N`` calls in flight, where several messages share one read), and the
 CPU time of the proxy process and of its upstream per call is read from
 ``/proc/PID/task/*/schedstat`` (Linux; nanoseconds, where ``stat`` counts 10 ms ticks).
 ``--profile FILE`` runs the proxy under ``cProfile`` (written at exit) to see where its time
@@ -9,7 +10,10 @@ goes; profiling slows it, so read the CPU figures from a run without it. ``--wra
 under another command (``strace -c -o FILE`` counts its system calls).
 
 Run: ``python benchmarks/bench_stdio_cpu.py [--calls 3000] [--mode auto|legacy]
-[--upstream-mode auto|legacy] [--runs 3] [--pin 0] [--profile out.prof]``
+[--upstream-mode auto|legacy] [--concurrency 8] [--runs 3] [--pin 0] [--profile out.prof]``
+
+With ``--concurrency`` the latency column is replaced by throughput (calls/s) against the
+direct path's.
 """
 
 from __future__ import annotations
@@ -65,9 +69,28 @@ def _find(first: str, marker: str) -> int | None:
     return None
 
 
+async def _in_flight(client: Client, calls: int, width: int) -> float:
+    """Make ``calls`` calls with ``width`` in flight; returns calls/s."""
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            result = await client.call_tool("get_status", {"service": "api"})
+            assert not result.is_error, result
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(width):
+            tg.start_soon(worker)
+    return calls / (time.perf_counter() - start)
+
+
 async def run(calls: int, mode: str, upstream_mode: str | None, profile: str | None,
-              direct: bool) -> tuple[float, float | None, float]:
-    """One run: (p50 ms, proxy CPU ms/call or None when direct, upstream CPU ms/call)."""
+              direct: bool, concurrency: int = 1) -> tuple[float, float | None, float]:
+    """One run: (p50 ms, or calls/s with ``concurrency`` > 1; proxy CPU ms/call or None when
+    direct; upstream CPU ms/call)."""
     home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
     env = {**os.environ, "AGENTGUARD_HOME": str(home)}
     if direct:
@@ -89,13 +112,15 @@ async def run(calls: int, mode: str, upstream_mode: str | None, profile: str | N
         assert upstream is not None
         before = (_cpu_seconds(proxy) if proxy else 0.0, _cpu_seconds(upstream))
         lat = []
-        for _ in range(calls):
+        if concurrency > 1:
+            rate = await _in_flight(client, calls, concurrency)
+        for _ in range(calls if concurrency <= 1 else 0):
             t0 = time.perf_counter()
             result = await client.call_tool("get_status", {"service": "api"})
             lat.append(time.perf_counter() - t0)
             assert not result.is_error, result
         after = (_cpu_seconds(proxy) if proxy else 0.0, _cpu_seconds(upstream))
-    return (statistics.median(lat) * 1000,
+    return (rate if concurrency > 1 else statistics.median(lat) * 1000,
             None if direct else (after[0] - before[0]) * 1000 / calls,
             (after[1] - before[1]) * 1000 / calls)
 
@@ -105,6 +130,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--mode", default="auto", choices=["auto", "legacy"])
     parser.add_argument("--upstream-mode", default=None)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="calls in flight (1: sequential calls, latency reported)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pin", type=int, metavar="CPU")
     parser.add_argument("--profile", metavar="FILE", help="run the proxy under cProfile")
@@ -115,11 +142,19 @@ def main() -> None:
     if ns.pin is not None:
         os.sched_setaffinity(0, {ns.pin})
     for i in range(ns.runs):
-        d50, _, dup = anyio.run(run, ns.calls, ns.mode, None, None, True)
-        p50, cpu, up = anyio.run(run, ns.calls, ns.mode, ns.upstream_mode, ns.profile, False)
-        print(f"run {i + 1}: mode {ns.mode} upstream-mode {ns.upstream_mode or 'default'}: "
-              f"proxy CPU {cpu:.3f} ms/call, upstream CPU {up:.3f} (direct {dup:.3f}) ms/call, "
-              f"p50 {p50:.3f} ms vs direct {d50:.3f} ms = {p50 / d50:.2f}x", flush=True)
+        width = ns.concurrency
+        d50, _, dup = anyio.run(run, ns.calls, ns.mode, None, None, True, width)
+        p50, cpu, up = anyio.run(run, ns.calls, ns.mode, ns.upstream_mode, ns.profile, False,
+                                 width)
+        head = (f"run {i + 1}: mode {ns.mode} upstream-mode {ns.upstream_mode or 'default'}: "
+                f"proxy CPU {cpu:.3f} ms/call, upstream CPU {up:.3f} (direct {dup:.3f}) "
+                f"ms/call, ")
+        if width > 1:
+            print(head + f"{p50:.0f} calls/s @{width} vs direct {d50:.0f} = "
+                  f"{p50 / d50:.0%}", flush=True)
+        else:
+            print(head + f"p50 {p50:.3f} ms vs direct {d50:.3f} ms = {p50 / d50:.2f}x",
+                  flush=True)
 
 
 if __name__ == "__main__":
