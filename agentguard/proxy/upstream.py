@@ -93,6 +93,7 @@ class Upstream:
         self.name = config.name
         self._events = events
         self._client: Client | None = None
+        self._era: tuple[Client | None, bool] = (None, False)
         self._ready = anyio.Event()
         self._restart = anyio.Event()
         self._stopping = False
@@ -118,7 +119,12 @@ class Upstream:
     def modern(self) -> bool:
         """True when the upstream speaks the 2026-07-28 era."""
         client = self._client
-        return client is not None and client.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if client is None:
+            return False
+        era = self._era
+        if era[0] is not client:  # asked per relayed call: once per connection suffices
+            era = self._era = (client, client.protocol_version in MODERN_PROTOCOL_VERSIONS)
+        return era[1]
 
     @property
     def failure(self) -> str | None:

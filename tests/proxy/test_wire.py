@@ -10,6 +10,7 @@ import pytest
 from anyio.abc import Process
 from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCRequest
 
+from agentguard.proxy import wire
 from agentguard.proxy.wire import WireError, decode, encode, parse_line
 from tests.proxy.conftest import PYTHON, ProxyUnderTest
 
@@ -144,3 +145,34 @@ async def test_hostile_stdin_never_takes_the_proxy_down(proxy: ProxyUnderTest) -
         await proc.stdin.aclose()
         with anyio.fail_after(20):
             assert await proc.wait() == 0
+
+
+@pytest.mark.parametrize("line", [
+    b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}',  # duplicate, compact
+    b'{"a":{"b":1,"b":2},"id":1}',
+    b'{"id":18446744073709551616,"x":1}',
+    b'{"id":1,"x":1.0,"y":1e5,"z":-0.0,"s":"\\u00e9\\n\xc3\xa9"}',
+    b'{"id":1,"x":NaN}',
+    b'{"id":1,"s":"\\ud800"}',
+    b' {"id":1}',
+    b'null',
+    b'12345',
+    b'[1,2]',
+    b'{"id":true,"method":"ping"}',
+    b"[" * 300 + b"]" * 300,
+    b'{"x":' + b"[" * 150 + b"]" * 150 + b"}",
+])
+def test_the_compact_fast_path_reads_as_the_json_module_does(
+        line: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def read() -> object:
+        try:
+            return wire.parse_value(line)
+        except WireError as exc:
+            return ("error", exc.error.code, str(exc))
+
+    fast = read()
+    monkeypatch.setattr(wire, "_compact", lambda line: None)  # the json module only
+    assert fast == read()
+    if isinstance(fast, dict):
+        assert fast == json.loads(line)
