@@ -45,7 +45,21 @@ def _end_batch(batch: _Batch) -> None:
     batch.writers = []
     batch.active = False
     for writer in writers:
-        writer._push()
+        writer._batched = False
+    _push(writers, 0)
+
+
+def _push(writers: list[FdWriter], start: int) -> None:
+    """Push each writer's queue; one that raises (a failing ``on_close``, a closed task group)
+    does not keep the others' from the pipe."""
+    index = start
+    try:
+        while index < len(writers):
+            index += 1
+            writers[index - 1]._push()
+    finally:
+        if index < len(writers):
+            _push(writers, index)
 
 
 def _nonblocking(fd: int) -> bool:
@@ -156,12 +170,13 @@ class FdReader:
             batch = _BATCH
             batch.active = True
             try:
-                chunk = self.intercept(chunk)
+                try:
+                    chunk = self.intercept(chunk)
+                finally:
+                    _end_batch(batch)
             except Exception as exc:
                 waiter.set_exception(exc)
                 return
-            finally:
-                _end_batch(batch)
             if not chunk:
                 return
         waiter.set_result(chunk)
@@ -231,7 +246,6 @@ class FdWriter:
 
     def _push(self) -> None:
         """Write what a batch queued (the flush task's, if it runs)."""
-        self._batched = False
         if self.closed or self._flushing or not self._buffer:
             return
         try:

@@ -254,3 +254,42 @@ async def test_a_failed_batched_write_calls_on_close() -> None:
         reader.close()
         for fd in (r, w, out_w):
             os.close(fd)
+
+
+async def test_a_writer_that_fails_badly_in_a_batch_keeps_neither_the_others_nor_the_reader(
+        ) -> None:
+    r, w = os.pipe()
+    dead_r, dead_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.close(dead_r)
+
+    def explode() -> None:
+        raise RuntimeError("on_close failed")
+
+    reader = FdReader(r)
+    try:
+        async with anyio.create_task_group() as tg:
+            dead = FdWriter(dead_w, tg.start_soon, explode)
+            out = FdWriter(out_w, tg.start_soon)
+
+            def intercept(chunk: bytes) -> bytes:
+                dead.write_nowait(b"lost\n")
+                out.write_nowait(b"kept\n")
+                return b""
+
+            reader.intercept = intercept
+            async with anyio.create_task_group() as inner:
+                async def consume() -> None:
+                    with pytest.raises(RuntimeError, match="on_close failed"):
+                        await reader.read()
+
+                inner.start_soon(consume)
+                await anyio.wait_all_tasks_blocked()
+                os.write(w, b"go\n")
+            assert os.read(out_r, 100) == b"kept\n"
+            out.write_nowait(b"again\n")
+            assert os.read(out_r, 100) == b"again\n"
+    finally:
+        reader.close()
+        for fd in (r, w, dead_w, out_r, out_w):
+            os.close(fd)
