@@ -113,7 +113,9 @@ class StdioRelay:
     each: the request is parsed, offered and written to the upstream from the readiness
     callback of the client's pipe (:attr:`~agentguard.proxy.fdio.FdReader.intercept`), and
     the answer is written to the client from that of the upstream's pipe (the lane's
-    ``start`` callback), with no task in between.
+    ``start`` callback), with no task in between. Calls in flight share those: every request
+    of one read is relayed from its callback with one write to the upstream, every answer of
+    one read with one write to the client (:mod:`agentguard.proxy.fdio` batches the writes).
 
     Args:
         core: The proxy core (catalog, upstreams, guard).
