@@ -34,6 +34,10 @@ class Lane(Protocol):
     closed: bool
     """True once the connection is gone: nothing more can be relayed on it."""
 
+    carries_headers: bool
+    """The lane sends the SDK's per-request HTTP headers (False on stdio: the relay builds
+    none for it)."""
+
     envelope: JsonObject | None
     """The reserved ``_meta`` keys the SDK client stamps on a 2026-07-28 request, learned from
     its first stamped request (None until then: the relay must not send without it)."""
@@ -45,7 +49,8 @@ class Lane(Protocol):
         Args:
             method: The JSON-RPC method.
             params: Its ``params``, as the SDK client would send them.
-            headers: The SDK's per-request HTTP headers (ignored on stdio).
+            headers: The SDK's per-request HTTP headers (None where not
+                :attr:`carries_headers`).
             on_answer: Gets the answer, once (never after :meth:`forget`).
 
         Returns:

@@ -217,14 +217,17 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
 
 
 def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue], *,
-                  upstream_modern: bool | None = None) -> tuple[JsonObject, dict[str, str]]:
+                  upstream_modern: bool | None = None
+                  ) -> tuple[JsonObject, dict[str, str] | None]:
     """The ``params`` and HTTP headers the SDK client would send upstream for this call.
 
     The client's reserved ``_meta`` keys are replaced by the envelope the lane learned from
     the SDK's own requests; the headers are the SDK's per-request ones (version; in
     2026-07-28 also method, name and ``Mcp-Param-*``), built from the public helpers of
-    ``mcp.shared.inbound`` and the tool's listed schema. ``upstream_modern`` is the
-    upstream's era when the caller already read it (read here otherwise).
+    ``mcp.shared.inbound`` and the tool's listed schema — None for a lane that sends no
+    headers (:attr:`~agentguard.proxy.lane.Lane.carries_headers`: stdio), which need not be
+    built. ``upstream_modern`` is the upstream's era when the caller already read it (read
+    here otherwise).
     """
     entry, upstream = route.entry, route.upstream
     modern = upstream.modern if upstream_modern is None else upstream_modern
@@ -234,12 +237,19 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue], *,
     meta: JsonObject = {} if not isinstance(given, dict) else {
         k: v for k, v in given.items() if not k.startswith(RESERVED_META_PREFIX)}
     lane: Lane | None = upstream.lane
-    envelope = lane.envelope if lane is not None else None
-    if modern and envelope is not None:
+    envelope = lane.envelope if lane is not None and modern else None
+    if envelope is not None:
         meta.update(envelope)
         if route.log_level is not None:
             # A 2026-07-28 upstream logs only for requests that ask (no logging/setLevel).
             meta[LOG_LEVEL_META_KEY] = route.log_level
+    if meta:
+        out["_meta"] = meta
+    else:
+        out.pop("_meta", None)
+    if lane is not None and not lane.carries_headers:
+        return out, None
+    if envelope is not None:
         version = str(envelope[PROTOCOL_VERSION_META_KEY])
         headers = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: "tools/call",
                    MCP_NAME_HEADER: _encoded_name(entry.name)}
@@ -252,10 +262,6 @@ def outgoing_call(route: RelayRoute, params: Mapping[str, JsonValue], *,
         client = upstream.client
         assert client is not None  # relay_route chose a connected upstream
         headers = {MCP_PROTOCOL_VERSION_HEADER: str(client.protocol_version)}
-    if meta:
-        out["_meta"] = meta
-    else:
-        out.pop("_meta", None)
     return out, headers
 
 

@@ -62,6 +62,9 @@ Wait = Callable[[], Awaitable[dict[str, Any] | None]]
 class LaneBase(ABC):
     """Ids, callbacks and failure-on-close, shared by both transports."""
 
+    carries_headers = True
+    """The transport sends the SDK's per-request HTTP headers (see ``Lane``)."""
+
     def __init__(self) -> None:
         self._callbacks: dict[str, Answer] = {}
         self._next = 0
@@ -149,6 +152,8 @@ class LaneBase(ABC):
 
 class RawStdio(LaneBase):
     """A stdio upstream on raw pipes (an SDK ``Transport``)."""
+
+    carries_headers = False
 
     def __init__(self, command: str, args: list[str], env: dict[str, str], cwd: str) -> None:
         super().__init__()
