@@ -29,7 +29,7 @@ from mcp.types import INTERNAL_ERROR, SERVER_INFO_META_KEY
 from mcp.types import methods as wire_methods
 from pydantic import BaseModel
 
-from agentguard.proxy.jsontypes import JsonObject, RequestId
+from agentguard.proxy.jsontypes import JsonObject, JsonValue, RequestId
 
 __all__ = [
     "INVALID_RESULT",
@@ -140,13 +140,19 @@ def unstamped(result: JsonObject) -> JsonObject:
 
     The result is not changed: a copy is made when there is a stamp to remove.
     """
+    return _unstamped(result)[0]
+
+
+def _unstamped(result: JsonObject) -> tuple[JsonObject, bool]:
+    """:func:`unstamped`, and whether the result (and its ``_meta``) are copies made here."""
     meta = result.get("_meta")
     if isinstance(meta, dict) and SERVER_INFO_META_KEY in meta:
         rest = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY}
         result = {k: v for k, v in result.items() if k != "_meta"}
         if rest:
             result["_meta"] = rest
-    return result
+        return result, True
+    return result, False
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -175,17 +181,75 @@ def shape_result(result: JsonObject, version: str, *, modern: bool, upstream_mod
     Raises:
         pydantic.ValidationError: the result does not fit the client's era.
     """
-    result = unstamped(result)
-    if modern and "resultType" not in result:
+    result, fresh_meta = _unstamped(result)
+    if not modern:
+        if not upstream_modern:
+            return result
+        plain = _handshake_result(result, version)
+        return plain if plain is not None else \
+            wire_methods.serialize_server_result("tools/call", version, result)
+    if "resultType" not in result:
         result = {**result, "resultType": "complete"}  # a handshake-era result is complete
-    if modern != upstream_modern:
+    if not upstream_modern:
         result = wire_methods.serialize_server_result("tools/call", version, result)
-    if modern:
-        meta = result.get("_meta")
-        stamped: JsonObject = dict(meta) if isinstance(meta, dict) else {}
-        stamped[SERVER_INFO_META_KEY] = server_info
-        result["_meta"] = stamped
+        fresh_meta = False
+    return _stamped(result, server_info, fresh=fresh_meta)
+
+
+def _stamped(result: JsonObject, server_info: JsonObject, *, fresh: bool) -> JsonObject:
+    """``result`` with the proxy's stamp last in its ``_meta`` (set in place; the ``_meta``
+    is copied unless ``fresh`` says it was made by the shaper)."""
+    meta = result.get("_meta")
+    stamped: JsonObject = (meta if fresh else dict(meta)) if isinstance(meta, dict) else {}
+    stamped[SERVER_INFO_META_KEY] = server_info
+    result["_meta"] = stamped
     return result
+
+
+_HANDSHAKE_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
+"""Handshake-era versions whose ``tools/call`` result :func:`_handshake_result` writes as the
+SDK's model does (tests/proxy/test_answers.py compares the two)."""
+_PLAIN_KEYS = frozenset({"_meta", "content", "isError", "structuredContent", "resultType"})
+
+
+def _handshake_result(result: JsonObject, version: str) -> JsonObject | None:
+    """A 2026-07-28 result of text content for a handshake-era client, as
+    ``serialize_server_result`` writes it (fields in its order, ``resultType`` and ``None``
+    members dropped), without its models; None for anything else (the SDK converts it).
+
+    Only values the model keeps as they are take this path: text blocks of exactly ``type``
+    and ``text`` (a string), a real bool ``isError``, object ``structuredContent`` and
+    ``_meta`` (JSON values, dumped as they are).
+    """
+    if version not in _HANDSHAKE_VERSIONS or not result.keys() <= _PLAIN_KEYS or \
+            result.get("resultType", "complete") != "complete":
+        return None
+    content = result.get("content")
+    if not isinstance(content, list):
+        return None
+    blocks: list[JsonValue] = []
+    for block in content:
+        if not isinstance(block, dict) or len(block) != 2 or block.get("type") != "text":
+            return None
+        text = block.get("text")
+        if not isinstance(text, str):
+            return None
+        blocks.append({"text": text, "type": "text"})
+    meta, is_error, structured = (result.get("_meta"), result.get("isError"),
+                                  result.get("structuredContent"))
+    if not (meta is None or isinstance(meta, dict)) or \
+            not (is_error is None or type(is_error) is bool) or \
+            not (structured is None or isinstance(structured, dict)):
+        return None
+    out: JsonObject = {}
+    if meta is not None:
+        out["_meta"] = meta
+    out["content"] = blocks
+    if is_error is not None:
+        out["isError"] = is_error
+    if structured is not None:
+        out["structuredContent"] = structured
+    return out
 
 
 @dataclass(frozen=True, slots=True)
