@@ -11,7 +11,10 @@ per path: p50 latency, its ratio over direct, and the proxy's CPU (user+system, 
 
 ``--era handshake`` sends the same call as a handshake-era client instead: each connection
 first opens a session (``initialize``, ``notifications/initialized``) and the calls name it
-(answered as the SDK's event stream). ``--profile FILE`` runs the last tree's proxy under
+(answered as the SDK's event stream). ``--upstream stdio`` has each proxy spawn the ops server
+on stdio instead (``--listen`` in front of a stdio upstream; the direct path stays the HTTP
+server). ``--concurrency N`` sends the calls on N connections at once (throughput instead of
+p50 is compared with direct). ``--profile FILE`` runs the last tree's proxy under
 ``cProfile`` (written when it exits; the proxy's CPU figure then includes the profiler's).
 
 Run: ``.venv/bin/python benchmarks/bench_http_listener.py --tree main=/work/main
@@ -131,29 +134,35 @@ class Path_:
         self.name, self.port, self.pid, self.era = name, port, pid, era
         self.lat: list[float] = []
         self.cpu = 0.0
+        self.wall = 0.0
         self.calls = 0
 
-    async def round(self, calls: int) -> None:
+    async def round(self, calls: int, concurrency: int = 1) -> None:
+        before = _cpu(self.pid) if self.pid else 0.0
+        start = time.perf_counter()
+        await asyncio.gather(*(self._calls(calls // concurrency) for _ in range(concurrency)))
+        self.wall += time.perf_counter() - start
+        if self.pid:
+            self.cpu += _cpu(self.pid) - before
+        self.calls += calls // concurrency * concurrency
+
+    async def _calls(self, calls: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         session = None
         if self.era == "handshake":
             session = await _open_session(reader, writer, self.port)
         raw = _request(self.port, session)
-        before = _cpu(self.pid) if self.pid else 0.0
         for _ in range(calls):
             start = time.perf_counter()
             writer.write(raw)
             _, body = await _answer(reader)
             self.lat.append(time.perf_counter() - start)
             assert b'"result"' in body, body
-        if self.pid:
-            self.cpu += _cpu(self.pid) - before
-        self.calls += calls
         writer.close()
 
 
 async def main(trees: list[tuple[str, str]], calls: int, rounds: int, era: str,
-               profile: str | None) -> None:
+               profile: str | None, upstream: str = "http", concurrency: int = 1) -> None:
     home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
     up = _port()
     procs = [subprocess.Popen([PY, OPS, "--http", str(up)], cwd=ROOT,
@@ -168,8 +177,9 @@ async def main(trees: list[tuple[str, str]], calls: int, rounds: int, era: str,
             proc = subprocess.Popen(
                 [PY, *pre, "-m", "agentguard.proxy", "--policy", POLICY, "--store",
                  f"sqlite:///{home / (name + '.db')}", "--audit", str(home / f"{name}.jsonl"),
-                 "--name", "ops", "--log-level", "WARNING", "--upstream-url",
-                 f"http://127.0.0.1:{up}/mcp", "--listen", f"127.0.0.1:{port}"],
+                 "--name", "ops", "--log-level", "WARNING", "--listen", f"127.0.0.1:{port}",
+                 *(["--upstream-url", f"http://127.0.0.1:{up}/mcp"] if upstream == "http"
+                   else ["--", PY, OPS])],
                 # ``-m`` puts the working directory first on sys.path: run from the tree.
                 cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(proc)
@@ -178,10 +188,10 @@ async def main(trees: list[tuple[str, str]], calls: int, rounds: int, era: str,
             await _wait(p.port)
             await p.round(200)  # warm up
             p.lat.clear()
-            p.cpu, p.calls = 0.0, 0
+            p.cpu, p.wall, p.calls = 0.0, 0.0, 0
         for r in range(rounds):
             for p in paths[r % len(paths):] + paths[:r % len(paths)]:
-                await p.round(calls // rounds)
+                await p.round(calls // rounds, concurrency)
     finally:
         for proc in procs:
             proc.terminate()
@@ -190,14 +200,18 @@ async def main(trees: list[tuple[str, str]], calls: int, rounds: int, era: str,
             except subprocess.TimeoutExpired:
                 proc.kill()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{os.cpu_count()} CPUs, load average {load}; {calls} sequential {era} calls "
-          "per path")
+    how = "sequential" if concurrency == 1 else f"{concurrency} in flight"
+    print(f"{os.cpu_count()} CPUs, load average {load}; {calls} {how} {era} calls per path "
+          f"({upstream} upstream)")
     direct = statistics.median(paths[0].lat)
-    print(f"{'path':<12}{'p50 ms':>9}{'p50/direct':>12}{'proxy CPU ms/call':>19}")
+    direct_rate = paths[0].calls / paths[0].wall
+    print(f"{'path':<12}{'p50 ms':>9}{'p50/direct':>12}{'calls/s':>9}{'of direct':>11}"
+          f"{'proxy CPU ms/call':>19}")
     for p in paths:
-        p50 = statistics.median(p.lat)
+        p50, rate = statistics.median(p.lat), p.calls / p.wall
         cpu = f"{p.cpu * 1000 / p.calls:>19.3f}" if p.pid else f"{'':>19}"
-        print(f"{p.name:<12}{p50 * 1000:>9.3f}{p50 / direct:>11.2f}x{cpu}")
+        print(f"{p.name:<12}{p50 * 1000:>9.3f}{p50 / direct:>11.2f}x{rate:>9.0f}"
+              f"{rate / direct_rate:>10.0%}{cpu}")
 
 
 if __name__ == "__main__":
@@ -208,6 +222,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--era", choices=("2026", "handshake"), default="2026",
                         help="the client's protocol era (handshake: calls in a session)")
+    parser.add_argument("--upstream", choices=("http", "stdio"), default="http",
+                        help="the proxies' upstream: the HTTP server, or the same on stdio")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="connections sending calls at once")
     parser.add_argument("--profile", metavar="FILE",
                         help="run the last tree's proxy under cProfile, written at its exit")
     parser.add_argument("--pin", type=int, metavar="CPU",
@@ -216,4 +234,5 @@ if __name__ == "__main__":
     if ns.pin is not None:
         os.sched_setaffinity(0, {ns.pin})
     trees = [tuple(t.split("=", 1)) for t in ns.tree]
-    asyncio.run(main([(n, p) for n, p in trees], ns.calls, ns.rounds, ns.era, ns.profile))
+    asyncio.run(main([(n, p) for n, p in trees], ns.calls, ns.rounds, ns.era, ns.profile,
+                     ns.upstream, ns.concurrency))
