@@ -208,7 +208,7 @@ def _stamped(result: JsonObject, server_info: JsonObject, *, fresh: bool) -> Jso
 
 _HANDSHAKE_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
 """Handshake-era versions whose ``tools/call`` result :func:`_handshake_result` writes as the
-SDK's model does (tests/proxy/test_answers.py compares the two)."""
+SDK's model does (tests/proxy/test_answers_plain.py compares the two)."""
 _PLAIN_KEYS = frozenset({"_meta", "content", "isError", "structuredContent", "resultType"})
 
 
