@@ -27,6 +27,7 @@ from typing import Literal, TypeVar
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.types import INTERNAL_ERROR, SERVER_INFO_META_KEY
 from mcp.types import methods as wire_methods
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from agentguard.proxy.jsontypes import JsonObject, JsonValue, RequestId
@@ -206,7 +207,7 @@ def _stamped(result: JsonObject, server_info: JsonObject, *, fresh: bool) -> Jso
     return result
 
 
-_HANDSHAKE_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
+_HANDSHAKE_VERSIONS = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
 """Handshake-era versions whose ``tools/call`` result :func:`_handshake_result` writes as the
 SDK's model does (tests/proxy/test_answers_plain.py compares the two)."""
 _PLAIN_KEYS = frozenset({"_meta", "content", "isError", "structuredContent", "resultType"})

@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mcp.types import SERVER_INFO_META_KEY
 from mcp.types import methods as wire_methods
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from agentguard.proxy.answers import _HANDSHAKE_VERSIONS, shape_result, unstamped
+from agentguard.proxy.answers import shape_result, unstamped
 
 PROXY_INFO = {"name": "agentguard", "version": "1"}
 UPSTREAM_INFO = {"name": "ops", "version": "9"}
@@ -76,7 +77,7 @@ def _outcome(fn: Any) -> tuple[str, Any]:
 
 @settings(max_examples=400, deadline=None)
 @given(result=_result | _plain_result | _plain_result.map(lambda r: dict(reversed(r.items()))),
-       version=st.sampled_from(sorted(_HANDSHAKE_VERSIONS)))
+       version=st.sampled_from(sorted(HANDSHAKE_PROTOCOL_VERSIONS)))
 def test_a_modern_result_for_a_handshake_client_is_the_sdks_conversion(
         result: dict[str, Any], version: str) -> None:
     expected = _outcome(lambda: wire_methods.serialize_server_result(
