@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from agentguard.oauth.tokens import VerifiedToken
 
 __all__ = [
+    "CALL_RESULT",
     "CallInfo",
     "call_info",
     "forward_tool",
@@ -73,8 +74,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_INPUT_ROUNDS = 10
-_CALL_RESULT: TypeAdapter[CallToolResult | InputRequiredResult] = TypeAdapter(
+CALL_RESULT: TypeAdapter[CallToolResult | InputRequiredResult] = TypeAdapter(
     CallToolResult | InputRequiredResult)
+"""How the SDK route reads an upstream's ``tools/call`` result."""
 R = TypeVar("R")
 
 
@@ -170,7 +172,7 @@ async def forward_tool(core: ProxyCore, upstream: Upstream, name: str,
             # RequestParamsMeta is a TypedDict (total=False) of the same JSON object
             _meta=cast(RequestParamsMeta | None, fwd_meta)))
         return await upstream.request(lambda c: c.session.send_request(
-            request, _CALL_RESULT, progress_callback=asker.progress))
+            request, CALL_RESULT, progress_callback=asker.progress))
 
     with core.asking(upstream.name, asker):
         return unstamped_model(await input_rounds(send, asker))

@@ -350,12 +350,21 @@ class ProxyCore:
     @contextlib.contextmanager
     def asking(self, server: str, asker: Asker) -> Iterator[None]:
         """Route ``server``'s requests to ``asker`` while a request to it is in flight."""
-        stack = self._askers[server]
-        stack.append(asker)
+        self.push_asker(server, asker)
         try:
             yield
         finally:
-            stack.remove(asker)
+            self.drop_asker(server, asker)
+
+    def push_asker(self, server: str, asker: Asker) -> None:
+        """:meth:`asking` for a request in flight without a task of its own (the stdio relay):
+        ``server``'s requests go to ``asker`` until :meth:`drop_asker`."""
+        self._askers[server].append(asker)
+
+    def drop_asker(self, server: str, asker: Asker) -> None:
+        """Stop routing ``server``'s requests to ``asker`` (no-op when it is not there)."""
+        with contextlib.suppress(ValueError, KeyError):
+            self._askers[server].remove(asker)
 
     # ------------------------------------------------------------------ subscriptions
 

@@ -141,11 +141,16 @@ class RoundTrip:
             question.answered.set()
         self._questions = {k: q for k, q in self._questions.items() if not q.answered.is_set()}
 
-    async def next_round(self, ctx: RequestContext) -> bool:
-        """Wait until the work finishes (True) or has questions for the client (False)."""
+    async def next_round(self, ctx: RequestContext | None) -> bool:
+        """Wait until the work finishes (True) or has questions for the client (False).
+
+        ``ctx`` is the round's request (None: a round the stdio relay answers on the wire,
+        with :attr:`capabilities` and :attr:`client_name` set from the request's envelope).
+        """
         self._ctx = ctx
-        self.capabilities = ctx.session.client_capabilities
-        self.client_name = client_name_of(ctx)
+        if ctx is not None:
+            self.capabilities = ctx.session.client_capabilities
+            self.client_name = client_name_of(ctx)
         try:
             while not self._done.is_set() and not self._questions:
                 self._changed = anyio.Event()
@@ -214,12 +219,7 @@ class Ledger:
         """
         trip: RoundTrip | None
         if request_state is None:
-            if len(self._open) >= self.max_open:
-                raise MCPError(code=INTERNAL_ERROR, message=(
-                    f"{self.max_open} multi-round requests are waiting for their clients; "
-                    "refusing new ones until some finish or expire"))
-            trip = RoundTrip(binding, work)
-            self._tg.start_soon(self._run, trip)
+            trip = self.open(binding, work)
         else:
             trip = self._open.pop(request_state, None)  # single use
             if trip is None or trip.binding != binding:
@@ -228,6 +228,33 @@ class Ledger:
                 raise MCPError(code=INVALID_PARAMS, message="Invalid or expired requestState")
             trip.idle_since = None
             trip.deliver(input_responses)
+        return await self.round(trip, ctx)
+
+    def open(self, binding: Binding, work: Work) -> RoundTrip:
+        """Start a request's work as a round trip (its first round is :meth:`round`).
+
+        Raises:
+            MCPError: too many round trips are waiting for their clients.
+        """
+        if len(self._open) >= self.max_open:
+            raise MCPError(code=INTERNAL_ERROR, message=(
+                f"{self.max_open} multi-round requests are waiting for their clients; "
+                "refusing new ones until some finish or expire"))
+        trip = RoundTrip(binding, work)
+        self._tg.start_soon(self._run, trip)
+        return trip
+
+    def full(self) -> bool:
+        """No new round trip may open now (:meth:`open` would refuse)."""
+        return len(self._open) >= self.max_open
+
+    async def round(self, trip: RoundTrip, ctx: RequestContext | None) -> object:
+        """One round of ``trip``: its result, or an ``InputRequiredResult`` under a fresh
+        ``requestState`` (``ctx``: see :meth:`RoundTrip.next_round`).
+
+        Raises:
+            MCPError: the work's own error.
+        """
         answered = False
         try:
             done = await trip.next_round(ctx)

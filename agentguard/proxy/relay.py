@@ -18,7 +18,10 @@ Routes of one ``tools/call`` (every route consults :func:`may_skip_guard`):
 ==========================  ==============================================  ===============
 route                       entry point                                     guard
 ==========================  ==============================================  ===============
-stdio relay                 ``stdio_relay.StdioRelay.offer`` (on the wire)  skipped if Skip
+stdio relay                 ``stdio_relay.StdioRelay.offer`` (on the wire;  skipped if Skip
+                            a 2026 client's call to a handshake-era
+                            upstream that asks mid-call is promoted to a
+                            ledger round trip: ``promote.Promotion``)
 HTTP relay, direct          ``http_direct.DirectRelay`` (the listener, no   skipped if Skip
                             OAuth; both eras, a session's call only as the
                             book allows) → ``HttpRelay``
@@ -177,7 +180,8 @@ class RelayRoute:
 
 
 def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, on_wire: bool,
-                client_modern: bool, asks_reach_caller: bool = True) -> RelayRoute | None:
+                client_modern: bool, asks_reach_caller: bool = True,
+                promotes: bool = False) -> RelayRoute | None:
     """How a ``tools/call`` to exposed ``name`` is relayed, or None for the SDK route.
 
     Args:
@@ -189,11 +193,14 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
             requests made mid-call go to the latest handshake-era client (``ProxyCore.ask``),
             which on stdio is the caller.
         client_modern: The client speaks 2026-07-28 (a handshake-era upstream's requests
-            mid-call would need a round trip, which only the SDK route's ledger can take).
+            mid-call need a round trip, which only the SDK route's ledger can take).
         asks_reach_caller: A handshake-era upstream's requests mid-call reach the caller
             (False for the HTTP relay of a handshake-era session: ``ProxyCore.ask`` would
             send them to the latest session, perhaps another client's, so such upstreams
             take the SDK route, which pushes them on the caller's own stream).
+        promotes: The route turns a 2026-07-28 client's relayed call into a round trip of
+            the SDK route's ledger when a handshake-era upstream asks mid-call (the stdio
+            relay, :mod:`agentguard.proxy.promote`); without it such calls take the SDK route.
     """
     if not core.relay_enabled or not plain_call(params):
         return None
@@ -209,7 +216,7 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
         return None
     if on_wire and upstream.config.request_timeout is not None:
         return None
-    if (client_modern or not asks_reach_caller) and not upstream.modern:
+    if not upstream.modern and (not asks_reach_caller or (client_modern and not promotes)):
         return None
     if upstream.modern and lane.envelope is None:
         return None  # the lane has not seen the SDK stamp a request yet

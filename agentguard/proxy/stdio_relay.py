@@ -7,10 +7,12 @@ progress token or multi-round state (:func:`agentguard.proxy.relay.relay_route`)
 nothing to decide per call: the request is relayed to the upstream under a proxy-owned id
 (with the envelope the lane learned from the SDK client's own requests, and the SDK's
 per-request headers), and the answer is relayed back, shaped for the client's protocol era.
-Both eras are relayed; a 2026-07-28 client in front of a handshake-era upstream is not (its
-upstream's requests mid-call need a round trip, which the SDK route's ledger takes).
-Everything else — held calls, elicitation, progress, an ``input_required`` answer (handed to
-the SDK route), other methods — takes the SDK route.
+Both eras are relayed, a 2026-07-28 client in front of a handshake-era upstream too: its
+upstream's requests mid-call need a round trip, so such a call is relayed with a
+:class:`~agentguard.proxy.promote.Promotion` as its asker, which hands it to the SDK route's
+ledger if (and only if) the upstream asks. Everything else — held calls, progress, an
+``input_required`` answer (handed to the SDK route), a retry with ``requestState``, other
+methods — takes the SDK route.
 
 The upstream side is the upstream's lane (:class:`~agentguard.proxy.lane.Lane`: raw stdio,
 or the SDK's HTTP transport with relayed calls on raw HTTP/1.1); this module is the
@@ -46,6 +48,7 @@ from agentguard.proxy.answers import (
 )
 from agentguard.proxy.jsontypes import JsonObject, RequestId
 from agentguard.proxy.lane import Lane
+from agentguard.proxy.promote import Promotion
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 from agentguard.proxy.wire import encode
 
@@ -98,12 +101,13 @@ async def relay_allowed(route: RelayRoute, params: JsonObject) -> UpstreamAnswer
 
 
 class _Plan:
-    __slots__ = ("modern", "route", "version")
+    __slots__ = ("modern", "route", "upstream_modern", "version")
 
     def __init__(self, route: RelayRoute, version: str, modern: bool) -> None:
         self.route = route
         self.version = version
         self.modern = modern
+        self.upstream_modern = route.upstream.modern
 
 
 class StdioRelay:
@@ -127,7 +131,7 @@ class StdioRelay:
         self._server_info = server_info
         self._legacy_version: str | None = None
         self._initialized = False
-        self._inflight: dict[RequestId, tuple[Lane, str]] = {}
+        self._inflight: dict[RequestId, tuple[Lane, str, Promotion | None]] = {}
         self._debug = logger.isEnabledFor(logging.DEBUG)  # read once: off the hot path
 
     # ------------------------------------------------------------------ wire hooks
@@ -152,6 +156,8 @@ class StdioRelay:
                 entry = self._inflight.pop(rid, None) if isinstance(rid, str | int) else None
                 if entry is not None:
                     entry[0].forget(entry[1])  # a cancelled request gets no answer
+                    if entry[2] is not None:
+                        self._core.drop_asker(entry[2].server, entry[2])
                     return True
             return False
         if method != "tools/call" or value.get("jsonrpc") != "2.0":
@@ -170,22 +176,39 @@ class StdioRelay:
             return False
         rid = value["id"]
         assert isinstance(rid, str | int)  # the stdio transport checked it
-
-        def answered(answer: JsonObject | None) -> None:
-            if self._inflight.pop(rid, None) is None:
-                return  # cancelled meanwhile
-            self._answered(value, plan, read_answer(answer), reply, spawn, fallback)
-
         lane = upstream.lane
         if lane is None:
             return False  # the lane closed after the route was chosen: the SDK route
-        self._inflight[rid] = (lane, "")
+        promotion: Promotion | None = None
+        if plan.modern and not plan.upstream_modern:
+            # The upstream may ask mid-call: a round trip then (see .promote).
+            promotion = Promotion(self._core, upstream, rid, params, plan.version,
+                                  self._server_info(), reply,
+                                  lambda: self._inflight.pop(rid, None) is not None)
+
+        def answered(answer: JsonObject | None) -> None:
+            if promotion is not None and promotion.trip is not None:
+                promotion.settle(read_answer(answer))  # the round trip's now
+                return
+            if self._inflight.pop(rid, None) is None:
+                return  # cancelled meanwhile
+            if promotion is not None:
+                self._core.drop_asker(promotion.server, promotion)
+            self._answered(value, plan, read_answer(answer), reply, spawn, fallback)
+
+        self._inflight[rid] = (lane, "", promotion)
+        if promotion is not None:
+            self._core.push_asker(upstream.name, promotion)
         sent = lane.start("tools/call", out, headers, answered)
         if sent is None:
             self._inflight.pop(rid, None)
+            if promotion is not None:
+                self._core.drop_asker(upstream.name, promotion)
             return False
+        if promotion is not None:
+            promotion.attach(lane, sent)
         if rid in self._inflight:
-            self._inflight[rid] = (lane, sent)
+            self._inflight[rid] = (lane, sent, promotion)
         if self._debug:
             logger.debug("relayed tools/call %s to %r on the wire", params.get("name"),
                          upstream.name)
@@ -213,9 +236,14 @@ class StdioRelay:
             return None
         name = params["name"]
         assert isinstance(name, str)
-        route = relay_route(self._core, name, params, on_wire=True, client_modern=modern)
+        route = relay_route(self._core, name, params, on_wire=True, client_modern=modern,
+                            promotes=True)
         if route is None:
             return None
+        if modern and not route.upstream.modern:
+            ledger = self._core.ledger
+            if ledger is None or ledger.full():
+                return None  # a promotion could not open: the SDK route refuses the call
         return _Plan(route, down_version, modern)
 
     # ------------------------------------------------------------------ answers
@@ -226,7 +254,7 @@ class StdioRelay:
         rid = value["id"]
         assert isinstance(rid, str | int)
         shaped = shape(answer, rid, server=upstream.name, version=plan.version,
-                       modern=plan.modern, upstream_modern=upstream.modern,
+                       modern=plan.modern, upstream_modern=plan.upstream_modern,
                        server_info=self._server_info())
         if shaped is None:
             spawn(fallback, value)  # input_required: the SDK route relays the questions
