@@ -28,8 +28,12 @@ measured 1.11-1.20x direct mixed, 0.99-1.14x split.
 
 A call that fails is retried once and counted; the counts are printed.
 
+``--upstream-mode legacy`` has the proxies speak the handshake era to the upstream whatever
+the client's era (``--mode auto`` then measures a 2026-07-28 client in front of a
+handshake-era server, as most published servers are today).
+
 Run: ``.venv/bin/python benchmarks/bench_proxy.py [--calls 2000] [--mode auto|legacy]
-[--pin 0]``
+[--upstream-mode auto|legacy|2026-07-28] [--pin 0]``
 """
 
 from __future__ import annotations
@@ -220,25 +224,27 @@ def _proxy_args(home: Path, *extra: str) -> list[str]:
             "--name", "ops", "--log-level", "WARNING", *extra]
 
 
-async def main(calls: int, mode: str, concurrency: int, rounds: int, mixed: bool
-               ) -> list[Result]:
+async def main(calls: int, mode: str, concurrency: int, rounds: int, mixed: bool,
+               upstream_mode: str | None = None) -> list[Result]:
     home = Path(tempfile.mkdtemp(prefix="agentguard-bench-"))
     env = {**os.environ, "AGENTGUARD_HOME": str(home)}
     up, px, relay = _port(), _port(), _port()
     url = f"http://127.0.0.1:{up}/mcp"
+    era = ("--upstream-mode", upstream_mode) if upstream_mode else ()
     targets: dict[str, StdioServerParameters | str] = {
         "stdio direct": StdioServerParameters(command=PY, args=[OPS], env=env),
         "stdio bare relay": StdioServerParameters(command=PY,
                                                   args=[RELAY, "stdio", "--", PY, OPS],
                                                   env=env),
         "stdio via proxy": StdioServerParameters(command=PY,
-                                                 args=_proxy_args(home, "--", PY, OPS),
+                                                 args=_proxy_args(home, *era, "--", PY, OPS),
                                                  env=env),
         "http direct": url,
         "http bare relay": f"http://127.0.0.1:{relay}/mcp",
         "http via proxy": f"http://127.0.0.1:{px}/mcp",
     }
-    proxy_http = [PY, *_proxy_args(home, "--upstream-url", url, "--listen", f"127.0.0.1:{px}")]
+    proxy_http = [PY, *_proxy_args(home, *era, "--upstream-url", url, "--listen",
+                                   f"127.0.0.1:{px}")]
     async with _process([PY, OPS, "--http", str(up)], env, up), \
             _process(proxy_http, env, px) as proxy_pid, \
             _process([PY, RELAY, "tcp", str(relay), str(up)], env, relay) as relay_pid, \
@@ -285,6 +291,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--mode", default="auto", choices=["auto", "legacy"])
+    parser.add_argument("--upstream-mode", choices=["auto", "legacy", "2026-07-28"],
+                        help="the era the proxies speak to the upstream (default: theirs)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=12,
                         help="alternate the paths this many times (evens out machine load)")
@@ -296,5 +304,6 @@ if __name__ == "__main__":
     ns = parser.parse_args()
     if ns.pin is not None:
         os.sched_setaffinity(0, {ns.pin})  # inherited by every process started below
-    report(anyio.run(main, ns.calls, ns.mode, ns.concurrency, ns.rounds, ns.mixed),
+    report(anyio.run(main, ns.calls, ns.mode, ns.concurrency, ns.rounds, ns.mixed,
+                     ns.upstream_mode),
            ns.concurrency, ns.pin)
