@@ -109,7 +109,7 @@ ROUTES = [
     ("stdio", "auto", "auto", True),      # stdio relay (2026 both sides)
     ("stdio", "legacy", "auto", True),    # stdio relay with era conversion
     ("stdio", "legacy", "legacy", True),  # SDK-server relay
-    ("stdio", "auto", "legacy", True),    # SDK forward through the ledger
+    ("stdio", "auto", "legacy", True),    # stdio relay, promoted to the ledger if it asks
     ("stdio", "auto", "auto", False),     # --no-relay: SDK forward
     ("stdio", "legacy", "legacy", False),
     ("http", "auto", "auto", True),       # connection-level HTTP relay

@@ -290,3 +290,20 @@ async def test_a_round_trip_cancelled_by_a_refused_retry_cancels_the_call_upstre
     assert seen["relay"] == seen["sdk"]
     assert seen["relay"][1]["error"]["code"] == -32602
     assert seen["relay"][2]["result"]["content"][0]["text"] == "answered accept"
+
+
+async def test_a_client_without_the_capability_is_not_asked_and_no_round_trip_opens(
+        proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    tool, args, _, _ = ASKING[0]
+    bare = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {}}
+    seen: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        async with wire_to(proxy, tmp_path, route, *ops(proxy), name="ops") as wire:
+            message = call(1, tool, args)
+            message["params"]["_meta"] = bare
+            seen[route] = await one(wire, message)
+            assert PROMOTED not in log_of(wire)
+    assert seen["relay"] == seen["sdk"]
+    # The upstream hears the proxy's refusal and fails the call with it.
+    assert "did not declare the elicitation capability" in \
+        seen["relay"]["error"]["message"], seen
