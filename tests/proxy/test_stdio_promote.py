@@ -260,13 +260,17 @@ async def test_an_upstream_that_crashes_mid_call_fails_the_call_as_the_sdk_route
     assert control["result"]["isError"] is False
 
 
+def _asking_policy(proxy: ProxyUnderTest) -> None:
+    proxy.policy.write_text(POLICY_TEMPLATE.read_text().replace("TIMEOUT", "30s").replace(
+        "rules:\n", "rules:\n  - id: asking-reads\n    match: {server: asking, tool: "
+        "[ask_and_wait, wait]}\n    class: read\n", 1))
+
+
 async def test_a_round_trip_cancelled_by_a_refused_retry_cancels_the_call_upstream(
         proxy: ProxyUnderTest, tmp_path: Path) -> None:
     """A retry of other arguments cancels the round trip's work: on the relay, the relayed
     request, which the upstream hears about as it does on the SDK route."""
-    proxy.policy.write_text(POLICY_TEMPLATE.read_text().replace("TIMEOUT", "30s").replace(
-        "rules:\n", "rules:\n  - id: asking-reads\n    match: {server: asking, tool: "
-        "ask_and_wait}\n    class: read\n", 1))
+    _asking_policy(proxy)
     seen: dict[str, list[dict[str, Any]]] = {}
     for route in ROUTES:
         cancel_log = tmp_path / f"cancel-{route}.log"
@@ -307,3 +311,32 @@ async def test_a_client_without_the_capability_is_not_asked_and_no_round_trip_op
     # The upstream hears the proxy's refusal and fails the call with it.
     assert "did not declare the elicitation capability" in \
         seen["relay"]["error"]["message"], seen
+
+
+async def test_with_several_calls_in_flight_the_latest_is_asked_as_on_the_sdk_route(
+        proxy: ProxyUnderTest, tmp_path: Path) -> None:
+    """The stdio wire does not say which call an upstream request belongs to: the latest
+    call in flight gets it (here the one that asks), and the earlier one is answered as
+    usual."""
+    _asking_policy(proxy)
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for route in ROUTES:
+        async with wire_to(proxy, tmp_path, route, PYTHON, ASKING_SERVER,
+                           name="asking") as wire:
+            await one(wire, call(0, "wait", {"seconds": 0}))  # connected and pinned
+            await wire.send(call(1, "wait", {"seconds": 3}))
+            await anyio.sleep(0.5)  # in flight upstream
+            first = await one(wire, call(2, "ask_and_wait", {}))
+            (key,) = first["result"]["inputRequests"]
+            answer = {key: {"action": "accept", "content": {"go": True}}}
+            await wire.send(retry(3, "ask_and_wait", {}, first["result"]["requestState"],
+                                  answer))
+            answers = sorted(await wire.answers(2), key=lambda a: a["id"])
+            seen[route] = [masked(first), *answers]
+            if route == "relay":
+                log = log_of(wire)
+                assert log.count("on the wire") == 3 and log.count(PROMOTED) == 1, log
+    assert seen["relay"] == seen["sdk"]
+    waited, done = seen["relay"][1:]
+    assert waited["id"] == 1 and waited["result"]["content"][0]["text"] == "waited 3.0"
+    assert done["id"] == 3 and done["result"]["content"][0]["text"] == "answered accept"

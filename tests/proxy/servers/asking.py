@@ -1,7 +1,7 @@
 """A test server whose tool asks the client mid-call and notes when the call is cancelled.
 
 ``ask_and_wait`` elicits a confirmation (pushed in the handshake era), then answers; a
-cancellation while it waits is written to ``--cancel-log``.
+cancellation while it waits is written to ``--cancel-log``. ``wait`` only sleeps.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ async def ask_and_wait(ctx: Context) -> str:
                 log.write("ask cancelled\n")
         raise
     return f"answered {answer.action}"
+
+
+@mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+async def wait(seconds: float) -> str:
+    """Sleep, then answer."""
+    await anyio.sleep(seconds)
+    return f"waited {seconds}"
 
 
 def main() -> None:
