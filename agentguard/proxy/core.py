@@ -4,7 +4,9 @@
 the multi-round ledger's sweeper, and the background work of 2026 round trips run in it. It
 implements :class:`~agentguard.proxy.upstream.UpstreamEvents`: a (re)connected upstream is
 listed and checked against its pins, its notifications are carried downstream, and its
-requests to the client (old-era upstreams) are routed to the client request that caused them.
+requests to the client (old-era upstreams) are routed to the client request that caused them
+(an asker pushed while it is in flight: :meth:`ProxyCore.asking`, or
+:meth:`ProxyCore.push_asker` for a call the stdio relay carries).
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ and that state, which is only a key into the :class:`Ledger`:
   that differs is refused with ``-32602``;
 - forgotten after ``idle_timeout`` without a retry, which also cancels the work.
 
+A call the stdio relay carries on the wire enters the ledger only when its (handshake-era)
+upstream asks mid-call: :mod:`agentguard.proxy.promote` opens the round trip then
+(:meth:`Ledger.open`) and answers the first round (:meth:`Ledger.round`) itself; the retry
+comes here like any other.
+
 The client writes the answers themselves (that is what elicitation is), so the approval
 channel built on this is unverified; the guard only uses it where a rule says so.
 """
