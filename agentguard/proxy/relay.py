@@ -32,6 +32,9 @@ SDK forward                 ``calls.run_tool_call`` (pin re-read first)     skip
 full guard                  ``calls.run_tool_call`` → ``Guard``             consulted
 ==========================  ==============================================  ===============
 
+A 2026-07-28 client's call to a handshake-era upstream is relayed on stdio only (promoted as
+above should the upstream ask); over HTTP it takes the SDK route.
+
 ``--no-relay`` turns every relay route off (checked here, once); the SDK forward route
 stays, so a ``--no-relay`` proxy makes the same security decisions through the SDK stacks —
 the oracle the relay-vs-SDK equivalence tests compare with.
