@@ -114,12 +114,10 @@ class Promotion:
         self._server_info = server_info
         self._reply = reply
         self._release = release
-        arguments = params.get("arguments")
-        name = params.get("name")
-        self._binding = binding_for("tools/call", str(name),
-                                    arguments if isinstance(arguments, dict) else None,
-                                    core.session_id)
-        self.capabilities, self.client_name = _envelope_client(params)
+        self._params = params  # read only if the upstream asks (most calls never do)
+        self.capabilities: ClientCapabilities | None = None
+        self.client_name = "mcp-client"
+        self._read = False
         self.trip: RoundTrip | None = None
         self._lane: Lane | None = None
         self._sent = ""
@@ -136,6 +134,9 @@ class Promotion:
         """Ask the client: the first question promotes the call into a round trip."""
         trip = self.trip
         if trip is None:
+            if not self._read:
+                self.capabilities, self.client_name = _envelope_client(self._params)
+                self._read = True
             why = missing_capability(self.capabilities, request)
             if why is not None:  # what the SDK route's RoundAsker answers, no round needed
                 return ErrorData(code=METHOD_NOT_FOUND, message=why)
@@ -163,8 +164,13 @@ class Promotion:
             return None
         ledger = self._core.ledger
         assert ledger is not None
+        params = self._params
+        arguments = params.get("arguments")
+        binding = binding_for("tools/call", str(params.get("name")),
+                              arguments if isinstance(arguments, dict) else None,
+                              self._core.session_id)  # as the SDK route binds it
         try:
-            trip = ledger.open(self._binding, self._work)
+            trip = ledger.open(binding, self._work)
         except MCPError as exc:  # the ledger is full: the call fails as it would have
             self._give_up()
             self._write_error(exc.error.model_dump(by_alias=True, mode="json",
