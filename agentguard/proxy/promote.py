@@ -140,10 +140,10 @@ class Promotion:
             why = missing_capability(self.capabilities, request)
             if why is not None:  # what the SDK route's RoundAsker answers, no round needed
                 return ErrorData(code=METHOD_NOT_FOUND, message=why)
-            trip = self._promote()
-            if trip is None:
-                return ErrorData(code=METHOD_NOT_FOUND,
-                                 message="the request that caused this one is over")
+            promoted = self._promote()
+            if isinstance(promoted, ErrorData):
+                return promoted
+            trip = promoted
         return await RoundAsker(trip).ask(request)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
@@ -159,9 +159,10 @@ class Promotion:
 
     # ------------------------------------------------------------------ promotion
 
-    def _promote(self) -> RoundTrip | None:
+    def _promote(self) -> RoundTrip | ErrorData:
         if not self._release():
-            return None
+            return ErrorData(code=METHOD_NOT_FOUND,
+                             message="the request that caused this one is over")
         ledger = self._core.ledger
         assert ledger is not None
         params = self._params
@@ -175,7 +176,7 @@ class Promotion:
             self._give_up()
             self._write_error(exc.error.model_dump(by_alias=True, mode="json",
                                                    exclude_none=True))
-            return None
+            return exc.error
         trip.capabilities, trip.client_name = self.capabilities, self.client_name
         self.trip = trip
         self._core.spawn(self._first_round, trip)
