@@ -21,6 +21,7 @@ the message for the client, with the HTTP status the SDK's app would give it.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -240,7 +241,8 @@ def _handshake_result(result: JsonObject, version: str) -> JsonObject | None:
                                   result.get("structuredContent"))
     if not (meta is None or isinstance(meta, dict)) or \
             not (is_error is None or type(is_error) is bool) or \
-            not (structured is None or isinstance(structured, dict)):
+            not (structured is None or isinstance(structured, dict)) or \
+            not _all_finite([meta, structured]):
         return None
     out: JsonObject = {}
     if meta is not None:
@@ -251,6 +253,22 @@ def _handshake_result(result: JsonObject, version: str) -> JsonObject | None:
     if structured is not None:
         out["structuredContent"] = structured
     return out
+
+
+def _all_finite(value: JsonValue) -> bool:
+    """No infinite float anywhere in ``value`` (the SDK's model writes one as ``null``; an
+    upstream's ``1e999`` parses as one)."""
+    stack: list[JsonValue] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

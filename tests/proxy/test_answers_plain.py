@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from mcp.types import SERVER_INFO_META_KEY
 from mcp.types import methods as wire_methods
@@ -78,6 +78,8 @@ def _outcome(fn: Any) -> tuple[str, Any]:
 @settings(max_examples=400, deadline=None)
 @given(result=_result | _plain_result | _plain_result.map(lambda r: dict(reversed(r.items()))),
        version=st.sampled_from(sorted(HANDSHAKE_PROTOCOL_VERSIONS)))
+@example(result={"content": [], "structuredContent": {"": float("inf")}}, version="2024-11-05")
+@example(result={"content": [], "_meta": {"k": [float("-inf")]}}, version="2025-11-25")
 def test_a_modern_result_for_a_handshake_client_is_the_sdks_conversion(
         result: dict[str, Any], version: str) -> None:
     expected = _outcome(lambda: wire_methods.serialize_server_result(
