@@ -9,7 +9,11 @@ as the relay shapes it through ASGI: a 2026-07-28 call's JSON in one write, or a
 stream with pings once the upstream stays silent past the relay's window; a handshake-era
 session's call gets the event stream (session head, one ``message`` event) the SDK's
 stateful transport writes, and is noted in the book while in flight so the client's
-``notifications/cancelled`` cancels it. A call the relay declines is served by the ASGI
+``notifications/cancelled`` cancels it. A 2026-07-28 call to a handshake-era upstream is
+relayed with a :class:`~agentguard.proxy.promote.Promotion` as its asker: should the upstream
+ask mid-call, the promotion takes the call into the SDK route's ledger and answers the POST
+with the ``InputRequiredResult`` (JSON, or the message event of a stream already pinging),
+and :class:`Relayed` answers no more. A call the relay declines is served by the ASGI
 app, body replayed; a result asking for input goes to the SDK's app as
 :meth:`HttpRelay.offer` sends it.
 """
@@ -20,6 +24,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
+
+from agentguard.proxy.answers import read_answer
 from agentguard.proxy.http_frames import TransportAnswer, stream_head
 from agentguard.proxy.http_relay import CANCELLED
 from agentguard.proxy.sessions import sse_head
@@ -28,6 +35,7 @@ from agentguard.proxy.wire import WireError, parse_value
 if TYPE_CHECKING:
     from agentguard.proxy.http_connection import ClientConnection
     from agentguard.proxy.http_request import Request
+    from agentguard.proxy.promote import Promotion
 
 __all__ = ["DirectRelay", "Relayed"]
 
@@ -76,7 +84,7 @@ class DirectRelay:
         if value is None:
             return None
         assert req.scope is not None
-        plan = self.fast.plan(req.scope, value)
+        plan = self.fast.plan(req.scope, value, promotes=True)
         if plan is None:
             return None
         if plan.session is not None:
@@ -102,8 +110,8 @@ class Relayed:
         plan: The relay's plan for it (how to send it upstream, abandon it, shape its answer).
     """
 
-    __slots__ = ("_answer", "_key", "_starting", "_window", "conn", "done", "plan", "relay",
-                 "req", "sent", "value")
+    __slots__ = ("_answer", "_gone", "_key", "_promotion", "_starting", "_window", "conn",
+                 "done", "plan", "relay", "req", "sent", "value")
 
     def __init__(self, relay: DirectRelay, conn: ClientConnection, req: Request, value: Any,
                  plan: Any) -> None:
@@ -116,20 +124,31 @@ class Relayed:
         self._key: tuple[str, Any] | None = None
         self._starting = False
         self._window: float | None = None
+        self._promotion: Promotion | None = None
+        self._gone = False
 
     def begin(self) -> bool:
         """Send the call upstream; False when it could not be (nothing reached it)."""
         self._starting = True
+        plan, fast = self.plan, self.relay.fast
+        if plan.promotes:  # the upstream may ask mid-call: a round trip then (see .promote)
+            self._promotion = fast.promotion(self.req.scope, plan, self.value["id"],
+                                             self.value["params"], self._promoted,
+                                             self._release)
         try:
-            self.sent = self.plan.relay(self.value["params"], self.answered)
+            self.sent = plan.relay(self.value["params"], self.answered)
         except Exception:
             # Before anything reached the upstream (stamping the request): the full path
             # serves it, and reports whatever is wrong in its own words.
-            logger.exception("cannot relay %r; taking the SDK route",
-                             self.plan.entry.exposed)
+            logger.exception("cannot relay %r; taking the SDK route", plan.entry.exposed)
+            self._drop()
             return False
         finally:
             self._starting = False
+        if self._promotion is not None and self.sent is not None:
+            lane = plan.upstream.lane
+            if lane is not None:
+                self._promotion.attach(lane, self.sent)
         if self.sent is None:
             self.answered(None)  # the lane is closed
         elif not self.done:
@@ -148,12 +167,17 @@ class Relayed:
     def answered(self, answer: dict[str, Any] | None) -> None:
         """The upstream's answer (None: its connection closed): write it, or hand the call
         to the full path when the result asks for input."""
+        promotion = self._promotion
+        if promotion is not None and promotion.trip is not None:
+            promotion.settle(read_answer(answer))  # the round trip's now
+            return
         if self.done:
             return
         if self._starting:  # answered inside begin(): finish once begin() has returned
             self.conn.loop.call_soon(self.answered, answer)
             return
         self._stop()
+        self._drop()
         try:
             reply = self.relay.fast.reply(self.plan, self.value["id"], answer)
             if reply is None:  # input_required: the full path relays the questions
@@ -167,11 +191,16 @@ class Relayed:
         self.conn.served(self.req.keep_alive)
 
     def hang_up(self) -> None:
-        """The client is gone: abandon the upstream call (it is told it was cancelled)."""
+        """The client is gone: abandon the upstream call (it is told it was cancelled), or,
+        once promoted, leave the round trip to the promotion."""
+        self._gone = True
         if not self.done:
             self._stop()
+            self._drop()
             if self.sent is not None:
                 self.plan.abandon(self.sent)
+        elif self._promotion is not None:
+            self._promotion.hang_up()
 
     def _cancelled(self) -> None:
         """The client cancelled the call (``notifications/cancelled`` in its session): answer
@@ -189,6 +218,28 @@ class Relayed:
             return
         self._answer.ping()
         self.conn.pings.arm(self._window)
+
+    def _release(self) -> bool:
+        """The promotion takes the call (False: it was answered meanwhile)."""
+        if self.done:
+            return False
+        self._stop()
+        return True
+
+    def _promoted(self, message: dict[str, Any]) -> None:
+        """The promotion's answer to the POST: as the SDK's app writes a handler's result or
+        error (JSON with the status of its error table, or the stream's message event)."""
+        if self._gone:
+            return
+        error = message.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
+        self._answer.finish(status, message)  # raises before writing if it cannot encode
+        self.conn.served(self.req.keep_alive)
+
+    def _drop(self) -> None:
+        if self._promotion is not None:
+            self.relay.fast.drop(self._promotion)
 
     def _stop(self) -> None:
         self.done = True

@@ -45,6 +45,7 @@ from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.proxy.answers import read_answer, shape
 from agentguard.proxy.http_frames import AsgiAnswer, compact, json_headers, sse_event
+from agentguard.proxy.promote import Promotion
 from agentguard.proxy.relay import RelayRoute, outgoing_call, relay_route
 from agentguard.proxy.sessions import (
     SessionBook,
@@ -171,8 +172,14 @@ class HttpRelay:
 
     # ------------------------------------------------------------------ decision
 
-    def plan(self, scope: dict[str, Any], value: Any) -> Plan | None:
-        """How to relay the parsed POST body ``value``, or None if this path must not."""
+    def plan(self, scope: dict[str, Any], value: Any, *, promotes: bool = False
+             ) -> Plan | None:
+        """How to relay the parsed POST body ``value``, or None if this path must not.
+
+        ``promotes``: the caller relays a 2026-07-28 call to a handshake-era upstream with a
+        :class:`~agentguard.proxy.promote.Promotion` as its asker (:meth:`promotion`; the
+        listener's direct route); without it such calls take the SDK route.
+        """
         if scope.get("path") != self._path or not isinstance(value, dict) or \
                 value.get("method") != "tools/call" or value.get("jsonrpc") != "2.0" or \
                 not _valid_id(value.get("id")):
@@ -187,9 +194,14 @@ class HttpRelay:
         # A handshake-era upstream's requests mid-call could not reach this client's
         # stream from here (ProxyCore.ask would pick the latest session): the SDK route.
         route = relay_route(self._core, params["name"], params, on_wire=True,
-                            client_modern=session is None, asks_reach_caller=session is None)
+                            client_modern=session is None, asks_reach_caller=session is None,
+                            promotes=promotes and session is None)
         if route is None:
             return None
+        if session is None and not route.upstream.modern:
+            ledger = self._core.ledger
+            if ledger is None or ledger.full():
+                return None  # a promotion could not open: the SDK route refuses the call
         entry = route.entry
         if session is not None:
             logger.debug("tools/call %r is relayed on HTTP (handshake-era session)",
@@ -199,8 +211,13 @@ class HttpRelay:
         if self._declares_headers(schema) and validate_mcp_param_headers(
                 schema, params.get("arguments") or {}, _first_copies(scope.get("headers", ()))):
             return None
-        logger.debug("tools/call %r is relayed on HTTP", entry.exposed)
-        return Plan(route, version, route.upstream.modern)
+        plan = Plan(route, version, route.upstream.modern)
+        if plan.promotes:
+            logger.debug("tools/call %r is relayed on HTTP (handshake-era upstream, promoted "
+                         "should it ask)", entry.exposed)
+        else:
+            logger.debug("tools/call %r is relayed on HTTP", entry.exposed)
+        return plan
 
     def _checked_version(self, scope: dict[str, Any], value: dict[str, Any],
                          params: dict[str, Any], session: tuple[str, str] | None = None
@@ -266,6 +283,23 @@ class HttpRelay:
         self._declares[id(schema)] = (schema, declares)  # holding it keeps the id unique
         return declares
 
+    def promotion(self, scope: dict[str, Any], plan: Plan, rid: Any, params: dict[str, Any],
+                  reply: Callable[[dict[str, Any]], None], release: Callable[[], bool]
+                  ) -> Promotion:
+        """The asker of a relayed call whose plan :attr:`~Plan.promotes`, pushed as the
+        call's asker (drop it with :meth:`drop`); its round trip is bound as the SDK route
+        binds the POST's (to its ``Mcp-Session-Id`` header, if any, as ``call_info`` reads
+        it)."""
+        session = _first_copies(scope.get("headers", ())).get("mcp-session-id")
+        promotion = Promotion(self._core, plan.upstream, rid, params, plan.version,
+                              self._server_info(), reply, release, session)
+        self._core.push_asker(plan.upstream.name, promotion)
+        return promotion
+
+    def drop(self, promotion: Promotion) -> None:
+        """Stop routing the upstream's requests to ``promotion`` (its call was answered)."""
+        self._core.drop_asker(promotion.server, promotion)
+
     # ------------------------------------------------------------------ relay
 
     async def _relay(self, plan: Plan, params: dict[str, Any], receive: Any,
@@ -325,6 +359,11 @@ class Plan:
     @property
     def upstream(self) -> Upstream:
         return self.route.upstream
+
+    @property
+    def promotes(self) -> bool:
+        """A 2026-07-28 call to a handshake-era upstream: promoted if the upstream asks."""
+        return self.session is None and not self.upstream_modern
 
     def relay(self, params: dict[str, Any], on_answer: Callable[[Any], None]) -> str | None:
         """Send the call on the upstream's lane; ``on_answer`` gets the answer (a dict,

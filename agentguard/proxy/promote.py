@@ -5,7 +5,8 @@ the upstream may send ``elicitation/create``, ``sampling/createMessage`` or ``ro
 the middle of the call; on the SDK route the call's work runs as a
 :class:`~agentguard.proxy.ledger.RoundTrip` from the start, so the question becomes an
 ``InputRequiredResult`` and the client's retry (which carries ``requestState``) delivers the
-answer. Most calls never ask, so the stdio relay carries them on the wire like any other, with
+answer. Most calls never ask, so the stdio relay (and the HTTP listener's direct route,
+:mod:`agentguard.proxy.http_direct`) carries them on the wire like any other, with
 a :class:`Promotion` as the call's asker (:meth:`ProxyCore.push_asker
 <agentguard.proxy.core.ProxyCore.push_asker>`: the upstream's requests reach it exactly as
 they reach the SDK route's asker — with one call in flight, that call's; with several, the
@@ -17,7 +18,8 @@ latest). Only when the upstream asks does the promotion take the call over:
   work is waiting for the relayed request's answer;
 - the question is asked through that round trip, and its first round answers the client's
   request with the ``InputRequiredResult`` (a fresh ``requestState``) the SDK route would
-  give, serialized as the SDK server serializes a handler's result;
+  give, serialized as the SDK server serializes a handler's result (over HTTP, written as
+  the SDK's app writes it: JSON, or the message event of a stream already pinging);
 - the upstream's eventual answer finishes the work; the client's retry is not a plain call,
   so it takes the SDK route, whose ledger path serves it (and refuses a tampered state or
   different arguments). A round trip cancelled (a refused retry, the ledger's idle timeout)
@@ -61,7 +63,6 @@ from agentguard.proxy.jsontypes import JsonObject, JsonValue, RequestId
 from agentguard.proxy.lane import Lane
 from agentguard.proxy.ledger import RoundAsker, RoundTrip, binding_for
 from agentguard.proxy.upstream import UpstreamUnavailable
-from agentguard.proxy.wire import encode
 
 if TYPE_CHECKING:
     from agentguard.proxy.core import ProxyCore
@@ -98,14 +99,19 @@ class Promotion:
         params: The call's ``params`` as the client sent them (the binding, the envelope).
         version: The client's protocol version.
         server_info: The proxy's ``serverInfo`` stamp.
-        reply: Writes one line to the client.
+        reply: Answers the client's request with a JSON-RPC message (a result or an error):
+            a line on stdio, the POST's answer over HTTP. Raises ``ValueError`` or
+            ``TypeError`` before writing anything when the message cannot be serialized.
         release: Takes the request from the relay; False when it is no longer in flight
             there (answered or cancelled).
+        session: The session the SDK route binds the call's round trip to (the core's on
+            stdio; none for a 2026-07-28 POST).
     """
 
     def __init__(self, core: ProxyCore, upstream: Upstream, rid: RequestId,
                  params: Mapping[str, JsonValue], version: str, server_info: JsonObject,
-                 reply: Callable[[bytes], None], release: Callable[[], bool]) -> None:
+                 reply: Callable[[JsonObject], None], release: Callable[[], bool],
+                 session: str | None) -> None:
         self._core = core
         self._upstream = upstream
         self.server = upstream.name
@@ -114,6 +120,7 @@ class Promotion:
         self._server_info = server_info
         self._reply = reply
         self._release = release
+        self._session = session
         self._params = params  # read only if the upstream asks (most calls never do)
         self.capabilities: ClientCapabilities | None = None
         self.client_name = "mcp-client"
@@ -123,6 +130,7 @@ class Promotion:
         self._sent = ""
         self._answer: UpstreamAnswer | None = None
         self._settled: anyio.Event | None = None  # made in the work's task
+        self._first_answered = False
 
     def attach(self, lane: Lane, sent: str) -> None:
         """The relayed request went out on ``lane`` under ``sent``."""
@@ -151,6 +159,13 @@ class Promotion:
 
     # ------------------------------------------------------------------ the relay's side
 
+    def hang_up(self) -> None:
+        """The client is gone, after promotion: a first round not answered yet ends the round
+        trip (as the SDK route's round, cancelled with its request, does); once answered, the
+        round trip waits in the ledger for a retry, as on the SDK route."""
+        if self.trip is not None and not self._first_answered:
+            self.trip.cancel()
+
     def settle(self, answer: UpstreamAnswer) -> None:
         """The relayed request's answer, after promotion: it finishes the round trip's work."""
         self._answer = answer
@@ -169,7 +184,7 @@ class Promotion:
         arguments = params.get("arguments")
         binding = binding_for("tools/call", str(params.get("name")),
                               arguments if isinstance(arguments, dict) else None,
-                              self._core.session_id)  # as the SDK route binds it
+                              self._session)  # as the SDK route binds it
         try:
             trip = ledger.open(binding, self._work)
         except MCPError as exc:  # the ledger is full: the call fails as it would have
@@ -220,16 +235,16 @@ class Promotion:
         try:
             result = await ledger.round(trip, None)
         except MCPError as exc:
+            self._first_answered = True
             self._write_error(exc.error.model_dump(by_alias=True, mode="json",
                                                    exclude_none=True))
             return
+        self._first_answered = True
         try:
-            line = encode({"jsonrpc": "2.0", "id": self._rid, "result": self._dump(result)})
+            self._reply({"jsonrpc": "2.0", "id": self._rid, "result": self._dump(result)})
         except (ValidationError, ValueError, TypeError):
             logger.exception("cannot serialize a tools/call result for the client")
             self._write_error(error_object(INTERNAL_ERROR, INVALID_RESULT))
-            return
-        self._reply(line)
 
     def _dump(self, result: object) -> JsonObject:
         """A handler's result as the SDK server writes it for a 2026-07-28 client."""
@@ -249,4 +264,4 @@ class Promotion:
         return dumped
 
     def _write_error(self, error: JsonObject) -> None:
-        self._reply(encode({"jsonrpc": "2.0", "id": self._rid, "error": error}))
+        self._reply({"jsonrpc": "2.0", "id": self._rid, "error": error})

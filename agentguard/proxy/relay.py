@@ -32,8 +32,9 @@ SDK forward                 ``calls.run_tool_call`` (pin re-read first)     skip
 full guard                  ``calls.run_tool_call`` → ``Guard``             consulted
 ==========================  ==============================================  ===============
 
-A 2026-07-28 client's call to a handshake-era upstream is relayed on stdio only (promoted as
-above should the upstream ask); over HTTP it takes the SDK route.
+A 2026-07-28 client's call to a handshake-era upstream is relayed on stdio and on the HTTP
+listener's direct route (promoted as above should the upstream ask); in ASGI (with OAuth) it
+takes the SDK route.
 
 ``--no-relay`` turns every relay route off (checked here, once); the SDK forward route
 stays, so a ``--no-relay`` proxy makes the same security decisions through the SDK stacks —
@@ -203,7 +204,8 @@ def relay_route(core: ProxyCore, name: str, params: Mapping[str, JsonValue], *, 
             take the SDK route, which pushes them on the caller's own stream).
         promotes: The route turns a 2026-07-28 client's relayed call into a round trip of
             the SDK route's ledger when a handshake-era upstream asks mid-call (the stdio
-            relay, :mod:`agentguard.proxy.promote`); without it such calls take the SDK route.
+            relay and the HTTP listener's direct route, :mod:`agentguard.proxy.promote`);
+            without it such calls take the SDK route.
     """
     if not core.relay_enabled or not plain_call(params):
         return None

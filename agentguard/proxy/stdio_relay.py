@@ -183,8 +183,9 @@ class StdioRelay:
         if plan.modern and not plan.upstream_modern:
             # The upstream may ask mid-call: a round trip then (see .promote).
             promotion = Promotion(self._core, upstream, rid, params, plan.version,
-                                  self._server_info(), reply,
-                                  lambda: self._inflight.pop(rid, None) is not None)
+                                  self._server_info(), lambda message: reply(encode(message)),
+                                  lambda: self._inflight.pop(rid, None) is not None,
+                                  self._core.session_id)
 
         def answered(answer: JsonObject | None) -> None:
             if promotion is not None and promotion.trip is not None:

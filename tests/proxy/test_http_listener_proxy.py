@@ -63,6 +63,7 @@ async def test_a_held_call_whose_client_hangs_up_is_cancelled(proxy: ProxyUnderT
 
 class _Plan:
     session = None  # a 2026-07-28 call
+    promotes = False  # to a 2026-07-28 upstream
 
     def __init__(self, answer_now: bool) -> None:
         self.answer_now = answer_now
@@ -86,7 +87,7 @@ class _Fast:
         self.fail = fail
         self.plans: list[_Plan] = []
 
-    def plan(self, scope: Any, value: Any) -> _Plan:
+    def plan(self, scope: Any, value: Any, *, promotes: bool = False) -> _Plan:
         if self.fail == "plan":
             raise RuntimeError("planning failed")
         self.plans.append(_Plan(self.fail != "never answers"))
