@@ -16,7 +16,6 @@ from typing import Any, cast
 import anyio
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.types import (
-    INTERNAL_ERROR,
     INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
@@ -45,7 +44,7 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
-from agentguard.proxy.answers import LOST, InputRequired, Lost, RpcError, unstamped, unstamped_model
+from agentguard.proxy.answers import InputRequired, unstamped, unstamped_model
 from agentguard.proxy.askers import Asker, PushAsker, RequestContext, client_name_of
 from agentguard.proxy.calls import call_info, input_rounds, run_tool_call
 from agentguard.proxy.catalog import Collision
@@ -60,7 +59,7 @@ from agentguard.proxy.ledger import binding_for
 from agentguard.proxy.notify import session_key
 from agentguard.proxy.relay import relay_route
 from agentguard.proxy.stdio_relay import relay_allowed
-from agentguard.proxy.upstream import Upstream, UpstreamUnavailable, strip_envelope
+from agentguard.proxy.upstream import Upstream, strip_envelope
 
 __all__ = ["Handlers", "build_server"]
 
@@ -161,14 +160,7 @@ class Handlers:
             # A handshake-era upstream may push requests mid-call: route them to this client.
             with self.core.asking(upstream.name, PushAsker(ctx)):
                 answer = await relay_allowed(route, raw)
-        if isinstance(answer, Lost):
-            upstream.lost(upstream.generation)
-            raise UpstreamUnavailable(upstream.name, LOST)
-        if isinstance(answer, RpcError):
-            error = answer.error
-            code = error.get("code")
-            raise MCPError(code=code if isinstance(code, int) else INTERNAL_ERROR,
-                           message=str(error.get("message", "")), data=error.get("data"))
+        answer = upstream.raise_for(answer)
         if isinstance(answer, InputRequired):
             return False, None  # the upstream wants input: the SDK route relays it
         return True, unstamped(answer.body)  # the SDK server shapes it for the client's era

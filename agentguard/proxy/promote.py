@@ -50,9 +50,6 @@ from pydantic import BaseModel, ValidationError
 
 from agentguard.proxy.answers import (
     INVALID_RESULT,
-    LOST,
-    Lost,
-    RpcError,
     UpstreamAnswer,
     error_object,
     unstamped_model,
@@ -62,7 +59,6 @@ from agentguard.proxy.calls import CALL_RESULT
 from agentguard.proxy.jsontypes import JsonObject, JsonValue, RequestId
 from agentguard.proxy.lane import Lane
 from agentguard.proxy.ledger import RoundAsker, RoundTrip, binding_for
-from agentguard.proxy.upstream import UpstreamUnavailable
 
 if TYPE_CHECKING:
     from agentguard.proxy.core import ProxyCore
@@ -216,16 +212,7 @@ class Promotion:
             self._give_up()  # cancelled (a refused retry, the idle timeout, shutdown)
             raise
         self._core.drop_asker(self.server, self)
-        answer = self._answer
-        upstream = self._upstream
-        if isinstance(answer, Lost) or answer is None:
-            upstream.lost(upstream.generation)
-            raise UpstreamUnavailable(upstream.name, LOST)
-        if isinstance(answer, RpcError):
-            error = answer.error
-            code = error.get("code")
-            raise MCPError(code=code if isinstance(code, int) else INTERNAL_ERROR,
-                           message=str(error.get("message", "")), data=error.get("data"))
+        answer = self._upstream.raise_for(self._answer)
         return unstamped_model(CALL_RESULT.validate_python(answer.body))
 
     async def _first_round(self, trip: RoundTrip) -> None:

@@ -36,7 +36,7 @@ from mcp.types import (
 from mcp.types.version import MODERN_PROTOCOL_VERSIONS
 
 from agentguard.errors import AgentGuardError
-from agentguard.proxy.answers import LOST
+from agentguard.proxy.answers import LOST, InputRequired, Lost, Result, RpcError, UpstreamAnswer
 from agentguard.proxy.config import UpstreamConfig
 from agentguard.proxy.upstream_io import LaneBase, RawStdio
 
@@ -277,6 +277,21 @@ class Upstream:
         """Leave the supervisor loop."""
         self._stopping = True
         self._restart.set()
+
+    def raise_for(self, answer: UpstreamAnswer | None) -> Result | InputRequired:
+        """``answer`` if it is a result (or asks for input); else raise what the SDK route
+        raises: for a lost connection (None or :class:`Lost`) restart it and raise
+        :class:`UpstreamUnavailable`; for the upstream's JSON-RPC error an ``MCPError`` with
+        its code, message and data."""
+        if isinstance(answer, Lost) or answer is None:
+            self.lost(self.generation)
+            raise UpstreamUnavailable(self.name, LOST)
+        if isinstance(answer, RpcError):
+            error = answer.error
+            code = error.get("code")
+            raise MCPError(code=code if isinstance(code, int) else INTERNAL_ERROR,
+                           message=str(error.get("message", "")), data=error.get("data"))
+        return answer
 
     def lost(self, generation: int) -> None:
         """A request found the connection of ``generation`` dead: restart it."""
