@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import ElicitResult
@@ -197,8 +198,9 @@ async def wait_port(port: int, timeout: float = 30.0) -> None:
 
 @asynccontextmanager
 async def running(argv: list[str], env: dict[str, str], port: int, *, log: Path | None = None,
-                  new_session: bool = False) -> AsyncIterator[None]:
-    """Run a server process until the block ends; wait for it to listen on ``port``.
+                  new_session: bool = False) -> AsyncIterator[anyio.abc.Process]:
+    """Run a server process until the block ends (it is yielded); wait for it to listen on
+    ``port``.
 
     ``log`` receives its stdout and stderr (default: the test's own); ``new_session`` starts
     it without a controlling terminal.
@@ -209,7 +211,7 @@ async def running(argv: list[str], env: dict[str, str], port: int, *, log: Path 
                                             start_new_session=new_session) as proc:
             try:
                 await wait_port(port)
-                yield
+                yield proc
             finally:
                 proc.terminate()
                 with anyio.move_on_after(10):

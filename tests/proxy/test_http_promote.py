@@ -29,11 +29,10 @@ from agentguard.proxy.runner import build_guard, http_stack, listening
 from tests.proxy.conftest import (
     OPS_SERVER,
     PYTHON,
-    ROOT,
     WEATHER_SERVER,
     ProxyUnderTest,
     free_port,
-    wait_port,
+    running,
 )
 from tests.proxy.test_stdio_promote import (
     ASKING,
@@ -94,18 +93,8 @@ async def listening_proxy(proxy: ProxyUnderTest, tmp_path: Path, route: str, *up
             "--listen", f"127.0.0.1:{port}", *(("--no-relay",) if route == "sdk" else ()),
             "--", *upstream]
     log = tmp_path / f"proxy-{route}.log"
-    with open(log, "wb") as sink:
-        async with await anyio.open_process(argv, env=proxy.env(), cwd=str(ROOT),
-                                            stdout=sink, stderr=sink) as proc:
-            try:
-                await wait_port(port)
-                yield Proxy(proc, f"http://127.0.0.1:{port}/mcp", log)
-            finally:
-                proc.terminate()
-                with anyio.move_on_after(10):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
+    async with running(argv, proxy.env(), port, log=log) as proc:
+        yield Proxy(proc, f"http://127.0.0.1:{port}/mcp", log)
 
 
 def ops(proxy: ProxyUnderTest) -> tuple[str, ...]:
