@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 import anyio
+import anyio.abc
 import pytest
 
 from agentguard.proxy import fdio
@@ -19,6 +20,18 @@ async def _until(condition: Callable[[], object]) -> None:
     with anyio.fail_after(10):
         while not condition():
             await anyio.sleep(0.001)
+
+
+async def _reading(tg: anyio.abc.TaskGroup, reader: FdReader) -> list[bytes]:
+    """Start a task blocked in ``reader.read()``; what it returns lands in the list."""
+    got: list[bytes] = []
+
+    async def consume() -> None:
+        got.append(await reader.read())
+
+    tg.start_soon(consume)
+    await anyio.wait_all_tasks_blocked()
+    return got
 
 
 async def test_chunks_arrive_in_order_and_eof_is_empty() -> None:
@@ -61,13 +74,7 @@ async def test_an_intercepted_chunk_never_reaches_the_reader() -> None:
     reader.intercept = intercept
     try:
         async with anyio.create_task_group() as tg:
-            got: list[bytes] = []
-
-            async def consume() -> None:
-                got.append(await reader.read())
-
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
+            got = await _reading(tg, reader)
             os.write(w, b"mine 1\n")
             await _until(lambda: seen)
             os.write(w, b"theirs\n")
@@ -126,13 +133,7 @@ async def test_an_intercept_may_take_a_head_and_leave_the_rest() -> None:
     reader.intercept = intercept
     try:
         async with anyio.create_task_group() as tg:
-            got: list[bytes] = []
-
-            async def consume() -> None:
-                got.append(await reader.read())
-
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
+            got = await _reading(tg, reader)
             os.write(w, b"mine 1\ntheirs\nmine 2\n")
         assert got == [b"theirs\nmine 2\n"]
     finally:
@@ -166,12 +167,7 @@ async def test_writes_from_an_intercept_go_out_once_per_writer_in_order(
                 return b""
 
             reader.intercept = intercept
-
-            async def consume() -> None:
-                await reader.read()
-
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
+            await _reading(tg, reader)
             real_write(w, b"1\n2\n3\n")
             await _until(lambda: writes)
             tg.cancel_scope.cancel()
@@ -201,12 +197,7 @@ async def test_a_batch_the_pipe_cannot_take_is_flushed_in_order_when_it_drains()
                 return b""
 
             reader.intercept = intercept
-
-            async def consume() -> None:
-                await reader.read()
-
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
+            await _reading(tg, reader)
             os.write(w, b"go\n")
             await _until(lambda: out._buffer)  # the pipe took what it could
             for line in lines[150:]:
@@ -240,12 +231,7 @@ async def test_a_failed_batched_write_calls_on_close() -> None:
                 return b""
 
             reader.intercept = intercept
-
-            async def consume() -> None:
-                await reader.read()
-
-            tg.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
+            await _reading(tg, reader)
             os.write(w, b"go\n")
             await _until(lambda: closed)
             tg.cancel_scope.cancel()
